@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka (KRaft, combined broker + controller) on 127.0.0.1,
+# assembled from Maven Central jars. Used by the tests, the demo and the benchmarks.
+#
+#   scripts/kafka.sh start     fetch the jars once, format storage once, start, wait until it answers
+#   scripts/kafka.sh stop      stop the broker this script started (by its pid)
+#   scripts/kafka.sh status    exit 0 and say so when the broker answers, 1 otherwise
+#   scripts/kafka.sh clean     stop, then delete the broker's data
+#   scripts/kafka.sh tool CLASS ARGS...   run a Kafka command-line class (TopicCommand, ConsumerPerformance, ...)
+#
+# Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1), KAFKA_RUN_DIR
+# (default target/kafka-run, where data, logs and the pid live), KAFKA_CACHE_DIR (default
+# .cache, where the jars are kept; git ignores it).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$root/scripts/kafka/pom.xml")
+port=${KAFKA_PORT:-9092}
+controller_port=$((port + 1))
+cache=${KAFKA_CACHE_DIR:-$root/.cache}/kafka-$version
+lib=$cache/lib
+run=${KAFKA_RUN_DIR:-$root/target/kafka-run}
+pidfile=$run/broker.pid
+
+log() { printf 'kafka.sh: %s\n' "$*" >&2; }
+
+fetch_jars() {
+    [ -f "$lib/.ok" ] && return 0
+    command -v mvn >/dev/null || { log "mvn not found: install Maven"; exit 1; }
+    command -v java >/dev/null || { log "java not found: install a JDK 17"; exit 1; }
+    log "fetching Apache Kafka $version from Maven Central into $lib"
+    rm -rf "$lib"
+    mkdir -p "$lib"
+    mvn -B -q -f "$root/scripts/kafka/pom.xml" -Dmaven.repo.local="$cache/m2" \
+        org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$lib"
+    touch "$lib/.ok"
+}
+
+# Short-lived JVMs for the command-line tools; logs go to stderr so stdout stays parseable.
+tool() {
+    java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        -Dlog4j2.configurationFile="$run/log4j2.properties" -cp "$lib/*" "$@"
+}
+
+write_config() {
+    mkdir -p "$run/data" "$run/logs"
+    cat >"$run/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$run/data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+num.network.threads=2
+num.io.threads=2
+background.threads=2
+num.recovery.threads.per.data.dir=1
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=16777216
+log.cleaner.backoff.ms=1000
+# Test and demo data carries event times in the past and, for skew checks, slightly in the future.
+log.message.timestamp.before.max.ms=9223372036854775807
+log.message.timestamp.after.max.ms=9223372036854775807
+EOF
+    cat >"$run/log4j2.properties" <<'EOF'
+status = warn
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = STDERR
+logger.raft.name = kafka.server.KafkaRaftServer
+logger.raft.level = info
+EOF
+}
+
+# Kafka protocol probe: an ApiVersions v0 request; ready when the answer carries
+# correlation id 1 and error code 0. A bare TCP connect is not enough: the port can be
+# bound by something else.
+probe() {
+    local out
+    out=$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$0 || exit 1
+        printf "\x00\x00\x00\x0f\x00\x12\x00\x00\x00\x00\x00\x01\x00\x05probe" >&3
+        head -c 10 <&3 | od -An -tx1' "$port" 2>/dev/null | tr -d ' \n') || return 1
+    [ "${out:8:12}" = 000000010000 ]
+}
+
+running_pid() {
+    [ -f "$pidfile" ] || return 1
+    local pid
+    pid=$(cat "$pidfile")
+    kill -0 "$pid" 2>/dev/null || return 1
+    echo "$pid"
+}
+
+start() {
+    if running_pid >/dev/null && probe; then
+        log "already running on 127.0.0.1:$port"
+        return 0
+    fi
+    fetch_jars
+    write_config
+    if [ ! -f "$run/data/meta.properties" ]; then
+        local cluster_id
+        cluster_id=$(tool kafka.tools.StorageTool random-uuid)
+        tool kafka.tools.StorageTool format -t "$cluster_id" -c "$run/server.properties" >/dev/null
+    fi
+    log "starting Apache Kafka $version on 127.0.0.1:$port (logs: $run/broker.out)"
+    nohup java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:ParallelGCThreads=1 -XX:ConcGCThreads=1 -XX:+ExitOnOutOfMemoryError \
+        -Djava.awt.headless=true -Dkafka.logs.dir="$run/logs" \
+        -Dlog4j2.configurationFile="$run/log4j2.properties" \
+        -cp "$lib/*" kafka.Kafka "$run/server.properties" \
+        >"$run/broker.out" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+    local pid=$! i
+    for i in $(seq 240); do
+        kill -0 "$pid" 2>/dev/null || { log "broker exited during start:"; tail -n 40 "$run/broker.out" >&2; exit 1; }
+        if probe; then
+            log "ready after $((i / 4)) s"
+            return 0
+        fi
+        sleep 0.25
+    done
+    log "broker not ready after 60 s"
+    tail -n 40 "$run/broker.out" >&2
+    exit 1
+}
+
+stop() {
+    local pid i
+    pid=$(running_pid) || { log "not running"; rm -f "$pidfile"; return 0; }
+    kill -TERM "$pid"
+    for i in $(seq 120); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$pidfile"
+    log "stopped"
+}
+
+case "${1:-}" in
+start) start ;;
+stop) stop ;;
+status)
+    if running_pid >/dev/null && probe; then
+        echo "running on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+    else
+        echo "not running"
+        exit 1
+    fi
+    ;;
+clean)
+    stop
+    rm -rf "$run"
+    ;;
+tool)
+    shift
+    fetch_jars
+    mkdir -p "$run"
+    [ -f "$run/log4j2.properties" ] || write_config
+    tool "$@"
+    ;;
+*)
+    echo "usage: $0 start|stop|status|clean|tool CLASS ARGS..." >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test CI runs: formatting, clippy with warnings denied, unit and property tests, and
+# the integration tests against a real local Kafka, which this script starts (and stops, if
+# it started it).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+started_kafka=0
+if ! scripts/kafka.sh status >/dev/null 2>&1; then
+    scripts/kafka.sh start
+    started_kafka=1
+fi
+stop_kafka() { [ "$started_kafka" = 1 ] && scripts/kafka.sh stop || true; }
+trap stop_kafka EXIT
+
+echo "== cargo test"
+export KPI_STREAM_TEST_BROKERS=${KPI_STREAM_TEST_BROKERS:-127.0.0.1:9092}
+cargo test --all-targets --locked

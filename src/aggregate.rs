@@ -1,0 +1,455 @@
+//! Windowed state of every assigned input partition, and the KPI snapshot merged from it.
+//!
+//! State is kept per input partition so that a revoked partition's contribution can be
+//! dropped and a newly assigned one rebuilt by replay, without touching the others. The
+//! snapshot merges partitions at publish time; merging is addition of tallies, so the
+//! result equals one state fed with every event.
+//!
+//! Pure: the caller passes `now`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::dimension::Dimensions;
+use crate::event::{Event, Family, Payload};
+use crate::kpi::{self, KpiRecord};
+use crate::survey::SurveyTally;
+use crate::window::{Tally, Window, WindowSpec};
+
+/// An input partition: the topic's family and the partition number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    pub family: Family,
+    pub partition: i32,
+}
+
+impl PartitionId {
+    pub fn new(family: Family, partition: i32) -> Self {
+        PartitionId { family, partition }
+    }
+}
+
+/// A KPI series: overall, or one value of one dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SeriesKey {
+    Overall,
+    /// Dimension index (configuration order) and interned value id.
+    Dimension(u8, u32),
+}
+
+/// What became of an event offered to [`Aggregates::record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It changed the state.
+    Counted,
+    /// Its `occurred_at` is older than the largest window: nothing changed.
+    Late,
+}
+
+/// One window ring per configured window, for one series.
+#[derive(Debug, Clone)]
+struct SeriesWindows<T> {
+    windows: Box<[Window<T>]>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    surveys: HashMap<SeriesKey, SeriesWindows<SurveyTally>>,
+}
+
+/// The service's whole KPI state.
+#[derive(Debug)]
+pub struct Aggregates {
+    windows: Vec<WindowSpec>,
+    lead_ms: i64,
+    dimensions: Dimensions,
+    /// Every series ever seen, so that it keeps being published (components at 0) after
+    /// its window empties, instead of flickering in and out.
+    known_series: BTreeSet<SeriesKey>,
+    partitions: HashMap<PartitionId, PartitionState>,
+    /// Scratch list of the series an event updates; reused to keep the hot path free of
+    /// allocation.
+    touched: Vec<SeriesKey>,
+}
+
+impl Aggregates {
+    /// `lead_ms` is the accepted future clock skew of events.
+    pub fn new(windows: Vec<WindowSpec>, lead_ms: i64, dimensions: Dimensions) -> Self {
+        let mut known_series = BTreeSet::new();
+        known_series.insert(SeriesKey::Overall);
+        Aggregates {
+            windows,
+            lead_ms,
+            dimensions,
+            known_series,
+            partitions: HashMap::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    pub fn dimensions(&self) -> &Dimensions {
+        &self.dimensions
+    }
+
+    pub fn windows(&self) -> &[WindowSpec] {
+        &self.windows
+    }
+
+    /// Start of the largest window at `now_ms`: events older than this are late.
+    pub fn horizon_ms(&self, now_ms: i64) -> i64 {
+        self.windows
+            .iter()
+            .map(|w| w.start_ms(now_ms))
+            .min()
+            .unwrap_or(now_ms)
+    }
+
+    /// Forgets a partition's state (revoked, or about to be replayed from scratch).
+    pub fn drop_partition(&mut self, partition: PartitionId) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Applies one valid event read from `partition`.
+    pub fn record(&mut self, partition: PartitionId, event: &Event<'_>, now_ms: i64) -> Outcome {
+        match event.payload {
+            Payload::SurveyResponded { survey, score } => {
+                if event.occurred_at_ms < self.horizon_ms(now_ms) {
+                    return Outcome::Late;
+                }
+                self.collect_series(event);
+                let state = self.partitions.entry(partition).or_default();
+                for key in &self.touched {
+                    let series = state
+                        .surveys
+                        .entry(*key)
+                        .or_insert_with(|| new_series(&self.windows, self.lead_ms));
+                    for (spec, window) in self.windows.iter().zip(series.windows.iter_mut()) {
+                        if let Some(tally) = window.bucket_mut(spec, event.occurred_at_ms, now_ms) {
+                            tally.record(survey, score);
+                        }
+                    }
+                }
+                Outcome::Counted
+            }
+            // Ticket and billing KPIs are computed by their own modules; until then these
+            // events are validated and counted as processed.
+            _ => Outcome::Counted,
+        }
+    }
+
+    /// Fills `self.touched` with the series `event` belongs to.
+    fn collect_series(&mut self, event: &Event<'_>) {
+        self.touched.clear();
+        self.touched.push(SeriesKey::Overall);
+        for dim in 0..self.dimensions.len() {
+            let raw = event.dimensions[self.dimensions.field(dim)].as_deref();
+            let id = self.dimensions.intern(dim, raw);
+            let key = SeriesKey::Dimension(dim as u8, id);
+            self.known_series.insert(key);
+            self.touched.push(key);
+        }
+    }
+
+    /// The current value of every KPI, window and known series, merged over all partitions.
+    pub fn snapshot(&self, now_ms: i64) -> Vec<KpiRecord> {
+        let mut records = Vec::new();
+        for key in &self.known_series {
+            let dimension = match *key {
+                SeriesKey::Overall => None,
+                SeriesKey::Dimension(dim, id) => {
+                    let dim = usize::from(dim);
+                    let name = self.dimensions.names().nth(dim).unwrap_or_default();
+                    Some((name.to_owned(), self.dimensions.value(dim, id).to_owned()))
+                }
+            };
+            for (index, spec) in self.windows.iter().enumerate() {
+                let mut tally = SurveyTally::default();
+                for state in self.partitions.values() {
+                    if let Some(series) = state.surveys.get(key) {
+                        series.windows[index].fold_into(spec, now_ms, &mut tally);
+                    }
+                }
+                let frame = Frame {
+                    window: &spec.name,
+                    dimension: &dimension,
+                    start_ms: spec.start_ms(now_ms),
+                    end_ms: now_ms,
+                };
+                survey_records(&tally, &frame, &mut records);
+            }
+        }
+        records
+    }
+}
+
+fn new_series<T: Tally>(windows: &[WindowSpec], lead_ms: i64) -> SeriesWindows<T> {
+    SeriesWindows {
+        windows: windows.iter().map(|w| Window::new(w, lead_ms)).collect(),
+    }
+}
+
+/// Where a set of records belongs: window, series and time range.
+struct Frame<'a> {
+    window: &'a str,
+    dimension: &'a Option<(String, String)>,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl Frame<'_> {
+    fn record(
+        &self,
+        def: &'static kpi::KpiDef,
+        value: Option<f64>,
+        samples: u64,
+        components: Vec<f64>,
+    ) -> KpiRecord {
+        KpiRecord {
+            def,
+            window: self.window.to_owned(),
+            dimension: self.dimension.clone(),
+            value,
+            samples,
+            components,
+            window_start_ms: self.start_ms,
+            window_end_ms: self.end_ms,
+        }
+    }
+}
+
+fn survey_records(tally: &SurveyTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
+    let nps = tally.nps();
+    out.push(frame.record(
+        &kpi::NPS,
+        nps.value(),
+        nps.responses(),
+        vec![
+            nps.promoters as f64,
+            nps.passives as f64,
+            nps.detractors as f64,
+            nps.responses() as f64,
+        ],
+    ));
+    let csat = tally.csat();
+    out.push(frame.record(
+        &kpi::CSAT,
+        csat.ratio(),
+        csat.responses,
+        vec![csat.satisfied as f64, csat.responses as f64],
+    ));
+    let ces = tally.ces();
+    out.push(frame.record(
+        &kpi::CES,
+        ces.mean(),
+        ces.responses,
+        vec![ces.score_sum as f64, ces.responses as f64],
+    ));
+    out.push(frame.record(
+        &kpi::CES_EASY,
+        ces.easy_ratio(),
+        ces.responses,
+        vec![ces.easy as f64, ces.responses as f64],
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::event::Survey;
+
+    const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 60 * MINUTE;
+    const T0: i64 = 20_000 * HOUR;
+
+    fn specs() -> Vec<WindowSpec> {
+        vec![
+            WindowSpec::new("1h", Duration::from_secs(3600), Duration::from_secs(60)),
+            WindowSpec::new(
+                "24h",
+                Duration::from_secs(86_400),
+                Duration::from_secs(1440),
+            ),
+        ]
+    }
+
+    fn aggregates(cap: usize) -> Aggregates {
+        Aggregates::new(
+            specs(),
+            5 * MINUTE,
+            Dimensions::new(&["segment".to_owned()], cap),
+        )
+    }
+
+    fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Event<'_> {
+        Event {
+            event_id: Cow::Borrowed("e"),
+            occurred_at_ms: at,
+            customer_id: Cow::Borrowed("c"),
+            dimensions: [segment.map(Cow::Borrowed), None, None],
+            payload: Payload::SurveyResponded { survey, score },
+        }
+    }
+
+    fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
+        records
+            .iter()
+            .find(|r| r.key() == key)
+            .unwrap_or_else(|| panic!("no record {key}"))
+    }
+
+    #[test]
+    fn empty_state_publishes_null_values_for_the_overall_series() {
+        let records = aggregates(10).snapshot(T0);
+        assert_eq!(records.len(), 2 * 4);
+        assert!(records.iter().all(|r| r.value.is_none() && r.samples == 0));
+        assert!(
+            records
+                .iter()
+                .all(|r| r.components.iter().all(|&c| c == 0.0))
+        );
+    }
+
+    #[test]
+    fn partitions_merge_and_a_dropped_partition_leaves_no_trace() {
+        let mut agg = aggregates(10);
+        let p0 = PartitionId::new(Family::Surveys, 0);
+        let p1 = PartitionId::new(Family::Surveys, 1);
+        agg.record(
+            p0,
+            &survey_event(T0 - MINUTE, Survey::Nps, 10, Some("smb")),
+            T0,
+        );
+        agg.record(
+            p1,
+            &survey_event(T0 - MINUTE, Survey::Nps, 0, Some("ent")),
+            T0,
+        );
+        let records = agg.snapshot(T0);
+        assert_eq!(find(&records, "nps/1h").value, Some(0.0));
+        assert_eq!(find(&records, "nps/1h/segment=smb").value, Some(100.0));
+        agg.drop_partition(p1);
+        let records = agg.snapshot(T0);
+        assert_eq!(find(&records, "nps/1h").value, Some(100.0));
+        // The series stays known with zero components.
+        let ent = find(&records, "nps/1h/segment=ent");
+        assert_eq!((ent.value, ent.samples), (None, 0));
+    }
+
+    #[test]
+    fn events_older_than_the_largest_window_are_late() {
+        let mut agg = aggregates(10);
+        let p = PartitionId::new(Family::Surveys, 0);
+        let horizon = agg.horizon_ms(T0);
+        let old = survey_event(horizon - 1, Survey::Csat, 5, None);
+        assert_eq!(agg.record(p, &old, T0), Outcome::Late);
+        let edge = survey_event(horizon, Survey::Csat, 5, None);
+        assert_eq!(agg.record(p, &edge, T0), Outcome::Counted);
+        let records = agg.snapshot(T0);
+        assert_eq!(find(&records, "csat/24h").samples, 1);
+        assert_eq!(find(&records, "csat/1h").samples, 0);
+    }
+
+    #[derive(Debug, Clone)]
+    struct Step {
+        advance_ms: i64,
+        age_ms: i64,
+        survey: Survey,
+        score: u8,
+        segment: Option<&'static str>,
+        partition: i32,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            0..20 * MINUTE,
+            -5 * MINUTE..30 * HOUR,
+            prop_oneof![Just(Survey::Nps), Just(Survey::Csat), Just(Survey::Ces)],
+            0u8..=10,
+            prop_oneof![
+                Just(None),
+                Just(Some("smb")),
+                Just(Some("mid")),
+                Just(Some("ent")),
+                Just(Some(""))
+            ],
+            0..3i32,
+        )
+            .prop_map(|(advance_ms, age_ms, survey, score, segment, partition)| {
+                let (low, high) = survey.scale();
+                Step {
+                    advance_ms,
+                    age_ms,
+                    survey,
+                    score: low + score % (high - low + 1),
+                    segment,
+                    partition,
+                }
+            })
+    }
+
+    proptest! {
+        /// The windowed values equal a recomputation over the raw accepted events.
+        #[test]
+        fn windowed_values_equal_a_brute_force_recomputation(
+            steps in prop::collection::vec(step(), 1..200),
+            final_advance in 0..48 * HOUR,
+        ) {
+            let cap = 2;
+            let mut agg = aggregates(cap);
+            let mut now = T0;
+            // (occurred_at, survey, score, segment label) of every counted event.
+            let mut accepted: Vec<(i64, Survey, u8, String)> = Vec::new();
+            let mut interned: Vec<String> = Vec::new();
+            for s in &steps {
+                now += s.advance_ms;
+                let at = now - s.age_ms;
+                let event = survey_event(at, s.survey, s.score, s.segment);
+                let outcome = agg.record(PartitionId::new(Family::Surveys, s.partition), &event, now);
+                let expect_late = at < agg.horizon_ms(now);
+                prop_assert_eq!(outcome == Outcome::Late, expect_late);
+                if !expect_late {
+                    let value = match s.segment { Some(v) if !v.is_empty() => v, _ => "unknown" };
+                    let label = if interned.iter().any(|i| i == value) {
+                        value.to_owned()
+                    } else if interned.len() < cap {
+                        interned.push(value.to_owned());
+                        value.to_owned()
+                    } else {
+                        "other".to_owned()
+                    };
+                    accepted.push((at, s.survey, s.score, label));
+                }
+            }
+            now += final_advance;
+            let records = agg.snapshot(now);
+            for spec in specs() {
+                let start = spec.start_ms(now);
+                let mut series: Vec<Option<String>> = vec![None];
+                series.extend(accepted.iter().map(|a| Some(a.3.clone())));
+                series.dedup();
+                for label in series {
+                    let mut expected = SurveyTally::default();
+                    for (at, survey, score, seg) in &accepted {
+                        if *at >= start && label.as_ref().is_none_or(|l| l == seg) {
+                            expected.record(*survey, *score);
+                        }
+                    }
+                    let suffix = label.as_ref().map(|l| format!("/segment={l}")).unwrap_or_default();
+                    let nps = find(&records, &format!("nps/{}{suffix}", spec.name));
+                    prop_assert_eq!(nps.value, expected.nps().value());
+                    prop_assert_eq!(nps.samples, expected.nps().responses());
+                    let csat = find(&records, &format!("csat/{}{suffix}", spec.name));
+                    prop_assert_eq!(csat.value, expected.csat().ratio());
+                    let ces = find(&records, &format!("ces/{}{suffix}", spec.name));
+                    prop_assert_eq!(ces.value, expected.ces().mean());
+                    let easy = find(&records, &format!("ces_easy/{}{suffix}", spec.name));
+                    prop_assert_eq!(easy.value, expected.ces().easy_ratio());
+                }
+            }
+        }
+    }
+}

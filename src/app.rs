@@ -1,0 +1,50 @@
+//! `kpi-stream run`: wires the HTTP server and the consume loop together and shuts both
+//! down on one token.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::event::Family;
+use crate::metrics::Metrics;
+use crate::pipeline::{Clock, Pipeline, Status};
+
+/// Runs until `shutdown` is cancelled (or, with `exit_when_caught_up`, until caught up).
+pub async fn run(
+    config: Config,
+    clock: Clock,
+    shutdown: CancellationToken,
+    exit_when_caught_up: bool,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(
+        Metrics::new(
+            &config.dimensions.names,
+            Family::ALL.map(|f| config.topic(f)),
+        )
+        .context("registering metrics")?,
+    );
+    let status = Arc::new(Status::new());
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
+    info!(address = %listener.local_addr()?, "serving /metrics, /kpis, /healthz, /readyz");
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        metrics.clone(),
+        status.clone(),
+        http_stop.clone(),
+    ));
+
+    let pipeline = Pipeline::new(config, metrics, status, clock)?;
+    let result = pipeline.run(shutdown, exit_when_caught_up).await;
+    // HTTP stays up until the final snapshot is published, then stops.
+    http_stop.cancel();
+    http.await.context("http task")?.context("http server")?;
+    result
+}

@@ -1,0 +1,422 @@
+//! Configuration: a TOML file (config/kpi-stream.toml documents every key), overridden by
+//! environment variables named `KPI_STREAM_<SECTION>__<KEY>` (for example
+//! `KPI_STREAM_KAFKA__BROKERS`). Unknown keys are errors, so a typo never silently falls
+//! back to a default. librdkafka properties that the configuration does not name pass
+//! through from `[kafka.properties]`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Deserializer};
+
+use crate::event::{DIMENSION_FIELDS, Family, Limits};
+use crate::window::WindowSpec;
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "KPI_STREAM_";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub events: EventsConfig,
+    pub windows: WindowsConfig,
+    pub dimensions: DimensionsConfig,
+    pub publish: PublishConfig,
+    pub http: HttpConfig,
+    pub generate: GenerateConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// librdkafka `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group; offsets are committed there for lag tools, state never depends on them.
+    pub group_id: String,
+    pub session_timeout_ms: u32,
+    /// How long a start-up or rebalance metadata call may take before it is retried.
+    pub request_timeout_ms: u32,
+    /// Passed to every librdkafka client as is; these win over the keys above.
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub surveys: String,
+    pub tickets: String,
+    pub billing: String,
+    pub deadletter: String,
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    #[serde(deserialize_with = "duration")]
+    pub max_future_skew: Duration,
+    pub max_event_bytes: usize,
+    /// Also send late events to the dead-letter topic (they are always counted).
+    pub late_to_deadletter: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// Window spans, e.g. `["1h", "24h", "7d", "30d"]`; each is a label value.
+    pub spans: Vec<String>,
+    /// Buckets per window; the bucket width is span / buckets.
+    pub buckets: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DimensionsConfig {
+    /// Event fields that split every KPI into series: any of segment, region, channel.
+    pub names: Vec<String>,
+    /// Distinct values per dimension before the rest fold into "other".
+    pub max_values: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub snapshot_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerateConfig {
+    pub seed: u64,
+    /// Events per second; 0 means as fast as possible.
+    pub rate: u32,
+    /// Events to produce; 0 means until stopped.
+    pub count: u64,
+    /// Share of deliberately malformed events, 0..1.
+    pub malformed_ratio: f64,
+    pub customers: u32,
+    pub segments: Vec<String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "kpi-stream".into(),
+            session_timeout_ms: 10_000,
+            request_timeout_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            surveys: "cs.surveys".into(),
+            tickets: "cs.tickets".into(),
+            billing: "cs.billing".into(),
+            deadletter: "cs.deadletter".into(),
+            output: "cs.kpis".into(),
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            max_future_skew: Duration::from_secs(300),
+            max_event_bytes: 1 << 20,
+            late_to_deadletter: false,
+        }
+    }
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        WindowsConfig {
+            spans: ["1h", "24h", "7d", "30d"].map(String::from).to_vec(),
+            buckets: 60,
+        }
+    }
+}
+
+impl Default for DimensionsConfig {
+    fn default() -> Self {
+        DimensionsConfig {
+            names: vec!["segment".into()],
+            max_values: 100,
+        }
+    }
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            interval: Duration::from_secs(10),
+            snapshot_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+        }
+    }
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        GenerateConfig {
+            seed: 42,
+            rate: 1000,
+            count: 0,
+            malformed_ratio: 0.01,
+            customers: 5000,
+            segments: ["smb", "mid-market", "enterprise"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("config file {0} does not exist")]
+    Missing(String),
+    #[error("key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given; it must exist), then the environment overrides, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: values that parse but make no sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.window_specs()?;
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        for name in &self.dimensions.names {
+            if !DIMENSION_FIELDS.contains(&name.as_str()) {
+                return Err(invalid(
+                    "dimensions.names",
+                    format!("{name:?} is not one of {DIMENSION_FIELDS:?}"),
+                ));
+            }
+        }
+        if self.dimensions.max_values == 0 {
+            return Err(invalid("dimensions.max_values", "must be at least 1"));
+        }
+        if self.publish.interval.is_zero() {
+            return Err(invalid("publish.interval", "must be positive"));
+        }
+        if self.publish.snapshot_interval < self.publish.interval {
+            return Err(invalid(
+                "publish.snapshot_interval",
+                "must be at least publish.interval",
+            ));
+        }
+        if self.events.max_event_bytes == 0 {
+            return Err(invalid("events.max_event_bytes", "must be positive"));
+        }
+        if !(0.0..=1.0).contains(&self.generate.malformed_ratio) {
+            return Err(invalid("generate.malformed_ratio", "must be within 0..1"));
+        }
+        let topics = [
+            ("topics.surveys", &self.topics.surveys),
+            ("topics.tickets", &self.topics.tickets),
+            ("topics.billing", &self.topics.billing),
+            ("topics.deadletter", &self.topics.deadletter),
+            ("topics.output", &self.topics.output),
+        ];
+        for (i, (key, topic)) in topics.iter().enumerate() {
+            if topic.is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+            if topics[..i].iter().any(|(_, other)| other == topic) {
+                return Err(invalid(key, format!("topic {topic:?} is used twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured windows, each with its bucket width.
+    pub fn window_specs(&self) -> Result<Vec<WindowSpec>, ConfigError> {
+        let key = "windows.spans";
+        if self.windows.spans.is_empty() {
+            return Err(invalid(key, "must list at least one window"));
+        }
+        if self.windows.buckets == 0 {
+            return Err(invalid("windows.buckets", "must be at least 1"));
+        }
+        let mut specs: Vec<WindowSpec> = Vec::new();
+        for name in &self.windows.spans {
+            let span = humantime::parse_duration(name)
+                .map_err(|e| invalid(key, format!("{name:?}: {e}")))?;
+            let span_ms = span.as_millis();
+            let buckets = u128::from(self.windows.buckets);
+            if span_ms == 0 || span_ms % buckets != 0 {
+                return Err(invalid(
+                    key,
+                    format!("{name:?} does not divide into {buckets} whole-millisecond buckets"),
+                ));
+            }
+            if specs.iter().any(|s| s.name == *name) {
+                return Err(invalid(key, format!("{name:?} is listed twice")));
+            }
+            let bucket = Duration::from_millis((span_ms / buckets) as u64);
+            specs.push(WindowSpec::new(name.clone(), span, bucket));
+        }
+        Ok(specs)
+    }
+
+    /// The largest window plus one bucket: how far back a replay starts.
+    pub fn replay_span(&self) -> Duration {
+        self.window_specs()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| Duration::from_millis((s.span_ms + s.bucket_ms) as u64))
+            .max()
+            .unwrap_or_default()
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_event_bytes: self.events.max_event_bytes,
+            max_future_skew_ms: self.events.max_future_skew.as_millis() as i64,
+        }
+    }
+
+    pub fn topic(&self, family: Family) -> &str {
+        match family {
+            Family::Surveys => &self.topics.surveys,
+            Family::Tickets => &self.topics.tickets,
+            Family::Billing => &self.topics.billing,
+        }
+    }
+
+    pub fn family_of(&self, topic: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| self.topic(*f) == topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::new()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_shipped_file_is_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kpi-stream.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let shipped = load_str(&text).unwrap();
+        assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn default_windows_have_sixty_buckets() {
+        let specs = Config::default().window_specs().unwrap();
+        let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["1h", "24h", "7d", "30d"]);
+        assert_eq!(specs[0].bucket_ms, 60_000);
+        assert_eq!(specs[3].bucket_ms, 12 * 3_600_000);
+        assert_eq!(
+            Config::default().replay_span(),
+            Duration::from_secs(30 * 86_400 + 12 * 3600)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = load_str("[kafka]\nbrokerz = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            ("[windows]\nspans = [\"1h\", \"soon\"]", "windows.spans"),
+            ("[windows]\nspans = [\"1h\"]\nbuckets = 7", "windows.spans"),
+            ("[dimensions]\nnames = [\"plan\"]", "dimensions.names"),
+            ("[publish]\ninterval = \"0s\"", "publish.interval"),
+            ("[topics]\noutput = \"cs.surveys\"", "topics.output"),
+        ];
+        for (toml, key) in cases {
+            let err = load_str(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    // figment's own test API returns its large error type.
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("k.toml", "[kafka]\nbrokers = \"file:9092\"")?;
+            jail.set_env("KPI_STREAM_KAFKA__BROKERS", "env:9092");
+            jail.set_env("KPI_STREAM_WINDOWS__SPANS", "[\"1h\"]");
+            let config = Config::load(Some(Path::new("k.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.brokers, "env:9092");
+            assert_eq!(config.windows.spans, ["1h"]);
+            Ok(())
+        });
+    }
+}

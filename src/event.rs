@@ -1,0 +1,744 @@
+//! Event contract v1: parsing and validation of one Kafka message into an [`Event`].
+//!
+//! Pure: no I/O and no clock reads. The caller passes the wall-clock `now` so that the
+//! future-skew check is deterministic in tests. Every way a message can fail has its own
+//! [`Reason`], which becomes a metric label and a dead-letter header, so an operator can
+//! tell a producer bug from an attack from a clock problem without reading payloads.
+//!
+//! Parsing borrows from the message bytes: strings without escapes are never copied.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The family of an input topic; each accepts its own event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Surveys,
+    Tickets,
+    Billing,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Surveys, Family::Tickets, Family::Billing];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Surveys => "surveys",
+            Family::Tickets => "tickets",
+            Family::Billing => "billing",
+        }
+    }
+}
+
+/// Why a message was rejected. The `code()` is the `reason` label of
+/// `kpi_events_rejected_total` and the `kpi-stream.reason` dead-letter header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Empty,
+    TooLarge,
+    InvalidUtf8,
+    InvalidJson,
+    NotObject,
+    DuplicateField,
+    MissingField,
+    WrongType,
+    UnknownType,
+    WrongTopic,
+    InvalidValue,
+    OutOfRange,
+    InvalidTimestamp,
+    FutureTimestamp,
+    Late,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 15] = [
+        Reason::Empty,
+        Reason::TooLarge,
+        Reason::InvalidUtf8,
+        Reason::InvalidJson,
+        Reason::NotObject,
+        Reason::DuplicateField,
+        Reason::MissingField,
+        Reason::WrongType,
+        Reason::UnknownType,
+        Reason::WrongTopic,
+        Reason::InvalidValue,
+        Reason::OutOfRange,
+        Reason::InvalidTimestamp,
+        Reason::FutureTimestamp,
+        Reason::Late,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Empty => "empty",
+            Reason::TooLarge => "too_large",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::InvalidJson => "invalid_json",
+            Reason::NotObject => "not_object",
+            Reason::DuplicateField => "duplicate_field",
+            Reason::MissingField => "missing_field",
+            Reason::WrongType => "wrong_type",
+            Reason::UnknownType => "unknown_type",
+            Reason::WrongTopic => "wrong_topic",
+            Reason::InvalidValue => "invalid_value",
+            Reason::OutOfRange => "out_of_range",
+            Reason::InvalidTimestamp => "invalid_timestamp",
+            Reason::FutureTimestamp => "future_timestamp",
+            Reason::Late => "late",
+        }
+    }
+}
+
+/// A rejected message: the reason code and a human-readable detail for the dead-letter header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", reason.code())]
+pub struct Rejection {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The survey kinds and their score scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Survey {
+    /// Net Promoter Score question, 0-10.
+    Nps,
+    /// Customer satisfaction, 1-5.
+    Csat,
+    /// Customer effort, 1-7 where 7 means "it was easy".
+    Ces,
+}
+
+impl Survey {
+    pub const ALL: [Survey; 3] = [Survey::Nps, Survey::Csat, Survey::Ces];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Survey::Nps => "nps",
+            Survey::Csat => "csat",
+            Survey::Ces => "ces",
+        }
+    }
+
+    /// Inclusive score range of the survey's scale.
+    pub fn scale(self) -> (u8, u8) {
+        match self {
+            Survey::Nps => (0, 10),
+            Survey::Csat => (1, 5),
+            Survey::Ces => (1, 7),
+        }
+    }
+}
+
+/// Billing interval of a subscription price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Month,
+    Year,
+}
+
+/// The full state of a subscription as carried by `subscription.started` and `.changed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionTerms<'a> {
+    pub subscription_id: Cow<'a, str>,
+    pub plan: Cow<'a, str>,
+    /// Minor units of `currency` per interval per unit.
+    pub price: i64,
+    pub quantity: u32,
+    /// ISO 4217 code, upper case.
+    pub currency: Cow<'a, str>,
+    pub interval: Interval,
+    pub interval_count: u32,
+}
+
+/// The type-specific part of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload<'a> {
+    SurveyResponded {
+        survey: Survey,
+        score: u8,
+    },
+    TicketOpened {
+        ticket_id: Cow<'a, str>,
+    },
+    TicketReopened {
+        ticket_id: Cow<'a, str>,
+    },
+    TicketResolved {
+        ticket_id: Cow<'a, str>,
+        opened_at_ms: i64,
+        agent_replies: u32,
+        reopens: u32,
+    },
+    SubscriptionStarted(SubscriptionTerms<'a>),
+    SubscriptionChanged(SubscriptionTerms<'a>),
+    SubscriptionCanceled {
+        subscription_id: Cow<'a, str>,
+    },
+    SubscriptionRenewed {
+        subscription_id: Cow<'a, str>,
+    },
+}
+
+impl Payload<'_> {
+    pub fn family(&self) -> Family {
+        match self {
+            Payload::SurveyResponded { .. } => Family::Surveys,
+            Payload::TicketOpened { .. }
+            | Payload::TicketReopened { .. }
+            | Payload::TicketResolved { .. } => Family::Tickets,
+            Payload::SubscriptionStarted(_)
+            | Payload::SubscriptionChanged(_)
+            | Payload::SubscriptionCanceled { .. }
+            | Payload::SubscriptionRenewed { .. } => Family::Billing,
+        }
+    }
+}
+
+/// Names of the optional dimension fields, in the order of [`Event::dimensions`].
+pub const DIMENSION_FIELDS: [&str; 3] = ["segment", "region", "channel"];
+
+/// A valid event, borrowing from the message bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub event_id: Cow<'a, str>,
+    /// Event time, Unix milliseconds.
+    pub occurred_at_ms: i64,
+    pub customer_id: Cow<'a, str>,
+    /// `segment`, `region`, `channel`, when present.
+    pub dimensions: [Option<Cow<'a, str>>; 3],
+    pub payload: Payload<'a>,
+}
+
+/// Limits applied while parsing, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Messages larger than this are rejected before parsing.
+    pub max_event_bytes: usize,
+    /// How far in the future `occurred_at` may be, against the injected `now`.
+    pub max_future_skew_ms: i64,
+}
+
+/// Every field the contract knows. Unknown fields are skipped; a field that appears twice
+/// is an error (`duplicate_field`), so a message cannot say two things at once.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    occurred_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    customer_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    segment: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    region: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    survey: Option<Cow<'a, str>>,
+    score: Option<i64>,
+    #[serde(borrow)]
+    comment: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ticket_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    opened_at: Option<Cow<'a, str>>,
+    agent_replies: Option<i64>,
+    reopens: Option<i64>,
+    #[serde(borrow)]
+    subscription_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    plan: Option<Cow<'a, str>>,
+    price: Option<i64>,
+    quantity: Option<i64>,
+    #[serde(borrow)]
+    currency: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    interval: Option<Cow<'a, str>>,
+    interval_count: Option<i64>,
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, Rejection> {
+    value.ok_or_else(|| Rejection::new(Reason::MissingField, format!("missing field `{field}`")))
+}
+
+fn required_str<'a>(value: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>, Rejection> {
+    let value = required(value, field)?;
+    if value.is_empty() {
+        return Err(Rejection::new(
+            Reason::InvalidValue,
+            format!("field `{field}` is empty"),
+        ));
+    }
+    Ok(value)
+}
+
+fn counter(value: Option<i64>, field: &str) -> Result<u32, Rejection> {
+    let value = required(value, field)?;
+    u32::try_from(value).map_err(|_| {
+        Rejection::new(
+            Reason::OutOfRange,
+            format!("field `{field}` = {value} is not in 0..={}", u32::MAX),
+        )
+    })
+}
+
+fn positive(value: Option<i64>, field: &str) -> Result<u32, Rejection> {
+    let value = value.unwrap_or(1);
+    match u32::try_from(value) {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(Rejection::new(
+            Reason::OutOfRange,
+            format!("field `{field}` = {value} must be an integer >= 1"),
+        )),
+    }
+}
+
+/// Parses an RFC 3339 timestamp with offset into Unix milliseconds.
+pub fn parse_timestamp(text: &str, field: &str) -> Result<i64, Rejection> {
+    let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+        Rejection::new(
+            Reason::InvalidTimestamp,
+            format!("field `{field}` is not an RFC 3339 timestamp with offset: {e}"),
+        )
+    })?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).map_err(|_| {
+        Rejection::new(
+            Reason::InvalidTimestamp,
+            format!("field `{field}` is out of range"),
+        )
+    })
+}
+
+/// Detail strings echo parser messages, which can quote input; keep headers small.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+fn classify_json_error(error: serde_json::Error) -> Rejection {
+    let message = truncate(error.to_string(), 200);
+    let reason = match error.classify() {
+        serde_json::error::Category::Data if message.starts_with("duplicate field") => {
+            Reason::DuplicateField
+        }
+        serde_json::error::Category::Data => Reason::WrongType,
+        _ => Reason::InvalidJson,
+    };
+    Rejection::new(reason, message)
+}
+
+/// Parses and validates one message from a topic of `family`.
+pub fn parse<'a>(
+    bytes: &'a [u8],
+    family: Family,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<Event<'a>, Rejection> {
+    if bytes.is_empty() {
+        return Err(Rejection::new(Reason::Empty, "empty message"));
+    }
+    if bytes.len() > limits.max_event_bytes {
+        return Err(Rejection::new(
+            Reason::TooLarge,
+            format!(
+                "{} bytes exceeds the limit of {}",
+                bytes.len(),
+                limits.max_event_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Rejection::new(
+            Reason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(Rejection::new(
+                Reason::NotObject,
+                "the message is not a JSON object",
+            ));
+        }
+        None => return Err(Rejection::new(Reason::Empty, "only whitespace")),
+    }
+    let wire: Wire<'a> = serde_json::from_str(text).map_err(classify_json_error)?;
+    validate(wire, family, now_ms, limits)
+}
+
+fn validate<'a>(
+    wire: Wire<'a>,
+    family: Family,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<Event<'a>, Rejection> {
+    let kind = required(wire.kind, "type")?;
+    let event_id = required_str(wire.event_id, "event_id")?;
+    let occurred_at = required(wire.occurred_at, "occurred_at")?;
+    let customer_id = required_str(wire.customer_id, "customer_id")?;
+    let occurred_at_ms = parse_timestamp(&occurred_at, "occurred_at")?;
+    // The comment is free text that no KPI reads; only its type is part of the contract.
+    let _ = wire.comment;
+
+    let payload = match kind.as_ref() {
+        "survey.responded" => {
+            let survey = match required(wire.survey, "survey")?.as_ref() {
+                "nps" => Survey::Nps,
+                "csat" => Survey::Csat,
+                "ces" => Survey::Ces,
+                other => {
+                    return Err(Rejection::new(
+                        Reason::InvalidValue,
+                        format!(
+                            "field `survey` = {:?} is not one of nps, csat, ces",
+                            truncate(other.to_owned(), 40)
+                        ),
+                    ));
+                }
+            };
+            let score = required(wire.score, "score")?;
+            let (low, high) = survey.scale();
+            if score < i64::from(low) || score > i64::from(high) {
+                return Err(Rejection::new(
+                    Reason::OutOfRange,
+                    format!(
+                        "score {score} is outside the {} scale {low}-{high}",
+                        survey.name()
+                    ),
+                ));
+            }
+            Payload::SurveyResponded {
+                survey,
+                score: score as u8,
+            }
+        }
+        "ticket.opened" => Payload::TicketOpened {
+            ticket_id: required_str(wire.ticket_id, "ticket_id")?,
+        },
+        "ticket.reopened" => Payload::TicketReopened {
+            ticket_id: required_str(wire.ticket_id, "ticket_id")?,
+        },
+        "ticket.resolved" => Payload::TicketResolved {
+            ticket_id: required_str(wire.ticket_id, "ticket_id")?,
+            opened_at_ms: parse_timestamp(&required(wire.opened_at, "opened_at")?, "opened_at")?,
+            agent_replies: counter(wire.agent_replies, "agent_replies")?,
+            reopens: counter(wire.reopens, "reopens")?,
+        },
+        "subscription.started" | "subscription.changed" => {
+            let currency = required(wire.currency, "currency")?;
+            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(Rejection::new(
+                    Reason::InvalidValue,
+                    "field `currency` is not an ISO 4217 code (three upper-case letters)",
+                ));
+            }
+            let interval = match required(wire.interval, "interval")?.as_ref() {
+                "month" => Interval::Month,
+                "year" => Interval::Year,
+                _ => {
+                    return Err(Rejection::new(
+                        Reason::InvalidValue,
+                        "field `interval` is not one of month, year",
+                    ));
+                }
+            };
+            let price = required(wire.price, "price")?;
+            if price < 0 {
+                return Err(Rejection::new(
+                    Reason::OutOfRange,
+                    format!("price {price} is negative"),
+                ));
+            }
+            let terms = SubscriptionTerms {
+                subscription_id: required_str(wire.subscription_id, "subscription_id")?,
+                plan: required_str(wire.plan, "plan")?,
+                price,
+                quantity: positive(wire.quantity, "quantity")?,
+                currency,
+                interval,
+                interval_count: positive(wire.interval_count, "interval_count")?,
+            };
+            if kind == "subscription.started" {
+                Payload::SubscriptionStarted(terms)
+            } else {
+                Payload::SubscriptionChanged(terms)
+            }
+        }
+        "subscription.canceled" => Payload::SubscriptionCanceled {
+            subscription_id: required_str(wire.subscription_id, "subscription_id")?,
+        },
+        "subscription.renewed" => Payload::SubscriptionRenewed {
+            subscription_id: required_str(wire.subscription_id, "subscription_id")?,
+        },
+        other => {
+            return Err(Rejection::new(
+                Reason::UnknownType,
+                format!("unknown event type {:?}", truncate(other.to_owned(), 60)),
+            ));
+        }
+    };
+    if payload.family() != family {
+        return Err(Rejection::new(
+            Reason::WrongTopic,
+            format!(
+                "a {kind} event does not belong on the {} topic",
+                family.name()
+            ),
+        ));
+    }
+    if occurred_at_ms > now_ms.saturating_add(limits.max_future_skew_ms) {
+        return Err(Rejection::new(
+            Reason::FutureTimestamp,
+            format!(
+                "occurred_at is {} ms ahead of the service clock (limit {} ms)",
+                occurred_at_ms - now_ms,
+                limits.max_future_skew_ms
+            ),
+        ));
+    }
+    Ok(Event {
+        event_id,
+        occurred_at_ms,
+        customer_id,
+        dimensions: [wire.segment, wire.region, wire.channel],
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    const LIMITS: Limits = Limits {
+        max_event_bytes: 4096,
+        max_future_skew_ms: 300_000,
+    };
+
+    fn survey(extra: &str) -> String {
+        format!(
+            r#"{{"event_id":"e1","type":"survey.responded","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c1"{extra}}}"#
+        )
+    }
+
+    fn reject(bytes: &[u8], family: Family) -> Reason {
+        match parse(bytes, family, NOW, &LIMITS) {
+            Err(r) => r.reason,
+            Ok(e) => panic!("accepted {e:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_a_survey_response_with_dimensions() {
+        let text = survey(r#","survey":"nps","score":9,"segment":"smb","extra":{"x":[1]}"#);
+        let event = parse(text.as_bytes(), Family::Surveys, NOW, &LIMITS).unwrap();
+        assert_eq!(event.occurred_at_ms, NOW - 3_600_000);
+        assert_eq!(event.dimensions[0].as_deref(), Some("smb"));
+        assert_eq!(event.dimensions[1], None);
+        assert_eq!(
+            event.payload,
+            Payload::SurveyResponded {
+                survey: Survey::Nps,
+                score: 9
+            }
+        );
+    }
+
+    #[test]
+    fn accepts_every_type_on_its_topic() {
+        let base = r#""event_id":"e","occurred_at":"2025-12-31T23:00:00+02:00","customer_id":"c""#;
+        let cases = [
+            (r#""type":"ticket.opened","ticket_id":"t""#, Family::Tickets),
+            (
+                r#""type":"ticket.reopened","ticket_id":"t""#,
+                Family::Tickets,
+            ),
+            (
+                r#""type":"ticket.resolved","ticket_id":"t","opened_at":"2025-12-30T10:00:00Z","agent_replies":0,"reopens":2"#,
+                Family::Tickets,
+            ),
+            (
+                r#""type":"subscription.started","subscription_id":"s","plan":"pro","price":4900,"currency":"USD","interval":"month""#,
+                Family::Billing,
+            ),
+            (
+                r#""type":"subscription.changed","subscription_id":"s","plan":"pro","price":49000,"quantity":3,"currency":"EUR","interval":"year","interval_count":2"#,
+                Family::Billing,
+            ),
+            (
+                r#""type":"subscription.canceled","subscription_id":"s""#,
+                Family::Billing,
+            ),
+            (
+                r#""type":"subscription.renewed","subscription_id":"s""#,
+                Family::Billing,
+            ),
+        ];
+        for (fields, family) in cases {
+            let text = format!("{{{base},{fields}}}");
+            let event = parse(text.as_bytes(), family, NOW, &LIMITS)
+                .unwrap_or_else(|e| panic!("{fields}: {e}"));
+            assert_eq!(event.payload.family(), family);
+        }
+    }
+
+    #[test]
+    fn defaults_quantity_and_interval_count_to_one() {
+        let text = r#"{"event_id":"e","type":"subscription.started","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","subscription_id":"s","plan":"p","price":100,"currency":"USD","interval":"month"}"#;
+        let event = parse(text.as_bytes(), Family::Billing, NOW, &LIMITS).unwrap();
+        let Payload::SubscriptionStarted(terms) = event.payload else {
+            panic!("wrong payload")
+        };
+        assert_eq!((terms.quantity, terms.interval_count), (1, 1));
+    }
+
+    #[test]
+    fn rejects_each_reason() {
+        let cases: Vec<(Vec<u8>, Family, Reason)> = vec![
+            (vec![], Family::Surveys, Reason::Empty),
+            (b"   ".to_vec(), Family::Surveys, Reason::Empty),
+            (vec![b'{'; 5000], Family::Surveys, Reason::TooLarge),
+            (vec![b'{', 0xff, b'}'], Family::Surveys, Reason::InvalidUtf8),
+            (b"{not json".to_vec(), Family::Surveys, Reason::InvalidJson),
+            (b"[1,2]".to_vec(), Family::Surveys, Reason::NotObject),
+            (b"\"text\"".to_vec(), Family::Surveys, Reason::NotObject),
+            (
+                survey(r#","survey":"nps","score":9,"score":3"#).into_bytes(),
+                Family::Surveys,
+                Reason::DuplicateField,
+            ),
+            (
+                survey(r#","survey":"nps""#).into_bytes(),
+                Family::Surveys,
+                Reason::MissingField,
+            ),
+            (
+                survey(r#","survey":"nps","score":"9""#).into_bytes(),
+                Family::Surveys,
+                Reason::WrongType,
+            ),
+            (
+                survey(r#","survey":"nps","score":9.0"#).into_bytes(),
+                Family::Surveys,
+                Reason::WrongType,
+            ),
+            (
+                survey(r#","survey":"nps","score":NaN"#).into_bytes(),
+                Family::Surveys,
+                Reason::InvalidJson,
+            ),
+            (
+                br#"{"event_id":"e","type":"survey.deleted","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c"}"#.to_vec(),
+                Family::Surveys,
+                Reason::UnknownType,
+            ),
+            (
+                survey(r#","survey":"nps","score":9"#).into_bytes(),
+                Family::Tickets,
+                Reason::WrongTopic,
+            ),
+            (
+                survey(r#","survey":"pulse","score":9"#).into_bytes(),
+                Family::Surveys,
+                Reason::InvalidValue,
+            ),
+            (
+                survey(r#","survey":"csat","score":0"#).into_bytes(),
+                Family::Surveys,
+                Reason::OutOfRange,
+            ),
+            (
+                br#"{"event_id":"e","type":"survey.responded","occurred_at":"2025-12-31T23:00:00","customer_id":"c","survey":"nps","score":1}"#.to_vec(),
+                Family::Surveys,
+                Reason::InvalidTimestamp,
+            ),
+            (
+                br#"{"event_id":"e","type":"survey.responded","occurred_at":"2026-01-01T00:06:00Z","customer_id":"c","survey":"nps","score":1}"#.to_vec(),
+                Family::Surveys,
+                Reason::FutureTimestamp,
+            ),
+        ];
+        for (bytes, family, expected) in cases {
+            assert_eq!(
+                reject(&bytes, family),
+                expected,
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn score_edges_follow_each_scale() {
+        for survey_kind in Survey::ALL {
+            let (low, high) = survey_kind.scale();
+            for (score, ok) in [
+                (i64::from(low) - 1, false),
+                (i64::from(low), true),
+                (i64::from(high), true),
+                (i64::from(high) + 1, false),
+            ] {
+                let text = survey(&format!(
+                    r#","survey":"{}","score":{score}"#,
+                    survey_kind.name()
+                ));
+                let result = parse(text.as_bytes(), Family::Surveys, NOW, &LIMITS);
+                assert_eq!(result.is_ok(), ok, "{} {score}", survey_kind.name());
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_without_overflowing_the_stack() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let limits = Limits {
+            max_event_bytes: 1 << 20,
+            ..LIMITS
+        };
+        let text = survey(&format!(r#","survey":"nps","score":{deep}"#));
+        let result = parse(text.as_bytes(), Family::Surveys, NOW, &limits);
+        assert_eq!(result.unwrap_err().reason, Reason::WrongType);
+        let text = format!(r#"{{"x":{deep}"#);
+        let result = parse(text.as_bytes(), Family::Surveys, NOW, &limits);
+        assert_eq!(result.unwrap_err().reason, Reason::InvalidJson);
+    }
+
+    #[test]
+    fn negative_counts_and_prices_are_out_of_range() {
+        let text = r#"{"event_id":"e","type":"ticket.resolved","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","ticket_id":"t","opened_at":"2025-12-31T22:00:00Z","agent_replies":-1,"reopens":0}"#;
+        assert_eq!(reject(text.as_bytes(), Family::Tickets), Reason::OutOfRange);
+        let text = r#"{"event_id":"e","type":"subscription.started","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","subscription_id":"s","plan":"p","price":-1,"currency":"USD","interval":"month"}"#;
+        assert_eq!(reject(text.as_bytes(), Family::Billing), Reason::OutOfRange);
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_code() {
+        let codes: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len());
+    }
+}

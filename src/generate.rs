@@ -1,0 +1,430 @@
+//! `kpi-stream generate`: realistic synthetic events of all three families.
+//!
+//! [`EventSource`] is pure and seeded: the same seed and clock give the same events. Half
+//! the events are survey answers, 40% ticket lifecycle events and 10% billing events; a
+//! configured share is deliberately malformed, one of several ways, to exercise the
+//! dead-letter path. The producer adapter paces them at a rate.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::event::Family;
+use crate::kpi::rfc3339;
+use crate::pipeline::{Clock, client_config};
+
+/// One message to produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub family: Family,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+struct Plan {
+    name: &'static str,
+    price: i64,
+    interval: &'static str,
+}
+
+const PLANS: [Plan; 4] = [
+    Plan {
+        name: "starter",
+        price: 2_900,
+        interval: "month",
+    },
+    Plan {
+        name: "pro",
+        price: 9_900,
+        interval: "month",
+    },
+    Plan {
+        name: "business",
+        price: 99_000,
+        interval: "year",
+    },
+    Plan {
+        name: "enterprise",
+        price: 49_900,
+        interval: "month",
+    },
+];
+
+const CURRENCIES: [&str; 3] = ["USD", "EUR", "GBP"];
+const REGIONS: [&str; 3] = ["emea", "amer", "apac"];
+const CHANNELS: [&str; 3] = ["email", "chat", "phone"];
+
+#[derive(Debug, Clone)]
+struct Subscription {
+    id: u64,
+    plan: usize,
+    quantity: u32,
+    active: bool,
+}
+
+#[derive(Debug, Clone)]
+struct OpenTicket {
+    id: u64,
+    customer: u32,
+    opened_ms: i64,
+    reopens: u32,
+}
+
+/// A seeded stream of synthetic events.
+pub struct EventSource {
+    rng: StdRng,
+    customers: u32,
+    segments: Vec<String>,
+    malformed_ratio: f64,
+    next_id: u64,
+    open_tickets: Vec<OpenTicket>,
+    subscriptions: Vec<Option<Subscription>>,
+}
+
+impl EventSource {
+    pub fn new(config: &Config) -> Self {
+        let g = &config.generate;
+        EventSource {
+            rng: StdRng::seed_from_u64(g.seed),
+            customers: g.customers.max(1),
+            segments: if g.segments.is_empty() {
+                vec!["smb".into()]
+            } else {
+                g.segments.clone()
+            },
+            malformed_ratio: g.malformed_ratio,
+            next_id: 0,
+            open_tickets: Vec::new(),
+            subscriptions: vec![None; g.customers.max(1) as usize],
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// The next event, with `occurred_at` at or shortly before `now_ms`.
+    pub fn next_event(&mut self, now_ms: i64) -> Generated {
+        let roll: f64 = self.rng.random();
+        let mut generated = if roll < 0.5 {
+            self.survey(now_ms)
+        } else if roll < 0.9 {
+            self.ticket(now_ms)
+        } else {
+            self.billing(now_ms)
+        };
+        if self.rng.random_bool(self.malformed_ratio) {
+            generated.payload = self.malform(&generated.payload);
+        }
+        generated
+    }
+
+    fn base(&mut self, kind: &str, customer: u32, at_ms: i64) -> serde_json::Map<String, Value> {
+        let id = self.id();
+        let segment = &self.segments[customer as usize % self.segments.len()];
+        let mut m = serde_json::Map::new();
+        m.insert("event_id".into(), json!(format!("gen-{id}")));
+        m.insert("type".into(), json!(kind));
+        m.insert("occurred_at".into(), json!(rfc3339(at_ms)));
+        m.insert("customer_id".into(), json!(format!("cust-{customer}")));
+        m.insert("segment".into(), json!(segment));
+        m.insert(
+            "region".into(),
+            json!(REGIONS[customer as usize % REGIONS.len()]),
+        );
+        m
+    }
+
+    fn customer(&mut self) -> u32 {
+        self.rng.random_range(0..self.customers)
+    }
+
+    fn survey(&mut self, now_ms: i64) -> Generated {
+        let customer = self.customer();
+        let at = now_ms - self.rng.random_range(0..5_000);
+        let mut m = self.base("survey.responded", customer, at);
+        let pick: f64 = self.rng.random();
+        let (survey, score) = if pick < 0.6 {
+            // Roughly 45% promoters, 30% passives, 25% detractors.
+            let r: f64 = self.rng.random();
+            let score = if r < 0.45 {
+                self.rng.random_range(9..=10)
+            } else if r < 0.75 {
+                self.rng.random_range(7..=8)
+            } else {
+                self.rng.random_range(0..=6)
+            };
+            ("nps", score)
+        } else if pick < 0.85 {
+            let score = [1, 2, 3, 4, 4, 4, 5, 5, 5, 5][self.rng.random_range(0..10)];
+            ("csat", score)
+        } else {
+            let score = [2, 3, 4, 5, 5, 6, 6, 6, 7, 7][self.rng.random_range(0..10)];
+            ("ces", score)
+        };
+        m.insert("survey".into(), json!(survey));
+        m.insert("score".into(), json!(score));
+        m.insert(
+            "channel".into(),
+            json!(CHANNELS[self.rng.random_range(0..CHANNELS.len())]),
+        );
+        if self.rng.random_bool(0.3) {
+            m.insert(
+                "comment".into(),
+                json!("Thanks for the quick help with the export settings."),
+            );
+        }
+        Generated {
+            family: Family::Surveys,
+            key: format!("cust-{customer}"),
+            payload: Value::Object(m).to_string().into_bytes(),
+        }
+    }
+
+    fn ticket(&mut self, now_ms: i64) -> Generated {
+        let r: f64 = self.rng.random();
+        let (kind, ticket) = if self.open_tickets.len() < 20 || r < 0.45 {
+            let ticket = OpenTicket {
+                id: self.id(),
+                customer: self.customer(),
+                opened_ms: now_ms,
+                reopens: 0,
+            };
+            if self.open_tickets.len() < 10_000 {
+                self.open_tickets.push(ticket.clone());
+            }
+            ("ticket.opened", ticket)
+        } else if r < 0.9 {
+            let index = self.rng.random_range(0..self.open_tickets.len());
+            ("ticket.resolved", self.open_tickets.swap_remove(index))
+        } else {
+            let index = self.rng.random_range(0..self.open_tickets.len());
+            self.open_tickets[index].reopens += 1;
+            ("ticket.reopened", self.open_tickets[index].clone())
+        };
+        let mut m = self.base(kind, ticket.customer, now_ms);
+        m.insert("ticket_id".into(), json!(format!("tkt-{}", ticket.id)));
+        if kind == "ticket.resolved" {
+            // Resolution times from minutes to days: the ticket's real age plus a long tail.
+            let extra = self.rng.random_range(5 * 60_000..3 * 86_400_000i64);
+            let opened = ticket.opened_ms.min(now_ms) - extra / (1 + self.rng.random_range(0..20));
+            m.insert("opened_at".into(), json!(rfc3339(opened)));
+            let replies = [0, 1, 1, 1, 2, 2, 3, 4][self.rng.random_range(0..8)];
+            m.insert("agent_replies".into(), json!(replies));
+            m.insert("reopens".into(), json!(ticket.reopens));
+        }
+        Generated {
+            family: Family::Tickets,
+            key: format!("tkt-{}", ticket.id),
+            payload: Value::Object(m).to_string().into_bytes(),
+        }
+    }
+
+    fn billing(&mut self, now_ms: i64) -> Generated {
+        let customer = self.customer();
+        let currency = CURRENCIES[customer as usize % CURRENCIES.len()];
+        let state = self.subscriptions[customer as usize].clone();
+        let (kind, sub) = match state {
+            Some(sub) if sub.active => {
+                let r: f64 = self.rng.random();
+                let mut next = sub.clone();
+                let kind = if r < 0.3 {
+                    next.plan = (sub.plan + 1) % PLANS.len();
+                    "subscription.changed"
+                } else if r < 0.45 {
+                    next.quantity = self.rng.random_range(1..=20);
+                    "subscription.changed"
+                } else if r < 0.65 {
+                    next.active = false;
+                    "subscription.canceled"
+                } else {
+                    "subscription.renewed"
+                };
+                (kind, next)
+            }
+            Some(sub) => {
+                // A churned customer coming back.
+                let next = Subscription {
+                    id: self.id(),
+                    active: true,
+                    ..sub
+                };
+                ("subscription.started", next)
+            }
+            None => {
+                let next = Subscription {
+                    id: self.id(),
+                    plan: self.rng.random_range(0..PLANS.len()),
+                    quantity: self.rng.random_range(1..=10),
+                    active: true,
+                };
+                ("subscription.started", next)
+            }
+        };
+        self.subscriptions[customer as usize] = Some(sub.clone());
+        let mut m = self.base(kind, customer, now_ms);
+        m.insert("subscription_id".into(), json!(format!("sub-{}", sub.id)));
+        if matches!(kind, "subscription.started" | "subscription.changed") {
+            let plan = &PLANS[sub.plan];
+            m.insert("plan".into(), json!(plan.name));
+            m.insert("price".into(), json!(plan.price));
+            m.insert("quantity".into(), json!(sub.quantity));
+            m.insert("currency".into(), json!(currency));
+            m.insert("interval".into(), json!(plan.interval));
+            m.insert("interval_count".into(), json!(1));
+        }
+        Generated {
+            family: Family::Billing,
+            key: format!("cust-{customer}"),
+            payload: Value::Object(m).to_string().into_bytes(),
+        }
+    }
+
+    /// One of several realistic producer bugs.
+    fn malform(&mut self, payload: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(payload);
+        match self.rng.random_range(0..6) {
+            0 => text[..text.len() / 2].as_bytes().to_vec(),
+            1 => text
+                .replacen("\"customer_id\"", "\"customer\"", 1)
+                .into_bytes(),
+            2 => text
+                .replacen("\"type\":\"", "\"type\":\"x.", 1)
+                .into_bytes(),
+            3 => text
+                .replacen("\"occurred_at\":\"", "\"occurred_at\":\"yesterday ", 1)
+                .into_bytes(),
+            4 => b"[\"not an object\"]".to_vec(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Produces events to the configured topics until `count` is reached or `shutdown`.
+pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(
+        &config,
+        &[
+            ("linger.ms", "20".into()),
+            ("queue.buffering.max.messages", "200000".into()),
+        ],
+    )
+    .create()
+    .context("creating the Kafka producer")?;
+    let mut source = EventSource::new(&config);
+    let rate = u64::from(config.generate.rate);
+    let count = config.generate.count;
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    let mut last_report = Instant::now();
+    info!(rate, count, "generating events");
+    while (count == 0 || sent < count) && !shutdown.is_cancelled() {
+        if rate > 0 {
+            let due = started.elapsed().as_secs_f64() * rate as f64;
+            if (sent as f64) >= due {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        }
+        let generated = source.next_event(clock());
+        let topic = config.topic(generated.family);
+        let mut record = BaseRecord::to(topic)
+            .key(&generated.key)
+            .payload(&generated.payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => return Err(e).context("producing a generated event"),
+            }
+        }
+        sent += 1;
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            info!(sent, "generated");
+            last_report = Instant::now();
+        }
+        if sent % 1024 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing generated events")?;
+    let secs = started.elapsed().as_secs_f64();
+    info!(
+        sent,
+        seconds = secs,
+        per_second = sent as f64 / secs.max(1e-9),
+        "generation finished"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Limits, parse};
+
+    const NOW: i64 = 1_767_225_600_000;
+
+    fn config(malformed_ratio: f64) -> Config {
+        let mut c = Config::default();
+        c.generate.malformed_ratio = malformed_ratio;
+        c
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_events() {
+        let mut a = EventSource::new(&config(0.1));
+        let mut b = EventSource::new(&config(0.1));
+        for _ in 0..500 {
+            assert_eq!(a.next_event(NOW), b.next_event(NOW));
+        }
+    }
+
+    #[test]
+    fn well_formed_events_pass_validation_in_the_documented_mix() {
+        let mut source = EventSource::new(&config(0.0));
+        let limits = Limits {
+            max_event_bytes: 1 << 20,
+            max_future_skew_ms: 300_000,
+        };
+        let mut per_family = [0u32; 3];
+        for _ in 0..10_000 {
+            let g = source.next_event(NOW);
+            let event = parse(&g.payload, g.family, NOW, &limits)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&g.payload)));
+            assert_eq!(event.payload.family(), g.family);
+            per_family[Family::ALL.iter().position(|f| *f == g.family).unwrap()] += 1;
+        }
+        // 50% / 40% / 10%, within sampling noise.
+        assert!((4700..5300).contains(&per_family[0]), "{per_family:?}");
+        assert!((3700..4300).contains(&per_family[1]), "{per_family:?}");
+        assert!((800..1200).contains(&per_family[2]), "{per_family:?}");
+    }
+
+    #[test]
+    fn malformed_events_are_rejected() {
+        let mut source = EventSource::new(&config(1.0));
+        let limits = Limits {
+            max_event_bytes: 1 << 20,
+            max_future_skew_ms: 300_000,
+        };
+        for _ in 0..1000 {
+            let g = source.next_event(NOW);
+            assert!(parse(&g.payload, g.family, NOW, &limits).is_err());
+        }
+    }
+}

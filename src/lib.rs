@@ -1,0 +1,32 @@
+//! kpi-stream turns customer-success events on Kafka (survey answers, support tickets,
+//! subscription billing) into live KPIs, served to Prometheus and published on a topic.
+//!
+//! # Layout
+//!
+//! The pure core (no I/O, no clock reads; `now` is an argument):
+//! - [`event`]: the event contract v1, parsing and validation with reason codes.
+//! - [`window`]: rolling windows as rings of mergeable time buckets.
+//! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
+//! - [`dimension`]: dimension values interned under a cap.
+//! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
+//! - [`kpi`]: the published record shape shared by /metrics, /kpis and the output topic.
+//!
+//! The adapters around it:
+//! - [`config`]: the TOML file and environment overrides.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`pipeline`]: the Kafka consume-process-publish loop, replay on assignment, dead letters.
+//! - [`http`]: the HTTP endpoints.
+//! - [`app`]: wiring and shutdown; [`generate`]: synthetic events.
+
+pub mod aggregate;
+pub mod app;
+pub mod config;
+pub mod dimension;
+pub mod event;
+pub mod generate;
+pub mod http;
+pub mod kpi;
+pub mod metrics;
+pub mod pipeline;
+pub mod survey;
+pub mod window;

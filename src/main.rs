@@ -1,0 +1,147 @@
+//! The `kpi-stream` command: `run`, `check-config`, `generate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kpi_stream::config::Config;
+use kpi_stream::pipeline::wall_clock;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(version, about = "Live customer-success KPIs from Kafka events")]
+struct Cli {
+    /// Configuration file; every key can also be set by a KPI_STREAM_<SECTION>__<KEY> variable.
+    #[arg(long, short, global = true, env = "KPI_STREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the input topics and serve the KPIs.
+    Run {
+        /// Exit 0 once every assigned partition has caught up (for benchmarks).
+        #[arg(long)]
+        exit_when_caught_up: bool,
+    },
+    /// Load and validate the configuration, print it, and exit.
+    CheckConfig,
+    /// Produce synthetic events to the input topics.
+    Generate {
+        #[arg(long)]
+        rate: Option<u32>,
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        malformed_ratio: Option<f64>,
+    },
+}
+
+/// Exit code of an unusable configuration.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kpi-stream: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::Generate {
+        rate,
+        count,
+        seed,
+        malformed_ratio,
+    } = &cli.command
+    {
+        let g = &mut config.generate;
+        g.rate = rate.unwrap_or(g.rate);
+        g.count = count.unwrap_or(g.count);
+        g.seed = seed.unwrap_or(g.seed);
+        g.malformed_ratio = malformed_ratio.unwrap_or(g.malformed_ratio);
+        if let Err(e) = config.validate() {
+            eprintln!("kpi-stream: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    if let Command::CheckConfig = cli.command {
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "could not start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        match cli.command {
+            Command::Run {
+                exit_when_caught_up,
+            } => kpi_stream::app::run(config, wall_clock(), shutdown, exit_when_caught_up).await,
+            Command::Generate { .. } => {
+                kpi_stream::generate::run(config, wall_clock(), shutdown).await
+            }
+            Command::CheckConfig => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    info!("shutdown requested");
+    shutdown.cancel();
+}

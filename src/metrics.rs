@@ -1,0 +1,319 @@
+//! Prometheus exposition: the KPI gauges with their components, counters of the raw inputs,
+//! and the service's own health. docs/metrics.md lists every metric.
+//!
+//! Per-event counters are resolved to handles once, at start, so the consume loop never
+//! hashes label values.
+
+use std::collections::HashMap;
+
+use prometheus::{
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::event::{Family, Reason, Survey};
+use crate::kpi::{KPIS, KpiRecord};
+
+/// Content-Type of the classic text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Counters of one input topic, resolved once.
+#[derive(Debug, Clone)]
+pub struct TopicCounters {
+    pub consumed: IntCounter,
+    pub processed: IntCounter,
+    pub late: IntCounter,
+    /// Indexed like [`Reason::ALL`].
+    pub rejected: Vec<IntCounter>,
+}
+
+impl TopicCounters {
+    pub fn rejected(&self, reason: Reason) -> &IntCounter {
+        let index = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        &self.rejected[index]
+    }
+}
+
+/// Every metric the service exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    dimension_names: Vec<String>,
+    kpi_values: HashMap<&'static str, GaugeVec>,
+    kpi_components: HashMap<&'static str, GaugeVec>,
+    /// Indexed like [`Family::ALL`].
+    topics: Vec<TopicCounters>,
+    /// Indexed by survey (like [`Survey::ALL`]), then by score minus the scale's low end.
+    survey_responses: Vec<Vec<IntCounter>>,
+    pub consumer_lag: IntGaugeVec,
+    pub newest_event_time: GaugeVec,
+    pub dimension_overflow: IntCounterVec,
+    pub deadletter_failures: IntCounter,
+    pub output_failures: IntCounter,
+    pub output_messages: IntCounter,
+    pub ready: IntGauge,
+    pub last_publish_time: prometheus::Gauge,
+}
+
+impl Metrics {
+    /// `topic_names` are the input topics in [`Family::ALL`] order.
+    pub fn new(dimension_names: &[String], topic_names: [&str; 3]) -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let mut labels = vec!["window"];
+        labels.extend(dimension_names.iter().map(String::as_str));
+
+        let mut kpi_values = HashMap::new();
+        let mut kpi_components = HashMap::new();
+        for def in KPIS {
+            let gauge = GaugeVec::new(Opts::new(def.metric, def.help), &labels)?;
+            registry.register(Box::new(gauge.clone()))?;
+            kpi_values.insert(def.kpi, gauge);
+            for component in def.components {
+                if kpi_components.contains_key(component.metric) {
+                    continue;
+                }
+                let gauge = GaugeVec::new(Opts::new(component.metric, component.help), &labels)?;
+                registry.register(Box::new(gauge.clone()))?;
+                kpi_components.insert(component.metric, gauge);
+            }
+        }
+
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let consumed = counter(
+            "kpi_events_consumed_total",
+            "Messages read from an input topic, replays included",
+            &["topic"],
+        )?;
+        let processed = counter(
+            "kpi_events_processed_total",
+            "Valid events applied to the KPI state, replays included",
+            &["topic"],
+        )?;
+        let rejected = counter(
+            "kpi_events_rejected_total",
+            "Messages rejected to the dead-letter topic, by reason",
+            &["topic", "reason"],
+        )?;
+        let late = counter(
+            "kpi_events_late_total",
+            "Valid events older than the largest window, which changed nothing",
+            &["topic"],
+        )?;
+        let topics = topic_names
+            .iter()
+            .map(|topic| TopicCounters {
+                consumed: consumed.with_label_values(&[topic]),
+                processed: processed.with_label_values(&[topic]),
+                late: late.with_label_values(&[topic]),
+                rejected: Reason::ALL
+                    .iter()
+                    .map(|r| rejected.with_label_values(&[topic, r.code()]))
+                    .collect(),
+            })
+            .collect();
+
+        let responses = counter(
+            "kpi_survey_responses_total",
+            "Survey responses by survey and score, each counted once",
+            &["survey", "score"],
+        )?;
+        let survey_responses = Survey::ALL
+            .iter()
+            .map(|s| {
+                let (low, high) = s.scale();
+                (low..=high)
+                    .map(|score| responses.with_label_values(&[s.name(), &score.to_string()]))
+                    .collect()
+            })
+            .collect();
+
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "kpi_consumer_lag",
+                "Messages between the consumer's position and the partition's end",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
+        let newest_event_time = GaugeVec::new(
+            Opts::new(
+                "kpi_newest_event_timestamp_seconds",
+                "The newest occurred_at applied from a topic, Unix seconds",
+            ),
+            &["topic"],
+        )?;
+        registry.register(Box::new(newest_event_time.clone()))?;
+        let dimension_overflow = counter(
+            "kpi_dimension_overflow_total",
+            "Events whose dimension value folded into \"other\" past the cap",
+            &["dimension"],
+        )?;
+        for name in dimension_names {
+            dimension_overflow.with_label_values(&[name]);
+        }
+        let single = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let deadletter_failures = single(
+            "kpi_deadletter_failures_total",
+            "Dead-letter records the broker did not acknowledge",
+        )?;
+        let output_failures = single(
+            "kpi_output_failures_total",
+            "Output-topic messages the broker did not acknowledge",
+        )?;
+        let output_messages = single(
+            "kpi_output_messages_total",
+            "Messages published to the output topic",
+        )?;
+        let ready = IntGauge::new(
+            "kpi_ready",
+            "1 once every assigned partition has caught up and the broker is reachable",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+        let last_publish_time = prometheus::Gauge::new(
+            "kpi_last_publish_timestamp_seconds",
+            "When the KPI values were last computed, Unix seconds",
+        )?;
+        registry.register(Box::new(last_publish_time.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("kpi_build_info", "Build information; the value is always 1"),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        Ok(Metrics {
+            registry,
+            dimension_names: dimension_names.to_vec(),
+            kpi_values,
+            kpi_components,
+            topics,
+            survey_responses,
+            consumer_lag,
+            newest_event_time,
+            dimension_overflow,
+            deadletter_failures,
+            output_failures,
+            output_messages,
+            ready,
+            last_publish_time,
+        })
+    }
+
+    pub fn topic(&self, family: Family) -> &TopicCounters {
+        let index = Family::ALL.iter().position(|f| *f == family).unwrap_or(0);
+        &self.topics[index]
+    }
+
+    pub fn survey_response(&self, survey: Survey, score: u8) -> &IntCounter {
+        let index = Survey::ALL.iter().position(|s| *s == survey).unwrap_or(0);
+        &self.survey_responses[index][usize::from(score - survey.scale().0)]
+    }
+
+    /// Sets the KPI gauges from a snapshot. A value that is undefined removes its series, so
+    /// it is absent rather than NaN; the components stay, at 0.
+    pub fn update_kpis(&self, records: &[KpiRecord]) {
+        let mut labels: Vec<&str> = Vec::with_capacity(1 + self.dimension_names.len());
+        for record in records {
+            labels.clear();
+            labels.push(&record.window);
+            for name in &self.dimension_names {
+                match &record.dimension {
+                    Some((dim, value)) if dim == name => labels.push(value),
+                    _ => labels.push(""),
+                }
+            }
+            if let Some(gauge) = self.kpi_values.get(record.def.kpi) {
+                match record.value {
+                    Some(v) => gauge.with_label_values(&labels).set(v),
+                    // Removing a series that was never set fails harmlessly.
+                    None => {
+                        let _ = gauge.remove_label_values(&labels);
+                    }
+                }
+            }
+            for (component, value) in record.def.components.iter().zip(&record.components) {
+                if let Some(gauge) = self.kpi_components.get(component.metric) {
+                    gauge.with_label_values(&labels).set(*value);
+                }
+            }
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(64 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kpi;
+
+    fn metrics() -> Metrics {
+        Metrics::new(&["segment".to_owned()], ["s", "t", "b"]).unwrap()
+    }
+
+    fn text(m: &Metrics) -> String {
+        String::from_utf8(m.encode().unwrap()).unwrap()
+    }
+
+    fn nps(value: Option<f64>, responses: f64) -> KpiRecord {
+        KpiRecord {
+            def: &kpi::NPS,
+            window: "1h".into(),
+            dimension: Some(("segment".into(), "smb".into())),
+            value,
+            samples: responses as u64,
+            components: vec![responses, 0.0, 0.0, responses],
+            window_start_ms: 0,
+            window_end_ms: 1,
+        }
+    }
+
+    #[test]
+    fn an_undefined_value_is_absent_and_its_components_stay_at_zero() {
+        let m = metrics();
+        m.update_kpis(&[nps(Some(100.0), 2.0)]);
+        let t = text(&m);
+        assert!(
+            t.contains("kpi_nps{segment=\"smb\",window=\"1h\"} 100"),
+            "{t}"
+        );
+        m.update_kpis(&[nps(None, 0.0)]);
+        let t = text(&m);
+        assert!(!t.contains("kpi_nps{"), "{t}");
+        assert!(
+            t.contains("kpi_nps_responses{segment=\"smb\",window=\"1h\"} 0"),
+            "{t}"
+        );
+        assert!(!t.contains("NaN"));
+    }
+
+    #[test]
+    fn every_rejection_reason_is_exported_from_the_start() {
+        let t = text(&metrics());
+        for reason in Reason::ALL {
+            let line = format!(
+                "kpi_events_rejected_total{{reason=\"{}\",topic=\"s\"}} 0",
+                reason.code()
+            );
+            assert!(t.contains(&line), "{line}");
+        }
+        assert!(t.contains("kpi_survey_responses_total{score=\"10\",survey=\"nps\"} 0"));
+        assert!(t.contains("kpi_build_info{version="));
+    }
+}

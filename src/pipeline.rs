@@ -1,0 +1,730 @@
+//! The Kafka adapter: the consume-process-publish loop around the pure core.
+//!
+//! One task owns the [`Aggregates`] and selects over messages, rebalance notices, the publish
+//! tick and shutdown, so no lock is taken per event. The Kafka log is the source of truth:
+//! whenever partitions are assigned, survey and ticket partitions seek to the first offset
+//! within the largest window (plus one bucket) and billing partitions to their beginning,
+//! and the state of each partition is rebuilt from there. Offsets are committed for lag
+//! tools only, and serve one more purpose: the committed offset tells which replayed
+//! messages an earlier run already counted, dead-lettered or reported, so a restart does not
+//! count them twice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::aggregate::{Aggregates, Outcome, PartitionId};
+use crate::config::Config;
+use crate::dimension::Dimensions;
+use crate::event::{self, Family, Limits, Payload, Rejection};
+use crate::kpi::KpiRecord;
+use crate::metrics::Metrics;
+
+/// The wall clock, injected so that tests control "now". Unix milliseconds.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn wall_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+/// Dead-letter record headers (docs/events.md).
+pub mod header {
+    pub const REASON: &str = "kpi-stream.reason";
+    pub const DETAIL: &str = "kpi-stream.detail";
+    pub const TOPIC: &str = "kpi-stream.source.topic";
+    pub const PARTITION: &str = "kpi-stream.source.partition";
+    pub const OFFSET: &str = "kpi-stream.source.offset";
+}
+
+/// What the HTTP endpoints read: readiness and the current KPI records as JSON.
+#[derive(Debug)]
+pub struct Status {
+    /// Every assigned partition has reached the end offset seen when it was assigned.
+    pub caught_up: AtomicBool,
+    /// The consumer reaches at least one broker.
+    pub broker_up: AtomicBool,
+    /// Rendered `GET /kpis` body; empty until the first publish after catching up.
+    pub kpis: watch::Sender<Arc<Vec<u8>>>,
+}
+
+impl Status {
+    pub fn new() -> Self {
+        Status {
+            caught_up: AtomicBool::new(false),
+            broker_up: AtomicBool::new(true),
+            kpis: watch::Sender::new(Arc::new(Vec::new())),
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed) && self.broker_up.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where the replay of one assigned partition starts and ends.
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    /// High watermark when assigned: the partition has caught up once it reads this far.
+    end: i64,
+    /// Messages from this offset on were not yet reported by an earlier run (the group's
+    /// committed offset); earlier ones are replayed into the state only.
+    count_from: i64,
+    /// Next offset to read.
+    position: i64,
+}
+
+impl Replay {
+    fn caught_up(&self) -> bool {
+        self.position >= self.end
+    }
+}
+
+enum Change {
+    Assigned(PartitionId, Replay),
+    Revoked(PartitionId),
+}
+
+/// librdkafka callbacks: rebalances (with the replay seek), statistics and errors. They run
+/// on the consumer's poll, inside `recv()`, and hand their findings to the loop.
+pub struct ConsumerEvents {
+    topics: [(String, Family); 3],
+    replay_span_ms: i64,
+    timeout: Duration,
+    clock: Clock,
+    changes: Mutex<Vec<Change>>,
+    changed: Notify,
+    pending: AtomicBool,
+    status: Arc<Status>,
+    lag: Mutex<Vec<(String, i32, i64)>>,
+}
+
+impl ConsumerEvents {
+    fn family(&self, topic: &str) -> Option<Family> {
+        self.topics
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, f)| *f)
+    }
+
+    fn push(&self, change: Change) {
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.push(change);
+        }
+        self.pending.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Sets the start offset of every partition in `tpl` and reports the assignments.
+    fn plan_replay(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let since = (self.clock)() - self.replay_span_ms;
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let mut by_time = TopicPartitionList::new();
+        for (topic, partition) in &partitions {
+            if self.family(topic) != Some(Family::Billing) {
+                let _ = by_time.add_partition_offset(topic, *partition, Offset::Offset(since));
+            }
+        }
+        let found = retry("look up offsets by time", || {
+            consumer.offsets_for_times(by_time.clone(), self.timeout)
+        });
+        let committed = retry("read committed offsets", || {
+            consumer.committed_offsets(tpl.clone(), self.timeout)
+        });
+        for (topic, partition) in partitions {
+            let Some(family) = self.family(&topic) else {
+                continue;
+            };
+            let (low, high) = retry("read watermarks", || {
+                consumer.fetch_watermarks(&topic, partition, self.timeout)
+            })
+            .unwrap_or((0, 0));
+            let start = if family == Family::Billing {
+                low
+            } else {
+                match found
+                    .as_ref()
+                    .and_then(|f| f.find_partition(&topic, partition))
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o.max(low),
+                    Some(Offset::End) => high,
+                    // Unknown: replaying more than needed is safe, less is not.
+                    _ => low,
+                }
+            };
+            let count_from = match committed
+                .as_ref()
+                .and_then(|c| c.find_partition(&topic, partition))
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(c)) => c.max(start),
+                _ => start,
+            };
+            let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
+            info!(
+                topic,
+                partition,
+                start,
+                end = high,
+                count_from,
+                "partition assigned, replaying"
+            );
+            self.push(Change::Assigned(
+                PartitionId::new(family, partition),
+                Replay {
+                    end: high,
+                    count_from,
+                    position: start,
+                },
+            ));
+        }
+    }
+}
+
+/// Runs a metadata call up to three times; `None` (logged) when it keeps failing.
+fn retry<T>(what: &str, mut call: impl FnMut() -> Result<T, KafkaError>) -> Option<T> {
+    for attempt in 1..=3 {
+        match call() {
+            Ok(v) => return Some(v),
+            Err(e) => warn!(attempt, error = %e, "could not {what}"),
+        }
+        std::thread::sleep(Duration::from_millis(200 * attempt));
+    }
+    None
+}
+
+impl ClientContext for ConsumerEvents {
+    fn stats(&self, stats: Statistics) {
+        let up = stats
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        if up != self.status.broker_up.swap(up, Ordering::Relaxed) {
+            if up {
+                info!("broker reachable again");
+            } else {
+                warn!("no broker reachable; retrying");
+            }
+        }
+        let lag = stats
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag_stored >= 0 && p.desired)
+                    .map(|p| (t.topic.clone(), p.partition, p.consumer_lag_stored))
+            })
+            .collect();
+        if let Ok(mut slot) = self.lag.lock() {
+            *slot = lag;
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.status.broker_up.store(false, Ordering::Relaxed);
+        }
+        warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ConsumerEvents {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.plan_replay(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                for e in tpl.elements() {
+                    if let Some(family) = self.family(e.topic()) {
+                        info!(
+                            topic = e.topic(),
+                            partition = e.partition(),
+                            "partition revoked"
+                        );
+                        self.push(Change::Revoked(PartitionId::new(family, e.partition())));
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                error!(error = ?other, "rebalance failed");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            error!(error = %e, "could not apply the rebalance");
+        }
+    }
+}
+
+/// librdkafka settings: the broker list, then the client's own `defaults`, then
+/// `[kafka.properties]`, which wins over both.
+pub fn client_config(config: &Config, defaults: &[(&str, String)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers)
+        .set("client.id", "kpi-stream");
+    for (key, value) in defaults {
+        c.set(*key, value);
+    }
+    for (key, value) in &config.kafka.properties {
+        c.set(key, value);
+    }
+    c
+}
+
+pub fn producer(config: &Config) -> anyhow::Result<FutureProducer> {
+    client_config(
+        config,
+        &[
+            ("linger.ms", "5".into()),
+            ("enable.idempotence", "true".into()),
+        ],
+    )
+    .create()
+    .context("creating the Kafka producer")
+}
+
+/// Everything the loop owns.
+pub struct Pipeline {
+    config: Arc<Config>,
+    consumer: Arc<StreamConsumer<ConsumerEvents>>,
+    producer: FutureProducer,
+    aggregates: Aggregates,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+    clock: Clock,
+    limits: Limits,
+    assigned: HashMap<PartitionId, Replay>,
+    /// Whether the group has assigned partitions at least once.
+    joined: bool,
+    /// Every assigned partition has caught up; mirrored to [`Status`] after each publish,
+    /// so /readyz never reports ready before the values it would serve exist.
+    caught_up: bool,
+    pending_deadletter: Vec<DeliveryFuture>,
+    /// Last published (value, samples) per output key.
+    published: HashMap<String, (Option<f64>, u64)>,
+    last_full_publish_ms: Option<i64>,
+    newest_event_ms: [Option<i64>; 3],
+    overflow_reported: Vec<u64>,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        status: Arc<Status>,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        let windows = config.window_specs()?;
+        let replay_span_ms = config.replay_span().as_millis() as i64;
+        let events = ConsumerEvents {
+            topics: Family::ALL.map(|f| (config.topic(f).to_owned(), f)),
+            replay_span_ms,
+            timeout: Duration::from_millis(u64::from(config.kafka.request_timeout_ms)),
+            clock: clock.clone(),
+            changes: Mutex::new(Vec::new()),
+            changed: Notify::new(),
+            pending: AtomicBool::new(false),
+            status: status.clone(),
+            lag: Mutex::new(Vec::new()),
+        };
+        let c = client_config(
+            &config,
+            &[
+                ("group.id", config.kafka.group_id.clone()),
+                (
+                    "session.timeout.ms",
+                    config.kafka.session_timeout_ms.to_string(),
+                ),
+                ("partition.assignment.strategy", "cooperative-sticky".into()),
+                ("enable.auto.commit", "false".into()),
+                ("enable.auto.offset.store", "false".into()),
+                ("auto.offset.reset", "earliest".into()),
+                ("statistics.interval.ms", "1000".into()),
+            ],
+        );
+        let consumer: StreamConsumer<ConsumerEvents> = c
+            .create_with_context(events)
+            .context("creating the Kafka consumer")?;
+        let dimensions = Dimensions::new(&config.dimensions.names, config.dimensions.max_values);
+        let overflow_reported = vec![0; dimensions.len()];
+        Ok(Pipeline {
+            limits: config.limits(),
+            aggregates: Aggregates::new(windows, config.limits().max_future_skew_ms, dimensions),
+            producer: producer(&config)?,
+            consumer: Arc::new(consumer),
+            config,
+            metrics,
+            status,
+            clock,
+            assigned: HashMap::new(),
+            joined: false,
+            caught_up: false,
+            pending_deadletter: Vec::new(),
+            published: HashMap::new(),
+            last_full_publish_ms: None,
+            newest_event_ms: [None; 3],
+            overflow_reported,
+        })
+    }
+
+    /// Consumes until `shutdown` is cancelled (or, with `exit_when_caught_up`, until every
+    /// assigned partition has caught up), then publishes a final snapshot, flushes and commits.
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        exit_when_caught_up: bool,
+    ) -> anyhow::Result<()> {
+        let topics: Vec<&str> = Family::ALL.iter().map(|f| self.config.topic(*f)).collect();
+        self.consumer
+            .subscribe(&topics)
+            .context("subscribing to the input topics")?;
+        info!(?topics, "consuming");
+        // The loop borrows messages from its own handle, so `self` stays free to mutate.
+        let consumer = self.consumer.clone();
+        let mut tick = tokio::time::interval(self.config.publish.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = consumer.context().changed.notified() => self.apply_changes(),
+                _ = tick.tick() => self.publish().await,
+                message = consumer.recv() => match message {
+                    Ok(message) => {
+                        self.apply_changes();
+                        self.handle(&message);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "consume error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+            if self.update_readiness() {
+                // Publish at once when catching up, not at the next tick.
+                self.publish().await;
+                if exit_when_caught_up {
+                    break;
+                }
+            }
+        }
+        info!("stopping: final publish, flush, commit");
+        self.publish().await;
+        self.producer
+            .flush(Duration::from_secs(5))
+            .context("flushing the producer")?;
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit is not an error worth failing on.
+            debug!(error = %e, "final commit");
+        }
+        Ok(())
+    }
+
+    fn apply_changes(&mut self) {
+        let events = self.consumer.context();
+        if !events.pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let changes = match events.changes.lock() {
+            Ok(mut changes) => std::mem::take(&mut *changes),
+            Err(_) => return,
+        };
+        for change in changes {
+            match change {
+                Change::Assigned(partition, replay) => {
+                    self.joined = true;
+                    self.aggregates.drop_partition(partition);
+                    self.assigned.insert(partition, replay);
+                }
+                Change::Revoked(partition) => {
+                    self.aggregates.drop_partition(partition);
+                    self.assigned.remove(&partition);
+                }
+            }
+        }
+    }
+
+    /// Recomputes `caught_up`; true when it has just turned true.
+    fn update_readiness(&mut self) -> bool {
+        let caught_up = self.joined && self.assigned.values().all(Replay::caught_up);
+        let turned = caught_up && !self.caught_up;
+        if turned {
+            info!(partitions = self.assigned.len(), "caught up");
+        }
+        self.caught_up = caught_up;
+        if !caught_up {
+            self.status.caught_up.store(false, Ordering::Relaxed);
+        }
+        turned
+    }
+
+    fn handle(&mut self, message: &BorrowedMessage<'_>) {
+        let topic = message.topic();
+        let Some(family) = self.config.family_of(topic) else {
+            return;
+        };
+        let partition = PartitionId::new(family, message.partition());
+        let offset = message.offset();
+        let Some(replay) = self.assigned.get_mut(&partition) else {
+            // Fetched before its partition was revoked.
+            return;
+        };
+        replay.position = offset + 1;
+        let live = offset >= replay.count_from;
+        let counters = self.metrics.topic(family);
+        counters.consumed.inc();
+        let now = (self.clock)();
+        let bytes = message.payload().unwrap_or_default();
+        match event::parse(bytes, family, now, &self.limits) {
+            Ok(event) => match self.aggregates.record(partition, &event, now) {
+                Outcome::Counted => {
+                    counters.processed.inc();
+                    let newest = &mut self.newest_event_ms[family_index(family)];
+                    *newest =
+                        Some(newest.map_or(event.occurred_at_ms, |n| n.max(event.occurred_at_ms)));
+                    if live && let Payload::SurveyResponded { survey, score } = event.payload {
+                        self.metrics.survey_response(survey, score).inc();
+                    }
+                }
+                Outcome::Late if live => {
+                    counters.late.inc();
+                    if self.config.events.late_to_deadletter {
+                        let rejection = Rejection {
+                            reason: event::Reason::Late,
+                            detail: "occurred_at is older than the largest window".into(),
+                        };
+                        self.dead_letter(message, &rejection);
+                    }
+                }
+                Outcome::Late => {}
+            },
+            Err(rejection) if live => {
+                counters.rejected(rejection.reason).inc();
+                debug!(topic, offset, reason = rejection.reason.code(), "rejected");
+                self.dead_letter(message, &rejection);
+            }
+            Err(_) => {}
+        }
+        if live
+            && let Err(e) = self
+                .consumer
+                .store_offset(topic, message.partition(), offset)
+        {
+            debug!(error = %e, "could not store offset");
+        }
+    }
+
+    fn dead_letter(&mut self, message: &BorrowedMessage<'_>, rejection: &Rejection) {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: header::REASON,
+                value: Some(rejection.reason.code()),
+            })
+            .insert(Header {
+                key: header::DETAIL,
+                value: Some(rejection.detail.as_str()),
+            })
+            .insert(Header {
+                key: header::TOPIC,
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: header::PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: header::OFFSET,
+                value: Some(offset.as_str()),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.config.topics.deadletter).headers(headers);
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        match self.producer.send_result(record) {
+            Ok(delivery) => self.pending_deadletter.push(delivery),
+            Err((e, _)) => {
+                self.metrics.deadletter_failures.inc();
+                error!(error = %e, "could not queue a dead-letter record");
+            }
+        }
+    }
+
+    /// Recomputes every KPI; once caught up, updates the gauges and `/kpis` and publishes
+    /// changed values (all of them when a full snapshot is due). Then waits for the
+    /// dead-letter deliveries and commits, so a committed offset never passes a rejected
+    /// message whose dead-letter record is not stored.
+    async fn publish(&mut self) {
+        self.apply_changes();
+        let now = (self.clock)();
+        if self.caught_up {
+            let records = self.aggregates.snapshot(now);
+            self.metrics.update_kpis(&records);
+            self.metrics.last_publish_time.set(now as f64 / 1000.0);
+            let body: Vec<Value> = records.iter().map(|r| r.to_json(now)).collect();
+            match serde_json::to_vec(&body) {
+                Ok(bytes) => {
+                    self.status.kpis.send_replace(Arc::new(bytes));
+                }
+                Err(e) => error!(error = %e, "could not render /kpis"),
+            }
+            let full = self.last_full_publish_ms.is_none_or(|t| {
+                now - t >= self.config.publish.snapshot_interval.as_millis() as i64
+            });
+            if full {
+                self.last_full_publish_ms = Some(now);
+            }
+            self.send_output(&records, &body, full);
+        }
+        for delivery in std::mem::take(&mut self.pending_deadletter) {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    self.metrics.deadletter_failures.inc();
+                    error!(error = %e, "dead-letter record not delivered");
+                }
+                Err(_) => {
+                    self.metrics.deadletter_failures.inc();
+                    error!("dead-letter delivery cancelled");
+                }
+            }
+        }
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+            debug!(error = %e, "commit");
+        }
+        self.status
+            .caught_up
+            .store(self.caught_up, Ordering::Relaxed);
+        self.report_health();
+    }
+
+    fn send_output(&mut self, records: &[KpiRecord], bodies: &[Value], full: bool) {
+        let mut deliveries = Vec::new();
+        for (record, body) in records.iter().zip(bodies) {
+            let key = record.key();
+            let current = (record.value, record.samples);
+            if !full && self.published.get(&key) == Some(&current) {
+                continue;
+            }
+            let payload = body.to_string();
+            let out = FutureRecord::to(&self.config.topics.output)
+                .key(&key)
+                .payload(&payload);
+            match self.producer.send_result(out) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    self.published.insert(key, current);
+                }
+                Err((e, _)) => {
+                    self.metrics.output_failures.inc();
+                    warn!(error = %e, "could not queue an output message");
+                }
+            }
+        }
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => metrics.output_messages.inc(),
+                    _ => metrics.output_failures.inc(),
+                }
+            }
+        });
+    }
+
+    fn report_health(&mut self) {
+        self.metrics.ready.set(i64::from(self.status.ready()));
+        for (family, newest) in Family::ALL.iter().zip(self.newest_event_ms) {
+            if let Some(ms) = newest {
+                self.metrics
+                    .newest_event_time
+                    .with_label_values(&[self.config.topic(*family)])
+                    .set(ms as f64 / 1000.0);
+            }
+        }
+        let dims = self.aggregates.dimensions();
+        for (dim, name) in dims.names().enumerate() {
+            let total = dims.overflowed_events(dim);
+            let delta = total - self.overflow_reported[dim];
+            if delta > 0 {
+                self.metrics
+                    .dimension_overflow
+                    .with_label_values(&[name])
+                    .inc_by(delta);
+            }
+            self.overflow_reported[dim] = total;
+        }
+        self.metrics.consumer_lag.reset();
+        if let Ok(lag) = self.consumer.context().lag.lock() {
+            for (topic, partition, lag) in lag.iter() {
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[topic.as_str(), &partition.to_string()])
+                    .set(*lag);
+            }
+        }
+    }
+}
+
+fn family_index(family: Family) -> usize {
+    Family::ALL.iter().position(|f| *f == family).unwrap_or(0)
+}

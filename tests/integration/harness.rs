@@ -1,0 +1,335 @@
+//! Test harness: unique topics on the real local broker, the service binary as a child
+//! process, and readers for /metrics and the output and dead-letter topics.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub fn brokers() -> String {
+    std::env::var("KPI_STREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `limit`.
+pub async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The topics and group of one test, named uniquely so tests never share state.
+pub struct Topics {
+    pub surveys: String,
+    pub tickets: String,
+    pub billing: String,
+    pub deadletter: String,
+    pub output: String,
+    pub group: String,
+}
+
+impl Topics {
+    pub async fn create(test: &str) -> Topics {
+        let id = format!("{test}-{}-{}", std::process::id(), now_ms());
+        let topics = Topics {
+            surveys: format!("surveys-{id}"),
+            tickets: format!("tickets-{id}"),
+            billing: format!("billing-{id}"),
+            deadletter: format!("deadletter-{id}"),
+            output: format!("kpis-{id}"),
+            group: format!("group-{id}"),
+        };
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .unwrap();
+        let specs = [
+            (&topics.surveys, 3),
+            (&topics.tickets, 2),
+            (&topics.billing, 2),
+            (&topics.deadletter, 1),
+            (&topics.output, 1),
+        ];
+        let new: Vec<NewTopic> = specs
+            .iter()
+            .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+            .collect();
+        for result in admin
+            .create_topics(&new, &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            result.unwrap();
+        }
+        topics
+    }
+
+    /// Environment that points the service at these topics.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("KPI_STREAM_KAFKA__BROKERS", brokers()),
+            ("KPI_STREAM_KAFKA__GROUP_ID", self.group.clone()),
+            ("KPI_STREAM_KAFKA__SESSION_TIMEOUT_MS", "6000".into()),
+            ("KPI_STREAM_TOPICS__SURVEYS", self.surveys.clone()),
+            ("KPI_STREAM_TOPICS__TICKETS", self.tickets.clone()),
+            ("KPI_STREAM_TOPICS__BILLING", self.billing.clone()),
+            ("KPI_STREAM_TOPICS__DEADLETTER", self.deadletter.clone()),
+            ("KPI_STREAM_TOPICS__OUTPUT", self.output.clone()),
+            ("KPI_STREAM_PUBLISH__INTERVAL", "1s".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap()
+}
+
+pub async fn produce(producer: &FutureProducer, topic: &str, key: Option<&str>, payload: &[u8]) {
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(payload);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// A running `kpi-stream run`, killed when dropped.
+pub struct Service {
+    child: Child,
+    pub http: String,
+}
+
+impl Service {
+    pub fn start(env: &[(String, String)]) -> Service {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+            .arg("run")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KPI_STREAM_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn,kpi_stream=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Service {
+            child,
+            http: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.http)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually("/readyz", Duration::from_secs(90), async || {
+            matches!(self.get("/readyz").await, Some((200, _))).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        let (status, text) = self.get("/metrics").await.expect("/metrics answers");
+        assert_eq!(status, 200);
+        Metrics::parse(&text)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and returns the exit status and how long the exit took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        (status, start.elapsed())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A parsed Prometheus text exposition: `name{labels}` (labels sorted, as exposed) to value.
+pub struct Metrics {
+    pub series: HashMap<String, f64>,
+}
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        let series = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+        Metrics { series }
+    }
+
+    /// The value of `name` with exactly `labels` (given in any order).
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut labels = labels.to_vec();
+        labels.sort();
+        let rendered: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let key = if rendered.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}{{{}}}", rendered.join(","))
+        };
+        self.series.get(&key).copied()
+    }
+
+    /// Sum of every series of `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series
+            .iter()
+            .filter(|(k, _)| {
+                k.split('{').next() == Some(name)
+                    && labels
+                        .iter()
+                        .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// A message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads every message of a topic from the beginning up to its current end.
+pub fn read_all(topic: &str) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("reader-{topic}-{}", now_ms()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for partition in metadata.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+            .unwrap();
+        remaining += high - low;
+        tpl.add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while remaining > 0 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Read {
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+            remaining -= 1;
+        }
+    }
+    assert_eq!(remaining, 0, "could not read all of {topic}");
+    out
+}
+
+/// The group's committed offsets equal the end of every partition of `topics`.
+pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        for p in metadata.topics()[0].partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            ends.insert((topic.to_string(), p.id()), high);
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
+        return false;
+    };
+    committed.elements().iter().all(|e| {
+        let end = ends[&(e.topic().to_owned(), e.partition())];
+        match e.offset() {
+            Offset::Offset(o) => o == end,
+            _ => end == 0,
+        }
+    })
+}

@@ -1,0 +1,5 @@
+//! Integration tests against the real local Kafka (scripts/kafka.sh start), linked into one
+//! binary because each test binary links librdkafka.
+
+mod harness;
+mod surveys;
