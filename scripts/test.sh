@@ -22,5 +22,5 @@ stop_kafka() { [ "$started_kafka" = 1 ] && scripts/kafka.sh stop || true; }
 trap stop_kafka EXIT
 
 echo "== cargo test"
-export KPI_STREAM_TEST_BROKERS=${KPI_STREAM_TEST_BROKERS:-127.0.0.1:9092}
+export KPI_TEST_BROKERS=${KPI_TEST_BROKERS:-127.0.0.1:9092}
 cargo test --all-targets --locked

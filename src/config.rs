@@ -202,6 +202,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, ...).
+pub fn is_secret(key: &str) -> bool {
+    key.contains("password") || key.contains("secret")
+}
+
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -230,7 +236,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        // KPI_STREAM_CONFIG names the file itself (see the command line), not a key.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__"));
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
@@ -328,6 +335,17 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// A copy safe to print: librdkafka properties that hold secrets are masked.
+    pub fn redacted(&self) -> Config {
+        let mut copy = self.clone();
+        for (key, value) in copy.kafka.properties.iter_mut() {
+            if is_secret(key) {
+                *value = "<redacted>".into();
+            }
+        }
+        copy
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_event_bytes: self.events.max_event_bytes,
@@ -367,6 +385,18 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         let shipped = load_str(&text).unwrap();
         assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn redaction_masks_secret_properties_only() {
+        let mut config = Config::default();
+        let props = &mut config.kafka.properties;
+        props.insert("sasl.password".into(), "hunter2".into());
+        props.insert("ssl.key.password".into(), "hunter3".into());
+        props.insert("security.protocol".into(), "SASL_SSL".into());
+        let printed = format!("{:?}", config.redacted());
+        assert!(!printed.contains("hunter"), "{printed}");
+        assert!(printed.contains("SASL_SSL"));
     }
 
     #[test]
@@ -413,6 +443,7 @@ mod tests {
             jail.create_file("k.toml", "[kafka]\nbrokers = \"file:9092\"")?;
             jail.set_env("KPI_STREAM_KAFKA__BROKERS", "env:9092");
             jail.set_env("KPI_STREAM_WINDOWS__SPANS", "[\"1h\"]");
+            jail.set_env("KPI_STREAM_CONFIG", "k.toml");
             let config = Config::load(Some(Path::new("k.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.kafka.brokers, "env:9092");
             assert_eq!(config.windows.spans, ["1h"]);

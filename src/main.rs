@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         }
     }
     if let Command::CheckConfig = cli.command {
-        println!("{config:#?}");
+        println!("{:#?}", config.redacted());
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Runtime::new() {

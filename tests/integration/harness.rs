@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub fn brokers() -> String {
-    std::env::var("KPI_STREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    std::env::var("KPI_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 pub fn now_ms() -> i64 {

@@ -1,5 +1,6 @@
 //! Integration tests against the real local Kafka (scripts/kafka.sh start), linked into one
 //! binary because each test binary links librdkafka.
 
+mod cli;
 mod harness;
 mod surveys;
