@@ -378,6 +378,10 @@ mod tests {
     use crate::event::{Limits, parse};
 
     const NOW: i64 = 1_767_225_600_000;
+    const LIMITS: Limits = Limits {
+        max_event_bytes: 1 << 20,
+        max_future_skew_ms: 300_000,
+    };
 
     fn config(malformed_ratio: f64) -> Config {
         let mut c = Config::default();
@@ -397,14 +401,10 @@ mod tests {
     #[test]
     fn well_formed_events_pass_validation_in_the_documented_mix() {
         let mut source = EventSource::new(&config(0.0));
-        let limits = Limits {
-            max_event_bytes: 1 << 20,
-            max_future_skew_ms: 300_000,
-        };
         let mut per_family = [0u32; 3];
         for _ in 0..10_000 {
             let g = source.next_event(NOW);
-            let event = parse(&g.payload, g.family, NOW, &limits)
+            let event = parse(&g.payload, g.family, NOW, &LIMITS)
                 .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&g.payload)));
             assert_eq!(event.payload.family(), g.family);
             per_family[Family::ALL.iter().position(|f| *f == g.family).unwrap()] += 1;
@@ -418,13 +418,9 @@ mod tests {
     #[test]
     fn malformed_events_are_rejected() {
         let mut source = EventSource::new(&config(1.0));
-        let limits = Limits {
-            max_event_bytes: 1 << 20,
-            max_future_skew_ms: 300_000,
-        };
         for _ in 0..1000 {
             let g = source.next_event(NOW);
-            assert!(parse(&g.payload, g.family, NOW, &limits).is_err());
+            assert!(parse(&g.payload, g.family, NOW, &LIMITS).is_err());
         }
     }
 }
