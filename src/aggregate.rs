@@ -13,6 +13,7 @@ use crate::dimension::Dimensions;
 use crate::event::{Event, Family, Payload};
 use crate::kpi::{self, KpiRecord};
 use crate::survey::SurveyTally;
+use crate::ticket::TicketTally;
 use crate::window::{Tally, Window, WindowSpec};
 
 /// An input partition: the topic's family and the partition number.
@@ -54,6 +55,7 @@ struct SeriesWindows<T> {
 #[derive(Debug, Default)]
 struct PartitionState {
     surveys: HashMap<SeriesKey, SeriesWindows<SurveyTally>>,
+    tickets: HashMap<SeriesKey, SeriesWindows<TicketTally>>,
 }
 
 /// The service's whole KPI state.
@@ -110,30 +112,73 @@ impl Aggregates {
 
     /// Applies one valid event read from `partition`.
     pub fn record(&mut self, partition: PartitionId, event: &Event<'_>, now_ms: i64) -> Outcome {
+        // Billing events change current values, not windows; they are validated and counted
+        // until the billing ledger consumes them.
+        if event.payload.family() == Family::Billing {
+            return Outcome::Counted;
+        }
+        if event.occurred_at_ms < self.horizon_ms(now_ms) {
+            return Outcome::Late;
+        }
+        self.collect_series(event);
+        let state = self.partitions.entry(partition).or_default();
+        let at = event.occurred_at_ms;
+        let (windows, lead, touched) = (&self.windows, self.lead_ms, &self.touched);
         match event.payload {
             Payload::SurveyResponded { survey, score } => {
-                if event.occurred_at_ms < self.horizon_ms(now_ms) {
-                    return Outcome::Late;
-                }
-                self.collect_series(event);
-                let state = self.partitions.entry(partition).or_default();
-                for key in &self.touched {
-                    let series = state
-                        .surveys
-                        .entry(*key)
-                        .or_insert_with(|| new_series(&self.windows, self.lead_ms));
-                    for (spec, window) in self.windows.iter().zip(series.windows.iter_mut()) {
-                        if let Some(tally) = window.bucket_mut(spec, event.occurred_at_ms, now_ms) {
-                            tally.record(survey, score);
-                        }
-                    }
-                }
-                Outcome::Counted
+                update(
+                    &mut state.surveys,
+                    windows,
+                    lead,
+                    touched,
+                    at,
+                    now_ms,
+                    |t| t.record(survey, score),
+                );
             }
-            // Ticket and billing KPIs are computed by their own modules; until then these
-            // events are validated and counted as processed.
-            _ => Outcome::Counted,
+            Payload::TicketOpened { .. } => {
+                update(
+                    &mut state.tickets,
+                    windows,
+                    lead,
+                    touched,
+                    at,
+                    now_ms,
+                    |t| t.opened += 1,
+                );
+            }
+            Payload::TicketReopened { .. } => {
+                update(
+                    &mut state.tickets,
+                    windows,
+                    lead,
+                    touched,
+                    at,
+                    now_ms,
+                    |t| t.reopened += 1,
+                );
+            }
+            Payload::TicketResolved {
+                agent_replies,
+                reopens,
+                ..
+            } => {
+                update(
+                    &mut state.tickets,
+                    windows,
+                    lead,
+                    touched,
+                    at,
+                    now_ms,
+                    |t| t.record_resolution(agent_replies, reopens),
+                );
+            }
+            Payload::SubscriptionStarted(_)
+            | Payload::SubscriptionChanged(_)
+            | Payload::SubscriptionCanceled { .. }
+            | Payload::SubscriptionRenewed { .. } => {}
         }
+        Outcome::Counted
     }
 
     /// Fills `self.touched` with the series `event` belongs to.
@@ -162,22 +207,58 @@ impl Aggregates {
                 }
             };
             for (index, spec) in self.windows.iter().enumerate() {
-                let mut tally = SurveyTally::default();
-                for state in self.partitions.values() {
-                    if let Some(series) = state.surveys.get(key) {
-                        series.windows[index].fold_into(spec, now_ms, &mut tally);
-                    }
-                }
                 let frame = Frame {
                     window: &spec.name,
                     dimension: &dimension,
                     start_ms: spec.start_ms(now_ms),
                     end_ms: now_ms,
                 };
-                survey_records(&tally, &frame, &mut records);
+                let surveys = self.fold(|s| s.surveys.get(key), index, now_ms);
+                survey_records(&surveys, &frame, &mut records);
+                let tickets = self.fold(|s| s.tickets.get(key), index, now_ms);
+                ticket_records(&tickets, &frame, &mut records);
             }
         }
         records
+    }
+
+    /// Merges window `index` of one series over every partition.
+    fn fold<'s, T: Tally + 's>(
+        &'s self,
+        series: impl Fn(&'s PartitionState) -> Option<&'s SeriesWindows<T>>,
+        index: usize,
+        now_ms: i64,
+    ) -> T {
+        let spec = &self.windows[index];
+        let mut tally = T::default();
+        for state in self.partitions.values() {
+            if let Some(s) = series(state) {
+                s.windows[index].fold_into(spec, now_ms, &mut tally);
+            }
+        }
+        tally
+    }
+}
+
+/// Applies `apply` to the bucket holding `at_ms` in every window of every touched series.
+fn update<T: Tally>(
+    map: &mut HashMap<SeriesKey, SeriesWindows<T>>,
+    windows: &[WindowSpec],
+    lead_ms: i64,
+    touched: &[SeriesKey],
+    at_ms: i64,
+    now_ms: i64,
+    apply: impl Fn(&mut T),
+) {
+    for key in touched {
+        let series = map
+            .entry(*key)
+            .or_insert_with(|| new_series(windows, lead_ms));
+        for (spec, window) in windows.iter().zip(series.windows.iter_mut()) {
+            if let Some(tally) = window.bucket_mut(spec, at_ms, now_ms) {
+                apply(tally);
+            }
+        }
     }
 }
 
@@ -214,6 +295,22 @@ impl Frame<'_> {
             window_end_ms: self.end_ms,
         }
     }
+}
+
+fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
+    for (def, count) in [
+        (&kpi::TICKETS_OPENED, tally.opened),
+        (&kpi::TICKETS_REOPENED, tally.reopened),
+        (&kpi::TICKETS_RESOLVED, tally.resolved),
+    ] {
+        out.push(frame.record(def, Some(count as f64), count, Vec::new()));
+    }
+    out.push(frame.record(
+        &kpi::FCR,
+        tally.fcr_ratio(),
+        tally.resolved,
+        vec![tally.first_contact as f64, tally.resolved as f64],
+    ));
 }
 
 fn survey_records(tally: &SurveyTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
@@ -304,13 +401,14 @@ mod tests {
     #[test]
     fn empty_state_publishes_null_values_for_the_overall_series() {
         let records = aggregates(10).snapshot(T0);
-        assert_eq!(records.len(), 2 * 4);
-        assert!(records.iter().all(|r| r.value.is_none() && r.samples == 0));
-        assert!(
-            records
-                .iter()
-                .all(|r| r.components.iter().all(|&c| c == 0.0))
-        );
+        assert_eq!(records.len(), 2 * kpi::KPIS.len());
+        for r in &records {
+            // Counts are 0 in an empty window; ratios and means have no value.
+            let expected = r.def.components.is_empty().then_some(0.0);
+            assert_eq!(r.value, expected, "{}", r.key());
+            assert_eq!(r.samples, 0);
+            assert!(r.components.iter().all(|&c| c == 0.0));
+        }
     }
 
     #[test]
@@ -351,6 +449,50 @@ mod tests {
         let records = agg.snapshot(T0);
         assert_eq!(find(&records, "csat/24h").samples, 1);
         assert_eq!(find(&records, "csat/1h").samples, 0);
+    }
+
+    fn ticket_event(at: i64, payload: Payload<'static>) -> Event<'static> {
+        Event {
+            event_id: Cow::Borrowed("t"),
+            occurred_at_ms: at,
+            customer_id: Cow::Borrowed("c"),
+            dimensions: [Some(Cow::Borrowed("smb")), None, None],
+            payload,
+        }
+    }
+
+    #[test]
+    fn ticket_events_count_per_window_and_feed_fcr() {
+        let mut agg = aggregates(10);
+        let p = PartitionId::new(Family::Tickets, 0);
+        let id = || Cow::Borrowed("t1");
+        let resolved = |agent_replies, reopens| Payload::TicketResolved {
+            ticket_id: id(),
+            opened_at_ms: T0 - 3 * HOUR,
+            agent_replies,
+            reopens,
+        };
+        let events = [
+            ticket_event(T0 - MINUTE, Payload::TicketOpened { ticket_id: id() }),
+            ticket_event(T0 - 2 * HOUR, Payload::TicketOpened { ticket_id: id() }),
+            ticket_event(T0 - MINUTE, Payload::TicketReopened { ticket_id: id() }),
+            ticket_event(T0 - MINUTE, resolved(1, 0)),
+            ticket_event(T0 - MINUTE, resolved(2, 0)),
+            ticket_event(T0 - 2 * HOUR, resolved(0, 0)),
+        ];
+        for e in &events {
+            assert_eq!(agg.record(p, e, T0), Outcome::Counted);
+        }
+        let records = agg.snapshot(T0);
+        assert_eq!(find(&records, "tickets_opened/1h").value, Some(1.0));
+        assert_eq!(find(&records, "tickets_opened/24h").value, Some(2.0));
+        assert_eq!(find(&records, "tickets_reopened/1h").value, Some(1.0));
+        assert_eq!(find(&records, "tickets_resolved/24h").value, Some(3.0));
+        assert_eq!(find(&records, "fcr/1h").value, Some(0.5));
+        assert_eq!(find(&records, "fcr/24h/segment=smb").value, Some(2.0 / 3.0));
+        assert_eq!(find(&records, "fcr/24h").components, vec![2.0, 3.0]);
+        // Surveys and tickets share series but not tallies.
+        assert_eq!(find(&records, "nps/24h/segment=smb").samples, 0);
     }
 
     #[derive(Debug, Clone)]

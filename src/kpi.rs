@@ -108,8 +108,56 @@ pub const CES_EASY: KpiDef = KpiDef {
     ],
 };
 
+pub const TICKETS_OPENED: KpiDef = KpiDef {
+    kpi: "tickets_opened",
+    metric: "kpi_tickets_opened",
+    help: "ticket.opened events in the window",
+    components: &[],
+};
+
+pub const TICKETS_REOPENED: KpiDef = KpiDef {
+    kpi: "tickets_reopened",
+    metric: "kpi_tickets_reopened",
+    help: "ticket.reopened events in the window",
+    components: &[],
+};
+
+pub const TICKETS_RESOLVED: KpiDef = KpiDef {
+    kpi: "tickets_resolved",
+    metric: "kpi_tickets_resolved",
+    help: "ticket.resolved events in the window",
+    components: &[],
+};
+
+pub const FCR: KpiDef = KpiDef {
+    kpi: "fcr",
+    metric: "kpi_fcr_ratio",
+    help: "First-contact resolution in the window: resolutions with at most one agent reply and no reopen / resolutions",
+    components: &[
+        ComponentDef {
+            name: "first_contact",
+            metric: "kpi_fcr_first_contact_resolutions",
+            help: "Resolutions with at most one agent reply and no reopen in the window",
+        },
+        ComponentDef {
+            name: "resolutions",
+            metric: "kpi_fcr_resolutions",
+            help: "Resolutions in the window",
+        },
+    ],
+};
+
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 4] = [&NPS, &CSAT, &CES, &CES_EASY];
+pub const KPIS: [&KpiDef; 8] = [
+    &NPS,
+    &CSAT,
+    &CES,
+    &CES_EASY,
+    &TICKETS_OPENED,
+    &TICKETS_REOPENED,
+    &TICKETS_RESOLVED,
+    &FCR,
+];
 
 /// The value of one KPI for one window and series.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@
 //! - [`event`]: the event contract v1, parsing and validation with reason codes.
 //! - [`window`]: rolling windows as rings of mergeable time buckets.
 //! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
+//! - [`ticket`]: ticket counts and first-contact resolution.
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
 //! - [`kpi`]: the published record shape shared by /metrics, /kpis and the output topic.
@@ -29,4 +30,5 @@ pub mod kpi;
 pub mod metrics;
 pub mod pipeline;
 pub mod survey;
+pub mod ticket;
 pub mod window;

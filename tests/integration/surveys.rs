@@ -1,4 +1,4 @@
-//! Survey KPIs end to end against the real broker: a known event set, including malformed
+//! Survey and ticket KPIs end to end against the real broker: a known event set, including malformed
 //! and late events, checked exactly in /metrics, on the output topic and on the dead-letter
 //! topic; then a SIGKILL and a restart that must reproduce every value.
 
@@ -82,7 +82,7 @@ fn kpi_gauges(metrics: &Metrics) -> BTreeMap<String, f64> {
         .series
         .iter()
         .filter(|(k, _)| {
-            ["kpi_nps", "kpi_csat", "kpi_ces"]
+            ["kpi_nps", "kpi_csat", "kpi_ces", "kpi_tickets", "kpi_fcr"]
                 .iter()
                 .any(|p| k.starts_with(p))
                 && !k.contains("_total")
@@ -134,6 +134,18 @@ fn check_values(metrics: &Metrics) {
     assert_eq!(g("kpi_ces_score_sum", "7d", ""), Some(14.0));
     assert_eq!(g("kpi_ces_mean", "7d", "enterprise"), Some(2.0));
     assert_eq!(g("kpi_ces_mean", "1h", "enterprise"), None);
+    // Tickets (smb): opened a minute and 5 h ago, one reopen; resolved with one reply, after
+    // a reopen, and 4 h ago with no reply.
+    assert_eq!(g("kpi_tickets_opened", "1h", ""), Some(1.0));
+    assert_eq!(g("kpi_tickets_opened", "24h", "smb"), Some(2.0));
+    assert_eq!(g("kpi_tickets_reopened", "1h", ""), Some(1.0));
+    assert_eq!(g("kpi_tickets_resolved", "24h", ""), Some(3.0));
+    assert_eq!(g("kpi_fcr_ratio", "1h", ""), Some(0.5));
+    assert_eq!(g("kpi_fcr_ratio", "24h", "smb"), Some(2.0 / 3.0));
+    assert_eq!(g("kpi_fcr_first_contact_resolutions", "24h", ""), Some(2.0));
+    assert_eq!(g("kpi_fcr_resolutions", "24h", ""), Some(3.0));
+    assert_eq!(g("kpi_fcr_ratio", "1h", "enterprise"), None);
+    assert_eq!(g("kpi_tickets_opened", "1h", "enterprise"), Some(0.0));
 }
 
 fn check_output(output: &HashMap<String, Value>) {
@@ -156,8 +168,15 @@ fn check_output(output: &HashMap<String, Value>) {
     assert_eq!(output["csat/1h"]["value"], json!(2.0 / 3.0));
     assert_eq!(output["ces/7d"]["value"], json!(14.0 / 3.0));
     assert_eq!(output["ces_easy/1h/segment=unknown"]["value"], json!(1));
-    // 4 KPIs x 4 windows x 4 series (overall, smb, enterprise, unknown).
-    assert_eq!(output.len(), 64, "{:?}", output.keys().collect::<Vec<_>>());
+    assert_eq!(output["fcr/24h"]["value"], json!(2.0 / 3.0));
+    assert_eq!(
+        output["fcr/24h"]["components"],
+        json!({"first_contact": 2, "resolutions": 3})
+    );
+    assert_eq!(output["tickets_opened/1h"]["value"], json!(1));
+    assert_eq!(output["tickets_opened/1h"]["components"], json!({}));
+    // 8 KPIs x 4 windows x 4 series (overall, smb, enterprise, unknown).
+    assert_eq!(output.len(), 128, "{:?}", output.keys().collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,15 +220,32 @@ async fn survey_kpis_end_to_end_and_after_sigkill() {
     for (_, key, payload) in &bad {
         produce(&producer, &topics.surveys, *key, payload).await;
     }
-    let ticket = json!({"event_id": "t1", "type": "ticket.opened", "occurred_at": rfc3339(now - MINUTE),
-        "customer_id": "c1", "ticket_id": "tkt-1"});
-    produce(
-        &producer,
-        &topics.tickets,
-        Some("tkt-1"),
-        ticket.to_string().as_bytes(),
-    )
-    .await;
+    let ticket = |id: &str, kind: &str, at: i64, extra: Value| {
+        let mut v = json!({"event_id": id, "type": kind, "occurred_at": rfc3339(at),
+            "customer_id": "c1", "ticket_id": "tkt-1", "segment": "smb"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    let resolved = |replies: u32, reopens: u32| json!({"opened_at": rfc3339(now - 5 * HOUR), "agent_replies": replies, "reopens": reopens});
+    let tickets = [
+        ticket("t1", "ticket.opened", now - MINUTE, json!({})),
+        ticket("t2", "ticket.opened", now - 5 * HOUR, json!({})),
+        ticket("t3", "ticket.reopened", now - 2 * MINUTE, json!({})),
+        ticket("t4", "ticket.resolved", now - 3 * MINUTE, resolved(1, 0)),
+        ticket("t5", "ticket.resolved", now - 3 * MINUTE, resolved(0, 1)),
+        ticket("t6", "ticket.resolved", now - 4 * HOUR, resolved(0, 0)),
+    ];
+    for t in &tickets {
+        produce(
+            &producer,
+            &topics.tickets,
+            Some("tkt-1"),
+            t.to_string().as_bytes(),
+        )
+        .await;
+    }
     let billing = json!({"event_id": "b1", "type": "subscription.started", "occurred_at": rfc3339(now - MINUTE),
         "customer_id": "c1", "subscription_id": "s1", "plan": "pro", "price": 9900,
         "currency": "USD", "interval": "month"});
@@ -228,7 +264,7 @@ async fn survey_kpis_end_to_end_and_after_sigkill() {
     let processed = |topic: &str| metrics.get("kpi_events_processed_total", &[("topic", topic)]);
     // 12 valid; the late one is counted as late, not processed.
     assert_eq!(processed(&topics.surveys), Some(12.0));
-    assert_eq!(processed(&topics.tickets), Some(1.0));
+    assert_eq!(processed(&topics.tickets), Some(6.0));
     assert_eq!(processed(&topics.billing), Some(1.0));
     assert_eq!(
         metrics.get("kpi_events_late_total", &[("topic", &topics.surveys)]),
@@ -258,11 +294,11 @@ async fn survey_kpis_end_to_end_and_after_sigkill() {
     let (status, kpis) = service.get("/kpis").await.unwrap();
     assert_eq!(status, 200);
     let kpis: Vec<Value> = serde_json::from_str(&kpis).unwrap();
-    assert_eq!(kpis.len(), 64);
+    assert_eq!(kpis.len(), 128);
 
     let output = eventually("the output topic", Duration::from_secs(30), async || {
         let output = latest_output(&topics.output);
-        (output.len() == 64).then_some(output)
+        (output.len() == 128).then_some(output)
     })
     .await;
     check_output(&output);
