@@ -83,10 +83,14 @@ impl Dimensions {
         if let Some(&id) = d.ids.get(value) {
             return id;
         }
-        if d.values.len() < cap {
+        // A producer's literal "other" shares the overflow series, so one label value never
+        // names two series.
+        if d.values.len() < cap && value != OTHER {
             return push(d, value);
         }
-        d.overflowed_events += 1;
+        if value != OTHER {
+            d.overflowed_events += 1;
+        }
         match d.other {
             Some(id) => id,
             None => {
@@ -130,6 +134,16 @@ mod tests {
         assert_eq!(d.intern(0, Some("startup")), other);
         assert_eq!(d.overflowed_events(0), 2);
         assert_eq!(d.intern(0, Some("enterprise")), ent);
+    }
+
+    #[test]
+    fn a_literal_other_shares_the_overflow_series() {
+        let mut d = Dimensions::new(&["segment".to_owned()], 2);
+        let other = d.intern(0, Some(OTHER));
+        assert_eq!(d.overflowed_events(0), 0);
+        assert_ne!(d.intern(0, Some("smb")), other);
+        assert_eq!(d.intern(0, Some("mid")), other);
+        assert_eq!(d.overflowed_events(0), 1);
     }
 
     #[test]

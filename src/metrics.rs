@@ -135,7 +135,7 @@ impl Metrics {
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
                 "kpi_consumer_lag",
-                "Messages between the consumer's position and the partition's end",
+                "Messages between the last processed offset stored for commit and the partition's end",
             ),
             &["topic", "partition"],
         )?;

@@ -106,6 +106,8 @@ impl Replay {
 }
 
 enum Change {
+    /// The group gave this instance an assignment (possibly empty).
+    Joined,
     Assigned(PartitionId, Replay),
     Revoked(PartitionId),
 }
@@ -275,6 +277,7 @@ impl ConsumerContext for ConsumerEvents {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.push(Change::Joined);
                 self.plan_replay(consumer, tpl);
                 if cooperative {
                     consumer.incremental_assign(tpl)
@@ -442,7 +445,7 @@ impl Pipeline {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = consumer.context().changed.notified() => self.apply_changes(),
-                _ = tick.tick() => self.publish().await,
+                _ = tick.tick() => self.publish(false).await,
                 message = consumer.recv() => match message {
                     Ok(message) => {
                         self.apply_changes();
@@ -455,15 +458,15 @@ impl Pipeline {
                 },
             }
             if self.update_readiness() {
-                // Publish at once when catching up, not at the next tick.
-                self.publish().await;
+                // Publish everything at once when catching up, not at the next tick.
+                self.publish(true).await;
                 if exit_when_caught_up {
                     break;
                 }
             }
         }
-        info!("stopping: final publish, flush, commit");
-        self.publish().await;
+        info!("stopping: final snapshot, flush, commit");
+        self.publish(true).await;
         self.producer
             .flush(Duration::from_secs(5))
             .context("flushing the producer")?;
@@ -485,8 +488,8 @@ impl Pipeline {
         };
         for change in changes {
             match change {
+                Change::Joined => self.joined = true,
                 Change::Assigned(partition, replay) => {
-                    self.joined = true;
                     self.aggregates.drop_partition(partition);
                     self.assigned.insert(partition, replay);
                 }
@@ -543,6 +546,7 @@ impl Pipeline {
                 Outcome::Late if live => {
                     counters.late.inc();
                     if self.config.events.late_to_deadletter {
+                        counters.rejected(event::Reason::Late).inc();
                         let rejection = Rejection {
                             reason: event::Reason::Late,
                             detail: "occurred_at is older than the largest window".into(),
@@ -610,10 +614,10 @@ impl Pipeline {
     }
 
     /// Recomputes every KPI; once caught up, updates the gauges and `/kpis` and publishes
-    /// changed values (all of them when a full snapshot is due). Then waits for the
-    /// dead-letter deliveries and commits, so a committed offset never passes a rejected
-    /// message whose dead-letter record is not stored.
-    async fn publish(&mut self) {
+    /// changed values, or all of them when `full` is asked or a full snapshot is due. Then
+    /// waits for the pending dead-letter deliveries (a failed one is counted in
+    /// `kpi_deadletter_failures_total` and logged) before committing.
+    async fn publish(&mut self, full: bool) {
         self.apply_changes();
         let now = (self.clock)();
         if self.caught_up {
@@ -627,9 +631,10 @@ impl Pipeline {
                 }
                 Err(e) => error!(error = %e, "could not render /kpis"),
             }
-            let full = self.last_full_publish_ms.is_none_or(|t| {
-                now - t >= self.config.publish.snapshot_interval.as_millis() as i64
-            });
+            let full = full
+                || self.last_full_publish_ms.is_none_or(|t| {
+                    now - t >= self.config.publish.snapshot_interval.as_millis() as i64
+                });
             if full {
                 self.last_full_publish_ms = Some(now);
             }
