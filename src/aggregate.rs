@@ -9,8 +9,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::billing::{
+    self, BillingLedger, BillingTally, Current, Micros, Rates, WindowRevenue,
+};
 use crate::dimension::Dimensions;
-use crate::event::{Event, Family, Payload};
+use crate::event::{Event, Family, Payload, Rejection};
 use crate::kpi::{self, KpiRecord};
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
@@ -56,6 +59,9 @@ struct SeriesWindows<T> {
 struct PartitionState {
     surveys: HashMap<SeriesKey, SeriesWindows<SurveyTally>>,
     tickets: HashMap<SeriesKey, SeriesWindows<TicketTally>>,
+    billing: HashMap<SeriesKey, SeriesWindows<BillingTally>>,
+    /// Current MRR per customer; each customer counts in the series of its latest event.
+    ledger: BillingLedger<Box<[SeriesKey]>>,
 }
 
 /// The service's whole KPI state.
@@ -64,6 +70,9 @@ pub struct Aggregates {
     windows: Vec<WindowSpec>,
     lead_ms: i64,
     dimensions: Dimensions,
+    rates: Rates,
+    /// Index of the window whose customer churn ratio divides ARPA into CLV.
+    clv_window: Option<usize>,
     /// Every series ever seen, so that it keeps being published (components at 0) after
     /// its window empties, instead of flickering in and out.
     known_series: BTreeSet<SeriesKey>,
@@ -73,15 +82,57 @@ pub struct Aggregates {
     touched: Vec<SeriesKey>,
 }
 
+/// Where one event lands: its series, time and the clock.
+struct Landing<'a> {
+    windows: &'a [WindowSpec],
+    lead_ms: i64,
+    touched: &'a [SeriesKey],
+    at_ms: i64,
+    now_ms: i64,
+}
+
+impl Landing<'_> {
+    /// Applies `apply` to the bucket holding the event in every window of every series.
+    fn apply<T: Tally>(
+        &self,
+        map: &mut HashMap<SeriesKey, SeriesWindows<T>>,
+        apply: impl Fn(&mut T),
+    ) {
+        for key in self.touched {
+            let series = map.entry(*key).or_insert_with(|| SeriesWindows {
+                windows: self
+                    .windows
+                    .iter()
+                    .map(|w| Window::new(w, self.lead_ms))
+                    .collect(),
+            });
+            for (spec, window) in self.windows.iter().zip(series.windows.iter_mut()) {
+                if let Some(tally) = window.bucket_mut(spec, self.at_ms, self.now_ms) {
+                    apply(tally);
+                }
+            }
+        }
+    }
+}
+
 impl Aggregates {
-    /// `lead_ms` is the accepted future clock skew of events.
-    pub fn new(windows: Vec<WindowSpec>, lead_ms: i64, dimensions: Dimensions) -> Self {
+    /// `lead_ms` is the accepted future clock skew of events; `clv_window` names the window
+    /// whose churn ratio CLV uses.
+    pub fn new(
+        windows: Vec<WindowSpec>,
+        lead_ms: i64,
+        dimensions: Dimensions,
+        rates: Rates,
+        clv_window: &str,
+    ) -> Self {
         let mut known_series = BTreeSet::new();
         known_series.insert(SeriesKey::Overall);
         Aggregates {
+            clv_window: windows.iter().position(|w| w.name == clv_window),
             windows,
             lead_ms,
             dimensions,
+            rates,
             known_series,
             partitions: HashMap::new(),
             touched: Vec::new(),
@@ -110,75 +161,60 @@ impl Aggregates {
         self.partitions.remove(&partition);
     }
 
-    /// Applies one valid event read from `partition`.
-    pub fn record(&mut self, partition: PartitionId, event: &Event<'_>, now_ms: i64) -> Outcome {
-        // Billing events change current values, not windows; they are validated and counted
-        // until the billing ledger consumes them.
-        if event.payload.family() == Family::Billing {
-            return Outcome::Counted;
-        }
-        if event.occurred_at_ms < self.horizon_ms(now_ms) {
-            return Outcome::Late;
+    /// Applies one valid event read from `partition`. Billing events always update the
+    /// current MRR, even when too old for any window; a billing event that cannot apply (an
+    /// unknown subscription or currency) is rejected and changes nothing.
+    pub fn record(
+        &mut self,
+        partition: PartitionId,
+        event: &Event<'_>,
+        now_ms: i64,
+    ) -> Result<Outcome, Rejection> {
+        let late = event.occurred_at_ms < self.horizon_ms(now_ms);
+        let billing = event.payload.family() == Family::Billing;
+        if late && !billing {
+            return Ok(Outcome::Late);
         }
         self.collect_series(event);
         let state = self.partitions.entry(partition).or_default();
-        let at = event.occurred_at_ms;
-        let (windows, lead, touched) = (&self.windows, self.lead_ms, &self.touched);
+        let landing = Landing {
+            windows: &self.windows,
+            lead_ms: self.lead_ms,
+            touched: &self.touched,
+            at_ms: event.occurred_at_ms,
+            now_ms,
+        };
         match event.payload {
             Payload::SurveyResponded { survey, score } => {
-                update(
-                    &mut state.surveys,
-                    windows,
-                    lead,
-                    touched,
-                    at,
-                    now_ms,
-                    |t| t.record(survey, score),
-                );
+                landing.apply(&mut state.surveys, |t| t.record(survey, score));
             }
-            Payload::TicketOpened { .. } => {
-                update(
-                    &mut state.tickets,
-                    windows,
-                    lead,
-                    touched,
-                    at,
-                    now_ms,
-                    |t| t.opened += 1,
-                );
-            }
+            Payload::TicketOpened { .. } => landing.apply(&mut state.tickets, |t| t.opened += 1),
             Payload::TicketReopened { .. } => {
-                update(
-                    &mut state.tickets,
-                    windows,
-                    lead,
-                    touched,
-                    at,
-                    now_ms,
-                    |t| t.reopened += 1,
-                );
+                landing.apply(&mut state.tickets, |t| t.reopened += 1)
             }
             Payload::TicketResolved {
                 agent_replies,
                 reopens,
+                opened_at_ms,
                 ..
             } => {
-                update(
-                    &mut state.tickets,
-                    windows,
-                    lead,
-                    touched,
-                    at,
-                    now_ms,
-                    |t| t.record_resolution(agent_replies, reopens),
-                );
+                // Validation guarantees opened_at <= occurred_at.
+                let duration_ms = u64::try_from(event.occurred_at_ms - opened_at_ms).unwrap_or(0);
+                landing.apply(&mut state.tickets, |t| {
+                    t.record_resolution(agent_replies, reopens, duration_ms)
+                });
             }
             Payload::SubscriptionStarted(_)
             | Payload::SubscriptionChanged(_)
             | Payload::SubscriptionCanceled { .. }
-            | Payload::SubscriptionRenewed { .. } => {}
+            | Payload::SubscriptionRenewed { .. } => {
+                let change = state
+                    .ledger
+                    .apply(event, &self.rates, self.touched.as_slice().into())?;
+                landing.apply(&mut state.billing, |t| t.record(&change));
+            }
         }
-        Outcome::Counted
+        Ok(if late { Outcome::Late } else { Outcome::Counted })
     }
 
     /// Fills `self.touched` with the series `event` belongs to.
@@ -196,6 +232,14 @@ impl Aggregates {
 
     /// The current value of every KPI, window and known series, merged over all partitions.
     pub fn snapshot(&self, now_ms: i64) -> Vec<KpiRecord> {
+        let mut current: HashMap<SeriesKey, Current> = HashMap::new();
+        for state in self.partitions.values() {
+            for (mrr, series) in state.ledger.customers() {
+                for key in series.iter() {
+                    current.entry(*key).or_default().add(mrr);
+                }
+            }
+        }
         let mut records = Vec::new();
         for key in &self.known_series {
             let dimension = match *key {
@@ -206,6 +250,8 @@ impl Aggregates {
                     Some((name.to_owned(), self.dimensions.value(dim, id).to_owned()))
                 }
             };
+            let now = current.get(key).copied().unwrap_or_default();
+            let mut clv_churn = None;
             for (index, spec) in self.windows.iter().enumerate() {
                 let frame = Frame {
                     window: &spec.name,
@@ -217,7 +263,19 @@ impl Aggregates {
                 survey_records(&surveys, &frame, &mut records);
                 let tickets = self.fold(|s| s.tickets.get(key), index, now_ms);
                 ticket_records(&tickets, &frame, &mut records);
+                let billing = self.fold(|s| s.billing.get(key), index, now_ms);
+                let churn = billing_records(&billing, &now, &frame, &mut records);
+                if Some(index) == self.clv_window {
+                    clv_churn = churn;
+                }
             }
+            let frame = Frame {
+                window: kpi::CURRENT,
+                dimension: &dimension,
+                start_ms: now_ms,
+                end_ms: now_ms,
+            };
+            current_records(&now, clv_churn, &frame, &mut records);
         }
         records
     }
@@ -240,34 +298,6 @@ impl Aggregates {
     }
 }
 
-/// Applies `apply` to the bucket holding `at_ms` in every window of every touched series.
-fn update<T: Tally>(
-    map: &mut HashMap<SeriesKey, SeriesWindows<T>>,
-    windows: &[WindowSpec],
-    lead_ms: i64,
-    touched: &[SeriesKey],
-    at_ms: i64,
-    now_ms: i64,
-    apply: impl Fn(&mut T),
-) {
-    for key in touched {
-        let series = map
-            .entry(*key)
-            .or_insert_with(|| new_series(windows, lead_ms));
-        for (spec, window) in windows.iter().zip(series.windows.iter_mut()) {
-            if let Some(tally) = window.bucket_mut(spec, at_ms, now_ms) {
-                apply(tally);
-            }
-        }
-    }
-}
-
-fn new_series<T: Tally>(windows: &[WindowSpec], lead_ms: i64) -> SeriesWindows<T> {
-    SeriesWindows {
-        windows: windows.iter().map(|w| Window::new(w, lead_ms)).collect(),
-    }
-}
-
 /// Where a set of records belongs: window, series and time range.
 struct Frame<'a> {
     window: &'a str,
@@ -282,7 +312,7 @@ impl Frame<'_> {
         def: &'static kpi::KpiDef,
         value: Option<f64>,
         samples: u64,
-        components: Vec<f64>,
+        components: Vec<Option<f64>>,
     ) -> KpiRecord {
         KpiRecord {
             def,
@@ -297,6 +327,11 @@ impl Frame<'_> {
     }
 }
 
+/// Counts as defined components.
+fn counts<const N: usize>(values: [u64; N]) -> Vec<Option<f64>> {
+    values.iter().map(|&v| Some(v as f64)).collect()
+}
+
 fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
     for (def, count) in [
         (&kpi::TICKETS_OPENED, tally.opened),
@@ -309,7 +344,121 @@ fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecor
         &kpi::FCR,
         tally.fcr_ratio(),
         tally.resolved,
-        vec![tally.first_contact as f64, tally.resolved as f64],
+        counts([tally.first_contact, tally.resolved]),
+    ));
+    let r = &tally.resolution;
+    let mut components = vec![
+        Some(r.count as f64),
+        Some(r.sum_ms as f64 / 1000.0),
+        r.quantile_seconds(0.5),
+        r.quantile_seconds(0.9),
+        r.quantile_seconds(0.99),
+    ];
+    components.extend(r.cumulative().iter().map(|&c| Some(c as f64)));
+    out.push(frame.record(
+        &kpi::RESOLUTION_TIME,
+        r.mean_seconds(),
+        r.count,
+        components,
+    ));
+}
+
+/// Pushes the windowed revenue records; returns the window's customer churn ratio.
+fn billing_records(
+    tally: &BillingTally,
+    now: &Current,
+    frame: &Frame<'_>,
+    out: &mut Vec<KpiRecord>,
+) -> Option<f64> {
+    let money = |m: Micros| Some(billing::major(m));
+    for (def, amount, samples) in [
+        (&kpi::MRR_NEW, tally.new, tally.new_customers),
+        (&kpi::MRR_REACTIVATION, tally.reactivation, tally.reactivated_customers),
+        (&kpi::MRR_EXPANSION, tally.expansion, tally.expansions),
+        (&kpi::MRR_CONTRACTION, tally.contraction, tally.contractions),
+        (&kpi::MRR_CHURN, tally.churn, tally.churned_customers),
+    ] {
+        out.push(frame.record(def, money(amount), samples, Vec::new()));
+    }
+    let movements = tally.new_customers
+        + tally.reactivated_customers
+        + tally.expansions
+        + tally.contractions
+        + tally.churned_customers;
+    out.push(frame.record(&kpi::NET_NEW_MRR, money(tally.net_new()), movements, Vec::new()));
+    let w = WindowRevenue::new(now, tally);
+    let active_at_start = Some(w.active_at_start as f64);
+    let churn = w.customer_churn_ratio(tally);
+    out.push(frame.record(
+        &kpi::CUSTOMER_CHURN,
+        churn,
+        tally.churned_customers,
+        vec![Some(tally.churned_customers as f64), active_at_start],
+    ));
+    out.push(frame.record(
+        &kpi::REVENUE_CHURN,
+        w.revenue_churn_ratio(tally),
+        tally.churned_customers + tally.contractions,
+        vec![money(tally.churn), money(tally.contraction), money(w.mrr_at_start)],
+    ));
+    out.push(frame.record(
+        &kpi::NET_REVENUE_RETENTION,
+        w.net_revenue_retention_ratio(tally),
+        movements,
+        vec![
+            money(w.mrr_at_start),
+            money(tally.expansion),
+            money(tally.contraction),
+            money(tally.churn),
+        ],
+    ));
+    let acquired = tally.new_customers + tally.reactivated_customers;
+    out.push(frame.record(
+        &kpi::CUSTOMER_RETENTION,
+        w.customer_retention_ratio(tally),
+        movements,
+        vec![
+            active_at_start,
+            Some(w.active_at_end as f64),
+            Some(acquired as f64),
+        ],
+    ));
+    out.push(frame.record(
+        &kpi::RENEWAL,
+        billing::renewal_ratio(tally),
+        tally.renewals + tally.cancellations,
+        counts([tally.renewals, tally.cancellations]),
+    ));
+    churn
+}
+
+fn current_records(
+    now: &Current,
+    clv_churn: Option<f64>,
+    frame: &Frame<'_>,
+    out: &mut Vec<KpiRecord>,
+) {
+    let mrr = Some(billing::major(now.mrr));
+    let customers = now.active_customers;
+    out.push(frame.record(&kpi::MRR, mrr, customers, Vec::new()));
+    out.push(frame.record(
+        &kpi::CUSTOMERS_ACTIVE,
+        Some(customers as f64),
+        customers,
+        Vec::new(),
+    ));
+    let arpa = now.arpa().map(|a| a / billing::MICROS_PER_UNIT as f64);
+    out.push(frame.record(
+        &kpi::ARPA,
+        arpa,
+        customers,
+        vec![mrr, Some(customers as f64)],
+    ));
+    out.push(frame.record(
+        &kpi::CLV,
+        billing::clv(arpa, clv_churn),
+        customers,
+        vec![arpa, clv_churn],
     ));
 }
 
@@ -319,32 +468,27 @@ fn survey_records(tally: &SurveyTally, frame: &Frame<'_>, out: &mut Vec<KpiRecor
         &kpi::NPS,
         nps.value(),
         nps.responses(),
-        vec![
-            nps.promoters as f64,
-            nps.passives as f64,
-            nps.detractors as f64,
-            nps.responses() as f64,
-        ],
+        counts([nps.promoters, nps.passives, nps.detractors, nps.responses()]),
     ));
     let csat = tally.csat();
     out.push(frame.record(
         &kpi::CSAT,
         csat.ratio(),
         csat.responses,
-        vec![csat.satisfied as f64, csat.responses as f64],
+        counts([csat.satisfied, csat.responses]),
     ));
     let ces = tally.ces();
     out.push(frame.record(
         &kpi::CES,
         ces.mean(),
         ces.responses,
-        vec![ces.score_sum as f64, ces.responses as f64],
+        counts([ces.score_sum, ces.responses]),
     ));
     out.push(frame.record(
         &kpi::CES_EASY,
         ces.easy_ratio(),
         ces.responses,
-        vec![ces.easy as f64, ces.responses as f64],
+        counts([ces.easy, ces.responses]),
     ));
 }
 
@@ -374,10 +518,14 @@ mod tests {
     }
 
     fn aggregates(cap: usize) -> Aggregates {
+        let mut rates = std::collections::BTreeMap::new();
+        rates.insert("EUR".to_owned(), 1.5);
         Aggregates::new(
             specs(),
             5 * MINUTE,
             Dimensions::new(&["segment".to_owned()], cap),
+            Rates::new("USD", &rates),
+            "24h",
         )
     }
 
@@ -401,13 +549,16 @@ mod tests {
     #[test]
     fn empty_state_publishes_null_values_for_the_overall_series() {
         let records = aggregates(10).snapshot(T0);
-        assert_eq!(records.len(), 2 * kpi::KPIS.len());
+        // Every windowed KPI per window, and the four current values once.
+        let current = records.iter().filter(|r| r.window == kpi::CURRENT).count();
+        assert_eq!(current, 4);
+        assert_eq!(records.len(), 2 * (kpi::KPIS.len() - current) + current);
         for r in &records {
             // Counts are 0 in an empty window; ratios and means have no value.
             let expected = r.def.components.is_empty().then_some(0.0);
             assert_eq!(r.value, expected, "{}", r.key());
             assert_eq!(r.samples, 0);
-            assert!(r.components.iter().all(|&c| c == 0.0));
+            assert!(r.components.iter().all(|c| c.is_none_or(|c| c == 0.0)), "{}", r.key());
         }
     }
 
@@ -443,9 +594,9 @@ mod tests {
         let p = PartitionId::new(Family::Surveys, 0);
         let horizon = agg.horizon_ms(T0);
         let old = survey_event(horizon - 1, Survey::Csat, 5, None);
-        assert_eq!(agg.record(p, &old, T0), Outcome::Late);
+        assert_eq!(agg.record(p, &old, T0), Ok(Outcome::Late));
         let edge = survey_event(horizon, Survey::Csat, 5, None);
-        assert_eq!(agg.record(p, &edge, T0), Outcome::Counted);
+        assert_eq!(agg.record(p, &edge, T0), Ok(Outcome::Counted));
         let records = agg.snapshot(T0);
         assert_eq!(find(&records, "csat/24h").samples, 1);
         assert_eq!(find(&records, "csat/1h").samples, 0);
@@ -481,7 +632,7 @@ mod tests {
             ticket_event(T0 - 2 * HOUR, resolved(0, 0)),
         ];
         for e in &events {
-            assert_eq!(agg.record(p, e, T0), Outcome::Counted);
+            assert_eq!(agg.record(p, e, T0), Ok(Outcome::Counted));
         }
         let records = agg.snapshot(T0);
         assert_eq!(find(&records, "tickets_opened/1h").value, Some(1.0));
@@ -490,7 +641,7 @@ mod tests {
         assert_eq!(find(&records, "tickets_resolved/24h").value, Some(3.0));
         assert_eq!(find(&records, "fcr/1h").value, Some(0.5));
         assert_eq!(find(&records, "fcr/24h/segment=smb").value, Some(2.0 / 3.0));
-        assert_eq!(find(&records, "fcr/24h").components, vec![2.0, 3.0]);
+        assert_eq!(find(&records, "fcr/24h").components, vec![Some(2.0), Some(3.0)]);
         // Surveys and tickets share series but not tallies.
         assert_eq!(find(&records, "nps/24h/segment=smb").samples, 0);
     }
@@ -552,7 +703,7 @@ mod tests {
                 let event = survey_event(at, s.survey, s.score, s.segment);
                 let outcome = agg.record(PartitionId::new(Family::Surveys, s.partition), &event, now);
                 let expect_late = at < agg.horizon_ms(now);
-                prop_assert_eq!(outcome == Outcome::Late, expect_late);
+                prop_assert_eq!(outcome == Ok(Outcome::Late), expect_late);
                 if !expect_late {
                     let value = match s.segment { Some(v) if !v.is_empty() => v, _ => "unknown" };
                     let label = if interned.iter().any(|i| i == value) {

@@ -25,6 +25,7 @@ pub async fn run(
         Metrics::new(
             &config.dimensions.names,
             Family::ALL.map(|f| config.topic(f)),
+            &config.billing.base_currency,
         )
         .context("registering metrics")?,
     );

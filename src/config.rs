@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
+use crate::billing::Rates;
 use crate::event::{DIMENSION_FIELDS, Family, Limits};
 use crate::window::WindowSpec;
 
@@ -27,6 +28,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub windows: WindowsConfig,
     pub dimensions: DimensionsConfig,
+    pub billing: BillingConfig,
     pub publish: PublishConfig,
     pub http: HttpConfig,
     pub generate: GenerateConfig,
@@ -82,6 +84,18 @@ pub struct DimensionsConfig {
     pub names: Vec<String>,
     /// Distinct values per dimension before the rest fold into "other".
     pub max_values: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// ISO 4217 code that every amount is converted into.
+    pub base_currency: String,
+    /// Fixed rates: base-currency units per unit of each other currency. An event in a
+    /// currency without a rate is rejected.
+    pub rates: BTreeMap<String, f64>,
+    /// The window whose customer churn ratio divides ARPA into CLV.
+    pub clv_window: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +175,19 @@ impl Default for DimensionsConfig {
         DimensionsConfig {
             names: vec!["segment".into()],
             max_values: 100,
+        }
+    }
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            base_currency: "USD".into(),
+            rates: [("EUR", 1.08), ("GBP", 1.27)]
+                .into_iter()
+                .map(|(c, r)| (c.to_owned(), r))
+                .collect(),
+            clv_window: "30d".into(),
         }
     }
 }
@@ -262,6 +289,27 @@ impl Config {
         if self.dimensions.max_values == 0 {
             return Err(invalid("dimensions.max_values", "must be at least 1"));
         }
+        let is_code = |c: &str| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase());
+        if !is_code(&self.billing.base_currency) {
+            return Err(invalid(
+                "billing.base_currency",
+                "must be an ISO 4217 code (three upper-case letters)",
+            ));
+        }
+        for (code, rate) in &self.billing.rates {
+            if !is_code(code) || !(rate.is_finite() && *rate > 0.0) {
+                return Err(invalid(
+                    "billing.rates",
+                    format!("{code} = {rate}: needs an ISO 4217 code and a positive rate"),
+                ));
+            }
+        }
+        if !self.windows.spans.contains(&self.billing.clv_window) {
+            return Err(invalid(
+                "billing.clv_window",
+                format!("{:?} is not one of windows.spans", self.billing.clv_window),
+            ));
+        }
         if self.publish.interval.is_zero() {
             return Err(invalid("publish.interval", "must be positive"));
         }
@@ -346,6 +394,10 @@ impl Config {
         copy
     }
 
+    pub fn rates(&self) -> Rates {
+        Rates::new(&self.billing.base_currency, &self.billing.rates)
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_event_bytes: self.events.max_event_bytes,
@@ -428,6 +480,9 @@ mod tests {
             ("[dimensions]\nnames = [\"plan\"]", "dimensions.names"),
             ("[publish]\ninterval = \"0s\"", "publish.interval"),
             ("[topics]\noutput = \"cs.surveys\"", "topics.output"),
+            ("[billing]\nclv_window = \"90d\"", "billing.clv_window"),
+            ("[billing]\nbase_currency = \"usd\"", "billing.base_currency"),
+            ("[billing.rates]\nEUR = -1.0", "billing.rates"),
         ];
         for (toml, key) in cases {
             let err = load_str(toml).unwrap_err().to_string();
@@ -444,6 +499,7 @@ mod tests {
             jail.set_env("KPI_STREAM_KAFKA__BROKERS", "env:9092");
             jail.set_env("KPI_STREAM_WINDOWS__SPANS", "[\"1h\"]");
             jail.set_env("KPI_STREAM_CONFIG", "k.toml");
+            jail.set_env("KPI_STREAM_BILLING__CLV_WINDOW", "1h");
             let config = Config::load(Some(Path::new("k.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.kafka.brokers, "env:9092");
             assert_eq!(config.windows.spans, ["1h"]);

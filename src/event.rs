@@ -51,11 +51,14 @@ pub enum Reason {
     OutOfRange,
     InvalidTimestamp,
     FutureTimestamp,
+    NegativeDuration,
+    UnknownCurrency,
+    UnknownSubscription,
     Late,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::InvalidUtf8,
@@ -70,6 +73,9 @@ impl Reason {
         Reason::OutOfRange,
         Reason::InvalidTimestamp,
         Reason::FutureTimestamp,
+        Reason::NegativeDuration,
+        Reason::UnknownCurrency,
+        Reason::UnknownSubscription,
         Reason::Late,
     ];
 
@@ -89,6 +95,9 @@ impl Reason {
             Reason::OutOfRange => "out_of_range",
             Reason::InvalidTimestamp => "invalid_timestamp",
             Reason::FutureTimestamp => "future_timestamp",
+            Reason::NegativeDuration => "negative_duration",
+            Reason::UnknownCurrency => "unknown_currency",
+            Reason::UnknownSubscription => "unknown_subscription",
             Reason::Late => "late",
         }
     }
@@ -511,6 +520,17 @@ fn validate<'a>(
             ),
         ));
     }
+    if let Payload::TicketResolved { opened_at_ms, .. } = payload
+        && opened_at_ms > occurred_at_ms
+    {
+        return Err(Rejection::new(
+            Reason::NegativeDuration,
+            format!(
+                "resolved {} ms before it was opened",
+                opened_at_ms - occurred_at_ms
+            ),
+        ));
+    }
     if occurred_at_ms > now_ms.saturating_add(limits.max_future_skew_ms) {
         return Err(Rejection::new(
             Reason::FutureTimestamp,
@@ -681,6 +701,11 @@ mod tests {
                 br#"{"event_id":"e","type":"survey.responded","occurred_at":"2026-01-01T00:06:00Z","customer_id":"c","survey":"nps","score":1}"#.to_vec(),
                 Family::Surveys,
                 Reason::FutureTimestamp,
+            ),
+            (
+                br#"{"event_id":"e","type":"ticket.resolved","occurred_at":"2025-12-31T10:00:00Z","customer_id":"c","ticket_id":"t","opened_at":"2025-12-31T10:00:01Z","agent_replies":0,"reopens":0}"#.to_vec(),
+                Family::Tickets,
+                Reason::NegativeDuration,
             ),
         ];
         for (bytes, family, expected) in cases {

@@ -16,7 +16,12 @@ pub struct KpiDef {
     /// Gauge holding the value; absent while the value is undefined.
     pub metric: &'static str,
     pub help: &'static str,
-    /// Components, in the order of [`KpiRecord::components`], each exported as a gauge.
+    /// A constant label that tells this KPI apart from others sharing its gauge.
+    pub label: Option<(&'static str, &'static str)>,
+    /// An amount of money: exported with the label `currency` = the base currency.
+    pub money: bool,
+    /// Components, in the order of [`KpiRecord::components`], each exported as a gauge
+    /// unless its gauge is another KPI's value gauge.
     pub components: &'static [ComponentDef],
 }
 
@@ -25,130 +30,384 @@ pub struct ComponentDef {
     pub name: &'static str,
     pub metric: &'static str,
     pub help: &'static str,
+    pub label: Option<(&'static str, &'static str)>,
+    pub money: bool,
 }
 
-const NPS_RESPONSES: ComponentDef = ComponentDef {
-    name: "responses",
-    metric: "kpi_nps_responses",
-    help: "NPS responses in the window",
-};
-const CES_RESPONSES: ComponentDef = ComponentDef {
-    name: "responses",
-    metric: "kpi_ces_responses",
-    help: "CES responses in the window",
-};
+/// The window label of values that are current rather than windowed (MRR, ARPA, CLV).
+pub const CURRENT: &str = "current";
 
-pub const NPS: KpiDef = KpiDef {
-    kpi: "nps",
-    metric: "kpi_nps",
-    help: "Net Promoter Score in the window: 100 x (promoters - detractors) / responses",
-    components: &[
-        ComponentDef {
-            name: "promoters",
-            metric: "kpi_nps_promoters",
-            help: "NPS responses scoring 9-10 in the window",
-        },
-        ComponentDef {
-            name: "passives",
-            metric: "kpi_nps_passives",
-            help: "NPS responses scoring 7-8 in the window",
-        },
-        ComponentDef {
-            name: "detractors",
-            metric: "kpi_nps_detractors",
-            help: "NPS responses scoring 0-6 in the window",
-        },
+const fn kpi(
+    kpi: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    components: &'static [ComponentDef],
+) -> KpiDef {
+    KpiDef {
+        kpi,
+        metric,
+        help,
+        label: None,
+        money: false,
+        components,
+    }
+}
+
+const fn money(mut def: KpiDef) -> KpiDef {
+    def.money = true;
+    def
+}
+
+const fn component(name: &'static str, metric: &'static str, help: &'static str) -> ComponentDef {
+    ComponentDef {
+        name,
+        metric,
+        help,
+        label: None,
+        money: false,
+    }
+}
+
+const fn money_component(
+    name: &'static str,
+    metric: &'static str,
+    help: &'static str,
+) -> ComponentDef {
+    ComponentDef {
+        money: true,
+        ..component(name, metric, help)
+    }
+}
+
+const fn labelled(
+    name: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    label: (&'static str, &'static str),
+) -> ComponentDef {
+    ComponentDef {
+        label: Some(label),
+        ..component(name, metric, help)
+    }
+}
+
+const NPS_RESPONSES: ComponentDef = component(
+    "responses",
+    "kpi_nps_responses",
+    "NPS responses in the window",
+);
+const CES_RESPONSES: ComponentDef = component(
+    "responses",
+    "kpi_ces_responses",
+    "CES responses in the window",
+);
+
+pub const NPS: KpiDef = kpi(
+    "nps",
+    "kpi_nps",
+    "Net Promoter Score in the window: 100 x (promoters - detractors) / responses",
+    &[
+        component(
+            "promoters",
+            "kpi_nps_promoters",
+            "NPS responses scoring 9-10 in the window",
+        ),
+        component(
+            "passives",
+            "kpi_nps_passives",
+            "NPS responses scoring 7-8 in the window",
+        ),
+        component(
+            "detractors",
+            "kpi_nps_detractors",
+            "NPS responses scoring 0-6 in the window",
+        ),
         NPS_RESPONSES,
     ],
-};
+);
 
-pub const CSAT: KpiDef = KpiDef {
-    kpi: "csat",
-    metric: "kpi_csat_ratio",
-    help: "Customer satisfaction in the window: responses scoring 4-5 / responses",
-    components: &[
-        ComponentDef {
-            name: "satisfied",
-            metric: "kpi_csat_satisfied",
-            help: "CSAT responses scoring 4-5 in the window",
-        },
-        ComponentDef {
-            name: "responses",
-            metric: "kpi_csat_responses",
-            help: "CSAT responses in the window",
-        },
+pub const CSAT: KpiDef = kpi(
+    "csat",
+    "kpi_csat_ratio",
+    "Customer satisfaction in the window: responses scoring 4-5 / responses",
+    &[
+        component(
+            "satisfied",
+            "kpi_csat_satisfied",
+            "CSAT responses scoring 4-5 in the window",
+        ),
+        component(
+            "responses",
+            "kpi_csat_responses",
+            "CSAT responses in the window",
+        ),
     ],
-};
+);
 
-pub const CES: KpiDef = KpiDef {
-    kpi: "ces",
-    metric: "kpi_ces_mean",
-    help: "Customer effort score in the window: mean score on the 1-7 scale (7 = easy)",
-    components: &[
-        ComponentDef {
-            name: "score_sum",
-            metric: "kpi_ces_score_sum",
-            help: "Sum of CES scores in the window",
-        },
+pub const CES: KpiDef = kpi(
+    "ces",
+    "kpi_ces_mean",
+    "Customer effort score in the window: mean score on the 1-7 scale (7 = easy)",
+    &[
+        component(
+            "score_sum",
+            "kpi_ces_score_sum",
+            "Sum of CES scores in the window",
+        ),
         CES_RESPONSES,
     ],
-};
+);
 
-pub const CES_EASY: KpiDef = KpiDef {
-    kpi: "ces_easy",
-    metric: "kpi_ces_easy_ratio",
-    help: "Share of CES responses scoring 5 or more in the window",
-    components: &[
-        ComponentDef {
-            name: "easy",
-            metric: "kpi_ces_easy",
-            help: "CES responses scoring 5-7 in the window",
-        },
+pub const CES_EASY: KpiDef = kpi(
+    "ces_easy",
+    "kpi_ces_easy_ratio",
+    "Share of CES responses scoring 5 or more in the window",
+    &[
+        component(
+            "easy",
+            "kpi_ces_easy",
+            "CES responses scoring 5-7 in the window",
+        ),
         CES_RESPONSES,
     ],
-};
+);
 
-pub const TICKETS_OPENED: KpiDef = KpiDef {
-    kpi: "tickets_opened",
-    metric: "kpi_tickets_opened",
-    help: "ticket.opened events in the window",
-    components: &[],
-};
+pub const TICKETS_OPENED: KpiDef = kpi(
+    "tickets_opened",
+    "kpi_tickets_opened",
+    "ticket.opened events in the window",
+    &[],
+);
 
-pub const TICKETS_REOPENED: KpiDef = KpiDef {
-    kpi: "tickets_reopened",
-    metric: "kpi_tickets_reopened",
-    help: "ticket.reopened events in the window",
-    components: &[],
-};
+pub const TICKETS_REOPENED: KpiDef = kpi(
+    "tickets_reopened",
+    "kpi_tickets_reopened",
+    "ticket.reopened events in the window",
+    &[],
+);
 
-pub const TICKETS_RESOLVED: KpiDef = KpiDef {
-    kpi: "tickets_resolved",
-    metric: "kpi_tickets_resolved",
-    help: "ticket.resolved events in the window",
-    components: &[],
-};
+pub const TICKETS_RESOLVED: KpiDef = kpi(
+    "tickets_resolved",
+    "kpi_tickets_resolved",
+    "ticket.resolved events in the window",
+    &[],
+);
 
-pub const FCR: KpiDef = KpiDef {
-    kpi: "fcr",
-    metric: "kpi_fcr_ratio",
-    help: "First-contact resolution in the window: resolutions with at most one agent reply and no reopen / resolutions",
-    components: &[
-        ComponentDef {
-            name: "first_contact",
-            metric: "kpi_fcr_first_contact_resolutions",
-            help: "Resolutions with at most one agent reply and no reopen in the window",
-        },
-        ComponentDef {
-            name: "resolutions",
-            metric: "kpi_fcr_resolutions",
-            help: "Resolutions in the window",
-        },
+pub const FCR: KpiDef = kpi(
+    "fcr",
+    "kpi_fcr_ratio",
+    "First-contact resolution in the window: resolutions with at most one agent reply and no reopen / resolutions",
+    &[
+        component(
+            "first_contact",
+            "kpi_fcr_first_contact_resolutions",
+            "Resolutions with at most one agent reply and no reopen in the window",
+        ),
+        component(
+            "resolutions",
+            "kpi_fcr_resolutions",
+            "Resolutions in the window",
+        ),
     ],
-};
+);
+
+const QUANTILE_HELP: &str =
+    "Resolution-time quantile in the window, seconds (DDSketch, 1% relative error; not aggregatable)";
+const BUCKET_HELP: &str =
+    "Resolutions in the window that took at most `le` seconds (cumulative; aggregatable)";
+
+pub const RESOLUTION_TIME: KpiDef = kpi(
+    "resolution_time",
+    "kpi_resolution_time_seconds_mean",
+    "Mean resolution time (resolved occurred_at - opened_at) in the window, seconds",
+    &[
+        component(
+            "count",
+            "kpi_resolution_time_seconds_count",
+            "Resolutions in the window",
+        ),
+        component(
+            "sum",
+            "kpi_resolution_time_seconds_sum",
+            "Sum of resolution times in the window, seconds",
+        ),
+        labelled("p50", "kpi_resolution_time_seconds", QUANTILE_HELP, ("quantile", "0.5")),
+        labelled("p90", "kpi_resolution_time_seconds", QUANTILE_HELP, ("quantile", "0.9")),
+        labelled("p99", "kpi_resolution_time_seconds", QUANTILE_HELP, ("quantile", "0.99")),
+        labelled("le_300", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "300")),
+        labelled("le_900", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "900")),
+        labelled("le_1800", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "1800")),
+        labelled("le_3600", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "3600")),
+        labelled("le_7200", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "7200")),
+        labelled("le_14400", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "14400")),
+        labelled("le_28800", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "28800")),
+        labelled("le_43200", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "43200")),
+        labelled("le_86400", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "86400")),
+        labelled("le_172800", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "172800")),
+        labelled("le_604800", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "604800")),
+        labelled("le_1209600", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "1209600")),
+        labelled("le_inf", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "+Inf")),
+    ],
+);
+
+const MOVEMENT_HELP: &str =
+    "MRR movement in the window by kind, base-currency major units (absolute amounts)";
+
+const fn movement(kpi_name: &'static str, kind: &'static str) -> KpiDef {
+    KpiDef {
+        label: Some(("kind", kind)),
+        money: true,
+        ..kpi(kpi_name, "kpi_mrr_movement", MOVEMENT_HELP, &[])
+    }
+}
+
+pub const MRR_NEW: KpiDef = movement("mrr_new", "new");
+pub const MRR_REACTIVATION: KpiDef = movement("mrr_reactivation", "reactivation");
+pub const MRR_EXPANSION: KpiDef = movement("mrr_expansion", "expansion");
+pub const MRR_CONTRACTION: KpiDef = movement("mrr_contraction", "contraction");
+pub const MRR_CHURN: KpiDef = movement("mrr_churn", "churn");
+
+pub const NET_NEW_MRR: KpiDef = money(kpi(
+    "net_new_mrr",
+    "kpi_net_new_mrr",
+    "Net new MRR in the window: new + reactivation + expansion - contraction - churn",
+    &[],
+));
+
+const MRR_AT_START: ComponentDef = money_component(
+    "mrr_at_start",
+    "kpi_mrr_at_window_start",
+    "MRR at the start of the window, base-currency major units",
+);
+const ACTIVE_AT_START: ComponentDef = component(
+    "active_at_start",
+    "kpi_customers_active_at_window_start",
+    "Customers with MRR > 0 at the start of the window",
+);
+const MOVEMENT_CHURN: ComponentDef = money_component("churn", "kpi_mrr_movement", MOVEMENT_HELP);
+const MOVEMENT_CONTRACTION: ComponentDef =
+    money_component("contraction", "kpi_mrr_movement", MOVEMENT_HELP);
+const MOVEMENT_EXPANSION: ComponentDef =
+    money_component("expansion", "kpi_mrr_movement", MOVEMENT_HELP);
+
+pub const CUSTOMER_CHURN: KpiDef = kpi(
+    "customer_churn",
+    "kpi_customer_churn_ratio",
+    "Customers churned in the window / active customers at its start",
+    &[
+        component(
+            "churned",
+            "kpi_customers_churned",
+            "Customers whose MRR went from > 0 to 0 in the window",
+        ),
+        ACTIVE_AT_START,
+    ],
+);
+
+pub const REVENUE_CHURN: KpiDef = kpi(
+    "revenue_churn",
+    "kpi_revenue_churn_ratio",
+    "(Churned + contraction MRR in the window) / MRR at its start",
+    &[MOVEMENT_CHURN, MOVEMENT_CONTRACTION, MRR_AT_START],
+);
+
+pub const NET_REVENUE_RETENTION: KpiDef = kpi(
+    "net_revenue_retention",
+    "kpi_net_revenue_retention_ratio",
+    "(MRR at the window's start + expansion - contraction - churn) / MRR at its start",
+    &[
+        MRR_AT_START,
+        MOVEMENT_EXPANSION,
+        MOVEMENT_CONTRACTION,
+        MOVEMENT_CHURN,
+    ],
+);
+
+pub const CUSTOMER_RETENTION: KpiDef = kpi(
+    "customer_retention",
+    "kpi_customer_retention_ratio",
+    "(Active customers at the window's end - customers acquired in it) / active at its start",
+    &[
+        ACTIVE_AT_START,
+        component(
+            "active_at_end",
+            "kpi_customers_active_at_window_end",
+            "Customers with MRR > 0 at the end of the window (now)",
+        ),
+        component(
+            "acquired",
+            "kpi_customers_acquired",
+            "Customers new or reactivated in the window",
+        ),
+    ],
+);
+
+pub const RENEWAL: KpiDef = kpi(
+    "renewal",
+    "kpi_renewal_ratio",
+    "Renewals / (renewals + cancellations) in the window",
+    &[
+        component(
+            "renewals",
+            "kpi_renewals",
+            "subscription.renewed events in the window",
+        ),
+        component(
+            "cancellations",
+            "kpi_cancellations",
+            "subscription.canceled events in the window",
+        ),
+    ],
+);
+
+pub const MRR: KpiDef = money(kpi(
+    "mrr",
+    "kpi_mrr",
+    "Current monthly recurring revenue, base-currency major units",
+    &[],
+));
+
+pub const CUSTOMERS_ACTIVE: KpiDef = kpi(
+    "customers_active",
+    "kpi_customers_active",
+    "Customers whose current MRR is above 0",
+    &[],
+);
+
+pub const ARPA: KpiDef = money(kpi(
+    "arpa",
+    "kpi_arpa",
+    "Average revenue per account: current MRR / active customers",
+    &[
+        money_component("mrr", "kpi_mrr", "Current monthly recurring revenue, base-currency major units"),
+        component(
+            "customers",
+            "kpi_customers_active",
+            "Customers whose current MRR is above 0",
+        ),
+    ],
+));
+
+pub const CLV: KpiDef = money(kpi(
+    "clv",
+    "kpi_clv",
+    "Customer lifetime value: ARPA / customer churn ratio of the CLV window",
+    &[
+        money_component(
+            "arpa",
+            "kpi_arpa",
+            "Average revenue per account: current MRR / active customers",
+        ),
+        component(
+            "customer_churn_ratio",
+            "kpi_customer_churn_ratio",
+            "Customers churned in the window / active customers at its start",
+        ),
+    ],
+));
 
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 8] = [
+pub const KPIS: [&KpiDef; 24] = [
     &NPS,
     &CSAT,
     &CES,
@@ -157,6 +416,22 @@ pub const KPIS: [&KpiDef; 8] = [
     &TICKETS_REOPENED,
     &TICKETS_RESOLVED,
     &FCR,
+    &RESOLUTION_TIME,
+    &MRR_NEW,
+    &MRR_REACTIVATION,
+    &MRR_EXPANSION,
+    &MRR_CONTRACTION,
+    &MRR_CHURN,
+    &NET_NEW_MRR,
+    &CUSTOMER_CHURN,
+    &REVENUE_CHURN,
+    &NET_REVENUE_RETENTION,
+    &CUSTOMER_RETENTION,
+    &RENEWAL,
+    &MRR,
+    &CUSTOMERS_ACTIVE,
+    &ARPA,
+    &CLV,
 ];
 
 /// The value of one KPI for one window and series.
@@ -169,8 +444,9 @@ pub struct KpiRecord {
     /// `None` while undefined (no samples): published as JSON null, absent from /metrics.
     pub value: Option<f64>,
     pub samples: u64,
-    /// Values of `def.components`, in order.
-    pub components: Vec<f64>,
+    /// Values of `def.components`, in order; `None` where undefined (a quantile without
+    /// samples), published as null and absent from /metrics.
+    pub components: Vec<Option<f64>>,
     pub window_start_ms: i64,
     pub window_end_ms: i64,
 }
@@ -187,6 +463,9 @@ impl KpiRecord {
     /// The JSON object published on the output topic and served by `GET /kpis`.
     pub fn to_json(&self, emitted_at_ms: i64) -> Value {
         let mut labels = Map::new();
+        if let Some((name, value)) = self.def.label {
+            labels.insert(name.to_owned(), Value::from(value));
+        }
         if let Some((name, value)) = &self.dimension {
             labels.insert(name.clone(), Value::from(value.as_str()));
         }
@@ -195,7 +474,7 @@ impl KpiRecord {
             .components
             .iter()
             .zip(&self.components)
-            .map(|(c, v)| (c.name.to_owned(), number(*v)))
+            .map(|(c, v)| (c.name.to_owned(), v.map_or(Value::Null, number)))
             .collect();
         json!({
             "kpi": self.def.kpi,
@@ -242,7 +521,7 @@ mod tests {
             dimension: dimension.map(|(a, b)| (a.into(), b.into())),
             value,
             samples: 4,
-            components: vec![2.0, 1.0, 1.0, 4.0],
+            components: vec![Some(2.0), Some(1.0), Some(1.0), Some(4.0)],
             window_start_ms: 0,
             window_end_ms: 3_600_000,
         }

@@ -7,7 +7,8 @@
 //! - [`event`]: the event contract v1, parsing and validation with reason codes.
 //! - [`window`]: rolling windows as rings of mergeable time buckets.
 //! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
-//! - [`ticket`]: ticket counts and first-contact resolution.
+//! - [`ticket`]: ticket counts, first-contact resolution and resolution time.
+//! - [`billing`]: the MRR ledger, movements and revenue KPIs.
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
 //! - [`kpi`]: the published record shape shared by /metrics, /kpis and the output topic.
@@ -21,6 +22,7 @@
 
 pub mod aggregate;
 pub mod app;
+pub mod billing;
 pub mod config;
 pub mod dimension;
 pub mod event;

@@ -6,13 +6,16 @@
 
 use std::collections::HashMap;
 
+use std::collections::HashSet;
+
 use prometheus::{
-    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::event::{Family, Reason, Survey};
 use crate::kpi::{KPIS, KpiRecord};
+use crate::ticket::RESOLUTION_BOUNDS_SECONDS;
 
 /// Content-Type of the classic text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -40,11 +43,14 @@ pub struct Metrics {
     registry: Registry,
     dimension_names: Vec<String>,
     kpi_values: HashMap<&'static str, GaugeVec>,
-    kpi_components: HashMap<&'static str, GaugeVec>,
+    /// By gauge name and constant label.
+    kpi_components: HashMap<(&'static str, Option<(&'static str, &'static str)>), GaugeVec>,
     /// Indexed like [`Family::ALL`].
     topics: Vec<TopicCounters>,
     /// Indexed by survey (like [`Survey::ALL`]), then by score minus the scale's low end.
     survey_responses: Vec<Vec<IntCounter>>,
+    /// Every resolution, each counted once: `histogram_quantile()` over summed instances.
+    pub resolution_time: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub newest_event_time: GaugeVec,
     pub dimension_overflow: IntCounterVec,
@@ -56,27 +62,55 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// `topic_names` are the input topics in [`Family::ALL`] order.
-    pub fn new(dimension_names: &[String], topic_names: [&str; 3]) -> prometheus::Result<Self> {
+    /// `topic_names` are the input topics in [`Family::ALL`] order; money is labelled with
+    /// `currency` = `base_currency`.
+    pub fn new(
+        dimension_names: &[String],
+        topic_names: [&str; 3],
+        base_currency: &str,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let mut labels = vec!["window"];
         labels.extend(dimension_names.iter().map(String::as_str));
+        let gauge = |metric: &str,
+                     help: &str,
+                     label: Option<(&str, &str)>,
+                     money: bool|
+         -> prometheus::Result<GaugeVec> {
+            let mut opts = Opts::new(metric, help);
+            if let Some((name, value)) = label {
+                opts = opts.const_label(name, value);
+            }
+            if money {
+                opts = opts.const_label("currency", base_currency);
+            }
+            let g = GaugeVec::new(opts, &labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
 
+        let value_metrics: HashSet<&str> = KPIS.iter().map(|d| d.metric).collect();
         let mut kpi_values = HashMap::new();
         let mut kpi_components = HashMap::new();
         for def in KPIS {
-            let gauge = GaugeVec::new(Opts::new(def.metric, def.help), &labels)?;
-            registry.register(Box::new(gauge.clone()))?;
-            kpi_values.insert(def.kpi, gauge);
-            for component in def.components {
-                if kpi_components.contains_key(component.metric) {
+            kpi_values.insert(def.kpi, gauge(def.metric, def.help, def.label, def.money)?);
+            for c in def.components {
+                // A component that is another KPI's value is exported by that KPI.
+                let key = (c.metric, c.label);
+                if value_metrics.contains(c.metric) || kpi_components.contains_key(&key) {
                     continue;
                 }
-                let gauge = GaugeVec::new(Opts::new(component.metric, component.help), &labels)?;
-                registry.register(Box::new(gauge.clone()))?;
-                kpi_components.insert(component.metric, gauge);
+                kpi_components.insert(key, gauge(c.metric, c.help, c.label, c.money)?);
             }
         }
+        let resolution_time = Histogram::with_opts(
+            HistogramOpts::new(
+                "kpi_ticket_resolution_seconds",
+                "Resolution times of every ticket.resolved, each counted once",
+            )
+            .buckets(RESOLUTION_BOUNDS_SECONDS.iter().map(|&b| b as f64).collect()),
+        )?;
+        registry.register(Box::new(resolution_time.clone()))?;
 
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
@@ -199,6 +233,7 @@ impl Metrics {
             kpi_components,
             topics,
             survey_responses,
+            resolution_time,
             consumer_lag,
             newest_event_time,
             dimension_overflow,
@@ -243,8 +278,15 @@ impl Metrics {
                 }
             }
             for (component, value) in record.def.components.iter().zip(&record.components) {
-                if let Some(gauge) = self.kpi_components.get(component.metric) {
-                    gauge.with_label_values(&labels).set(*value);
+                let Some(gauge) = self.kpi_components.get(&(component.metric, component.label))
+                else {
+                    continue;
+                };
+                match value {
+                    Some(v) => gauge.with_label_values(&labels).set(*v),
+                    None => {
+                        let _ = gauge.remove_label_values(&labels);
+                    }
                 }
             }
         }
@@ -264,7 +306,7 @@ mod tests {
     use crate::kpi;
 
     fn metrics() -> Metrics {
-        Metrics::new(&["segment".to_owned()], ["s", "t", "b"]).unwrap()
+        Metrics::new(&["segment".to_owned()], ["s", "t", "b"], "USD").unwrap()
     }
 
     fn text(m: &Metrics) -> String {
@@ -278,7 +320,7 @@ mod tests {
             dimension: Some(("segment".into(), "smb".into())),
             value,
             samples: responses as u64,
-            components: vec![responses, 0.0, 0.0, responses],
+            components: vec![Some(responses), Some(0.0), Some(0.0), Some(responses)],
             window_start_ms: 0,
             window_end_ms: 1,
         }
@@ -315,5 +357,27 @@ mod tests {
         }
         assert!(t.contains("kpi_survey_responses_total{score=\"10\",survey=\"nps\"} 0"));
         assert!(t.contains("kpi_build_info{version="));
+        assert!(t.contains("kpi_ticket_resolution_seconds_bucket{le=\"300\"} 0"));
+    }
+
+    #[test]
+    fn money_carries_the_currency_and_movements_their_kind() {
+        let m = metrics();
+        let record = KpiRecord {
+            def: &kpi::MRR_CHURN,
+            window: "1h".into(),
+            dimension: None,
+            value: Some(12.5),
+            samples: 1,
+            components: vec![],
+            window_start_ms: 0,
+            window_end_ms: 1,
+        };
+        m.update_kpis(&[record]);
+        let t = text(&m);
+        assert!(
+            t.contains("kpi_mrr_movement{currency=\"USD\",kind=\"churn\",segment=\"\",window=\"1h\"} 12.5"),
+            "{t}"
+        );
     }
 }

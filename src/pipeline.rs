@@ -406,7 +406,13 @@ impl Pipeline {
         let overflow_reported = vec![0; dimensions.len()];
         Ok(Pipeline {
             limits: config.limits(),
-            aggregates: Aggregates::new(windows, config.limits().max_future_skew_ms, dimensions),
+            aggregates: Aggregates::new(
+                windows,
+                config.limits().max_future_skew_ms,
+                dimensions,
+                config.rates(),
+                &config.billing.clv_window,
+            ),
             producer: producer(&config)?,
             consumer: Arc::new(consumer),
             config,
@@ -532,18 +538,25 @@ impl Pipeline {
         counters.consumed.inc();
         let now = (self.clock)();
         let bytes = message.payload().unwrap_or_default();
-        match event::parse(bytes, family, now, &self.limits) {
-            Ok(event) => match self.aggregates.record(partition, &event, now) {
-                Outcome::Counted => {
-                    counters.processed.inc();
-                    let newest = &mut self.newest_event_ms[family_index(family)];
-                    *newest =
-                        Some(newest.map_or(event.occurred_at_ms, |n| n.max(event.occurred_at_ms)));
-                    if live && let Payload::SurveyResponded { survey, score } = event.payload {
-                        self.metrics.survey_response(survey, score).inc();
-                    }
+        let result = event::parse(bytes, family, now, &self.limits).and_then(|event| {
+            let outcome = self.aggregates.record(partition, &event, now)?;
+            Ok((event, outcome))
+        });
+        match result {
+            Ok((event, Outcome::Counted)) => {
+                counters.processed.inc();
+                let newest = &mut self.newest_event_ms[family_index(family)];
+                *newest = Some(newest.map_or(event.occurred_at_ms, |n| n.max(event.occurred_at_ms)));
+                if live {
+                    self.count_input(&event);
                 }
-                Outcome::Late if live => {
+            }
+            Ok((event, Outcome::Late)) => {
+                // A late billing event still updated the current MRR.
+                if event.payload.family() == Family::Billing {
+                    counters.processed.inc();
+                }
+                if live {
                     counters.late.inc();
                     if self.config.events.late_to_deadletter {
                         counters.rejected(event::Reason::Late).inc();
@@ -554,8 +567,7 @@ impl Pipeline {
                         self.dead_letter(message, &rejection);
                     }
                 }
-                Outcome::Late => {}
-            },
+            }
             Err(rejection) if live => {
                 counters.rejected(rejection.reason).inc();
                 debug!(topic, offset, reason = rejection.reason.code(), "rejected");
@@ -569,6 +581,20 @@ impl Pipeline {
                 .store_offset(topic, message.partition(), offset)
         {
             debug!(error = %e, "could not store offset");
+        }
+    }
+
+    /// Counters of raw inputs, each event counted once.
+    fn count_input(&self, event: &event::Event<'_>) {
+        match event.payload {
+            Payload::SurveyResponded { survey, score } => {
+                self.metrics.survey_response(survey, score).inc();
+            }
+            Payload::TicketResolved { opened_at_ms, .. } => {
+                let seconds = (event.occurred_at_ms - opened_at_ms) as f64 / 1000.0;
+                self.metrics.resolution_time.observe(seconds);
+            }
+            _ => {}
         }
     }
 

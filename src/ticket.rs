@@ -1,11 +1,80 @@
-//! Support-ticket KPIs: ticket counts and first-contact resolution.
+//! Support-ticket KPIs: ticket counts, first-contact resolution and resolution time.
 //!
 //! The formulas live here and nowhere else.
 
+use sketches_ddsketch::DDSketch;
+
 use crate::window::Tally;
 
-/// Counts of ticket lifecycle events in a bucket.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Upper bounds (seconds) of the resolution-time buckets exported for `histogram_quantile`:
+/// 5 minutes to 14 days; a last bucket holds everything above.
+pub const RESOLUTION_BOUNDS_SECONDS: [u64; 12] = [
+    300, 900, 1_800, 3_600, 7_200, 14_400, 28_800, 43_200, 86_400, 172_800, 604_800, 1_209_600,
+];
+
+/// Resolution times of a bucket: exact count, sum and fixed buckets, plus a DDSketch
+/// (1% relative error) for quantiles. Every part merges exactly.
+#[derive(Clone, Default)]
+pub struct ResolutionTimes {
+    pub count: u64,
+    pub sum_ms: u64,
+    /// Non-cumulative counts per bound of [`RESOLUTION_BOUNDS_SECONDS`], then above them.
+    buckets: [u64; RESOLUTION_BOUNDS_SECONDS.len() + 1],
+    sketch: DDSketch,
+}
+
+impl std::fmt::Debug for ResolutionTimes {
+    // The sketch has no Debug of its own; its bins say nothing a reader needs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolutionTimes")
+            .field("count", &self.count)
+            .field("sum_ms", &self.sum_ms)
+            .field("buckets", &self.buckets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolutionTimes {
+    pub fn record(&mut self, duration_ms: u64) {
+        self.count += 1;
+        self.sum_ms += duration_ms;
+        let index = RESOLUTION_BOUNDS_SECONDS.partition_point(|&b| b * 1000 < duration_ms);
+        self.buckets[index] += 1;
+        self.sketch.add(duration_ms as f64 / 1000.0);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.sum_ms += other.sum_ms;
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        // Both sketches use the default configuration, so merging cannot fail.
+        let _ = self.sketch.merge(&other.sketch);
+    }
+
+    /// Mean resolution time in seconds; `None` without resolutions.
+    pub fn mean_seconds(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ms as f64 / 1000.0 / self.count as f64)
+    }
+
+    /// The `q` quantile in seconds, within 1% relative error; `None` without resolutions.
+    pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
+        self.sketch.quantile(q).ok().flatten()
+    }
+
+    /// Cumulative counts at each bound of [`RESOLUTION_BOUNDS_SECONDS`], then the total.
+    pub fn cumulative(&self) -> [u64; RESOLUTION_BOUNDS_SECONDS.len() + 1] {
+        let mut out = self.buckets;
+        for i in 1..out.len() {
+            out[i] += out[i - 1];
+        }
+        out
+    }
+}
+
+/// Counts of ticket lifecycle events in a bucket, and resolution times.
+#[derive(Debug, Default, Clone)]
 pub struct TicketTally {
     pub opened: u64,
     pub reopened: u64,
@@ -13,6 +82,7 @@ pub struct TicketTally {
     pub resolved: u64,
     /// Resolutions with at most one agent reply and no reopen.
     pub first_contact: u64,
+    pub resolution: ResolutionTimes,
 }
 
 impl Tally for TicketTally {
@@ -21,15 +91,18 @@ impl Tally for TicketTally {
         self.reopened += other.reopened;
         self.resolved += other.resolved;
         self.first_contact += other.first_contact;
+        self.resolution.merge(&other.resolution);
     }
 }
 
 impl TicketTally {
-    pub fn record_resolution(&mut self, agent_replies: u32, reopens: u32) {
+    /// Records one `ticket.resolved`; `duration_ms` = occurred_at - opened_at (validated >= 0).
+    pub fn record_resolution(&mut self, agent_replies: u32, reopens: u32, duration_ms: u64) {
         self.resolved += 1;
         if is_first_contact(agent_replies, reopens) {
             self.first_contact += 1;
         }
+        self.resolution.record(duration_ms);
     }
 
     /// First-contact resolution = first-contact resolutions / resolutions, in 0..=1;
@@ -62,12 +135,12 @@ mod tests {
     fn fcr_ratio_edges() {
         let mut t = TicketTally::default();
         assert_eq!(t.fcr_ratio(), None);
-        t.record_resolution(1, 0);
+        t.record_resolution(1, 0, 1000);
         assert_eq!(t.fcr_ratio(), Some(1.0));
-        t.record_resolution(3, 0);
+        t.record_resolution(3, 0, 1000);
         assert_eq!(t.fcr_ratio(), Some(0.5));
-        t.record_resolution(0, 2);
-        t.record_resolution(5, 1);
+        t.record_resolution(0, 2, 1000);
+        t.record_resolution(5, 1, 1000);
         assert_eq!(t.fcr_ratio(), Some(0.25));
         assert_eq!((t.resolved, t.first_contact), (4, 1));
     }
@@ -77,18 +150,43 @@ mod tests {
         let mut a = TicketTally {
             opened: 1,
             reopened: 2,
-            resolved: 3,
-            first_contact: 1,
+            ..TicketTally::default()
         };
+        a.record_resolution(1, 0, 600_000);
         a.merge(&a.clone());
-        assert_eq!(
-            a,
-            TicketTally {
-                opened: 2,
-                reopened: 4,
-                resolved: 6,
-                first_contact: 2
-            }
-        );
+        assert_eq!((a.opened, a.reopened, a.resolved, a.first_contact), (2, 4, 2, 2));
+        assert_eq!((a.resolution.count, a.resolution.sum_ms), (2, 1_200_000));
+    }
+
+    #[test]
+    fn resolution_buckets_are_cumulative_and_inclusive() {
+        let mut r = ResolutionTimes::default();
+        for ms in [0, 300_000, 300_001, 86_400_000, 2_000_000_000] {
+            r.record(ms);
+        }
+        let c = r.cumulative();
+        assert_eq!(c[0], 2); // le 300 s holds 0 and exactly 300 s
+        assert_eq!(c[1], 3); // le 900 s
+        assert_eq!(c[8], 4); // le 1 day
+        assert_eq!(c[11], 4); // le 14 days
+        assert_eq!(c[12], 5); // +Inf
+        assert_eq!(r.mean_seconds(), Some((300_000 + 300_001 + 86_400_000 + 2_000_000_000) as f64 / 1000.0 / 5.0));
+        assert_eq!(ResolutionTimes::default().mean_seconds(), None);
+        assert_eq!(ResolutionTimes::default().quantile_seconds(0.5), None);
+    }
+
+    #[test]
+    fn quantiles_are_within_one_percent_and_survive_merging() {
+        // 1..=1000 minutes, split over two tallies.
+        let mut a = ResolutionTimes::default();
+        let mut b = ResolutionTimes::default();
+        for m in 1..=1000u64 {
+            if m % 2 == 0 { a.record(m * 60_000) } else { b.record(m * 60_000) }
+        }
+        a.merge(&b);
+        for (q, exact) in [(0.5, 500.0 * 60.0), (0.9, 900.0 * 60.0), (0.99, 990.0 * 60.0)] {
+            let got = a.quantile_seconds(q).unwrap();
+            assert!((got - exact).abs() / exact <= 0.011, "q{q}: {got} vs {exact}");
+        }
     }
 }

@@ -1,0 +1,528 @@
+//! Subscription billing: the ledger of current MRR per customer, MRR movements, and the
+//! revenue KPIs computed from them.
+//!
+//! Money is kept as integer millionths of the base currency's major unit ([`Micros`]), so
+//! sums over customers, buckets and partitions are exact and independent of their order.
+//! Every change of a customer's MRR is classified as one movement, the way ChartMogul does,
+//! from the customer's MRR before and after the event. The formulas live here and nowhere
+//! else.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::event::{Event, Interval, Payload, Reason, Rejection, SubscriptionTerms};
+use crate::window::Tally;
+
+/// Millionths of one major unit of the base currency.
+pub type Micros = i64;
+
+pub const MICROS_PER_UNIT: i64 = 1_000_000;
+
+/// Fixed conversion rates into the base currency.
+#[derive(Debug, Clone)]
+pub struct Rates {
+    pub base: String,
+    /// Base-currency micros per major unit of each currency; the base itself is 1,000,000.
+    micros_per_unit: HashMap<String, i64>,
+}
+
+impl Rates {
+    /// `rates`: base-currency major units per major unit of each other currency.
+    pub fn new(base: &str, rates: &BTreeMap<String, f64>) -> Self {
+        let mut micros_per_unit: HashMap<String, i64> = rates
+            .iter()
+            .map(|(code, rate)| (code.clone(), (rate * MICROS_PER_UNIT as f64).round() as i64))
+            .collect();
+        micros_per_unit.insert(base.to_owned(), MICROS_PER_UNIT);
+        Rates {
+            base: base.to_owned(),
+            micros_per_unit,
+        }
+    }
+
+    /// The monthly recurring revenue of `terms` in base-currency micros:
+    /// price x quantity / months in the interval, converted at the fixed rate.
+    pub fn mrr(&self, terms: &SubscriptionTerms<'_>) -> Result<Micros, Rejection> {
+        let code = terms.currency.as_ref();
+        let rate = self.micros_per_unit.get(code).ok_or_else(|| Rejection {
+            reason: Reason::UnknownCurrency,
+            detail: format!("no conversion rate from {code} to {}", self.base),
+        })?;
+        let exponent = iso_currency::Currency::from_code(code)
+            .and_then(|c| c.exponent())
+            .unwrap_or(2);
+        let months = match terms.interval {
+            Interval::Month => i128::from(terms.interval_count),
+            Interval::Year => 12 * i128::from(terms.interval_count),
+        };
+        let numerator = i128::from(terms.price) * i128::from(terms.quantity) * i128::from(*rate);
+        let denominator = 10i128.pow(u32::from(exponent)) * months;
+        // Round half up; amounts are never negative.
+        let micros = (2 * numerator + denominator) / (2 * denominator);
+        i64::try_from(micros).map_err(|_| Rejection {
+            reason: Reason::OutOfRange,
+            detail: "the subscription's MRR is out of range".into(),
+        })
+    }
+}
+
+/// How one change of a customer's MRR counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Movement {
+    /// 0 to more, for a customer who never paid before.
+    New,
+    /// 0 to more, for a customer who paid before and churned.
+    Reactivation,
+    /// Up, from more than 0.
+    Expansion,
+    /// Down, staying above 0.
+    Contraction,
+    /// More than 0 to 0.
+    Churn,
+}
+
+/// Classifies a change of a customer's MRR from `before` to `after`.
+pub fn classify(before: Micros, after: Micros, ever_paid: bool) -> Option<Movement> {
+    match (before > 0, after > 0) {
+        (false, true) if ever_paid => Some(Movement::Reactivation),
+        (false, true) => Some(Movement::New),
+        (true, false) => Some(Movement::Churn),
+        (true, true) if after > before => Some(Movement::Expansion),
+        (true, true) if after < before => Some(Movement::Contraction),
+        _ => None,
+    }
+}
+
+/// What one billing event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub movement: Option<Movement>,
+    /// Absolute MRR change of the customer.
+    pub amount: Micros,
+    pub renewal: bool,
+    pub cancellation: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Customer<S> {
+    mrr: Micros,
+    ever_paid: bool,
+    /// The series of the customer's latest event, where its current MRR counts.
+    series: S,
+}
+
+#[derive(Debug, Clone)]
+struct Subscription {
+    customer: Box<str>,
+    mrr: Micros,
+}
+
+/// Current MRR of every customer and subscription of one partition. `S` is where a
+/// customer's current values are reported (its KPI series).
+#[derive(Debug, Clone)]
+pub struct BillingLedger<S> {
+    customers: HashMap<Box<str>, Customer<S>>,
+    subscriptions: HashMap<Box<str>, Subscription>,
+}
+
+impl<S> Default for BillingLedger<S> {
+    fn default() -> Self {
+        BillingLedger {
+            customers: HashMap::new(),
+            subscriptions: HashMap::new(),
+        }
+    }
+}
+
+impl<S: Clone> BillingLedger<S> {
+    /// Applies a billing event; `series` is where the customer's values count from now on.
+    pub fn apply(&mut self, event: &Event<'_>, rates: &Rates, series: S) -> Result<Change, Rejection> {
+        let unknown = |id: &str| Rejection {
+            reason: Reason::UnknownSubscription,
+            detail: format!("no subscription.started was seen for subscription {id:?}"),
+        };
+        let (subscription_id, new_mrr, renewal, cancellation) = match &event.payload {
+            Payload::SubscriptionStarted(terms) => {
+                (terms.subscription_id.as_ref(), Some(rates.mrr(terms)?), false, false)
+            }
+            Payload::SubscriptionChanged(terms) => {
+                if !self.subscriptions.contains_key(terms.subscription_id.as_ref()) {
+                    return Err(unknown(&terms.subscription_id));
+                }
+                (terms.subscription_id.as_ref(), Some(rates.mrr(terms)?), false, false)
+            }
+            Payload::SubscriptionCanceled { subscription_id } => {
+                if !self.subscriptions.contains_key(subscription_id.as_ref()) {
+                    return Err(unknown(subscription_id));
+                }
+                (subscription_id.as_ref(), Some(0), false, true)
+            }
+            Payload::SubscriptionRenewed { subscription_id } => {
+                if !self.subscriptions.contains_key(subscription_id.as_ref()) {
+                    return Err(unknown(subscription_id));
+                }
+                (subscription_id.as_ref(), None, true, false)
+            }
+            _ => {
+                return Ok(Change {
+                    movement: None,
+                    amount: 0,
+                    renewal: false,
+                    cancellation: false,
+                });
+            }
+        };
+        let subscription = self
+            .subscriptions
+            .entry(subscription_id.into())
+            .or_insert_with(|| Subscription {
+                customer: event.customer_id.as_ref().into(),
+                mrr: 0,
+            });
+        let delta = new_mrr.map_or(0, |m| m - subscription.mrr);
+        subscription.mrr += delta;
+        let customer = self
+            .customers
+            .entry(subscription.customer.clone())
+            .or_insert_with(|| Customer {
+                mrr: 0,
+                ever_paid: false,
+                series: series.clone(),
+            });
+        let before = customer.mrr;
+        let after = before + delta;
+        let movement = classify(before, after, customer.ever_paid);
+        customer.mrr = after;
+        customer.ever_paid |= after > 0;
+        customer.series = series;
+        Ok(Change {
+            movement,
+            amount: (after - before).abs(),
+            renewal,
+            cancellation,
+        })
+    }
+
+    /// Every customer's current MRR with its series.
+    pub fn customers(&self) -> impl Iterator<Item = (Micros, &S)> {
+        self.customers.values().map(|c| (c.mrr, &c.series))
+    }
+}
+
+/// Billing activity in a bucket: movement amounts and counts.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BillingTally {
+    pub new: Micros,
+    pub reactivation: Micros,
+    pub expansion: Micros,
+    pub contraction: Micros,
+    pub churn: Micros,
+    pub expansions: u64,
+    pub contractions: u64,
+    pub new_customers: u64,
+    pub reactivated_customers: u64,
+    pub churned_customers: u64,
+    pub renewals: u64,
+    pub cancellations: u64,
+}
+
+impl Tally for BillingTally {
+    fn merge(&mut self, o: &Self) {
+        self.new += o.new;
+        self.reactivation += o.reactivation;
+        self.expansion += o.expansion;
+        self.contraction += o.contraction;
+        self.churn += o.churn;
+        self.expansions += o.expansions;
+        self.contractions += o.contractions;
+        self.new_customers += o.new_customers;
+        self.reactivated_customers += o.reactivated_customers;
+        self.churned_customers += o.churned_customers;
+        self.renewals += o.renewals;
+        self.cancellations += o.cancellations;
+    }
+}
+
+impl BillingTally {
+    pub fn record(&mut self, change: &Change) {
+        match change.movement {
+            Some(Movement::New) => {
+                self.new += change.amount;
+                self.new_customers += 1;
+            }
+            Some(Movement::Reactivation) => {
+                self.reactivation += change.amount;
+                self.reactivated_customers += 1;
+            }
+            Some(Movement::Expansion) => {
+                self.expansion += change.amount;
+                self.expansions += 1;
+            }
+            Some(Movement::Contraction) => {
+                self.contraction += change.amount;
+                self.contractions += 1;
+            }
+            Some(Movement::Churn) => {
+                self.churn += change.amount;
+                self.churned_customers += 1;
+            }
+            None => {}
+        }
+        self.renewals += u64::from(change.renewal);
+        self.cancellations += u64::from(change.cancellation);
+    }
+
+    /// Net new MRR = new + reactivation + expansion - contraction - churn.
+    pub fn net_new(&self) -> Micros {
+        self.new + self.reactivation + self.expansion - self.contraction - self.churn
+    }
+}
+
+/// Current totals of a series: MRR and customers whose MRR is above 0.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Current {
+    pub mrr: Micros,
+    pub active_customers: u64,
+}
+
+impl Current {
+    pub fn add(&mut self, mrr: Micros) {
+        if mrr > 0 {
+            self.mrr += mrr;
+            self.active_customers += 1;
+        }
+    }
+
+    /// ARPA = MRR / active customers, in base-currency micros; `None` without customers.
+    pub fn arpa(&self) -> Option<f64> {
+        (self.active_customers > 0).then(|| self.mrr as f64 / self.active_customers as f64)
+    }
+}
+
+/// The revenue KPIs of one window, from its activity and the current totals. The state at
+/// the start of the window is the current state minus the window's changes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowRevenue {
+    pub mrr_at_start: Micros,
+    pub active_at_start: i64,
+    pub active_at_end: i64,
+}
+
+impl WindowRevenue {
+    pub fn new(current: &Current, window: &BillingTally) -> Self {
+        let active_at_end = current.active_customers as i64;
+        WindowRevenue {
+            mrr_at_start: current.mrr - window.net_new(),
+            active_at_start: active_at_end - window.new_customers as i64
+                - window.reactivated_customers as i64
+                + window.churned_customers as i64,
+            active_at_end,
+        }
+    }
+
+    /// Customers churned in W / active customers at the start of W.
+    pub fn customer_churn_ratio(&self, w: &BillingTally) -> Option<f64> {
+        (self.active_at_start > 0)
+            .then(|| w.churned_customers as f64 / self.active_at_start as f64)
+    }
+
+    /// (Churn + contraction MRR in W) / MRR at the start of W.
+    pub fn revenue_churn_ratio(&self, w: &BillingTally) -> Option<f64> {
+        (self.mrr_at_start > 0)
+            .then(|| (w.churn + w.contraction) as f64 / self.mrr_at_start as f64)
+    }
+
+    /// (MRR at start + expansion - contraction - churn) / MRR at start.
+    pub fn net_revenue_retention_ratio(&self, w: &BillingTally) -> Option<f64> {
+        (self.mrr_at_start > 0).then(|| {
+            (self.mrr_at_start + w.expansion - w.contraction - w.churn) as f64
+                / self.mrr_at_start as f64
+        })
+    }
+
+    /// (E - N) / S: customers active at the end, less those acquired in W (new and
+    /// reactivated), over those active at the start.
+    pub fn customer_retention_ratio(&self, w: &BillingTally) -> Option<f64> {
+        (self.active_at_start > 0).then(|| {
+            (self.active_at_end - (w.new_customers + w.reactivated_customers) as i64) as f64
+                / self.active_at_start as f64
+        })
+    }
+}
+
+/// Renewals / (renewals + cancellations) in W.
+pub fn renewal_ratio(w: &BillingTally) -> Option<f64> {
+    let due = w.renewals + w.cancellations;
+    (due > 0).then(|| w.renewals as f64 / due as f64)
+}
+
+/// CLV = ARPA / customer churn ratio; `None` when either is undefined or the ratio is 0.
+pub fn clv(arpa: Option<f64>, churn_ratio: Option<f64>) -> Option<f64> {
+    match (arpa, churn_ratio) {
+        (Some(arpa), Some(churn)) if churn > 0.0 => Some(arpa / churn),
+        _ => None,
+    }
+}
+
+/// Micros as base-currency major units.
+pub fn major(micros: Micros) -> f64 {
+    micros as f64 / MICROS_PER_UNIT as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::event::Interval;
+
+    fn rates() -> Rates {
+        let mut r = BTreeMap::new();
+        r.insert("EUR".to_owned(), 1.08);
+        r.insert("JPY".to_owned(), 0.0067);
+        Rates::new("USD", &r)
+    }
+
+    fn terms(id: &str, price: i64, quantity: u32, currency: &str, interval: Interval) -> SubscriptionTerms<'static> {
+        SubscriptionTerms {
+            subscription_id: Cow::Owned(id.to_owned()),
+            plan: Cow::Borrowed("pro"),
+            price,
+            quantity,
+            currency: Cow::Owned(currency.to_owned()),
+            interval,
+            interval_count: 1,
+        }
+    }
+
+    fn event(customer: &str, payload: Payload<'static>) -> Event<'static> {
+        Event {
+            event_id: Cow::Borrowed("e"),
+            occurred_at_ms: 0,
+            customer_id: Cow::Owned(customer.to_owned()),
+            dimensions: [None, None, None],
+            payload,
+        }
+    }
+
+    fn started(customer: &str, id: &str, price: i64) -> Event<'static> {
+        event(customer, Payload::SubscriptionStarted(terms(id, price, 1, "USD", Interval::Month)))
+    }
+
+    fn changed(customer: &str, id: &str, price: i64) -> Event<'static> {
+        event(customer, Payload::SubscriptionChanged(terms(id, price, 1, "USD", Interval::Month)))
+    }
+
+    fn canceled(customer: &str, id: &str) -> Event<'static> {
+        event(customer, Payload::SubscriptionCanceled { subscription_id: Cow::Owned(id.to_owned()) })
+    }
+
+    #[test]
+    fn mrr_normalises_interval_quantity_and_currency() {
+        let r = rates();
+        assert_eq!(r.mrr(&terms("s", 4900, 1, "USD", Interval::Month)), Ok(49_000_000));
+        assert_eq!(r.mrr(&terms("s", 4900, 3, "USD", Interval::Month)), Ok(147_000_000));
+        // 990.00 a year is 82.50 a month.
+        assert_eq!(r.mrr(&terms("s", 99_000, 1, "USD", Interval::Year)), Ok(82_500_000));
+        let mut two_years = terms("s", 120_000, 1, "USD", Interval::Year);
+        two_years.interval_count = 2;
+        assert_eq!(r.mrr(&two_years), Ok(50_000_000));
+        // 49.00 EUR at 1.08 = 52.92 USD.
+        assert_eq!(r.mrr(&terms("s", 4900, 1, "EUR", Interval::Month)), Ok(52_920_000));
+        // JPY has no minor unit: 10,000 JPY at 0.0067 = 67 USD.
+        assert_eq!(r.mrr(&terms("s", 10_000, 1, "JPY", Interval::Month)), Ok(67_000_000));
+        let err = r.mrr(&terms("s", 100, 1, "GBP", Interval::Month)).unwrap_err();
+        assert_eq!(err.reason, Reason::UnknownCurrency);
+    }
+
+    #[test]
+    fn classification_follows_the_customer_mrr() {
+        assert_eq!(classify(0, 10, false), Some(Movement::New));
+        assert_eq!(classify(0, 10, true), Some(Movement::Reactivation));
+        assert_eq!(classify(10, 20, true), Some(Movement::Expansion));
+        assert_eq!(classify(20, 10, true), Some(Movement::Contraction));
+        assert_eq!(classify(10, 0, true), Some(Movement::Churn));
+        assert_eq!(classify(10, 10, true), None);
+        assert_eq!(classify(0, 0, true), None);
+    }
+
+    fn apply(ledger: &mut BillingLedger<()>, e: &Event<'_>) -> Change {
+        ledger.apply(e, &rates(), ()).unwrap()
+    }
+
+    #[test]
+    fn first_subscription_then_a_second_one_then_cancellations() {
+        let mut l = BillingLedger::default();
+        let c = apply(&mut l, &started("c1", "s1", 1000));
+        assert_eq!((c.movement, c.amount), (Some(Movement::New), 10_000_000));
+        // A second subscription of the same customer is expansion, not new business.
+        let c = apply(&mut l, &started("c1", "s2", 500));
+        assert_eq!((c.movement, c.amount), (Some(Movement::Expansion), 5_000_000));
+        // Cancelling one of two is contraction; the last one is churn.
+        let c = apply(&mut l, &canceled("c1", "s1"));
+        assert_eq!((c.movement, c.amount, c.cancellation), (Some(Movement::Contraction), 10_000_000, true));
+        let c = apply(&mut l, &canceled("c1", "s2"));
+        assert_eq!((c.movement, c.amount), (Some(Movement::Churn), 5_000_000));
+        // Restarting after churn is reactivation.
+        let c = apply(&mut l, &started("c1", "s3", 2000));
+        assert_eq!((c.movement, c.amount), (Some(Movement::Reactivation), 20_000_000));
+        let c = apply(&mut l, &changed("c1", "s3", 1500));
+        assert_eq!((c.movement, c.amount), (Some(Movement::Contraction), 5_000_000));
+        let renewed = event("c1", Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed("s3") });
+        let c = apply(&mut l, &renewed);
+        assert_eq!((c.movement, c.renewal), (None, true));
+        let mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
+        assert_eq!(mrr, [15_000_000]);
+    }
+
+    #[test]
+    fn unknown_subscriptions_are_rejected() {
+        let mut l = BillingLedger::<()>::default();
+        for e in [changed("c", "s9", 10), canceled("c", "s9")] {
+            let err = l.apply(&e, &rates(), ()).unwrap_err();
+            assert_eq!(err.reason, Reason::UnknownSubscription);
+        }
+        assert_eq!(l.customers().count(), 0);
+    }
+
+    #[test]
+    fn window_rates_from_the_current_state_and_the_window_activity() {
+        // Start of W: 4 customers paying 100 each. In W: one churns (100), one contracts
+        // by 20, one expands by 50, one new customer at 30; one renewal, one cancellation.
+        let w = BillingTally {
+            new: 30,
+            expansion: 50,
+            contraction: 20,
+            churn: 100,
+            new_customers: 1,
+            churned_customers: 1,
+            renewals: 1,
+            cancellations: 1,
+            ..BillingTally::default()
+        };
+        let now = Current { mrr: 400 - 100 - 20 + 50 + 30, active_customers: 4 };
+        let r = WindowRevenue::new(&now, &w);
+        assert_eq!((r.mrr_at_start, r.active_at_start, r.active_at_end), (400, 4, 4));
+        assert_eq!(r.customer_churn_ratio(&w), Some(0.25));
+        assert_eq!(r.revenue_churn_ratio(&w), Some(120.0 / 400.0));
+        assert_eq!(r.net_revenue_retention_ratio(&w), Some(330.0 / 400.0));
+        assert_eq!(r.customer_retention_ratio(&w), Some(0.75));
+        assert_eq!(renewal_ratio(&w), Some(0.5));
+        assert_eq!(w.net_new(), -40);
+        assert_eq!(now.arpa(), Some(90.0));
+        assert_eq!(clv(now.arpa(), r.customer_churn_ratio(&w)), Some(360.0));
+    }
+
+    #[test]
+    fn empty_windows_and_zero_churn_have_no_ratio() {
+        let w = BillingTally::default();
+        let none = WindowRevenue::new(&Current::default(), &w);
+        assert_eq!(none.customer_churn_ratio(&w), None);
+        assert_eq!(none.revenue_churn_ratio(&w), None);
+        assert_eq!(renewal_ratio(&w), None);
+        assert_eq!(Current::default().arpa(), None);
+        let some = WindowRevenue::new(&Current { mrr: 100, active_customers: 1 }, &w);
+        assert_eq!(some.customer_churn_ratio(&w), Some(0.0));
+        assert_eq!(clv(Some(100.0), Some(0.0)), None);
+        assert_eq!(clv(Some(100.0), None), None);
+    }
+}
