@@ -9,9 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::billing::{
-    self, BillingLedger, BillingTally, Current, Micros, Rates, WindowRevenue,
-};
+use crate::billing::{self, BillingLedger, BillingTally, Current, Micros, Rates, WindowRevenue};
 use crate::dimension::Dimensions;
 use crate::event::{Event, Family, Payload, Rejection};
 use crate::kpi::{self, KpiRecord};
@@ -208,13 +206,18 @@ impl Aggregates {
             | Payload::SubscriptionChanged(_)
             | Payload::SubscriptionCanceled { .. }
             | Payload::SubscriptionRenewed { .. } => {
-                let change = state
-                    .ledger
-                    .apply(event, &self.rates, self.touched.as_slice().into())?;
+                let change =
+                    state
+                        .ledger
+                        .apply(event, &self.rates, self.touched.as_slice().into())?;
                 landing.apply(&mut state.billing, |t| t.record(&change));
             }
         }
-        Ok(if late { Outcome::Late } else { Outcome::Counted })
+        Ok(if late {
+            Outcome::Late
+        } else {
+            Outcome::Counted
+        })
     }
 
     /// Fills `self.touched` with the series `event` belongs to.
@@ -355,12 +358,7 @@ fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecor
         r.quantile_seconds(0.99),
     ];
     components.extend(r.cumulative().iter().map(|&c| Some(c as f64)));
-    out.push(frame.record(
-        &kpi::RESOLUTION_TIME,
-        r.mean_seconds(),
-        r.count,
-        components,
-    ));
+    out.push(frame.record(&kpi::RESOLUTION_TIME, r.mean_seconds(), r.count, components));
 }
 
 /// Pushes the windowed revenue records; returns the window's customer churn ratio.
@@ -373,7 +371,11 @@ fn billing_records(
     let money = |m: Micros| Some(billing::major(m));
     for (def, amount, samples) in [
         (&kpi::MRR_NEW, tally.new, tally.new_customers),
-        (&kpi::MRR_REACTIVATION, tally.reactivation, tally.reactivated_customers),
+        (
+            &kpi::MRR_REACTIVATION,
+            tally.reactivation,
+            tally.reactivated_customers,
+        ),
         (&kpi::MRR_EXPANSION, tally.expansion, tally.expansions),
         (&kpi::MRR_CONTRACTION, tally.contraction, tally.contractions),
         (&kpi::MRR_CHURN, tally.churn, tally.churned_customers),
@@ -385,7 +387,12 @@ fn billing_records(
         + tally.expansions
         + tally.contractions
         + tally.churned_customers;
-    out.push(frame.record(&kpi::NET_NEW_MRR, money(tally.net_new()), movements, Vec::new()));
+    out.push(frame.record(
+        &kpi::NET_NEW_MRR,
+        money(tally.net_new()),
+        movements,
+        Vec::new(),
+    ));
     let w = WindowRevenue::new(now, tally);
     let active_at_start = Some(w.active_at_start as f64);
     let churn = w.customer_churn_ratio(tally);
@@ -399,7 +406,11 @@ fn billing_records(
         &kpi::REVENUE_CHURN,
         w.revenue_churn_ratio(tally),
         tally.churned_customers + tally.contractions,
-        vec![money(tally.churn), money(tally.contraction), money(w.mrr_at_start)],
+        vec![
+            money(tally.churn),
+            money(tally.contraction),
+            money(w.mrr_at_start),
+        ],
     ));
     out.push(frame.record(
         &kpi::NET_REVENUE_RETENTION,
@@ -558,7 +569,11 @@ mod tests {
             let expected = r.def.components.is_empty().then_some(0.0);
             assert_eq!(r.value, expected, "{}", r.key());
             assert_eq!(r.samples, 0);
-            assert!(r.components.iter().all(|c| c.is_none_or(|c| c == 0.0)), "{}", r.key());
+            assert!(
+                r.components.iter().all(|c| c.is_none_or(|c| c == 0.0)),
+                "{}",
+                r.key()
+            );
         }
     }
 
@@ -571,12 +586,14 @@ mod tests {
             p0,
             &survey_event(T0 - MINUTE, Survey::Nps, 10, Some("smb")),
             T0,
-        );
+        )
+        .unwrap();
         agg.record(
             p1,
             &survey_event(T0 - MINUTE, Survey::Nps, 0, Some("ent")),
             T0,
-        );
+        )
+        .unwrap();
         let records = agg.snapshot(T0);
         assert_eq!(find(&records, "nps/1h").value, Some(0.0));
         assert_eq!(find(&records, "nps/1h/segment=smb").value, Some(100.0));
@@ -641,7 +658,10 @@ mod tests {
         assert_eq!(find(&records, "tickets_resolved/24h").value, Some(3.0));
         assert_eq!(find(&records, "fcr/1h").value, Some(0.5));
         assert_eq!(find(&records, "fcr/24h/segment=smb").value, Some(2.0 / 3.0));
-        assert_eq!(find(&records, "fcr/24h").components, vec![Some(2.0), Some(3.0)]);
+        assert_eq!(
+            find(&records, "fcr/24h").components,
+            vec![Some(2.0), Some(3.0)]
+        );
         // Surveys and tickets share series but not tallies.
         assert_eq!(find(&records, "nps/24h/segment=smb").samples, 0);
     }
@@ -741,6 +761,270 @@ mod tests {
                     prop_assert_eq!(ces.value, expected.ces().mean());
                     let easy = find(&records, &format!("ces_easy/{}{suffix}", spec.name));
                     prop_assert_eq!(easy.value, expected.ces().easy_ratio());
+                }
+            }
+        }
+    }
+
+    fn billing_event(
+        at: i64,
+        customer: &'static str,
+        segment: &'static str,
+        payload: Payload<'static>,
+    ) -> Event<'static> {
+        Event {
+            event_id: Cow::Borrowed("b"),
+            occurred_at_ms: at,
+            customer_id: Cow::Borrowed(customer),
+            dimensions: [Some(Cow::Borrowed(segment)), None, None],
+            payload,
+        }
+    }
+
+    fn terms(
+        id: &'static str,
+        price: i64,
+        currency: &'static str,
+        interval: crate::event::Interval,
+    ) -> crate::event::SubscriptionTerms<'static> {
+        crate::event::SubscriptionTerms {
+            subscription_id: Cow::Borrowed(id),
+            plan: Cow::Borrowed("pro"),
+            price,
+            quantity: 1,
+            currency: Cow::Borrowed(currency),
+            interval,
+            interval_count: 1,
+        }
+    }
+
+    #[test]
+    fn billing_movements_rates_and_current_values() {
+        use crate::event::Interval::{Month, Year};
+        let mut agg = aggregates(10);
+        let p = PartitionId::new(Family::Billing, 0);
+        let sub = |id| Cow::Borrowed(id);
+        let ok = [
+            // Older than every window: changes the current MRR only.
+            (
+                billing_event(
+                    T0 - 30 * HOUR,
+                    "c1",
+                    "smb",
+                    Payload::SubscriptionStarted(terms("s1", 10_000, "USD", Month)),
+                ),
+                Outcome::Late,
+            ),
+            // 100 EUR at 1.5 = 150 USD.
+            (
+                billing_event(
+                    T0 - 2 * HOUR,
+                    "c2",
+                    "smb",
+                    Payload::SubscriptionStarted(terms("s2", 10_000, "EUR", Month)),
+                ),
+                Outcome::Counted,
+            ),
+            (
+                billing_event(
+                    T0 - 30 * MINUTE,
+                    "c1",
+                    "smb",
+                    Payload::SubscriptionChanged(terms("s1", 12_000, "USD", Month)),
+                ),
+                Outcome::Counted,
+            ),
+            (
+                billing_event(
+                    T0 - 10 * MINUTE,
+                    "c2",
+                    "smb",
+                    Payload::SubscriptionCanceled {
+                        subscription_id: sub("s2"),
+                    },
+                ),
+                Outcome::Counted,
+            ),
+            // 1200 a year = 100 a month.
+            (
+                billing_event(
+                    T0 - 5 * MINUTE,
+                    "c3",
+                    "ent",
+                    Payload::SubscriptionStarted(terms("s3", 120_000, "USD", Year)),
+                ),
+                Outcome::Counted,
+            ),
+            (
+                billing_event(
+                    T0 - MINUTE,
+                    "c1",
+                    "smb",
+                    Payload::SubscriptionRenewed {
+                        subscription_id: sub("s1"),
+                    },
+                ),
+                Outcome::Counted,
+            ),
+        ];
+        for (event, outcome) in &ok {
+            assert_eq!(agg.record(p, event, T0), Ok(*outcome));
+        }
+        let unknown = billing_event(
+            T0,
+            "c4",
+            "smb",
+            Payload::SubscriptionCanceled {
+                subscription_id: sub("s9"),
+            },
+        );
+        assert_eq!(
+            agg.record(p, &unknown, T0).unwrap_err().reason,
+            crate::event::Reason::UnknownSubscription
+        );
+        let jpy = billing_event(
+            T0,
+            "c5",
+            "smb",
+            Payload::SubscriptionStarted(terms("s5", 1000, "JPY", Month)),
+        );
+        assert_eq!(
+            agg.record(p, &jpy, T0).unwrap_err().reason,
+            crate::event::Reason::UnknownCurrency
+        );
+
+        let r = agg.snapshot(T0);
+        let v = |key: &str| find(&r, key).value;
+        assert_eq!(v("mrr/current"), Some(220.0));
+        assert_eq!(v("customers_active/current"), Some(2.0));
+        assert_eq!(v("arpa/current"), Some(110.0));
+        assert_eq!(v("mrr/current/segment=smb"), Some(120.0));
+        assert_eq!(v("mrr/current/segment=ent"), Some(100.0));
+        // 24h: new 150 + 100, expansion 20, churn 150; at its start c1 paid 100.
+        assert_eq!(v("mrr_new/24h"), Some(250.0));
+        assert_eq!(v("mrr_expansion/24h"), Some(20.0));
+        assert_eq!(v("mrr_churn/24h"), Some(150.0));
+        assert_eq!(v("mrr_contraction/24h"), Some(0.0));
+        assert_eq!(v("net_new_mrr/24h"), Some(120.0));
+        assert_eq!(v("customer_churn/24h"), Some(1.0));
+        assert_eq!(v("revenue_churn/24h"), Some(1.5));
+        assert_eq!(v("net_revenue_retention/24h"), Some(-0.3));
+        assert_eq!(v("customer_retention/24h"), Some(0.0));
+        assert_eq!(v("renewal/24h"), Some(0.5));
+        // 1h: c1 at 100 and c2 at 150 at its start.
+        assert_eq!(v("mrr_new/1h"), Some(100.0));
+        assert_eq!(v("net_new_mrr/1h"), Some(-30.0));
+        assert_eq!(v("customer_churn/1h"), Some(0.5));
+        assert_eq!(v("revenue_churn/1h"), Some(0.6));
+        assert_eq!(v("net_revenue_retention/1h"), Some(0.48));
+        assert_eq!(v("customer_retention/1h"), Some(0.5));
+        assert_eq!(
+            find(&r, "customer_retention/1h").components,
+            vec![Some(2.0), Some(2.0), Some(1.0)]
+        );
+        // CLV uses the 24h churn ratio here: 110 / 1.0.
+        assert_eq!(v("clv/current"), Some(110.0));
+        assert_eq!(v("clv/current/segment=ent"), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum BillingAction {
+        Start(u8, i64, bool),
+        Change(u8, i64),
+        Cancel(u8),
+        Renew(u8),
+    }
+
+    fn billing_step() -> impl Strategy<Value = (i64, i64, u8, BillingAction)> {
+        let price = prop_oneof![Just(1_000i64), Just(2_500), Just(4_900)];
+        let action = prop_oneof![
+            (0..4u8, price.clone(), any::<bool>())
+                .prop_map(|(s, p, eur)| BillingAction::Start(s, p, eur)),
+            (0..4u8, price).prop_map(|(s, p)| BillingAction::Change(s, p)),
+            (0..4u8).prop_map(BillingAction::Cancel),
+            (0..4u8).prop_map(BillingAction::Renew),
+        ];
+        (0..30 * MINUTE, 0..30 * HOUR, 0..3u8, action)
+    }
+
+    proptest! {
+        /// Current MRR and windowed movements equal a recomputation over the raw events.
+        #[test]
+        fn billing_values_equal_a_brute_force_recomputation(
+            steps in prop::collection::vec(billing_step(), 1..120),
+        ) {
+            const IDS: [&str; 4] = ["s0", "s1", "s2", "s3"];
+            const CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
+            let mut agg = aggregates(10);
+            let p = PartitionId::new(Family::Billing, 0);
+            let mut now = T0;
+            // Brute force: subscription -> (customer, micros); customer -> ever paid.
+            let mut subs: HashMap<u8, (u8, i64)> = HashMap::new();
+            let mut ever_paid = [false; 3];
+            // (occurred_at, movement kind index, amount)
+            let mut movements: Vec<(i64, usize, i64)> = Vec::new();
+            for (advance, age, customer, action) in &steps {
+                now += advance;
+                let at = now - age;
+                let c = CUSTOMERS[usize::from(*customer)];
+                let (payload, sub, micros) = match *action {
+                    BillingAction::Start(s, price, eur) => {
+                        let currency = if eur { "EUR" } else { "USD" };
+                        let micros = price * if eur { 15_000 } else { 10_000 };
+                        (Payload::SubscriptionStarted(terms(IDS[usize::from(s)], price, currency, crate::event::Interval::Month)), s, Some(micros))
+                    }
+                    BillingAction::Change(s, price) => (
+                        Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
+                        s, Some(price * 10_000)),
+                    BillingAction::Cancel(s) => (Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) }, s, Some(0)),
+                    BillingAction::Renew(s) => (Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) }, s, None),
+                };
+                let starts = matches!(action, BillingAction::Start(..));
+                let result = agg.record(p, &billing_event(at, c, "smb", payload), now);
+                if !starts && !subs.contains_key(&sub) {
+                    prop_assert!(result.is_err());
+                    continue;
+                }
+                prop_assert!(result.is_ok());
+                let owner = subs.get(&sub).map_or(*customer, |(o, _)| *o);
+                let total = |subs: &HashMap<u8, (u8, i64)>| -> i64 {
+                    subs.values().filter(|(o, _)| *o == owner).map(|(_, m)| m).sum()
+                };
+                let before = total(&subs);
+                let entry = subs.entry(sub).or_insert((owner, 0));
+                if let Some(m) = micros {
+                    entry.1 = m;
+                }
+                let after = total(&subs);
+                let o = usize::from(owner);
+                let kind = match (before > 0, after > 0) {
+                    (false, true) if ever_paid[o] => Some(1),
+                    (false, true) => Some(0),
+                    (true, false) => Some(4),
+                    (true, true) if after > before => Some(2),
+                    (true, true) if after < before => Some(3),
+                    _ => None,
+                };
+                ever_paid[o] |= after > 0;
+                if let Some(kind) = kind {
+                    movements.push((at, kind, (after - before).abs()));
+                }
+            }
+            let records = agg.snapshot(now);
+            let mrr: i64 = subs.values().map(|(_, m)| m).sum();
+            let mut per_customer = [0i64; 3];
+            for (o, m) in subs.values() {
+                per_customer[usize::from(*o)] += m;
+            }
+            let active = per_customer.iter().filter(|m| **m > 0).count() as f64;
+            prop_assert_eq!(find(&records, "mrr/current").value, Some(billing::major(mrr)));
+            prop_assert_eq!(find(&records, "customers_active/current").value, Some(active));
+            for spec in specs() {
+                let start = spec.start_ms(now);
+                for (kind, name) in ["mrr_new", "mrr_reactivation", "mrr_expansion", "mrr_contraction", "mrr_churn"].iter().enumerate() {
+                    let sum: i64 = movements.iter().filter(|m| m.0 >= start && m.1 == kind).map(|m| m.2).sum();
+                    let key = format!("{name}/{}", spec.name);
+                    prop_assert_eq!(find(&records, &key).value, Some(billing::major(sum)), "{}", key);
                 }
             }
         }

@@ -135,20 +135,36 @@ impl<S> Default for BillingLedger<S> {
 
 impl<S: Clone> BillingLedger<S> {
     /// Applies a billing event; `series` is where the customer's values count from now on.
-    pub fn apply(&mut self, event: &Event<'_>, rates: &Rates, series: S) -> Result<Change, Rejection> {
+    pub fn apply(
+        &mut self,
+        event: &Event<'_>,
+        rates: &Rates,
+        series: S,
+    ) -> Result<Change, Rejection> {
         let unknown = |id: &str| Rejection {
             reason: Reason::UnknownSubscription,
             detail: format!("no subscription.started was seen for subscription {id:?}"),
         };
         let (subscription_id, new_mrr, renewal, cancellation) = match &event.payload {
-            Payload::SubscriptionStarted(terms) => {
-                (terms.subscription_id.as_ref(), Some(rates.mrr(terms)?), false, false)
-            }
+            Payload::SubscriptionStarted(terms) => (
+                terms.subscription_id.as_ref(),
+                Some(rates.mrr(terms)?),
+                false,
+                false,
+            ),
             Payload::SubscriptionChanged(terms) => {
-                if !self.subscriptions.contains_key(terms.subscription_id.as_ref()) {
+                if !self
+                    .subscriptions
+                    .contains_key(terms.subscription_id.as_ref())
+                {
                     return Err(unknown(&terms.subscription_id));
                 }
-                (terms.subscription_id.as_ref(), Some(rates.mrr(terms)?), false, false)
+                (
+                    terms.subscription_id.as_ref(),
+                    Some(rates.mrr(terms)?),
+                    false,
+                    false,
+                )
             }
             Payload::SubscriptionCanceled { subscription_id } => {
                 if !self.subscriptions.contains_key(subscription_id.as_ref()) {
@@ -312,7 +328,8 @@ impl WindowRevenue {
         let active_at_end = current.active_customers as i64;
         WindowRevenue {
             mrr_at_start: current.mrr - window.net_new(),
-            active_at_start: active_at_end - window.new_customers as i64
+            active_at_start: active_at_end
+                - window.new_customers as i64
                 - window.reactivated_customers as i64
                 + window.churned_customers as i64,
             active_at_end,
@@ -321,14 +338,12 @@ impl WindowRevenue {
 
     /// Customers churned in W / active customers at the start of W.
     pub fn customer_churn_ratio(&self, w: &BillingTally) -> Option<f64> {
-        (self.active_at_start > 0)
-            .then(|| w.churned_customers as f64 / self.active_at_start as f64)
+        (self.active_at_start > 0).then(|| w.churned_customers as f64 / self.active_at_start as f64)
     }
 
     /// (Churn + contraction MRR in W) / MRR at the start of W.
     pub fn revenue_churn_ratio(&self, w: &BillingTally) -> Option<f64> {
-        (self.mrr_at_start > 0)
-            .then(|| (w.churn + w.contraction) as f64 / self.mrr_at_start as f64)
+        (self.mrr_at_start > 0).then(|| (w.churn + w.contraction) as f64 / self.mrr_at_start as f64)
     }
 
     /// (MRR at start + expansion - contraction - churn) / MRR at start.
@@ -382,7 +397,13 @@ mod tests {
         Rates::new("USD", &r)
     }
 
-    fn terms(id: &str, price: i64, quantity: u32, currency: &str, interval: Interval) -> SubscriptionTerms<'static> {
+    fn terms(
+        id: &str,
+        price: i64,
+        quantity: u32,
+        currency: &str,
+        interval: Interval,
+    ) -> SubscriptionTerms<'static> {
         SubscriptionTerms {
             subscription_id: Cow::Owned(id.to_owned()),
             plan: Cow::Borrowed("pro"),
@@ -405,32 +426,60 @@ mod tests {
     }
 
     fn started(customer: &str, id: &str, price: i64) -> Event<'static> {
-        event(customer, Payload::SubscriptionStarted(terms(id, price, 1, "USD", Interval::Month)))
+        event(
+            customer,
+            Payload::SubscriptionStarted(terms(id, price, 1, "USD", Interval::Month)),
+        )
     }
 
     fn changed(customer: &str, id: &str, price: i64) -> Event<'static> {
-        event(customer, Payload::SubscriptionChanged(terms(id, price, 1, "USD", Interval::Month)))
+        event(
+            customer,
+            Payload::SubscriptionChanged(terms(id, price, 1, "USD", Interval::Month)),
+        )
     }
 
     fn canceled(customer: &str, id: &str) -> Event<'static> {
-        event(customer, Payload::SubscriptionCanceled { subscription_id: Cow::Owned(id.to_owned()) })
+        event(
+            customer,
+            Payload::SubscriptionCanceled {
+                subscription_id: Cow::Owned(id.to_owned()),
+            },
+        )
     }
 
     #[test]
     fn mrr_normalises_interval_quantity_and_currency() {
         let r = rates();
-        assert_eq!(r.mrr(&terms("s", 4900, 1, "USD", Interval::Month)), Ok(49_000_000));
-        assert_eq!(r.mrr(&terms("s", 4900, 3, "USD", Interval::Month)), Ok(147_000_000));
+        assert_eq!(
+            r.mrr(&terms("s", 4900, 1, "USD", Interval::Month)),
+            Ok(49_000_000)
+        );
+        assert_eq!(
+            r.mrr(&terms("s", 4900, 3, "USD", Interval::Month)),
+            Ok(147_000_000)
+        );
         // 990.00 a year is 82.50 a month.
-        assert_eq!(r.mrr(&terms("s", 99_000, 1, "USD", Interval::Year)), Ok(82_500_000));
+        assert_eq!(
+            r.mrr(&terms("s", 99_000, 1, "USD", Interval::Year)),
+            Ok(82_500_000)
+        );
         let mut two_years = terms("s", 120_000, 1, "USD", Interval::Year);
         two_years.interval_count = 2;
         assert_eq!(r.mrr(&two_years), Ok(50_000_000));
         // 49.00 EUR at 1.08 = 52.92 USD.
-        assert_eq!(r.mrr(&terms("s", 4900, 1, "EUR", Interval::Month)), Ok(52_920_000));
+        assert_eq!(
+            r.mrr(&terms("s", 4900, 1, "EUR", Interval::Month)),
+            Ok(52_920_000)
+        );
         // JPY has no minor unit: 10,000 JPY at 0.0067 = 67 USD.
-        assert_eq!(r.mrr(&terms("s", 10_000, 1, "JPY", Interval::Month)), Ok(67_000_000));
-        let err = r.mrr(&terms("s", 100, 1, "GBP", Interval::Month)).unwrap_err();
+        assert_eq!(
+            r.mrr(&terms("s", 10_000, 1, "JPY", Interval::Month)),
+            Ok(67_000_000)
+        );
+        let err = r
+            .mrr(&terms("s", 100, 1, "GBP", Interval::Month))
+            .unwrap_err();
         assert_eq!(err.reason, Reason::UnknownCurrency);
     }
 
@@ -456,18 +505,35 @@ mod tests {
         assert_eq!((c.movement, c.amount), (Some(Movement::New), 10_000_000));
         // A second subscription of the same customer is expansion, not new business.
         let c = apply(&mut l, &started("c1", "s2", 500));
-        assert_eq!((c.movement, c.amount), (Some(Movement::Expansion), 5_000_000));
+        assert_eq!(
+            (c.movement, c.amount),
+            (Some(Movement::Expansion), 5_000_000)
+        );
         // Cancelling one of two is contraction; the last one is churn.
         let c = apply(&mut l, &canceled("c1", "s1"));
-        assert_eq!((c.movement, c.amount, c.cancellation), (Some(Movement::Contraction), 10_000_000, true));
+        assert_eq!(
+            (c.movement, c.amount, c.cancellation),
+            (Some(Movement::Contraction), 10_000_000, true)
+        );
         let c = apply(&mut l, &canceled("c1", "s2"));
         assert_eq!((c.movement, c.amount), (Some(Movement::Churn), 5_000_000));
         // Restarting after churn is reactivation.
         let c = apply(&mut l, &started("c1", "s3", 2000));
-        assert_eq!((c.movement, c.amount), (Some(Movement::Reactivation), 20_000_000));
+        assert_eq!(
+            (c.movement, c.amount),
+            (Some(Movement::Reactivation), 20_000_000)
+        );
         let c = apply(&mut l, &changed("c1", "s3", 1500));
-        assert_eq!((c.movement, c.amount), (Some(Movement::Contraction), 5_000_000));
-        let renewed = event("c1", Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed("s3") });
+        assert_eq!(
+            (c.movement, c.amount),
+            (Some(Movement::Contraction), 5_000_000)
+        );
+        let renewed = event(
+            "c1",
+            Payload::SubscriptionRenewed {
+                subscription_id: Cow::Borrowed("s3"),
+            },
+        );
         let c = apply(&mut l, &renewed);
         assert_eq!((c.movement, c.renewal), (None, true));
         let mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
@@ -499,9 +565,15 @@ mod tests {
             cancellations: 1,
             ..BillingTally::default()
         };
-        let now = Current { mrr: 400 - 100 - 20 + 50 + 30, active_customers: 4 };
+        let now = Current {
+            mrr: 400 - 100 - 20 + 50 + 30,
+            active_customers: 4,
+        };
         let r = WindowRevenue::new(&now, &w);
-        assert_eq!((r.mrr_at_start, r.active_at_start, r.active_at_end), (400, 4, 4));
+        assert_eq!(
+            (r.mrr_at_start, r.active_at_start, r.active_at_end),
+            (400, 4, 4)
+        );
         assert_eq!(r.customer_churn_ratio(&w), Some(0.25));
         assert_eq!(r.revenue_churn_ratio(&w), Some(120.0 / 400.0));
         assert_eq!(r.net_revenue_retention_ratio(&w), Some(330.0 / 400.0));
@@ -520,7 +592,13 @@ mod tests {
         assert_eq!(none.revenue_churn_ratio(&w), None);
         assert_eq!(renewal_ratio(&w), None);
         assert_eq!(Current::default().arpa(), None);
-        let some = WindowRevenue::new(&Current { mrr: 100, active_customers: 1 }, &w);
+        let some = WindowRevenue::new(
+            &Current {
+                mrr: 100,
+                active_customers: 1,
+            },
+            &w,
+        );
         assert_eq!(some.customer_churn_ratio(&w), Some(0.0));
         assert_eq!(clv(Some(100.0), Some(0.0)), None);
         assert_eq!(clv(Some(100.0), None), None);

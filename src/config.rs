@@ -297,7 +297,7 @@ impl Config {
             ));
         }
         for (code, rate) in &self.billing.rates {
-            if !is_code(code) || !(rate.is_finite() && *rate > 0.0) {
+            if !(is_code(code) && rate.is_finite() && *rate > 0.0) {
                 return Err(invalid(
                     "billing.rates",
                     format!("{code} = {rate}: needs an ISO 4217 code and a positive rate"),
@@ -481,7 +481,10 @@ mod tests {
             ("[publish]\ninterval = \"0s\"", "publish.interval"),
             ("[topics]\noutput = \"cs.surveys\"", "topics.output"),
             ("[billing]\nclv_window = \"90d\"", "billing.clv_window"),
-            ("[billing]\nbase_currency = \"usd\"", "billing.base_currency"),
+            (
+                "[billing]\nbase_currency = \"usd\"",
+                "billing.base_currency",
+            ),
             ("[billing.rates]\nEUR = -1.0", "billing.rates"),
         ];
         for (toml, key) in cases {

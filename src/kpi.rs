@@ -8,6 +8,9 @@ use serde_json::{Map, Value, json};
 /// Version of the output-topic message schema (docs/output.md).
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// A constant label (name, value) that tells apart gauges sharing a name.
+pub type ConstLabel = (&'static str, &'static str);
+
 /// A KPI and the gauges it is exported as.
 #[derive(Debug)]
 pub struct KpiDef {
@@ -17,7 +20,7 @@ pub struct KpiDef {
     pub metric: &'static str,
     pub help: &'static str,
     /// A constant label that tells this KPI apart from others sharing its gauge.
-    pub label: Option<(&'static str, &'static str)>,
+    pub label: Option<ConstLabel>,
     /// An amount of money: exported with the label `currency` = the base currency.
     pub money: bool,
     /// Components, in the order of [`KpiRecord::components`], each exported as a gauge
@@ -30,7 +33,7 @@ pub struct ComponentDef {
     pub name: &'static str,
     pub metric: &'static str,
     pub help: &'static str,
-    pub label: Option<(&'static str, &'static str)>,
+    pub label: Option<ConstLabel>,
     pub money: bool,
 }
 
@@ -83,7 +86,7 @@ const fn labelled(
     name: &'static str,
     metric: &'static str,
     help: &'static str,
-    label: (&'static str, &'static str),
+    label: ConstLabel,
 ) -> ComponentDef {
     ComponentDef {
         label: Some(label),
@@ -211,8 +214,7 @@ pub const FCR: KpiDef = kpi(
     ],
 );
 
-const QUANTILE_HELP: &str =
-    "Resolution-time quantile in the window, seconds (DDSketch, 1% relative error; not aggregatable)";
+const QUANTILE_HELP: &str = "Resolution-time quantile in the window, seconds (DDSketch, 1% relative error; not aggregatable)";
 const BUCKET_HELP: &str =
     "Resolutions in the window that took at most `le` seconds (cumulative; aggregatable)";
 
@@ -231,22 +233,102 @@ pub const RESOLUTION_TIME: KpiDef = kpi(
             "kpi_resolution_time_seconds_sum",
             "Sum of resolution times in the window, seconds",
         ),
-        labelled("p50", "kpi_resolution_time_seconds", QUANTILE_HELP, ("quantile", "0.5")),
-        labelled("p90", "kpi_resolution_time_seconds", QUANTILE_HELP, ("quantile", "0.9")),
-        labelled("p99", "kpi_resolution_time_seconds", QUANTILE_HELP, ("quantile", "0.99")),
-        labelled("le_300", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "300")),
-        labelled("le_900", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "900")),
-        labelled("le_1800", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "1800")),
-        labelled("le_3600", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "3600")),
-        labelled("le_7200", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "7200")),
-        labelled("le_14400", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "14400")),
-        labelled("le_28800", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "28800")),
-        labelled("le_43200", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "43200")),
-        labelled("le_86400", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "86400")),
-        labelled("le_172800", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "172800")),
-        labelled("le_604800", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "604800")),
-        labelled("le_1209600", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "1209600")),
-        labelled("le_inf", "kpi_resolution_time_seconds_bucket", BUCKET_HELP, ("le", "+Inf")),
+        labelled(
+            "p50",
+            "kpi_resolution_time_seconds",
+            QUANTILE_HELP,
+            ("quantile", "0.5"),
+        ),
+        labelled(
+            "p90",
+            "kpi_resolution_time_seconds",
+            QUANTILE_HELP,
+            ("quantile", "0.9"),
+        ),
+        labelled(
+            "p99",
+            "kpi_resolution_time_seconds",
+            QUANTILE_HELP,
+            ("quantile", "0.99"),
+        ),
+        labelled(
+            "le_300",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "300"),
+        ),
+        labelled(
+            "le_900",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "900"),
+        ),
+        labelled(
+            "le_1800",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "1800"),
+        ),
+        labelled(
+            "le_3600",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "3600"),
+        ),
+        labelled(
+            "le_7200",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "7200"),
+        ),
+        labelled(
+            "le_14400",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "14400"),
+        ),
+        labelled(
+            "le_28800",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "28800"),
+        ),
+        labelled(
+            "le_43200",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "43200"),
+        ),
+        labelled(
+            "le_86400",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "86400"),
+        ),
+        labelled(
+            "le_172800",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "172800"),
+        ),
+        labelled(
+            "le_604800",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "604800"),
+        ),
+        labelled(
+            "le_1209600",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "1209600"),
+        ),
+        labelled(
+            "le_inf",
+            "kpi_resolution_time_seconds_bucket",
+            BUCKET_HELP,
+            ("le", "+Inf"),
+        ),
     ],
 );
 
@@ -379,7 +461,11 @@ pub const ARPA: KpiDef = money(kpi(
     "kpi_arpa",
     "Average revenue per account: current MRR / active customers",
     &[
-        money_component("mrr", "kpi_mrr", "Current monthly recurring revenue, base-currency major units"),
+        money_component(
+            "mrr",
+            "kpi_mrr",
+            "Current monthly recurring revenue, base-currency major units",
+        ),
         component(
             "customers",
             "kpi_customers_active",

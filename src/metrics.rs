@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::event::{Family, Reason, Survey};
-use crate::kpi::{KPIS, KpiRecord};
+use crate::kpi::{ConstLabel, KPIS, KpiRecord};
 use crate::ticket::RESOLUTION_BOUNDS_SECONDS;
 
 /// Content-Type of the classic text exposition format.
@@ -44,7 +44,7 @@ pub struct Metrics {
     dimension_names: Vec<String>,
     kpi_values: HashMap<&'static str, GaugeVec>,
     /// By gauge name and constant label.
-    kpi_components: HashMap<(&'static str, Option<(&'static str, &'static str)>), GaugeVec>,
+    kpi_components: HashMap<(&'static str, Option<ConstLabel>), GaugeVec>,
     /// Indexed like [`Family::ALL`].
     topics: Vec<TopicCounters>,
     /// Indexed by survey (like [`Survey::ALL`]), then by score minus the scale's low end.
@@ -108,7 +108,12 @@ impl Metrics {
                 "kpi_ticket_resolution_seconds",
                 "Resolution times of every ticket.resolved, each counted once",
             )
-            .buckets(RESOLUTION_BOUNDS_SECONDS.iter().map(|&b| b as f64).collect()),
+            .buckets(
+                RESOLUTION_BOUNDS_SECONDS
+                    .iter()
+                    .map(|&b| b as f64)
+                    .collect(),
+            ),
         )?;
         registry.register(Box::new(resolution_time.clone()))?;
 
@@ -278,7 +283,9 @@ impl Metrics {
                 }
             }
             for (component, value) in record.def.components.iter().zip(&record.components) {
-                let Some(gauge) = self.kpi_components.get(&(component.metric, component.label))
+                let Some(gauge) = self
+                    .kpi_components
+                    .get(&(component.metric, component.label))
                 else {
                     continue;
                 };
@@ -376,7 +383,9 @@ mod tests {
         m.update_kpis(&[record]);
         let t = text(&m);
         assert!(
-            t.contains("kpi_mrr_movement{currency=\"USD\",kind=\"churn\",segment=\"\",window=\"1h\"} 12.5"),
+            t.contains(
+                "kpi_mrr_movement{currency=\"USD\",kind=\"churn\",segment=\"\",window=\"1h\"} 12.5"
+            ),
             "{t}"
         );
     }

@@ -546,7 +546,8 @@ impl Pipeline {
             Ok((event, Outcome::Counted)) => {
                 counters.processed.inc();
                 let newest = &mut self.newest_event_ms[family_index(family)];
-                *newest = Some(newest.map_or(event.occurred_at_ms, |n| n.max(event.occurred_at_ms)));
+                *newest =
+                    Some(newest.map_or(event.occurred_at_ms, |n| n.max(event.occurred_at_ms)));
                 if live {
                     self.count_input(&event);
                 }

@@ -154,7 +154,10 @@ mod tests {
         };
         a.record_resolution(1, 0, 600_000);
         a.merge(&a.clone());
-        assert_eq!((a.opened, a.reopened, a.resolved, a.first_contact), (2, 4, 2, 2));
+        assert_eq!(
+            (a.opened, a.reopened, a.resolved, a.first_contact),
+            (2, 4, 2, 2)
+        );
         assert_eq!((a.resolution.count, a.resolution.sum_ms), (2, 1_200_000));
     }
 
@@ -170,7 +173,10 @@ mod tests {
         assert_eq!(c[8], 4); // le 1 day
         assert_eq!(c[11], 4); // le 14 days
         assert_eq!(c[12], 5); // +Inf
-        assert_eq!(r.mean_seconds(), Some((300_000 + 300_001 + 86_400_000 + 2_000_000_000) as f64 / 1000.0 / 5.0));
+        assert_eq!(
+            r.mean_seconds(),
+            Some((300_000 + 300_001 + 86_400_000 + 2_000_000_000) as f64 / 1000.0 / 5.0)
+        );
         assert_eq!(ResolutionTimes::default().mean_seconds(), None);
         assert_eq!(ResolutionTimes::default().quantile_seconds(0.5), None);
     }
@@ -181,12 +187,23 @@ mod tests {
         let mut a = ResolutionTimes::default();
         let mut b = ResolutionTimes::default();
         for m in 1..=1000u64 {
-            if m % 2 == 0 { a.record(m * 60_000) } else { b.record(m * 60_000) }
+            if m % 2 == 0 {
+                a.record(m * 60_000)
+            } else {
+                b.record(m * 60_000)
+            }
         }
         a.merge(&b);
-        for (q, exact) in [(0.5, 500.0 * 60.0), (0.9, 900.0 * 60.0), (0.99, 990.0 * 60.0)] {
+        for (q, exact) in [
+            (0.5, 500.0 * 60.0),
+            (0.9, 900.0 * 60.0),
+            (0.99, 990.0 * 60.0),
+        ] {
             let got = a.quantile_seconds(q).unwrap();
-            assert!((got - exact).abs() / exact <= 0.011, "q{q}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() / exact <= 0.011,
+                "q{q}: {got} vs {exact}"
+            );
         }
     }
 }

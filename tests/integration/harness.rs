@@ -24,6 +24,21 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+pub fn rfc3339(ms: i64) -> String {
+    kpi_stream::kpi::rfc3339(ms)
+}
+
+/// The newest message per key on the output topic.
+pub fn latest_output(topic: &str) -> HashMap<String, serde_json::Value> {
+    read_all(topic)
+        .into_iter()
+        .map(|m| {
+            let key = String::from_utf8(m.key.unwrap()).unwrap();
+            (key, serde_json::from_slice(&m.payload.unwrap()).unwrap())
+        })
+        .collect()
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `limit`.
 pub async fn eventually<T>(
     what: &str,

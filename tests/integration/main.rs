@@ -1,6 +1,7 @@
 //! Integration tests against the real local Kafka (scripts/kafka.sh start), linked into one
 //! binary because each test binary links librdkafka.
 
+mod billing;
 mod cli;
 mod harness;
 mod surveys;

@@ -3,21 +3,22 @@
 //! topic; then a SIGKILL and a restart that must reproduce every value.
 
 use std::collections::{BTreeMap, HashMap};
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Metrics, Service, Topics, committed_to_end, eventually, now_ms, produce, producer, read_all,
+    Metrics, Service, Topics, committed_to_end, eventually, latest_output, now_ms, produce,
+    producer, read_all, rfc3339,
 };
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
-
-fn rfc3339(ms: i64) -> String {
-    kpi_stream::kpi::rfc3339(ms)
-}
+/// Records per publish: 4 series (overall, smb, enterprise, unknown) x (4 windows x 20
+/// windowed KPIs + 4 current values).
+const RECORDS: usize = 4 * (4 * 20 + 4);
 
 fn survey(id: &str, at: i64, survey: &str, score: i64, segment: Option<&str>) -> Value {
     let mut v = json!({
@@ -82,23 +83,19 @@ fn kpi_gauges(metrics: &Metrics) -> BTreeMap<String, f64> {
         .series
         .iter()
         .filter(|(k, _)| {
-            ["kpi_nps", "kpi_csat", "kpi_ces", "kpi_tickets", "kpi_fcr"]
-                .iter()
-                .any(|p| k.starts_with(p))
+            [
+                "kpi_nps",
+                "kpi_csat",
+                "kpi_ces",
+                "kpi_tickets",
+                "kpi_fcr",
+                "kpi_resolution",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
                 && !k.contains("_total")
         })
         .map(|(k, v)| (k.clone(), *v))
-        .collect()
-}
-
-/// The newest message per key on the output topic.
-fn latest_output(topic: &str) -> HashMap<String, Value> {
-    read_all(topic)
-        .into_iter()
-        .map(|m| {
-            let key = String::from_utf8(m.key.unwrap()).unwrap();
-            (key, serde_json::from_slice(&m.payload.unwrap()).unwrap())
-        })
         .collect()
 }
 
@@ -146,6 +143,44 @@ fn check_values(metrics: &Metrics) {
     assert_eq!(g("kpi_fcr_resolutions", "24h", ""), Some(3.0));
     assert_eq!(g("kpi_fcr_ratio", "1h", "enterprise"), None);
     assert_eq!(g("kpi_tickets_opened", "1h", "enterprise"), Some(0.0));
+    // Resolution times: 17,820 s twice within the hour, 3,600 s four hours ago.
+    assert_eq!(
+        g("kpi_resolution_time_seconds_mean", "1h", ""),
+        Some(17_820.0)
+    );
+    assert_eq!(
+        g("kpi_resolution_time_seconds_mean", "24h", ""),
+        Some((2.0 * 17_820.0 + 3_600.0) / 3.0)
+    );
+    assert_eq!(g("kpi_resolution_time_seconds_count", "24h", ""), Some(3.0));
+    let bucket = |le: &str| {
+        metrics.get(
+            "kpi_resolution_time_seconds_bucket",
+            &[("le", le), ("window", "24h"), ("segment", "")],
+        )
+    };
+    assert_eq!(bucket("3600"), Some(1.0));
+    assert_eq!(bucket("14400"), Some(1.0));
+    assert_eq!(bucket("28800"), Some(3.0));
+    assert_eq!(bucket("+Inf"), Some(3.0));
+    let p50 = metrics
+        .get(
+            "kpi_resolution_time_seconds",
+            &[("quantile", "0.5"), ("window", "24h"), ("segment", "")],
+        )
+        .unwrap();
+    assert!((p50 - 17_820.0).abs() <= 0.01 * 17_820.0, "{p50}");
+    assert_eq!(
+        metrics.get(
+            "kpi_resolution_time_seconds",
+            &[
+                ("quantile", "0.5"),
+                ("window", "1h"),
+                ("segment", "enterprise")
+            ],
+        ),
+        None
+    );
 }
 
 fn check_output(output: &HashMap<String, Value>) {
@@ -175,8 +210,17 @@ fn check_output(output: &HashMap<String, Value>) {
     );
     assert_eq!(output["tickets_opened/1h"]["value"], json!(1));
     assert_eq!(output["tickets_opened/1h"]["components"], json!({}));
-    // 8 KPIs x 4 windows x 4 series (overall, smb, enterprise, unknown).
-    assert_eq!(output.len(), 128, "{:?}", output.keys().collect::<Vec<_>>());
+    assert_eq!(output["resolution_time/1h"]["value"], json!(17_820));
+    assert_eq!(
+        output["resolution_time/1h"]["components"]["le_3600"],
+        json!(0)
+    );
+    assert_eq!(
+        output.len(),
+        RECORDS,
+        "{:?}",
+        output.keys().collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,11 +338,11 @@ async fn survey_kpis_end_to_end_and_after_sigkill() {
     let (status, kpis) = service.get("/kpis").await.unwrap();
     assert_eq!(status, 200);
     let kpis: Vec<Value> = serde_json::from_str(&kpis).unwrap();
-    assert_eq!(kpis.len(), 128);
+    assert_eq!(kpis.len(), RECORDS);
 
     let output = eventually("the output topic", Duration::from_secs(30), async || {
         let output = latest_output(&topics.output);
-        (output.len() == 128).then_some(output)
+        (output.len() == RECORDS).then_some(output)
     })
     .await;
     check_output(&output);
