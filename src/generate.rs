@@ -375,6 +375,8 @@ pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::{Aggregates, PartitionId};
+    use crate::dimension::Dimensions;
     use crate::event::{Limits, parse};
 
     const NOW: i64 = 1_767_225_600_000;
@@ -399,20 +401,50 @@ mod tests {
     }
 
     #[test]
-    fn well_formed_events_pass_validation_in_the_documented_mix() {
-        let mut source = EventSource::new(&config(0.0));
+    fn well_formed_events_are_accepted_in_the_documented_mix() {
+        let config = config(0.0);
+        let mut source = EventSource::new(&config);
+        let mut aggregates = Aggregates::new(
+            config.window_specs().unwrap(),
+            0,
+            Dimensions::new(&config.dimensions.names, 100),
+            config.rates(),
+            &config.billing.clv_window,
+        );
         let mut per_family = [0u32; 3];
-        for _ in 0..10_000 {
+        for _ in 0..20_000 {
             let g = source.next_event(NOW);
+            let text = String::from_utf8_lossy(&g.payload).into_owned();
             let event = parse(&g.payload, g.family, NOW, &LIMITS)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&g.payload)));
+                .unwrap_or_else(|e| panic!("{e}: {text}"));
             assert_eq!(event.payload.family(), g.family);
+            // Every billing event is consistent with the ones before it.
+            let partition = PartitionId::new(g.family, 0);
+            aggregates
+                .record(partition, &event, NOW)
+                .unwrap_or_else(|e| panic!("{e}: {text}"));
             per_family[Family::ALL.iter().position(|f| *f == g.family).unwrap()] += 1;
         }
+        // Every lifecycle step happens: new, upgrades and downgrades, churn, reactivation,
+        // renewals, first-contact and longer resolutions.
+        let records = aggregates.snapshot(NOW);
+        for key in [
+            "mrr_new/1h",
+            "mrr_expansion/1h",
+            "mrr_contraction/1h",
+            "mrr_churn/1h",
+            "mrr_reactivation/1h",
+            "renewal/1h",
+            "fcr/1h",
+            "resolution_time/1h",
+        ] {
+            let record = records.iter().find(|r| r.key() == key).unwrap();
+            assert!(record.samples > 0, "{key}");
+        }
         // 50% / 40% / 10%, within sampling noise.
-        assert!((4700..5300).contains(&per_family[0]), "{per_family:?}");
-        assert!((3700..4300).contains(&per_family[1]), "{per_family:?}");
-        assert!((800..1200).contains(&per_family[2]), "{per_family:?}");
+        assert!((9400..10_600).contains(&per_family[0]), "{per_family:?}");
+        assert!((7400..8600).contains(&per_family[1]), "{per_family:?}");
+        assert!((1600..2400).contains(&per_family[2]), "{per_family:?}");
     }
 
     #[test]
