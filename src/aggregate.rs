@@ -515,6 +515,7 @@ mod tests {
 
     const MINUTE: i64 = 60_000;
     const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
     const T0: i64 = 20_000 * HOUR;
 
     fn specs() -> Vec<WindowSpec> {
@@ -1025,6 +1026,64 @@ mod tests {
                     let sum: i64 = movements.iter().filter(|m| m.0 >= start && m.1 == kind).map(|m| m.2).sum();
                     let key = format!("{name}/{}", spec.name);
                     prop_assert_eq!(find(&records, &key).value, Some(billing::major(sum)), "{}", key);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Ticket counts, FCR and resolution times equal a recomputation over the raw events.
+        #[test]
+        fn ticket_values_equal_a_brute_force_recomputation(
+            steps in prop::collection::vec(
+                (0..20 * MINUTE, -5 * MINUTE..30 * HOUR, 0..3u8, 0..4u32, 0..2u32, 0..3 * DAY),
+                1..150,
+            ),
+        ) {
+            let mut agg = aggregates(10);
+            let mut now = T0;
+            // (occurred_at, kind, agent_replies, reopens, duration)
+            let mut accepted: Vec<(i64, u8, u32, u32, u64)> = Vec::new();
+            for (advance, age, kind, replies, reopens, duration) in &steps {
+                now += advance;
+                let at = now - age;
+                let id = Cow::Borrowed("t");
+                let payload = match kind {
+                    0 => Payload::TicketOpened { ticket_id: id },
+                    1 => Payload::TicketReopened { ticket_id: id },
+                    _ => Payload::TicketResolved {
+                        ticket_id: id,
+                        opened_at_ms: at - duration,
+                        agent_replies: *replies,
+                        reopens: *reopens,
+                    },
+                };
+                let outcome = agg.record(PartitionId::new(Family::Tickets, 0), &ticket_event(at, payload), now);
+                if outcome == Ok(Outcome::Counted) {
+                    accepted.push((at, *kind, *replies, *reopens, *duration as u64));
+                }
+            }
+            let records = agg.snapshot(now);
+            for spec in specs() {
+                let inside: Vec<_> = accepted.iter().filter(|a| a.0 >= spec.start_ms(now)).collect();
+                let count = |k: u8| inside.iter().filter(|a| a.1 == k).count() as f64;
+                let value = |name: &str| find(&records, &format!("{name}/{}", spec.name)).value;
+                prop_assert_eq!(value("tickets_opened"), Some(count(0)));
+                prop_assert_eq!(value("tickets_reopened"), Some(count(1)));
+                prop_assert_eq!(value("tickets_resolved"), Some(count(2)));
+                let resolved: Vec<_> = inside.iter().filter(|a| a.1 == 2).collect();
+                let first = resolved.iter().filter(|a| a.2 <= 1 && a.3 == 0).count() as f64;
+                let n = resolved.len() as f64;
+                prop_assert_eq!(value("fcr"), (n > 0.0).then(|| first / n));
+                let sum_ms: u64 = resolved.iter().map(|a| a.4).sum();
+                prop_assert_eq!(
+                    value("resolution_time"),
+                    (n > 0.0).then(|| sum_ms as f64 / 1000.0 / n)
+                );
+                let rt = find(&records, &format!("resolution_time/{}", spec.name));
+                for (i, bound) in crate::ticket::RESOLUTION_BOUNDS_SECONDS.iter().enumerate() {
+                    let le = resolved.iter().filter(|a| a.4 <= bound * 1000).count() as f64;
+                    prop_assert_eq!(rt.components[5 + i], Some(le));
                 }
             }
         }

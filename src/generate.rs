@@ -415,8 +415,8 @@ mod tests {
         for _ in 0..20_000 {
             let g = source.next_event(NOW);
             let text = String::from_utf8_lossy(&g.payload).into_owned();
-            let event = parse(&g.payload, g.family, NOW, &LIMITS)
-                .unwrap_or_else(|e| panic!("{e}: {text}"));
+            let event =
+                parse(&g.payload, g.family, NOW, &LIMITS).unwrap_or_else(|e| panic!("{e}: {text}"));
             assert_eq!(event.payload.family(), g.family);
             // Every billing event is consistent with the ones before it.
             let partition = PartitionId::new(g.family, 0);
