@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::billing::{self, BillingLedger, BillingTally, Current, Micros, Rates, WindowRevenue};
+use crate::dedup::SeenIds;
 use crate::dimension::Dimensions;
 use crate::event::{Event, Family, Payload, Rejection};
 use crate::kpi::{self, KpiRecord};
@@ -43,8 +44,11 @@ pub enum SeriesKey {
 pub enum Outcome {
     /// It changed the state.
     Counted,
-    /// Its `occurred_at` is older than the largest window: nothing changed.
+    /// Its `occurred_at` is older than the largest window: nothing changed (but for a
+    /// billing event, which still updated the current MRR).
     Late,
+    /// Its `event_id` was already applied within the deduplication horizon: nothing changed.
+    Duplicate,
 }
 
 /// One window ring per configured window, for one series.
@@ -53,13 +57,26 @@ struct SeriesWindows<T> {
     windows: Box<[Window<T>]>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PartitionState {
+    seen: SeenIds,
     surveys: HashMap<SeriesKey, SeriesWindows<SurveyTally>>,
     tickets: HashMap<SeriesKey, SeriesWindows<TicketTally>>,
     billing: HashMap<SeriesKey, SeriesWindows<BillingTally>>,
     /// Current MRR per customer; each customer counts in the series of its latest event.
     ledger: BillingLedger<Box<[SeriesKey]>>,
+}
+
+impl PartitionState {
+    fn new(dedup_horizon_ms: i64) -> Self {
+        PartitionState {
+            seen: SeenIds::new(dedup_horizon_ms),
+            surveys: HashMap::new(),
+            tickets: HashMap::new(),
+            billing: HashMap::new(),
+            ledger: BillingLedger::default(),
+        }
+    }
 }
 
 /// The service's whole KPI state.
@@ -71,6 +88,7 @@ pub struct Aggregates {
     rates: Rates,
     /// Index of the window whose customer churn ratio divides ARPA into CLV.
     clv_window: Option<usize>,
+    dedup_horizon_ms: i64,
     /// Every series ever seen, so that it keeps being published (components at 0) after
     /// its window empties, instead of flickering in and out.
     known_series: BTreeSet<SeriesKey>,
@@ -115,18 +133,21 @@ impl Landing<'_> {
 
 impl Aggregates {
     /// `lead_ms` is the accepted future clock skew of events; `clv_window` names the window
-    /// whose churn ratio CLV uses.
+    /// whose churn ratio CLV uses; a repeated `event_id` within `dedup_horizon_ms` of event
+    /// time is a duplicate (0 turns detection off).
     pub fn new(
         windows: Vec<WindowSpec>,
         lead_ms: i64,
         dimensions: Dimensions,
         rates: Rates,
         clv_window: &str,
+        dedup_horizon_ms: i64,
     ) -> Self {
         let mut known_series = BTreeSet::new();
         known_series.insert(SeriesKey::Overall);
         Aggregates {
             clv_window: windows.iter().position(|w| w.name == clv_window),
+            dedup_horizon_ms,
             windows,
             lead_ms,
             dimensions,
@@ -173,8 +194,21 @@ impl Aggregates {
         if late && !billing {
             return Ok(Outcome::Late);
         }
+        let horizon = self.dedup_horizon_ms;
+        let state = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(horizon));
+        if !state
+            .seen
+            .first_sighting(&event.event_id, event.occurred_at_ms)
+        {
+            return Ok(Outcome::Duplicate);
+        }
         self.collect_series(event);
-        let state = self.partitions.entry(partition).or_default();
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return Ok(Outcome::Duplicate);
+        };
         let landing = Landing {
             windows: &self.windows,
             lead_ms: self.lead_ms,
@@ -538,6 +572,7 @@ mod tests {
             Dimensions::new(&["segment".to_owned()], cap),
             Rates::new("USD", &rates),
             "24h",
+            0,
         )
     }
 

@@ -66,6 +66,9 @@ pub struct EventsConfig {
     pub max_event_bytes: usize,
     /// Also send late events to the dead-letter topic (they are always counted).
     pub late_to_deadletter: bool,
+    /// A repeated `event_id` within this much event time is a duplicate; "0s" turns it off.
+    #[serde(deserialize_with = "duration")]
+    pub dedup_horizon: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +160,7 @@ impl Default for EventsConfig {
             max_future_skew: Duration::from_secs(300),
             max_event_bytes: 1 << 20,
             late_to_deadletter: false,
+            dedup_horizon: Duration::from_secs(3600),
         }
     }
 }

@@ -39,6 +39,8 @@ impl Family {
 pub enum Reason {
     Empty,
     TooLarge,
+    TooDeep,
+    TooLong,
     InvalidUtf8,
     InvalidJson,
     NotObject,
@@ -58,9 +60,11 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Empty,
         Reason::TooLarge,
+        Reason::TooDeep,
+        Reason::TooLong,
         Reason::InvalidUtf8,
         Reason::InvalidJson,
         Reason::NotObject,
@@ -83,6 +87,8 @@ impl Reason {
         match self {
             Reason::Empty => "empty",
             Reason::TooLarge => "too_large",
+            Reason::TooDeep => "too_deep",
+            Reason::TooLong => "too_long",
             Reason::InvalidUtf8 => "invalid_utf8",
             Reason::InvalidJson => "invalid_json",
             Reason::NotObject => "not_object",
@@ -241,6 +247,65 @@ pub struct Limits {
     pub max_future_skew_ms: i64,
 }
 
+/// Deepest JSON nesting accepted anywhere in a message; events are flat objects, so only a
+/// hostile or broken producer goes deeper. Unknown fields are skipped without a depth limit
+/// by the parser, hence this check.
+pub const MAX_DEPTH: usize = 32;
+
+/// Longest identifier, dimension value or enumeration accepted, in bytes: these become
+/// map keys and label values.
+pub const MAX_FIELD_BYTES: usize = 256;
+
+/// Whether `bytes` nests arrays and objects deeper than [`MAX_DEPTH`].
+fn too_deep(bytes: &[u8]) -> bool {
+    // Few brackets cannot nest deeply; this count is cheap and settles most messages.
+    let opening = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    if opening <= MAX_DEPTH {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Rejects a string field longer than [`MAX_FIELD_BYTES`].
+fn bounded<'a>(
+    value: Option<Cow<'a, str>>,
+    field: &str,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    match value {
+        Some(v) if v.len() > MAX_FIELD_BYTES => Err(Rejection::new(
+            Reason::TooLong,
+            format!(
+                "field `{field}` is {} bytes; the limit is {MAX_FIELD_BYTES}",
+                v.len()
+            ),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// Every field the contract knows. Unknown fields are skipped; a field that appears twice
 /// is an error (`duplicate_field`), so a message cannot say two things at once.
 #[derive(Deserialize)]
@@ -288,7 +353,7 @@ fn required<T>(value: Option<T>, field: &str) -> Result<T, Rejection> {
 }
 
 fn required_str<'a>(value: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>, Rejection> {
-    let value = required(value, field)?;
+    let value = required(bounded(value, field)?, field)?;
     if value.is_empty() {
         return Err(Rejection::new(
             Reason::InvalidValue,
@@ -395,6 +460,12 @@ pub fn parse<'a>(
             ));
         }
         None => return Err(Rejection::new(Reason::Empty, "only whitespace")),
+    }
+    if too_deep(bytes) {
+        return Err(Rejection::new(
+            Reason::TooDeep,
+            format!("JSON nested deeper than {MAX_DEPTH} levels"),
+        ));
     }
     let wire: Wire<'a> = serde_json::from_str(text).map_err(classify_json_error)?;
     validate(wire, family, now_ms, limits)
@@ -545,7 +616,11 @@ fn validate<'a>(
         event_id,
         occurred_at_ms,
         customer_id,
-        dimensions: [wire.segment, wire.region, wire.channel],
+        dimensions: [
+            bounded(wire.segment, "segment")?,
+            bounded(wire.region, "region")?,
+            bounded(wire.channel, "channel")?,
+        ],
         payload,
     })
 }
@@ -688,6 +763,12 @@ mod tests {
                 Reason::InvalidValue,
             ),
             (
+                survey(&format!(r#","survey":"nps","score":9,"segment":"{}""#, "s".repeat(300)))
+                    .into_bytes(),
+                Family::Surveys,
+                Reason::TooLong,
+            ),
+            (
                 survey(r#","survey":"csat","score":0"#).into_bytes(),
                 Family::Surveys,
                 Reason::OutOfRange,
@@ -745,12 +826,21 @@ mod tests {
             max_event_bytes: 1 << 20,
             ..LIMITS
         };
-        let text = survey(&format!(r#","survey":"nps","score":{deep}"#));
-        let result = parse(text.as_bytes(), Family::Surveys, NOW, &limits);
-        assert_eq!(result.unwrap_err().reason, Reason::WrongType);
-        let text = format!(r#"{{"x":{deep}"#);
-        let result = parse(text.as_bytes(), Family::Surveys, NOW, &limits);
-        assert_eq!(result.unwrap_err().reason, Reason::InvalidJson);
+        // In a known field, in an unknown one (which the parser would skip), or unclosed.
+        for text in [
+            survey(&format!(r#","survey":"nps","score":{deep}"#)),
+            survey(&format!(r#","survey":"nps","score":9,"extra":{deep}"#)),
+            format!(r#"{{"x":{}"#, "[".repeat(10_000)),
+        ] {
+            let result = parse(text.as_bytes(), Family::Surveys, NOW, &limits);
+            assert_eq!(result.unwrap_err().reason, Reason::TooDeep);
+        }
+        // Brackets inside strings do not count; moderate nesting in unknown fields is fine.
+        let brackets = "[".repeat(100);
+        let text = survey(&format!(
+            r#","survey":"nps","score":9,"comment":"{brackets}","extra":{{"a":[[1]]}}"#
+        ));
+        assert!(parse(text.as_bytes(), Family::Surveys, NOW, &limits).is_ok());
     }
 
     #[test]
@@ -765,5 +855,64 @@ mod tests {
     fn every_reason_has_a_distinct_code() {
         let codes: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), Reason::ALL.len());
+    }
+
+    mod fuzz {
+        //! Parser fuzzing as property tests: bounded in the test suite (proptest's default
+        //! 256 cases each), longer by hand with `PROPTEST_CASES=1000000 cargo test --release
+        //! --lib event::tests::fuzz`.
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::{LIMITS, NOW};
+
+        const VALID: &str = r#"{"event_id":"e1","type":"ticket.resolved","occurred_at":"2025-12-31T23:00:00+01:00","customer_id":"c1","segment":"smb","ticket_id":"t","opened_at":"2025-12-30T10:00:00Z","agent_replies":1,"reopens":0,"survey":"nps","score":9}"#;
+
+        fn family() -> impl Strategy<Value = Family> {
+            prop_oneof![
+                Just(Family::Surveys),
+                Just(Family::Tickets),
+                Just(Family::Billing)
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), family in family()) {
+                let _ = parse(&bytes, family, NOW, &LIMITS);
+            }
+
+            #[test]
+            fn arbitrary_json_text_never_panics(text in r#"[{}\[\]":,0-9a-z .+\-eE\\]{0,300}"#, family in family()) {
+                let _ = parse(text.as_bytes(), family, NOW, &LIMITS);
+            }
+
+            /// Random edits of a valid event: accepted events still satisfy the contract.
+            #[test]
+            fn mutated_events_are_accepted_valid_or_rejected_with_a_reason(
+                edits in prop::collection::vec((0..VALID.len(), any::<u8>(), 0..3u8), 1..6),
+            ) {
+                let mut bytes = VALID.as_bytes().to_vec();
+                for (at, byte, op) in edits {
+                    let at = at.min(bytes.len());
+                    match op {
+                        0 => bytes.insert(at, byte),
+                        1 if at < bytes.len() => { bytes.remove(at); }
+                        _ if at < bytes.len() => bytes[at] = byte,
+                        _ => {}
+                    }
+                }
+                match parse(&bytes, Family::Tickets, NOW, &LIMITS) {
+                    Ok(event) => {
+                        prop_assert!(!event.event_id.is_empty() && !event.customer_id.is_empty());
+                        prop_assert!(event.occurred_at_ms <= NOW + LIMITS.max_future_skew_ms);
+                        if let Payload::TicketResolved { opened_at_ms, .. } = event.payload {
+                            prop_assert!(opened_at_ms <= event.occurred_at_ms);
+                        }
+                    }
+                    Err(rejection) => prop_assert!(!rejection.detail.is_empty()),
+                }
+            }
+        }
     }
 }

@@ -410,6 +410,7 @@ mod tests {
             Dimensions::new(&config.dimensions.names, 100),
             config.rates(),
             &config.billing.clv_window,
+            config.events.dedup_horizon.as_millis() as i64,
         );
         let mut per_family = [0u32; 3];
         for _ in 0..20_000 {

@@ -10,13 +10,15 @@
 //! - [`ticket`]: ticket counts, first-contact resolution and resolution time.
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
 //! - [`dimension`]: dimension values interned under a cap.
+//! - [`dedup`]: duplicate detection by `event_id` within a horizon of event time.
 //! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
 //! - [`kpi`]: the published record shape shared by /metrics, /kpis and the output topic.
 //!
 //! The adapters around it:
 //! - [`config`]: the TOML file and environment overrides.
 //! - [`metrics`]: the Prometheus registry.
-//! - [`pipeline`]: the Kafka consume-process-publish loop, replay on assignment, dead letters.
+//! - [`pipeline`]: the Kafka consume-process-publish loop and replay on assignment.
+//! - [`deadletter`]: dead-letter delivery, retried until acknowledged.
 //! - [`http`]: the HTTP endpoints.
 //! - [`app`]: wiring and shutdown; [`generate`]: synthetic events.
 
@@ -24,6 +26,8 @@ pub mod aggregate;
 pub mod app;
 pub mod billing;
 pub mod config;
+pub mod deadletter;
+pub mod dedup;
 pub mod dimension;
 pub mod event;
 pub mod generate;

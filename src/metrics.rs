@@ -26,6 +26,7 @@ pub struct TopicCounters {
     pub consumed: IntCounter,
     pub processed: IntCounter,
     pub late: IntCounter,
+    pub duplicate: IntCounter,
     /// Indexed like [`Reason::ALL`].
     pub rejected: Vec<IntCounter>,
 }
@@ -55,6 +56,8 @@ pub struct Metrics {
     pub newest_event_time: GaugeVec,
     pub dimension_overflow: IntCounterVec,
     pub deadletter_failures: IntCounter,
+    pub deadletter_pending: IntGauge,
+    pub paused_partitions: IntGauge,
     pub output_failures: IntCounter,
     pub output_messages: IntCounter,
     pub ready: IntGauge,
@@ -143,12 +146,18 @@ impl Metrics {
             "Valid events older than the largest window, which changed nothing",
             &["topic"],
         )?;
+        let duplicate = counter(
+            "kpi_events_duplicate_total",
+            "Valid events whose event_id was already applied within the deduplication horizon",
+            &["topic"],
+        )?;
         let topics = topic_names
             .iter()
             .map(|topic| TopicCounters {
                 consumed: consumed.with_label_values(&[topic]),
                 processed: processed.with_label_values(&[topic]),
                 late: late.with_label_values(&[topic]),
+                duplicate: duplicate.with_label_values(&[topic]),
                 rejected: Reason::ALL
                     .iter()
                     .map(|r| rejected.with_label_values(&[topic, r.code()]))
@@ -202,8 +211,18 @@ impl Metrics {
         };
         let deadletter_failures = single(
             "kpi_deadletter_failures_total",
-            "Dead-letter records the broker did not acknowledge",
+            "Failed attempts to deliver a dead-letter record (each is retried)",
         )?;
+        let deadletter_pending = IntGauge::new(
+            "kpi_deadletter_pending",
+            "Dead-letter records sent but not yet acknowledged by the broker",
+        )?;
+        registry.register(Box::new(deadletter_pending.clone()))?;
+        let paused_partitions = IntGauge::new(
+            "kpi_paused_partitions",
+            "Input partitions paused because their dead-letter records cannot be delivered",
+        )?;
+        registry.register(Box::new(paused_partitions.clone()))?;
         let output_failures = single(
             "kpi_output_failures_total",
             "Output-topic messages the broker did not acknowledge",
@@ -243,6 +262,8 @@ impl Metrics {
             newest_event_time,
             dimension_overflow,
             deadletter_failures,
+            deadletter_pending,
+            paused_partitions,
             output_failures,
             output_messages,
             ready,

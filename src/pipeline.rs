@@ -9,7 +9,7 @@
 //! messages an earlier run already counted, dead-lettered or reported, so a restart does not
 //! count them twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +19,8 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::aggregate::{Aggregates, Outcome, PartitionId};
 use crate::config::Config;
+use crate::deadletter::{DeadLetters, Letter};
 use crate::dimension::Dimensions;
 use crate::event::{self, Family, Limits, Payload, Rejection};
 use crate::kpi::KpiRecord;
@@ -45,15 +46,6 @@ pub fn wall_clock() -> Clock {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
     })
-}
-
-/// Dead-letter record headers (docs/events.md).
-pub mod header {
-    pub const REASON: &str = "kpi-stream.reason";
-    pub const DETAIL: &str = "kpi-stream.detail";
-    pub const TOPIC: &str = "kpi-stream.source.topic";
-    pub const PARTITION: &str = "kpi-stream.source.partition";
-    pub const OFFSET: &str = "kpi-stream.source.offset";
 }
 
 /// What the HTTP endpoints read: readiness and the current KPI records as JSON.
@@ -296,6 +288,11 @@ impl ConsumerContext for ConsumerEvents {
                         self.push(Change::Revoked(PartitionId::new(family, e.partition())));
                     }
                 }
+                // Commit what the loop stored, so the next owner re-reports as little as
+                // possible (at most one publish interval).
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    debug!(error = %e, "commit on revoke");
+                }
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -334,6 +331,9 @@ pub fn producer(config: &Config) -> anyhow::Result<FutureProducer> {
         &[
             ("linger.ms", "5".into()),
             ("enable.idempotence", "true".into()),
+            // A delivery that fails after this long is retried by the caller (dead letters)
+            // or counted (output), instead of blocking for librdkafka's default 5 minutes.
+            ("message.timeout.ms", "30000".into()),
         ],
     )
     .create()
@@ -356,7 +356,11 @@ pub struct Pipeline {
     /// Every assigned partition has caught up; mirrored to [`Status`] after each publish,
     /// so /readyz never reports ready before the values it would serve exist.
     caught_up: bool,
-    pending_deadletter: Vec<DeliveryFuture>,
+    dead_letters: Arc<DeadLetters>,
+    /// Next offset to commit per partition: one past the last message handled live.
+    next_offset: HashMap<PartitionId, i64>,
+    /// Partitions paused because their dead letters cannot be delivered.
+    paused: HashSet<(String, i32)>,
     /// Last published (value, samples) per output key.
     published: HashMap<String, (Option<f64>, u64)>,
     last_full_publish_ms: Option<i64>,
@@ -404,6 +408,12 @@ impl Pipeline {
             .context("creating the Kafka consumer")?;
         let dimensions = Dimensions::new(&config.dimensions.names, config.dimensions.max_values);
         let overflow_reported = vec![0; dimensions.len()];
+        let producer = producer(&config)?;
+        let dead_letters = Arc::new(DeadLetters::new(
+            producer.clone(),
+            config.topics.deadletter.clone(),
+            metrics.clone(),
+        ));
         Ok(Pipeline {
             limits: config.limits(),
             aggregates: Aggregates::new(
@@ -412,8 +422,9 @@ impl Pipeline {
                 dimensions,
                 config.rates(),
                 &config.billing.clv_window,
+                config.events.dedup_horizon.as_millis() as i64,
             ),
-            producer: producer(&config)?,
+            producer,
             consumer: Arc::new(consumer),
             config,
             metrics,
@@ -422,7 +433,9 @@ impl Pipeline {
             assigned: HashMap::new(),
             joined: false,
             caught_up: false,
-            pending_deadletter: Vec::new(),
+            dead_letters,
+            next_offset: HashMap::new(),
+            paused: HashSet::new(),
             published: HashMap::new(),
             last_full_publish_ms: None,
             newest_event_ms: [None; 3],
@@ -451,6 +464,7 @@ impl Pipeline {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = consumer.context().changed.notified() => self.apply_changes(),
+                _ = self.dead_letters.changed.notified() => self.pause_failing(),
                 _ = tick.tick() => self.publish(false).await,
                 message = consumer.recv() => match message {
                     Ok(message) => {
@@ -473,9 +487,13 @@ impl Pipeline {
         }
         info!("stopping: final snapshot, flush, commit");
         self.publish(true).await;
-        self.producer
-            .flush(Duration::from_secs(5))
-            .context("flushing the producer")?;
+        // Dead letters not delivered by then are sent again by the next run, which replays
+        // from the committed offset, itself never past an unacknowledged dead letter.
+        self.dead_letters.drain(Duration::from_secs(4)).await;
+        if let Err(e) = self.producer.flush(Duration::from_secs(3)) {
+            warn!(error = %e, "output messages still unacknowledged at shutdown");
+        }
+        self.store_offsets();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is not an error worth failing on.
             debug!(error = %e, "final commit");
@@ -502,6 +520,7 @@ impl Pipeline {
                 Change::Revoked(partition) => {
                     self.aggregates.drop_partition(partition);
                     self.assigned.remove(&partition);
+                    self.next_offset.remove(&partition);
                 }
             }
         }
@@ -552,6 +571,11 @@ impl Pipeline {
                     self.count_input(&event);
                 }
             }
+            Ok((_, Outcome::Duplicate)) => {
+                if live {
+                    counters.duplicate.inc();
+                }
+            }
             Ok((event, Outcome::Late)) => {
                 // A late billing event still updated the current MRR.
                 if event.payload.family() == Family::Billing {
@@ -576,12 +600,8 @@ impl Pipeline {
             }
             Err(_) => {}
         }
-        if live
-            && let Err(e) = self
-                .consumer
-                .store_offset(topic, message.partition(), offset)
-        {
-            debug!(error = %e, "could not store offset");
+        if live {
+            self.next_offset.insert(partition, offset + 1);
         }
     }
 
@@ -599,51 +619,67 @@ impl Pipeline {
         }
     }
 
-    fn dead_letter(&mut self, message: &BorrowedMessage<'_>, rejection: &Rejection) {
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: header::REASON,
-                value: Some(rejection.reason.code()),
-            })
-            .insert(Header {
-                key: header::DETAIL,
-                value: Some(rejection.detail.as_str()),
-            })
-            .insert(Header {
-                key: header::TOPIC,
-                value: Some(message.topic()),
-            })
-            .insert(Header {
-                key: header::PARTITION,
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: header::OFFSET,
-                value: Some(offset.as_str()),
-            });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.config.topics.deadletter).headers(headers);
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
+    fn dead_letter(&self, message: &BorrowedMessage<'_>, rejection: &Rejection) {
+        self.dead_letters.send(Letter {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            rejection: rejection.clone(),
+        });
+    }
+
+    /// Pauses the partitions whose dead letters keep failing and resumes the recovered ones.
+    fn pause_failing(&mut self) {
+        let failing = self.dead_letters.failing();
+        let mut pause = TopicPartitionList::new();
+        for (topic, partition) in failing.difference(&self.paused) {
+            pause.add_partition(topic, *partition);
         }
-        if let Some(key) = message.key() {
-            record = record.key(key);
+        let mut resume = TopicPartitionList::new();
+        for (topic, partition) in self.paused.difference(&failing) {
+            resume.add_partition(topic, *partition);
         }
-        match self.producer.send_result(record) {
-            Ok(delivery) => self.pending_deadletter.push(delivery),
-            Err((e, _)) => {
-                self.metrics.deadletter_failures.inc();
-                error!(error = %e, "could not queue a dead-letter record");
+        if pause.count() > 0 {
+            warn!(partitions = ?pause.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect::<Vec<_>>(),
+                "pausing partitions until their dead letters are delivered");
+            if let Err(e) = self.consumer.pause(&pause) {
+                error!(error = %e, "could not pause partitions");
             }
+        }
+        if resume.count() > 0 {
+            info!("dead letters delivered; resuming partitions");
+            if let Err(e) = self.consumer.resume(&resume) {
+                error!(error = %e, "could not resume partitions");
+            }
+        }
+        self.metrics.paused_partitions.set(failing.len() as i64);
+        self.paused = failing;
+    }
+
+    /// Stores, for commit, each partition's next offset, but never past a dead letter that
+    /// the broker has not acknowledged.
+    fn store_offsets(&self) {
+        let mut tpl = TopicPartitionList::new();
+        for (partition, next) in &self.next_offset {
+            let topic = self.config.topic(partition.family);
+            let safe = self
+                .dead_letters
+                .oldest_pending(topic, partition.partition)
+                .map_or(*next, |pending| pending.min(*next));
+            let _ = tpl.add_partition_offset(topic, partition.partition, Offset::Offset(safe));
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.store_offsets(&tpl)
+        {
+            debug!(error = %e, "could not store offsets");
         }
     }
 
     /// Recomputes every KPI; once caught up, updates the gauges and `/kpis` and publishes
     /// changed values, or all of them when `full` is asked or a full snapshot is due. Then
-    /// waits for the pending dead-letter deliveries (a failed one is counted in
-    /// `kpi_deadletter_failures_total` and logged) before committing.
+    /// commits the offsets that are safe to commit.
     async fn publish(&mut self, full: bool) {
         self.apply_changes();
         let now = (self.clock)();
@@ -667,19 +703,7 @@ impl Pipeline {
             }
             self.send_output(&records, &body, full);
         }
-        for delivery in std::mem::take(&mut self.pending_deadletter) {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    self.metrics.deadletter_failures.inc();
-                    error!(error = %e, "dead-letter record not delivered");
-                }
-                Err(_) => {
-                    self.metrics.deadletter_failures.inc();
-                    error!("dead-letter delivery cancelled");
-                }
-            }
-        }
+        self.store_offsets();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
             debug!(error = %e, "commit");
         }
