@@ -102,6 +102,10 @@ enum Change {
     Joined,
     Assigned(PartitionId, Replay),
     Revoked(PartitionId),
+    /// The group took the partitions away without a handover (the session timed out, for
+    /// instance during a broker outage): the values are frozen until a new assignment has
+    /// been replayed, rather than published without these partitions.
+    Lost,
 }
 
 /// librdkafka callbacks: rebalances (with the replay seek), statistics and errors. They run
@@ -278,6 +282,10 @@ impl ConsumerContext for ConsumerEvents {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if consumer.assignment_lost() {
+                    warn!("partition assignment lost; serving the last values until reassigned");
+                    self.push(Change::Lost);
+                }
                 for e in tpl.elements() {
                     if let Some(family) = self.family(e.topic()) {
                         info!(
@@ -522,6 +530,7 @@ impl Pipeline {
                     self.assigned.remove(&partition);
                     self.next_offset.remove(&partition);
                 }
+                Change::Lost => self.joined = false,
             }
         }
     }
