@@ -262,11 +262,7 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
     let dead = read_all(&topics.deadletter);
     assert_eq!(dead.len(), bad.len());
 
-    let inputs = [
-        topics.surveys.as_str(),
-        topics.tickets.as_str(),
-        topics.billing.as_str(),
-    ];
+    let inputs = topics.inputs();
     eventually("committed offsets", Duration::from_secs(30), async || {
         committed_to_end(&topics.group, &inputs).then_some(())
     })

@@ -30,7 +30,11 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// The newest message per key on the output topic.
 pub fn latest_output(topic: &str) -> HashMap<String, serde_json::Value> {
-    read_all(topic)
+    latest_output_on(&brokers(), topic)
+}
+
+pub fn latest_output_on(brokers: &str, topic: &str) -> HashMap<String, serde_json::Value> {
+    read_all_on(brokers, topic)
         .into_iter()
         .map(|m| {
             let key = String::from_utf8(m.key.unwrap()).unwrap();
@@ -60,6 +64,7 @@ pub async fn eventually<T>(
 
 /// The topics and group of one test, named uniquely so tests never share state.
 pub struct Topics {
+    pub brokers: String,
     pub surveys: String,
     pub tickets: String,
     pub billing: String,
@@ -70,8 +75,20 @@ pub struct Topics {
 
 impl Topics {
     pub async fn create(test: &str) -> Topics {
+        Topics::create_on(&brokers(), test, 3, true).await
+    }
+
+    /// Creates the topics on `brokers`, the input topics with `partitions` partitions (the
+    /// survey topic) and 2 (the others), the dead-letter topic only if asked.
+    pub async fn create_on(
+        brokers: &str,
+        test: &str,
+        partitions: i32,
+        with_deadletter: bool,
+    ) -> Topics {
         let id = format!("{test}-{}-{}", std::process::id(), now_ms());
         let topics = Topics {
+            brokers: brokers.to_owned(),
             surveys: format!("surveys-{id}"),
             tickets: format!("tickets-{id}"),
             billing: format!("billing-{id}"),
@@ -79,35 +96,47 @@ impl Topics {
             output: format!("kpis-{id}"),
             group: format!("group-{id}"),
         };
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .unwrap();
-        let specs = [
-            (&topics.surveys, 3),
-            (&topics.tickets, 2),
-            (&topics.billing, 2),
-            (&topics.deadletter, 1),
-            (&topics.output, 1),
+        let mut specs = vec![
+            (topics.surveys.as_str(), partitions),
+            (topics.tickets.as_str(), 2),
+            (topics.billing.as_str(), 2),
+            (topics.output.as_str(), 1),
         ];
-        let new: Vec<NewTopic> = specs
-            .iter()
-            .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-            .collect();
-        for result in admin
-            .create_topics(&new, &AdminOptions::new())
-            .await
-            .unwrap()
-        {
-            result.unwrap();
+        if with_deadletter {
+            specs.push((topics.deadletter.as_str(), 1));
         }
+        create_topics(brokers, &specs).await;
         topics
+    }
+
+    /// The same input topics seen by a second service with its own group, output and
+    /// dead-letter topics: the run without the fault that a faulted run must equal.
+    pub async fn reference(&self) -> Topics {
+        let id = format!("ref-{}-{}", std::process::id(), now_ms());
+        let reference = Topics {
+            brokers: self.brokers.clone(),
+            surveys: self.surveys.clone(),
+            tickets: self.tickets.clone(),
+            billing: self.billing.clone(),
+            deadletter: format!("deadletter-{id}"),
+            output: format!("kpis-{id}"),
+            group: format!("group-{id}"),
+        };
+        create_topics(
+            &self.brokers,
+            &[
+                (reference.deadletter.as_str(), 1),
+                (reference.output.as_str(), 1),
+            ],
+        )
+        .await;
+        reference
     }
 
     /// Environment that points the service at these topics.
     pub fn env(&self) -> Vec<(String, String)> {
         [
-            ("KPI_STREAM_KAFKA__BROKERS", brokers()),
+            ("KPI_STREAM_KAFKA__BROKERS", self.brokers.clone()),
             ("KPI_STREAM_KAFKA__GROUP_ID", self.group.clone()),
             ("KPI_STREAM_KAFKA__SESSION_TIMEOUT_MS", "6000".into()),
             ("KPI_STREAM_TOPICS__SURVEYS", self.surveys.clone()),
@@ -121,11 +150,53 @@ impl Topics {
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
+
+    pub fn inputs(&self) -> [&str; 3] {
+        [&self.surveys, &self.tickets, &self.billing]
+    }
+}
+
+fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap()
+}
+
+pub async fn create_topics(brokers: &str, specs: &[(&str, i32)]) {
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin(brokers)
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+}
+
+/// Grows `topic` to `partitions` partitions.
+pub async fn add_partitions(brokers: &str, topic: &str, partitions: usize) {
+    let grow = rdkafka::admin::NewPartitions::new(topic, partitions);
+    for result in admin(brokers)
+        .create_partitions(&[grow], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
 }
 
 pub fn producer() -> FutureProducer {
+    producer_on(&brokers())
+}
+
+pub fn producer_on(brokers: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "12000000")
         .create()
         .unwrap()
 }
@@ -187,6 +258,14 @@ impl Service {
         let (status, text) = self.get("/metrics").await.expect("/metrics answers");
         assert_eq!(status, 200);
         Metrics::parse(&text)
+    }
+
+    /// /metrics, or `None` while the service is not listening yet.
+    pub async fn try_metrics(&self) -> Option<Metrics> {
+        match self.get("/metrics").await? {
+            (200, text) => Some(Metrics::parse(&text)),
+            _ => None,
+        }
     }
 
     pub fn kill(&mut self) {
@@ -267,8 +346,12 @@ pub struct Read {
 
 /// Reads every message of a topic from the beginning up to its current end.
 pub fn read_all(topic: &str) -> Vec<Read> {
+    read_all_on(&brokers(), topic)
+}
+
+pub fn read_all_on(brokers: &str, topic: &str) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{topic}-{}", now_ms()))
         .set("enable.auto.commit", "false")
         .create()
@@ -347,4 +430,121 @@ pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
             _ => end == 0,
         }
     })
+}
+
+/// Every KPI value and component gauge (not counters, not the service's own health).
+pub fn kpi_values(metrics: &Metrics) -> std::collections::BTreeMap<String, f64> {
+    const HEALTH: [&str; 8] = [
+        "kpi_consumer_lag",
+        "kpi_newest_event_timestamp_seconds",
+        "kpi_ready",
+        "kpi_last_publish_timestamp_seconds",
+        "kpi_build_info",
+        "kpi_deadletter_pending",
+        "kpi_paused_partitions",
+        "kpi_ticket_resolution_seconds",
+    ];
+    metrics
+        .series
+        .iter()
+        .filter(|(k, _)| {
+            let name = k.split('{').next().unwrap_or_default();
+            name.starts_with("kpi_")
+                && !name.ends_with("_total")
+                && !HEALTH.iter().any(|h| name.starts_with(h))
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// The published value and samples of every key on an output topic.
+pub fn output_values(
+    brokers: &str,
+    topic: &str,
+) -> std::collections::BTreeMap<String, (serde_json::Value, serde_json::Value)> {
+    latest_output_on(brokers, topic)
+        .into_iter()
+        .map(|(k, v)| (k, (v["value"].clone(), v["samples"].clone())))
+        .collect()
+}
+
+/// Runs `kpi-stream generate` against `topics` until it has produced `count` events.
+pub fn generate(topics: &Topics, count: u64, rate: u32, seed: u64) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+        .args([
+            "generate",
+            "--count",
+            &count.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ])
+        .args(["--seed", &seed.to_string(), "--malformed-ratio", "0.02"])
+        .envs(topics.env())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a child process in a blocking thread.
+pub async fn wait(mut child: Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Sum of the service's consumed counters over the input topics.
+pub fn consumed(metrics: &Metrics) -> f64 {
+    metrics.sum("kpi_events_consumed_total", &[])
+}
+
+/// Asserts that `service` ends with the values of a fresh service over the same inputs,
+/// in /metrics and on the output topic; `total` is the number of input messages.
+pub async fn assert_equals_reference(
+    topics: &Topics,
+    service: &Service,
+    extra_env: &[(String, String)],
+) {
+    let reference_topics = topics.reference().await;
+    let mut env = reference_topics.env();
+    env.extend(extra_env.iter().cloned());
+    let reference = Service::start(&env);
+    reference.wait_ready().await;
+    let expected = kpi_values(&reference.metrics().await);
+    assert!(expected.len() > 100, "{}", expected.len());
+    eventually(
+        "the faulted run's values to equal the reference",
+        Duration::from_secs(60),
+        async || {
+            let got = kpi_values(&service.metrics().await);
+            (got == expected).then_some(())
+        },
+    )
+    .await;
+    eventually("equal output topics", Duration::from_secs(30), async || {
+        let got = output_values(&topics.brokers, &topics.output);
+        let want = output_values(&topics.brokers, &reference_topics.output);
+        (!want.is_empty() && got == want).then_some(())
+    })
+    .await;
+}
+
+/// Asserts two metric maps are equal, naming the first differences.
+pub fn assert_same(
+    got: &std::collections::BTreeMap<String, f64>,
+    want: &std::collections::BTreeMap<String, f64>,
+) {
+    let diff: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: got {:?}, want {v}", got.get(k)))
+        .chain(
+            got.keys()
+                .filter(|k| !want.contains_key(*k))
+                .map(|k| format!("{k}: unexpected")),
+        )
+        .take(10)
+        .collect();
+    assert!(diff.is_empty(), "values differ:\n{}", diff.join("\n"));
 }

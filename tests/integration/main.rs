@@ -3,5 +3,6 @@
 
 mod billing;
 mod cli;
+mod faults;
 mod harness;
 mod surveys;

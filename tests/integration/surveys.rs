@@ -371,11 +371,7 @@ async fn survey_kpis_end_to_end_and_after_sigkill() {
     }
 
     // SIGKILL once every offset is committed, start again: the same values, no new dead letters.
-    let inputs = [
-        topics.surveys.as_str(),
-        topics.tickets.as_str(),
-        topics.billing.as_str(),
-    ];
+    let inputs = topics.inputs();
     eventually("committed offsets", Duration::from_secs(30), async || {
         committed_to_end(&topics.group, &inputs).then_some(())
     })

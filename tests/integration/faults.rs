@@ -1,0 +1,160 @@
+//! Faults against the real broker. Each test ends with the faulted service's values, in
+//! /metrics and on the output topic, equal to those of a fresh service that read the same
+//! input without the fault.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{
+    Service, Topics, add_partitions, assert_equals_reference, assert_same, consumed, eventually,
+    generate, kpi_values, wait,
+};
+
+/// Generated events from a seeded run: surveys, tickets and billing, 2% malformed.
+const EVENTS: u64 = 20_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart() {
+    let topics = Topics::create("sigkill").await;
+    let generator = generate(&topics, EVENTS, 5_000, 1);
+    let mut service = Service::start(&topics.env());
+    eventually(
+        "consumption under way",
+        Duration::from_secs(60),
+        async || {
+            let m = service.try_metrics().await?;
+            (consumed(&m) > 2_000.0).then_some(())
+        },
+    )
+    .await;
+    service.kill();
+    let service = Service::start(&topics.env());
+    assert!(wait(generator).await.success());
+    service.wait_ready().await;
+    assert_equals_reference(&topics, &service, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_catch_up_then_restart() {
+    let topics = Topics::create("sigterm").await;
+    assert!(wait(generate(&topics, 100_000, 0, 2)).await.success());
+    let mut service = Service::start(&topics.env());
+    eventually(
+        "the replay under way",
+        Duration::from_secs(60),
+        async || {
+            let m = service.try_metrics().await?;
+            (consumed(&m) > 1_000.0).then_some(())
+        },
+    )
+    .await;
+    let (ready, _) = service.get("/readyz").await.unwrap();
+    let (status, took) = service.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    assert_equals_reference(&topics, &service, &[]).await;
+    // The SIGTERM landed during the replay, not after it.
+    assert_eq!(ready, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_added_while_running() {
+    let topics = Topics::create("partitions").await;
+    // Pick up new partitions within seconds rather than librdkafka's default 5 minutes.
+    let env = {
+        let mut env = topics.env();
+        env.push((
+            "KPI_STREAM_KAFKA__PROPERTIES".into(),
+            "{\"topic.metadata.refresh.interval.ms\"=\"1000\"}".into(),
+        ));
+        env
+    };
+    assert!(wait(generate(&topics, 5_000, 0, 3)).await.success());
+    let service = Service::start(&env);
+    service.wait_ready().await;
+    add_partitions(&topics.brokers, &topics.surveys, 5).await;
+    add_partitions(&topics.brokers, &topics.tickets, 4).await;
+    assert!(wait(generate(&topics, 5_000, 0, 4)).await.success());
+    assert_equals_reference(&topics, &service, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_one_killed_the_survivor_takes_over() {
+    let topics = Topics::create("takeover").await;
+    assert!(wait(generate(&topics, 10_000, 0, 5)).await.success());
+    let mut first = Service::start(&topics.env());
+    let second = Service::start(&topics.env());
+    first.wait_ready().await;
+    second.wait_ready().await;
+    // Both hold part of the input: neither alone has every event yet.
+    let partial = kpi_values(&second.metrics().await);
+    first.kill();
+    assert_equals_reference(&topics, &second, &[]).await;
+    assert_ne!(kpi_values(&second.metrics().await), partial);
+}
+
+/// A broker of this test's own (stopping the shared one would disturb the other tests).
+struct PrivateBroker {
+    port: u16,
+    run_dir: std::path::PathBuf,
+}
+
+impl PrivateBroker {
+    fn kafka_sh(&self, command: &str) -> bool {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+            .arg(command)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_RUN_DIR", &self.run_dir)
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    fn start(port: u16) -> PrivateBroker {
+        let run_dir =
+            std::env::temp_dir().join(format!("kpi-broker-{port}-{}", std::process::id()));
+        let broker = PrivateBroker { port, run_dir };
+        assert!(broker.kafka_sh("start"), "private broker did not start");
+        broker
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kafka_sh("clean");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stopped_for_30_seconds_mid_stream() {
+    let broker = PrivateBroker::start(19092);
+    let topics = Topics::create_on(&broker.address(), "outage", 3, true).await;
+    assert!(wait(generate(&topics, 5_000, 0, 6)).await.success());
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    let before = kpi_values(&service.metrics().await);
+
+    assert!(broker.kafka_sh("stop"));
+    eventually(
+        "/readyz to report the outage",
+        Duration::from_secs(30),
+        async || matches!(service.get("/readyz").await, Some((503, _))).then_some(()),
+    )
+    .await;
+    // The outage is the fault under test: it lasts 30 s by design.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // The last values are still served, unchanged.
+    assert_same(&kpi_values(&service.metrics().await), &before);
+    assert!(broker.kafka_sh("start"));
+
+    assert!(wait(generate(&topics, 5_000, 0, 7)).await.success());
+    service.wait_ready().await;
+    assert_equals_reference(&topics, &service, &[]).await;
+}
