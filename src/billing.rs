@@ -17,25 +17,30 @@ pub type Micros = i64;
 
 pub const MICROS_PER_UNIT: i64 = 1_000_000;
 
+/// Rates are kept in millionths of a micro (1e-12 of a base unit), so that the rate of a
+/// currency worth a ten-thousandth of the base (IDR, VND against USD) keeps nine significant
+/// digits.
+const RATE_SCALE: i128 = 1_000_000_000_000;
+
 /// Fixed conversion rates into the base currency.
 #[derive(Debug, Clone)]
 pub struct Rates {
     pub base: String,
-    /// Base-currency micros per major unit of each currency; the base itself is 1,000,000.
-    micros_per_unit: HashMap<String, i64>,
+    /// Base-currency units x 1e12 per major unit of each currency.
+    scaled: HashMap<String, i128>,
 }
 
 impl Rates {
     /// `rates`: base-currency major units per major unit of each other currency.
     pub fn new(base: &str, rates: &BTreeMap<String, f64>) -> Self {
-        let mut micros_per_unit: HashMap<String, i64> = rates
+        let mut scaled: HashMap<String, i128> = rates
             .iter()
-            .map(|(code, rate)| (code.clone(), (rate * MICROS_PER_UNIT as f64).round() as i64))
+            .map(|(code, rate)| (code.clone(), (rate * RATE_SCALE as f64).round() as i128))
             .collect();
-        micros_per_unit.insert(base.to_owned(), MICROS_PER_UNIT);
+        scaled.insert(base.to_owned(), RATE_SCALE);
         Rates {
             base: base.to_owned(),
-            micros_per_unit,
+            scaled,
         }
     }
 
@@ -43,7 +48,7 @@ impl Rates {
     /// price x quantity / months in the interval, converted at the fixed rate.
     pub fn mrr(&self, terms: &SubscriptionTerms<'_>) -> Result<Micros, Rejection> {
         let code = terms.currency.as_ref();
-        let rate = self.micros_per_unit.get(code).ok_or_else(|| Rejection {
+        let rate = self.scaled.get(code).ok_or_else(|| Rejection {
             reason: Reason::UnknownCurrency,
             detail: format!("no conversion rate from {code} to {}", self.base),
         })?;
@@ -54,14 +59,23 @@ impl Rates {
             Interval::Month => i128::from(terms.interval_count),
             Interval::Year => 12 * i128::from(terms.interval_count),
         };
-        let numerator = i128::from(terms.price) * i128::from(terms.quantity) * i128::from(*rate);
-        let denominator = 10i128.pow(u32::from(exponent)) * months;
+        // price x quantity x rate / 10^exponent / months, in micros: x 1e6 / RATE_SCALE.
+        let numerator = i128::from(terms.price)
+            .checked_mul(i128::from(terms.quantity))
+            .and_then(|n| n.checked_mul(*rate))
+            .ok_or_else(out_of_range)?;
+        let denominator =
+            10i128.pow(u32::from(exponent)) * months * (RATE_SCALE / i128::from(MICROS_PER_UNIT));
         // Round half up; amounts are never negative.
         let micros = (2 * numerator + denominator) / (2 * denominator);
-        i64::try_from(micros).map_err(|_| Rejection {
-            reason: Reason::OutOfRange,
-            detail: "the subscription's MRR is out of range".into(),
-        })
+        i64::try_from(micros).map_err(|_| out_of_range())
+    }
+}
+
+fn out_of_range() -> Rejection {
+    Rejection {
+        reason: Reason::OutOfRange,
+        detail: "the MRR is out of range".into(),
     }
 }
 
@@ -195,7 +209,6 @@ impl<S: Clone> BillingLedger<S> {
                 mrr: 0,
             });
         let delta = new_mrr.map_or(0, |m| m - subscription.mrr);
-        subscription.mrr += delta;
         let customer = self
             .customers
             .entry(subscription.customer.clone())
@@ -205,7 +218,8 @@ impl<S: Clone> BillingLedger<S> {
                 series: series.clone(),
             });
         let before = customer.mrr;
-        let after = before + delta;
+        let after = before.checked_add(delta).ok_or_else(out_of_range)?;
+        subscription.mrr += delta;
         let movement = classify(before, after, customer.ever_paid);
         customer.mrr = after;
         customer.ever_paid |= after > 0;
@@ -394,6 +408,7 @@ mod tests {
         let mut r = BTreeMap::new();
         r.insert("EUR".to_owned(), 1.08);
         r.insert("JPY".to_owned(), 0.0067);
+        r.insert("IDR".to_owned(), 0.0000613);
         Rates::new("USD", &r)
     }
 
@@ -476,6 +491,11 @@ mod tests {
         assert_eq!(
             r.mrr(&terms("s", 10_000, 1, "JPY", Interval::Month)),
             Ok(67_000_000)
+        );
+        // A tiny rate keeps its precision: 1,000,000.00 IDR at 0.0000613 = 61.30 USD.
+        assert_eq!(
+            r.mrr(&terms("s", 100_000_000, 1, "IDR", Interval::Month)),
+            Ok(61_300_000)
         );
         let err = r
             .mrr(&terms("s", 100, 1, "GBP", Interval::Month))

@@ -301,10 +301,10 @@ impl Config {
             ));
         }
         for (code, rate) in &self.billing.rates {
-            if !(is_code(code) && rate.is_finite() && *rate > 0.0) {
+            if !(is_code(code) && rate.is_finite() && *rate >= 1e-9) {
                 return Err(invalid(
                     "billing.rates",
-                    format!("{code} = {rate}: needs an ISO 4217 code and a positive rate"),
+                    format!("{code} = {rate}: needs an ISO 4217 code and a rate of at least 1e-9"),
                 ));
             }
         }

@@ -546,11 +546,15 @@ impl KpiRecord {
         }
     }
 
-    /// The JSON object published on the output topic and served by `GET /kpis`.
-    pub fn to_json(&self, emitted_at_ms: i64) -> Value {
+    /// The JSON object published on the output topic and served by `GET /kpis`; amounts of
+    /// money carry the label `currency`, as in /metrics.
+    pub fn to_json(&self, emitted_at_ms: i64, currency: &str) -> Value {
         let mut labels = Map::new();
         if let Some((name, value)) = self.def.label {
             labels.insert(name.to_owned(), Value::from(value));
+        }
+        if self.def.money {
+            labels.insert("currency".to_owned(), Value::from(currency));
         }
         if let Some((name, value)) = &self.dimension {
             labels.insert(name.clone(), Value::from(value.as_str()));
@@ -624,7 +628,7 @@ mod tests {
 
     #[test]
     fn json_carries_value_components_and_times() {
-        let json = record(Some(("segment", "smb")), Some(25.0)).to_json(3_600_500);
+        let json = record(Some(("segment", "smb")), Some(25.0)).to_json(3_600_500, "USD");
         assert_eq!(
             json,
             json!({
@@ -637,7 +641,17 @@ mod tests {
                 "schema_version": 1
             })
         );
-        assert_eq!(record(None, None).to_json(0)["value"], Value::Null);
-        assert_eq!(record(None, Some(33.5)).to_json(0)["value"], json!(33.5));
+        assert_eq!(record(None, None).to_json(0, "USD")["value"], Value::Null);
+        assert_eq!(
+            record(None, Some(33.5)).to_json(0, "USD")["value"],
+            json!(33.5)
+        );
+        let mut churn = record(None, Some(12.5));
+        churn.def = &MRR_CHURN;
+        churn.components = vec![];
+        assert_eq!(
+            churn.to_json(0, "EUR")["labels"],
+            json!({"kind": "churn", "currency": "EUR"})
+        );
     }
 }

@@ -592,7 +592,10 @@ impl Pipeline {
                 }
                 if live {
                     counters.late.inc();
-                    if self.config.events.late_to_deadletter {
+                    // A late billing event was applied (to the current MRR): it is no reject.
+                    if self.config.events.late_to_deadletter
+                        && event.payload.family() != Family::Billing
+                    {
                         counters.rejected(event::Reason::Late).inc();
                         let rejection = Rejection {
                             reason: event::Reason::Late,
@@ -696,7 +699,8 @@ impl Pipeline {
             let records = self.aggregates.snapshot(now);
             self.metrics.update_kpis(&records);
             self.metrics.last_publish_time.set(now as f64 / 1000.0);
-            let body: Vec<Value> = records.iter().map(|r| r.to_json(now)).collect();
+            let currency = &self.config.billing.base_currency;
+            let body: Vec<Value> = records.iter().map(|r| r.to_json(now, currency)).collect();
             match serde_json::to_vec(&body) {
                 Ok(bytes) => {
                     self.status.kpis.send_replace(Arc::new(bytes));

@@ -248,7 +248,10 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
     .await;
     assert_eq!(output["mrr/current"]["value"], json!(363.5));
     assert_eq!(output["mrr/current"]["window"], json!("current"));
-    assert_eq!(output["mrr_churn/1h"]["labels"], json!({"kind": "churn"}));
+    assert_eq!(
+        output["mrr_churn/1h"]["labels"],
+        json!({"kind": "churn", "currency": "USD"})
+    );
     assert_eq!(output["mrr_churn/1h"]["value"], json!(108));
     assert_eq!(output["revenue_churn/30d"]["value"], json!(1.08));
     assert_eq!(
