@@ -46,6 +46,12 @@ pub struct KafkaConfig {
     pub request_timeout_ms: u32,
     /// Passed to every librdkafka client as is; these win over the keys above.
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties read from files at start (`"sasl.password" = "/run/secrets/kafka"`),
+    /// so that secrets stay out of the configuration and the environment listing.
+    pub secret_files: BTreeMap<String, String>,
+    /// librdkafka properties read from the named environment variables at start
+    /// (`"sasl.password" = "KAFKA_PASSWORD"`).
+    pub secret_env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +144,8 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             request_timeout_ms: 10_000,
             properties: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
         }
     }
 }
@@ -269,11 +277,39 @@ impl Config {
         }
         // KPI_STREAM_CONFIG names the file itself (see the command line), not a key.
         figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__"));
-        let config: Config = figment
+        let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the secret properties from their files and environment variables into
+    /// `kafka.properties`. Errors name the property and the source, never the value.
+    pub fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        for (property, path) in &self.kafka.secret_files {
+            let value = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "kafka.secret_files",
+                    format!("{property}: cannot read {path}: {e}"),
+                )
+            })?;
+            self.kafka.properties.insert(
+                property.clone(),
+                value.trim_end_matches(['\n', '\r']).to_owned(),
+            );
+        }
+        for (property, variable) in &self.kafka.secret_env {
+            let value = std::env::var(variable).map_err(|_| {
+                invalid(
+                    "kafka.secret_env",
+                    format!("{property}: environment variable {variable} is not set"),
+                )
+            })?;
+            self.kafka.properties.insert(property.clone(), value);
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: values that parse but make no sense together.
@@ -387,11 +423,16 @@ impl Config {
             .unwrap_or_default()
     }
 
-    /// A copy safe to print: librdkafka properties that hold secrets are masked.
+    /// A copy safe to print: librdkafka properties that hold secrets, or that were read
+    /// from secret files or variables, are masked.
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
-        for (key, value) in copy.kafka.properties.iter_mut() {
-            if is_secret(key) {
+        let kafka = &mut copy.kafka;
+        for (key, value) in kafka.properties.iter_mut() {
+            if is_secret(key)
+                || kafka.secret_files.contains_key(key)
+                || kafka.secret_env.contains_key(key)
+            {
                 *value = "<redacted>".into();
             }
         }
@@ -453,6 +494,39 @@ mod tests {
         let printed = format!("{:?}", config.redacted());
         assert!(!printed.contains("hunter"), "{printed}");
         assert!(printed.contains("SASL_SSL"));
+    }
+
+    // figment's own test API returns its large error type.
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn secrets_come_from_files_and_variables_and_are_redacted() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("password", "s3cret-file\n")?;
+            jail.set_env("KAFKA_TOKEN", "s3cret-env");
+            jail.create_file(
+                "k.toml",
+                "[kafka.secret_files]\n\"sasl.password\" = \"password\"\n\
+                 [kafka.secret_env]\n\"sasl.oauthbearer.config\" = \"KAFKA_TOKEN\"",
+            )?;
+            let config = Config::load(Some(Path::new("k.toml"))).map_err(|e| e.to_string())?;
+            let props = &config.kafka.properties;
+            assert_eq!(props["sasl.password"], "s3cret-file");
+            assert_eq!(props["sasl.oauthbearer.config"], "s3cret-env");
+            let printed = format!("{:?}", config.redacted());
+            assert!(!printed.contains("s3cret"), "{printed}");
+            jail.create_file(
+                "bad.toml",
+                "[kafka.secret_files]\n\"sasl.password\" = \"missing\"",
+            )?;
+            let err = Config::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("kafka.secret_files") && err.contains("sasl.password"),
+                "{err}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -2,8 +2,14 @@
 //!
 //! The handlers only read: the Prometheus registry (thread-safe) and the [`Status`] the
 //! consume loop publishes, so serving never waits on consumption.
+//!
+//! Every endpoint is a GET without a body, so the server refuses anything else early: a
+//! request body over 1 KiB is answered 413, another method 405, and a request that takes
+//! more than 10 s is answered 408. Malformed requests and oversized headers are refused by
+//! the HTTP parser (400, 431).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::{self, Metrics};
 use crate::pipeline::Status;
@@ -29,6 +37,11 @@ pub fn router(metrics: Arc<Metrics>, status: Arc<Status>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(serve_readyz))
         .with_state(Shared { metrics, status })
+        .layer(RequestBodyLimitLayer::new(1024))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
 }
 
 /// Serves until `shutdown` is cancelled.

@@ -5,4 +5,5 @@ mod billing;
 mod cli;
 mod faults;
 mod harness;
+mod http;
 mod surveys;
