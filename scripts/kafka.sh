@@ -10,7 +10,9 @@
 #
 # Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1), KAFKA_RUN_DIR
 # (default target/kafka-run, where data, logs and the pid live), KAFKA_CACHE_DIR (default
-# .cache, where the jars are kept; git ignores it).
+# .cache, where the jars are kept; git ignores it). With KAFKA_SCRAM_USER and
+# KAFKA_SCRAM_PASSWORD set, KAFKA_PORT is a SASL_PLAINTEXT listener (SCRAM-SHA-256, that one
+# user) and a PLAINTEXT listener on KAFKA_PORT+2 serves the broker itself and test setup.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,15 +47,23 @@ tool() {
 
 write_config() {
     mkdir -p "$run/data" "$run/logs"
+    local listeners="PLAINTEXT://127.0.0.1:$port"
+    local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if [ -n "${KAFKA_SCRAM_USER:-}" ]; then
+        listeners="SASL_PLAINTEXT://127.0.0.1:$port,PLAINTEXT://127.0.0.1:$((port + 2))"
+        protocols="$protocols,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    fi
     cat >"$run/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$listeners
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$run/data
 num.partitions=1
 default.replication.factor=1
@@ -121,7 +131,12 @@ start() {
     if [ ! -f "$run/data/meta.properties" ]; then
         local cluster_id
         cluster_id=$(tool kafka.tools.StorageTool random-uuid)
-        tool kafka.tools.StorageTool format -t "$cluster_id" -c "$run/server.properties" >/dev/null
+        local scram=()
+        if [ -n "${KAFKA_SCRAM_USER:-}" ]; then
+            scram=(--add-scram "SCRAM-SHA-256=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]")
+        fi
+        tool kafka.tools.StorageTool format -t "$cluster_id" -c "$run/server.properties" \
+            "${scram[@]}" >/dev/null
     fi
     log "starting Apache Kafka $version on 127.0.0.1:$port (logs: $run/broker.out)"
     nohup java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \

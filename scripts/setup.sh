@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the local Kafka need on a machine that has only the
-# toolchains: a C toolchain, make, pkg-config and zlib headers (librdkafka is compiled from
-# its bundled source), a JDK and Maven (the broker), and rustfmt/clippy.
+# toolchains: a C toolchain, make, pkg-config, zlib and OpenSSL headers (librdkafka is
+# compiled from its bundled source, with TLS and SCRAM), a JDK and Maven (the broker), and
+# rustfmt/clippy.
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,7 @@ command -v cc >/dev/null || missing+=(build-essential)
 command -v make >/dev/null || missing+=(make)
 command -v pkg-config >/dev/null || missing+=(pkgconf)
 [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+[ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -2,12 +2,11 @@
 //! /metrics and on the output topic, equal to those of a fresh service that read the same
 //! input without the fault.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{
-    Service, Topics, add_partitions, assert_equals_reference, assert_same, consumed, eventually,
-    generate, kpi_values, wait,
+    PrivateBroker, Service, Topics, add_partitions, assert_equals_reference, assert_same, consumed,
+    eventually, generate, kpi_values, wait,
 };
 
 /// Generated events from a seeded run: surveys, tickets and billing, 2% malformed.
@@ -93,43 +92,6 @@ async fn two_instances_one_killed_the_survivor_takes_over() {
     first.kill();
     assert_equals_reference(&topics, &second, &[]).await;
     assert_ne!(kpi_values(&second.metrics().await), partial);
-}
-
-/// A broker of this test's own (stopping the shared one would disturb the other tests).
-struct PrivateBroker {
-    port: u16,
-    run_dir: std::path::PathBuf,
-}
-
-impl PrivateBroker {
-    fn kafka_sh(&self, command: &str) -> bool {
-        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
-            .arg(command)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_RUN_DIR", &self.run_dir)
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    fn start(port: u16) -> PrivateBroker {
-        let run_dir =
-            std::env::temp_dir().join(format!("kpi-broker-{port}-{}", std::process::id()));
-        let broker = PrivateBroker { port, run_dir };
-        assert!(broker.kafka_sh("start"), "private broker did not start");
-        broker
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.kafka_sh("clean");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,6 +221,15 @@ pub struct Service {
 
 impl Service {
     pub fn start(env: &[(String, String)]) -> Service {
+        Service::spawn(env, Stdio::inherit())
+    }
+
+    /// Starts the service with its log written to `log`.
+    pub fn start_logging_to(env: &[(String, String)], log: &std::path::Path) -> Service {
+        Service::spawn(env, std::fs::File::create(log).unwrap().into())
+    }
+
+    fn spawn(env: &[(String, String)], stderr: Stdio) -> Service {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -232,7 +241,7 @@ impl Service {
             .env("KPI_STREAM_HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn,kpi_stream=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Service {
@@ -547,4 +556,63 @@ pub fn assert_same(
         .take(10)
         .collect();
     assert!(diff.is_empty(), "values differ:\n{}", diff.join("\n"));
+}
+
+/// A broker of a test's own, started by scripts/kafka.sh on another port (stopping or
+/// reconfiguring the shared one would disturb the other tests). Removed when dropped.
+pub struct PrivateBroker {
+    port: u16,
+    run_dir: std::path::PathBuf,
+    scram: Option<(String, String)>,
+}
+
+impl PrivateBroker {
+    pub fn kafka_sh(&self, command: &str) -> bool {
+        let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"));
+        cmd.arg(command)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_RUN_DIR", &self.run_dir)
+            .stdout(Stdio::null());
+        if let Some((user, password)) = &self.scram {
+            cmd.env("KAFKA_SCRAM_USER", user)
+                .env("KAFKA_SCRAM_PASSWORD", password);
+        }
+        cmd.status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    pub fn start(port: u16) -> PrivateBroker {
+        PrivateBroker::launch(port, None)
+    }
+
+    /// A broker whose `port` requires SASL SCRAM-SHA-256 for `user`; `port + 2` is plain.
+    pub fn start_with_scram(port: u16, user: &str, password: &str) -> PrivateBroker {
+        PrivateBroker::launch(port, Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn launch(port: u16, scram: Option<(String, String)>) -> PrivateBroker {
+        let run_dir =
+            std::env::temp_dir().join(format!("kpi-broker-{port}-{}", std::process::id()));
+        let broker = PrivateBroker {
+            port,
+            run_dir,
+            scram,
+        };
+        assert!(broker.kafka_sh("start"), "private broker did not start");
+        broker
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The plain listener of a SCRAM broker.
+    pub fn plain_address(&self) -> String {
+        format!("127.0.0.1:{}", self.port + 2)
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kafka_sh("clean");
+    }
 }

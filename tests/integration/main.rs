@@ -6,4 +6,5 @@ mod cli;
 mod faults;
 mod harness;
 mod http;
+mod security;
 mod surveys;
