@@ -5,32 +5,39 @@
 //! partition), not in processing time, so that a replay of the log makes exactly the same
 //! decisions as the live run did: the state after a restart equals the state before it.
 //!
-//! Ids are kept as 64-bit hashes: a few tens of bytes per id (docs/reliability.md gives the
-//! figure), and a false "duplicate" needs a hash collision among the ids of one horizon
-//! (about 1 in 3.6e7 for a million ids).
+//! Ids are kept as 64-bit hashes in a few generations of hash sets, each covering a quarter
+//! of the horizon of event time; the oldest generation is dropped whole once it lies
+//! entirely outside the horizon. That costs about 9 to 20 bytes per id (docs/reliability.md
+//! gives the figure) and no per-id sweep, and a false "duplicate" needs a 64-bit hash
+//! collision among the ids of one horizon (about 1 in 3.6e7 for a million ids).
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// Generations per horizon: more means less memory past the horizon, more lookups.
+const GENERATIONS: i64 = 4;
 
 /// The event ids seen on one partition within the horizon.
 #[derive(Debug, Clone)]
 pub struct SeenIds {
     horizon_ms: i64,
-    /// Hash of `event_id` to its `occurred_at`.
-    ids: HashMap<u64, i64>,
+    /// Ids first seen while the newest event time was in `[start, start + horizon / 4)`,
+    /// oldest first.
+    generations: VecDeque<(i64, HashSet<u64>)>,
     newest_ms: i64,
-    /// Size after the last sweep; the next sweep runs once the map has doubled.
-    swept_len: usize,
 }
 
 impl SeenIds {
     pub fn new(horizon_ms: i64) -> Self {
         SeenIds {
             horizon_ms,
-            ids: HashMap::new(),
+            generations: VecDeque::new(),
             newest_ms: i64::MIN,
-            swept_len: 1024,
         }
+    }
+
+    fn generation_ms(&self) -> i64 {
+        (self.horizon_ms / GENERATIONS).max(1)
     }
 
     /// True the first time `event_id` is offered within the horizon; false for a duplicate.
@@ -39,37 +46,44 @@ impl SeenIds {
         if self.horizon_ms <= 0 {
             return true;
         }
-        let oldest = self.newest_ms.saturating_sub(self.horizon_ms);
         let mut hasher = DefaultHasher::new();
         event_id.hash(&mut hasher);
         let key = hasher.finish();
-        if let Some(&seen_at) = self.ids.get(&key)
-            && seen_at >= oldest
-        {
+        if self.generations.iter().any(|(_, ids)| ids.contains(&key)) {
             return false;
         }
-        if occurred_at_ms < oldest {
+        if occurred_at_ms < self.newest_ms.saturating_sub(self.horizon_ms) {
             return true;
         }
-        self.ids.insert(key, occurred_at_ms);
-        if occurred_at_ms > self.newest_ms {
-            self.newest_ms = occurred_at_ms;
+        self.newest_ms = self.newest_ms.max(occurred_at_ms);
+        let generation = self.generation_ms();
+        match self.generations.back_mut() {
+            Some((start, ids)) if self.newest_ms < *start + generation => {
+                ids.insert(key);
+            }
+            _ => {
+                let start = self.newest_ms - self.newest_ms.rem_euclid(generation);
+                self.generations.push_back((start, HashSet::from([key])));
+            }
         }
-        if self.ids.len() >= 2 * self.swept_len {
-            let oldest = self.newest_ms.saturating_sub(self.horizon_ms);
-            self.ids.retain(|_, at| *at >= oldest);
-            self.swept_len = self.ids.len().max(1024);
+        let oldest = self.newest_ms.saturating_sub(self.horizon_ms);
+        while self
+            .generations
+            .front()
+            .is_some_and(|(start, _)| *start + generation < oldest)
+        {
+            self.generations.pop_front();
         }
         true
     }
 
     /// Ids currently remembered.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.generations.iter().map(|(_, ids)| ids.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 }
 
@@ -107,8 +121,9 @@ mod tests {
             // One event per second for about 28 hours.
             assert!(seen.first_sighting(&i.to_string(), i * 1000));
         }
-        // At most two horizons' worth of ids (3,600 each) stay between sweeps.
-        assert!(seen.len() <= 2 * 3_601, "{}", seen.len());
+        // At most a horizon and one generation of ids: 3,600 + 900, plus one in flight.
+        assert!(seen.len() <= 3_600 + 900 + 1, "{}", seen.len());
+        assert!(seen.len() >= 3_600, "{}", seen.len());
     }
 
     #[test]
