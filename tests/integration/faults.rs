@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use crate::harness::{
-    PrivateBroker, Service, Topics, add_partitions, assert_equals_reference, assert_same, consumed,
-    eventually, generate, kpi_values, wait,
+    PrivateBroker, Service, Topics, add_partitions, assert_equals_reference, assert_same, brokers,
+    committed, consumed, create_topics, eventually, generate, kpi_values, now_ms, produce,
+    producer, read_all, rfc3339, wait,
 };
 
 /// Generated events from a seeded run: surveys, tickets and billing, 2% malformed.
@@ -119,4 +120,80 @@ async fn broker_stopped_for_30_seconds_mid_stream() {
     assert!(wait(generate(&topics, 5_000, 0, 7)).await.success());
     service.wait_ready().await;
     assert_equals_reference(&topics, &service, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_topic_missing_pauses_the_partition_until_it_exists() {
+    let topics = Topics::create_on(&brokers(), "dlqdown", 1, false).await;
+    let producer = producer();
+    let now = now_ms();
+    let survey = |id: &str, score: u8| {
+        serde_json::json!({"event_id": id, "type": "survey.responded",
+            "occurred_at": rfc3339(now - 60_000), "customer_id": "c", "survey": "nps",
+            "score": score})
+        .to_string()
+    };
+    produce(
+        &producer,
+        &topics.surveys,
+        Some("c"),
+        survey("a", 10).as_bytes(),
+    )
+    .await;
+    produce(&producer, &topics.surveys, Some("c"), b"{broken").await;
+    produce(
+        &producer,
+        &topics.surveys,
+        Some("c"),
+        survey("b", 0).as_bytes(),
+    )
+    .await;
+
+    let mut env = topics.env();
+    // Fail dead-letter deliveries after 2 s instead of 30 s, to see the retries sooner.
+    env.push((
+        "KPI_STREAM_KAFKA__PROPERTIES".into(),
+        "{\"message.timeout.ms\"=\"2000\"}".into(),
+    ));
+    let service = Service::start(&env);
+    service.wait_ready().await;
+    eventually(
+        "the partition to pause",
+        Duration::from_secs(30),
+        async || {
+            let m = service.metrics().await;
+            (m.get("kpi_paused_partitions", &[]) == Some(1.0)
+                && m.get("kpi_deadletter_failures_total", &[]) >= Some(1.0))
+            .then_some(())
+        },
+    )
+    .await;
+    // Nothing at or past the undelivered dead letter (offset 1) is committed.
+    assert!(committed(&topics.group, &topics.surveys, 0) <= Some(1));
+
+    create_topics(&topics.brokers, &[(&topics.deadletter, 1)]).await;
+    eventually(
+        "the dead letter delivered",
+        Duration::from_secs(60),
+        async || {
+            let m = service.metrics().await;
+            (m.get("kpi_paused_partitions", &[]) == Some(0.0)
+                && m.get("kpi_deadletter_pending", &[]) == Some(0.0))
+            .then_some(())
+        },
+    )
+    .await;
+    let dead = read_all(&topics.deadletter);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload.as_deref(), Some(&b"{broken"[..]));
+    eventually(
+        "the offsets committed to the end",
+        Duration::from_secs(30),
+        async || (committed(&topics.group, &topics.surveys, 0) == Some(3)).then_some(()),
+    )
+    .await;
+    let m = service.metrics().await;
+    let nps = |name: &str| m.get(name, &[("window", "1h"), ("segment", "")]);
+    assert_eq!(nps("kpi_nps_responses"), Some(2.0));
+    assert_eq!(nps("kpi_nps"), Some(0.0));
 }
