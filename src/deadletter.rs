@@ -27,7 +27,14 @@ pub mod header {
     pub const TOPIC: &str = "kpi-stream.source.topic";
     pub const PARTITION: &str = "kpi-stream.source.partition";
     pub const OFFSET: &str = "kpi-stream.source.offset";
+    /// Present when the payload was cut to [`super::MAX_PAYLOAD_BYTES`]: the original size.
+    pub const TRUNCATED: &str = "kpi-stream.truncated";
 }
+
+/// Dead-letter payloads are cut to this many bytes: a message too large for the input limit
+/// is also too large for a dead-letter topic with Kafka's default 1 MB message limit, and a
+/// record that can never be delivered would hold its partition paused forever.
+pub const MAX_PAYLOAD_BYTES: usize = 900 * 1024;
 
 /// A rejected message, copied out of the consumer's buffer.
 #[derive(Debug, Clone)]
@@ -91,6 +98,8 @@ impl DeadLetters {
         let source = (letter.topic.clone(), letter.partition);
         let partition = letter.partition.to_string();
         let offset = letter.offset.to_string();
+        let original = letter.payload.as_ref().map_or(0, Vec::len);
+        let truncated = (original > MAX_PAYLOAD_BYTES).then(|| original.to_string());
         let mut backoff = Duration::from_millis(500);
         let mut attempts = 0u32;
         loop {
@@ -115,10 +124,17 @@ impl DeadLetters {
                     key: header::OFFSET,
                     value: Some(offset.as_str()),
                 });
+            let headers = match &truncated {
+                Some(size) => headers.insert(Header {
+                    key: header::TRUNCATED,
+                    value: Some(size.as_str()),
+                }),
+                None => headers,
+            };
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers);
             if let Some(payload) = &letter.payload {
-                record = record.payload(payload);
+                record = record.payload(&payload[..payload.len().min(MAX_PAYLOAD_BYTES)]);
             }
             if let Some(key) = &letter.key {
                 record = record.key(key);

@@ -177,6 +177,21 @@ pub async fn create_topics(brokers: &str, specs: &[(&str, i32)]) {
     }
 }
 
+/// Creates one single-partition topic with topic-level configuration.
+pub async fn create_topic_with_config(brokers: &str, topic: &str, config: &[(&str, &str)]) {
+    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    for (key, value) in config {
+        new = new.set(key, value);
+    }
+    for result in admin(brokers)
+        .create_topics(&[new], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+}
+
 /// Grows `topic` to `partitions` partitions.
 pub async fn add_partitions(brokers: &str, topic: &str, partitions: usize) {
     let grow = rdkafka::admin::NewPartitions::new(topic, partitions);

@@ -5,6 +5,7 @@ mod billing;
 mod cli;
 mod faults;
 mod harness;
+mod hostile;
 mod http;
 mod security;
 mod surveys;
