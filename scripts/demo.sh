@@ -32,7 +32,8 @@ topic --topic cs.kpis --partitions 1 --config cleanup.policy=compact
 
 export KPI_STREAM_HTTP__LISTEN=127.0.0.1:$port
 export KPI_STREAM_PUBLISH__INTERVAL=5s
-"$bin" generate --rate "$rate" >"$run/generate.log" 2>&1 &
+# A new seed per run: event ids differ from earlier runs on the same topics.
+"$bin" generate --rate "$rate" --seed "$(date +%s)" >"$run/generate.log" 2>&1 &
 generator=$!
 "$bin" run >"$run/service.log" 2>&1 &
 service=$!

@@ -199,10 +199,7 @@ impl Aggregates {
             .partitions
             .entry(partition)
             .or_insert_with(|| PartitionState::new(horizon));
-        if !state
-            .seen
-            .first_sighting(&event.event_id, event.occurred_at_ms)
-        {
+        if state.seen.seen(&event.event_id) {
             return Ok(Outcome::Duplicate);
         }
         self.collect_series(event);
@@ -247,6 +244,8 @@ impl Aggregates {
                 landing.apply(&mut state.billing, |t| t.record(&change));
             }
         }
+        // Only an applied event is remembered: a corrected resend of a rejected one applies.
+        state.seen.remember(&event.event_id, event.occurred_at_ms);
         Ok(if late {
             Outcome::Late
         } else {

@@ -9,10 +9,12 @@
 //! of the horizon of event time; the oldest generation is dropped whole once it lies
 //! entirely outside the horizon. That costs about 9 to 20 bytes per id (docs/reliability.md
 //! gives the figure) and no per-id sweep, and a false "duplicate" needs a 64-bit hash
-//! collision among the ids of one horizon (about 1 in 3.6e7 for a million ids).
+//! collision among the ids of one horizon (about 1 in 3.6e7 for a million ids). The hash
+//! keys are random per process, so a producer cannot craft ids that collide on purpose.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashSet, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 /// Generations per horizon: more means less memory past the horizon, more lookups.
 const GENERATIONS: i64 = 4;
@@ -25,6 +27,7 @@ pub struct SeenIds {
     /// oldest first.
     generations: VecDeque<(i64, HashSet<u64>)>,
     newest_ms: i64,
+    keys: RandomState,
 }
 
 impl SeenIds {
@@ -33,6 +36,7 @@ impl SeenIds {
             horizon_ms,
             generations: VecDeque::new(),
             newest_ms: i64::MIN,
+            keys: RandomState::new(),
         }
     }
 
@@ -40,21 +44,26 @@ impl SeenIds {
         (self.horizon_ms / GENERATIONS).max(1)
     }
 
-    /// True the first time `event_id` is offered within the horizon; false for a duplicate.
-    /// An event older than the horizon is never remembered, so its duplicates pass too.
-    pub fn first_sighting(&mut self, event_id: &str, occurred_at_ms: i64) -> bool {
+    fn key(&self, event_id: &str) -> u64 {
+        self.keys.hash_one(event_id)
+    }
+
+    /// Whether `event_id` was remembered within the horizon.
+    pub fn seen(&self, event_id: &str) -> bool {
         if self.horizon_ms <= 0 {
-            return true;
-        }
-        let mut hasher = DefaultHasher::new();
-        event_id.hash(&mut hasher);
-        let key = hasher.finish();
-        if self.generations.iter().any(|(_, ids)| ids.contains(&key)) {
             return false;
         }
-        if occurred_at_ms < self.newest_ms.saturating_sub(self.horizon_ms) {
-            return true;
+        let key = self.key(event_id);
+        self.generations.iter().any(|(_, ids)| ids.contains(&key))
+    }
+
+    /// Remembers an applied event. An event older than the horizon is not remembered, so
+    /// its duplicates are not detected.
+    pub fn remember(&mut self, event_id: &str, occurred_at_ms: i64) {
+        if self.horizon_ms <= 0 || occurred_at_ms < self.newest_ms.saturating_sub(self.horizon_ms) {
+            return;
         }
+        let key = self.key(event_id);
         self.newest_ms = self.newest_ms.max(occurred_at_ms);
         let generation = self.generation_ms();
         match self.generations.back_mut() {
@@ -74,7 +83,6 @@ impl SeenIds {
         {
             self.generations.pop_front();
         }
-        true
     }
 
     /// Ids currently remembered.
@@ -92,6 +100,17 @@ mod tests {
     use super::*;
 
     const HOUR: i64 = 3_600_000;
+
+    impl SeenIds {
+        /// Check and remember in one step, as the aggregation does for an applied event.
+        fn first_sighting(&mut self, event_id: &str, occurred_at_ms: i64) -> bool {
+            if self.seen(event_id) {
+                return false;
+            }
+            self.remember(event_id, occurred_at_ms);
+            true
+        }
+    }
 
     #[test]
     fn a_repeated_id_within_the_horizon_is_a_duplicate() {

@@ -252,8 +252,8 @@ pub struct Limits {
 /// by the parser, hence this check.
 pub const MAX_DEPTH: usize = 32;
 
-/// Longest identifier, dimension value or enumeration accepted, in bytes: these become
-/// map keys and label values.
+/// Longest identifier (`event_id`, `customer_id`, `ticket_id`, `subscription_id`, `plan`) or
+/// dimension value accepted, in bytes: these become map keys and label values.
 pub const MAX_FIELD_BYTES: usize = 256;
 
 /// Whether `bytes` nests arrays and objects deeper than [`MAX_DEPTH`].

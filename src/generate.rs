@@ -80,6 +80,8 @@ struct OpenTicket {
 
 /// A seeded stream of synthetic events.
 pub struct EventSource {
+    /// Part of every event_id, so runs with different seeds never share ids.
+    seed: u64,
     rng: StdRng,
     customers: u32,
     segments: Vec<String>,
@@ -93,6 +95,7 @@ impl EventSource {
     pub fn new(config: &Config) -> Self {
         let g = &config.generate;
         EventSource {
+            seed: g.seed,
             rng: StdRng::seed_from_u64(g.seed),
             customers: g.customers.max(1),
             segments: if g.segments.is_empty() {
@@ -132,7 +135,7 @@ impl EventSource {
         let id = self.id();
         let segment = &self.segments[customer as usize % self.segments.len()];
         let mut m = serde_json::Map::new();
-        m.insert("event_id".into(), json!(format!("gen-{id}")));
+        m.insert("event_id".into(), json!(format!("gen-{}-{id}", self.seed)));
         m.insert("type".into(), json!(kind));
         m.insert("occurred_at".into(), json!(rfc3339(at_ms)));
         m.insert("customer_id".into(), json!(format!("cust-{customer}")));

@@ -529,6 +529,9 @@ impl Pipeline {
                     self.aggregates.drop_partition(partition);
                     self.assigned.remove(&partition);
                     self.next_offset.remove(&partition);
+                    // Revoking resumes a paused partition; pause it again if reassigned.
+                    let topic = self.config.topic(partition.family).to_owned();
+                    self.paused.remove(&(topic, partition.partition));
                 }
                 Change::Lost => self.joined = false,
             }
