@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the local Kafka need on a machine that has only the
 # toolchains: a C toolchain, make, pkg-config, zlib and OpenSSL headers (librdkafka is
-# compiled from its bundled source, with TLS and SCRAM), a JDK and Maven (the broker), and
-# rustfmt/clippy.
+# compiled from its bundled source, with TLS and SCRAM), a JDK and Maven (the broker), curl
+# and time (the demo and benchmark scripts), and rustfmt/clippy.
 set -euo pipefail
 
 missing=()
@@ -13,6 +13,8 @@ command -v pkg-config >/dev/null || missing+=(pkgconf)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+command -v curl >/dev/null || missing+=(curl)
+[ -x /usr/bin/time ] || missing+=(time)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     sudo_cmd=""

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Throughput benchmark against Kafka's own consumer, on this machine. Not part of CI.
+#
+#   scripts/bench.sh                      5,000,000 events, 3 rounds
+#   BENCH_EVENTS=1000000 BENCH_ROUNDS=1 scripts/bench.sh
+#   BENCH_MICRO=1 scripts/bench.sh        also the criterion micro-benchmarks
+#
+# Starts the local Kafka, creates three input topics with 6 partitions each, preloads them
+# with `kpi-stream generate` (half surveys, 40% tickets, 10% billing, 1% malformed), then
+# measures, BENCH_ROUNDS times each, median reported:
+#   a. the ceiling: Kafka's ConsumerPerformance reading the three topics from the beginning;
+#   b. `kpi-stream run --exit-when-caught-up` from the beginning to the end: events/s, CPU
+#      seconds per million events (user+sys), peak RSS, time until caught up (ready);
+#   c. the ratio b/a.
+# Then the latency: with the generator producing 20,000 events/s and a publish interval of
+# 1 s, the delay from a probe event's produce time to its effect on the output topic and in
+# /metrics (benches/latency.rs), p50 and p99 over BENCH_PROBES probes (default 60).
+# Prints a table and writes target/bench/result.json.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+events=${BENCH_EVENTS:-5000000}
+rounds=${BENCH_ROUNDS:-3}
+out=$root/target/bench
+mkdir -p "$out"
+
+scripts/setup.sh
+scripts/kafka.sh start
+cargo build --release --quiet
+bin=$root/target/release/kpi-stream
+id=bench-$(date +%s)
+topic() {
+    scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 \
+        --create --replication-factor 1 "$@" >/dev/null
+}
+for t in surveys tickets billing; do topic --topic "$id.$t" --partitions 6; done
+topic --topic "$id.deadletter" --partitions 1
+topic --topic "$id.kpis" --partitions 1 --config cleanup.policy=compact
+export KPI_STREAM_TOPICS__SURVEYS=$id.surveys KPI_STREAM_TOPICS__TICKETS=$id.tickets
+export KPI_STREAM_TOPICS__BILLING=$id.billing KPI_STREAM_TOPICS__DEADLETTER=$id.deadletter
+export KPI_STREAM_TOPICS__OUTPUT=$id.kpis KPI_STREAM_HTTP__LISTEN=127.0.0.1:0
+export RUST_LOG=warn
+
+echo "bench: preloading $events events"
+start=$(date +%s.%N)
+"$bin" generate --count "$events" --rate 0 --malformed-ratio 0.01 --seed "$(date +%s)"
+preload_s=$(calc "$(date +%s.%N) - $start")
+
+median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+calc() { awk "BEGIN {printf \"%.6f\", $*}"; }
+# Messages in a topic: the sum of its partitions' end offsets (the topics are new).
+messages_in() {
+    scripts/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server 127.0.0.1:9092 \
+        --topic "$1" 2>/dev/null | awk -F: '{s += $3} END {print s}'
+}
+
+# a. The ceiling: ConsumerPerformance on each topic in turn; events over the summed time.
+ceiling_rounds=()
+for round in $(seq "$rounds"); do
+    total_msgs=0
+    total_s=0
+    for t in surveys tickets billing; do
+        # Exactly the topic's messages, so the run ends on the last one, not on a timeout.
+        count=$(scripts/kafka.sh tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server 127.0.0.1:9092 \
+            --topic "$id.$t" --messages "$(messages_in "$id.$t")" --timeout 30000 \
+            --group "perf-$id-$round-$t" --hide-header 2>/dev/null | tail -n 1)
+        # start.time, end.time, MB, MB/s, messages, messages/s, rebalance ms, fetch ms, ...
+        msgs=$(echo "$count" | cut -d, -f5 | tr -d ' ')
+        fetch_ms=$(echo "$count" | cut -d, -f8 | tr -d ' ')
+        total_msgs=$((total_msgs + msgs))
+        total_s=$(calc "$total_s + $fetch_ms / 1000")
+    done
+    rate=$(calc "$total_msgs / $total_s")
+    printf 'bench: ceiling round %d: %d messages, %.0f msg/s\n' "$round" "$total_msgs" "$rate"
+    ceiling_rounds+=("$rate")
+done
+ceiling=$(printf '%s\n' "${ceiling_rounds[@]}" | median)
+
+# b. kpi-stream catching up from the beginning, a fresh consumer group each round.
+rate_rounds=()
+cpu_rounds=()
+rss_rounds=()
+ready_rounds=()
+for round in $(seq "$rounds"); do
+    /usr/bin/time -f '%e %U %S %M' -o "$out/time.txt" \
+        env KPI_STREAM_KAFKA__GROUP_ID="$id-run-$round" "$bin" run --exit-when-caught-up
+    read -r wall user sys rss_kb <"$out/time.txt"
+    rate=$(calc "$events / $wall")
+    cpu=$(calc "($user + $sys) * 1000000 / $events")
+    printf 'bench: kpi-stream round %d: %.2f s, %.0f events/s, %.3f CPU s per million events, peak RSS %d KB\n' \
+        "$round" "$wall" "$rate" "$cpu" "$rss_kb"
+    rate_rounds+=("$rate")
+    cpu_rounds+=("$cpu")
+    rss_rounds+=("$rss_kb")
+    ready_rounds+=("$wall")
+done
+rate=$(printf '%s\n' "${rate_rounds[@]}" | median)
+cpu=$(printf '%s\n' "${cpu_rounds[@]}" | median)
+rss=$(printf '%s\n' "${rss_rounds[@]}" | median)
+ready=$(printf '%s\n' "${ready_rounds[@]}" | median)
+ratio=$(calc "$rate / $ceiling")
+
+# Latency under a steady 20,000 events/s.
+probes=${BENCH_PROBES:-60}
+KPI_STREAM_KAFKA__GROUP_ID="$id-latency" KPI_STREAM_PUBLISH__INTERVAL=1s \
+    KPI_STREAM_HTTP__LISTEN=127.0.0.1:9471 "$bin" run >"$out/latency-service.log" 2>&1 &
+service=$!
+trap 'kill -TERM $service ${generator:-} 2>/dev/null || true' EXIT
+until curl -fs http://127.0.0.1:9471/readyz >/dev/null; do sleep 0.5; done
+"$bin" generate --rate 20000 --count $((20000 * (probes * 2 + 60))) --seed 7 \
+    >"$out/latency-generate.log" 2>&1 &
+generator=$!
+sleep 5
+latency=$(LATENCY_BROKERS=127.0.0.1:9092 LATENCY_SURVEYS="$id.surveys" LATENCY_OUTPUT="$id.kpis" \
+    LATENCY_METRICS=http://127.0.0.1:9471/metrics LATENCY_PROBES=$probes \
+    cargo bench --quiet --bench latency 2>/dev/null | tail -n 1)
+kill -TERM "$generator" "$service" 2>/dev/null || true
+wait "$service" 2>/dev/null || true
+echo "bench: latency $latency"
+
+cat >"$out/result.json" <<JSON
+{"events": $events, "rounds": $rounds, "partitions_per_topic": 6, "preload_seconds": $preload_s,
+ "ceiling_events_per_second": $(printf '%.0f' "$ceiling"),
+ "kpi_stream_events_per_second": $(printf '%.0f' "$rate"),
+ "cpu_seconds_per_million_events": $(printf '%.3f' "$cpu"),
+ "cpu_microseconds_per_event": $(printf '%.3f' "$cpu"),
+ "peak_rss_kb": $rss, "seconds_to_ready": $ready,
+ "ratio": $(printf '%.3f' "$ratio"),
+ "latency_at_20000_per_second": $latency,
+ "machine": "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"}
+JSON
+printf '\n%-42s %15s\n' "measure (median of $rounds)" "value"
+printf '%-42s %15.0f\n' "a. ConsumerPerformance, events/s" "$ceiling"
+printf '%-42s %15.0f\n' "b. kpi-stream catch-up, events/s" "$rate"
+printf '%-42s %15.3f\n' "   CPU s per million events" "$cpu"
+printf '%-42s %15d\n' "   peak RSS, KB" "$rss"
+printf '%-42s %15.2f\n' "   seconds until caught up" "$ready"
+printf '%-42s %15.3f\n' "c. ratio b/a" "$ratio"
+printf '%-42s %15s\n' "latency ms at 20,000/s (1 s publish)" "$latency"
+echo "bench: result in $out/result.json"
+
+if [ -n "${BENCH_MICRO:-}" ]; then
+    cargo bench --bench core
+fi
