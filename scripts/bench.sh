@@ -41,11 +41,6 @@ export KPI_STREAM_TOPICS__BILLING=$id.billing KPI_STREAM_TOPICS__DEADLETTER=$id.
 export KPI_STREAM_TOPICS__OUTPUT=$id.kpis KPI_STREAM_HTTP__LISTEN=127.0.0.1:0
 export RUST_LOG=warn
 
-echo "bench: preloading $events events"
-start=$(date +%s.%N)
-"$bin" generate --count "$events" --rate 0 --malformed-ratio 0.01 --seed "$(date +%s)"
-preload_s=$(calc "$(date +%s.%N) - $start")
-
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 calc() { awk "BEGIN {printf \"%.6f\", $*}"; }
 # Messages in a topic: the sum of its partitions' end offsets (the topics are new).
@@ -53,6 +48,11 @@ messages_in() {
     scripts/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server 127.0.0.1:9092 \
         --topic "$1" 2>/dev/null | awk -F: '{s += $3} END {print s}'
 }
+
+echo "bench: preloading $events events"
+start=$(date +%s.%N)
+"$bin" generate --count "$events" --rate 0 --malformed-ratio 0.01 --seed "$(date +%s)"
+preload_s=$(calc "$(date +%s.%N) - $start")
 
 # a. The ceiling: ConsumerPerformance on each topic in turn; events over the summed time.
 ceiling_rounds=()

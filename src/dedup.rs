@@ -12,9 +12,11 @@
 //! collision among the ids of one horizon (about 1 in 3.6e7 for a million ids). The hash
 //! keys are random per process, so a producer cannot craft ids that collide on purpose.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
+
+use nohash_hasher::IntSet;
 
 /// Generations per horizon: more means less memory past the horizon, more lookups.
 const GENERATIONS: i64 = 4;
@@ -25,7 +27,8 @@ pub struct SeenIds {
     horizon_ms: i64,
     /// Ids first seen while the newest event time was in `[start, start + horizon / 4)`,
     /// oldest first.
-    generations: VecDeque<(i64, HashSet<u64>)>,
+    /// The keys are already random hashes, so the sets use them as they are.
+    generations: VecDeque<(i64, IntSet<u64>)>,
     newest_ms: i64,
     keys: RandomState,
 }
@@ -72,7 +75,9 @@ impl SeenIds {
             }
             _ => {
                 let start = self.newest_ms - self.newest_ms.rem_euclid(generation);
-                self.generations.push_back((start, HashSet::from([key])));
+                let mut ids = IntSet::default();
+                ids.insert(key);
+                self.generations.push_back((start, ids));
             }
         }
         let oldest = self.newest_ms.saturating_sub(self.horizon_ms);

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::FutureExt as _;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
@@ -36,6 +37,9 @@ use crate::dimension::Dimensions;
 use crate::event::{self, Family, Limits, Payload, Rejection};
 use crate::kpi::KpiRecord;
 use crate::metrics::Metrics;
+
+/// Messages handled per wake-up of the consume loop, at most; a batch shares one clock read.
+const BATCH: usize = 512;
 
 /// The wall clock, injected so that tests control "now". Unix milliseconds.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -409,6 +413,11 @@ impl Pipeline {
                 ("enable.auto.offset.store", "false".into()),
                 ("auto.offset.reset", "earliest".into()),
                 ("statistics.interval.ms", "1000".into()),
+                // librdkafka waits this long before fetching again for a partition whose
+                // prefetch queue was full (default 1 s): during a replay that left the
+                // consumer idle half the time. Keep the prefetch small and refill it fast.
+                ("fetch.queue.backoff.ms", "10".into()),
+                ("queued.max.messages.kbytes", "16384".into()),
             ],
         );
         let consumer: StreamConsumer<ConsumerEvents> = c
@@ -477,7 +486,21 @@ impl Pipeline {
                 message = consumer.recv() => match message {
                     Ok(message) => {
                         self.apply_changes();
-                        self.handle(&message);
+                        let now = (self.clock)();
+                        self.handle(&message, now);
+                        drop(message);
+                        // Take what is already fetched without going back through the
+                        // select: one clock read and one wake-up per batch, not per message.
+                        for _ in 0..BATCH {
+                            match consumer.recv().now_or_never() {
+                                Some(Ok(message)) => {
+                                    // A rebalance can run inside recv(): see it first.
+                                    self.apply_changes();
+                                    self.handle(&message, now);
+                                }
+                                _ => break,
+                            }
+                        }
                     }
                     Err(e) => {
                         warn!(error = %e, "consume error");
@@ -552,7 +575,7 @@ impl Pipeline {
         turned
     }
 
-    fn handle(&mut self, message: &BorrowedMessage<'_>) {
+    fn handle(&mut self, message: &BorrowedMessage<'_>, now: i64) {
         let topic = message.topic();
         let Some(family) = self.config.family_of(topic) else {
             return;
@@ -567,7 +590,6 @@ impl Pipeline {
         let live = offset >= replay.count_from;
         let counters = self.metrics.topic(family);
         counters.consumed.inc();
-        let now = (self.clock)();
         let bytes = message.payload().unwrap_or_default();
         let result = event::parse(bytes, family, now, &self.limits).and_then(|event| {
             let outcome = self.aggregates.record(partition, &event, now)?;
