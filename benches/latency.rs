@@ -44,6 +44,12 @@ async fn metrics_samples(url: &str) -> Option<u64> {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --all-targets` runs benchmark binaries without `--bench`: this one needs a
+    // running service and broker, which scripts/bench.sh provides.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("latency: needs a running service; run it through scripts/bench.sh");
+        return;
+    }
     let brokers = var("LATENCY_BROKERS");
     let surveys = var("LATENCY_SURVEYS");
     let output = var("LATENCY_OUTPUT");

@@ -21,6 +21,8 @@ fi
 stop_kafka() { [ "$started_kafka" = 1 ] && scripts/kafka.sh stop || true; }
 trap stop_kafka EXIT
 
-echo "== cargo test"
 export KPI_TEST_BROKERS=${KPI_TEST_BROKERS:-127.0.0.1:9092}
-cargo test --all-targets --locked
+echo "== benchmarks, one quick pass each"
+cargo test --benches --locked
+echo "== cargo test: unit, property and integration tests"
+cargo test --lib --bins --tests --locked
