@@ -8,6 +8,10 @@ cd "$root"
 
 scripts/setup.sh
 
+echo "== promtool: Prometheus configuration, rules and rule tests"
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/tests/*.yml
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
