@@ -7,5 +7,6 @@ mod faults;
 mod harness;
 mod hostile;
 mod http;
+mod prometheus;
 mod security;
 mod surveys;

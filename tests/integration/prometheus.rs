@@ -1,0 +1,187 @@
+//! A real Prometheus server (Debian's package) scraping a running kpi-stream fed by the
+//! local Kafka: the KPI series arrive with the right values through the recording rules, and
+//! a burst of cancellations makes the churn-spike alert pending (or firing).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Service, Topics, eventually, now_ms, produce, producer, rfc3339};
+
+/// A Prometheus server on loopback with a temporary data directory, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("kpi-prometheus-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/rules");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {rules}/recording.yml\n  - {rules}/alerts.yml\n\
+             scrape_configs:\n  - job_name: kpi-stream\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is installed (scripts/setup.sh)");
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    /// The single value of an instant query, if it has exactly one sample.
+    async fn value(&self, query: &str) -> Option<f64> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.url),
+            &[("query", query)],
+        )
+        .ok()?;
+        let body: Value =
+            serde_json::from_str(&reqwest::get(url).await.ok()?.text().await.ok()?).ok()?;
+        let result = body["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [sample] => sample["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    async fn alert_state(&self, name: &str) -> Option<String> {
+        let url = format!("{}/api/v1/alerts", self.url);
+        let body: Value =
+            serde_json::from_str(&reqwest::get(url).await.ok()?.text().await.ok()?).ok()?;
+        body["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name)
+            .and_then(|a| a["state"].as_str().map(str::to_owned))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn billing(id: &str, kind: &str, at: i64, customer: &str, extra: Value) -> String {
+    let mut v = json!({"event_id": id, "type": kind, "occurred_at": rfc3339(at),
+        "customer_id": customer, "segment": "smb"});
+    v.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    v.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_kpis_and_the_churn_alert_fires() {
+    let topics = Topics::create("prometheus").await;
+    let producer = producer();
+    let now = now_ms();
+    for (i, score) in [10, 10, 9, 3].iter().enumerate() {
+        let survey = json!({"event_id": format!("s{i}"), "type": "survey.responded",
+            "occurred_at": rfc3339(now - 60_000), "customer_id": "c", "survey": "nps",
+            "score": score});
+        produce(
+            &producer,
+            &topics.surveys,
+            Some("c"),
+            survey.to_string().as_bytes(),
+        )
+        .await;
+    }
+    // Five customers at 100 a month, subscribed two days ago.
+    for i in 0..5 {
+        let start = billing(
+            &format!("b{i}"),
+            "subscription.started",
+            now - 2 * 86_400_000,
+            &format!("c{i}"),
+            json!({"subscription_id": format!("sub{i}"), "plan": "pro",
+                "price": 10_000, "currency": "USD", "interval": "month"}),
+        );
+        produce(
+            &producer,
+            &topics.billing,
+            Some(&format!("c{i}")),
+            start.as_bytes(),
+        )
+        .await;
+    }
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    let prometheus = Prometheus::start(service.http.trim_start_matches("http://"));
+
+    // 3 promoters and 1 detractor of 4: NPS 50, through the recording rule.
+    let nps = eventually("NPS in Prometheus", Duration::from_secs(60), async || {
+        prometheus
+            .value(r#"window_segment:kpi_nps:global{window="1h",segment=""}"#)
+            .await
+    })
+    .await;
+    assert_eq!(nps, 50.0);
+    let mrr = eventually("MRR in Prometheus", Duration::from_secs(30), async || {
+        prometheus
+            .value(r#"segment_currency:kpi_mrr:sum{segment=""}"#)
+            .await
+    })
+    .await;
+    assert_eq!(mrr, 500.0);
+    assert_eq!(prometheus.alert_state("KpiChurnSpike").await, None);
+
+    // A burst of cancellations: 4 of the 5 customers within the hour.
+    for i in 0..4 {
+        let cancel = billing(
+            &format!("x{i}"),
+            "subscription.canceled",
+            now_ms() - 1000,
+            &format!("c{i}"),
+            json!({"subscription_id": format!("sub{i}")}),
+        );
+        produce(
+            &producer,
+            &topics.billing,
+            Some(&format!("c{i}")),
+            cancel.as_bytes(),
+        )
+        .await;
+    }
+    let state = eventually(
+        "the churn-spike alert",
+        Duration::from_secs(60),
+        async || prometheus.alert_state("KpiChurnSpike").await,
+    )
+    .await;
+    assert!(state == "pending" || state == "firing", "{state}");
+    let churn = prometheus
+        .value(r#"window_segment:kpi_customer_churn_ratio:global{window="24h",segment=""}"#)
+        .await;
+    assert_eq!(churn, Some(0.8));
+}
