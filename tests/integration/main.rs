@@ -3,6 +3,7 @@
 
 mod billing;
 mod cli;
+mod deploy;
 mod faults;
 mod harness;
 mod hostile;

@@ -1,0 +1,182 @@
+//! The shipped Grafana dashboard and Prometheus rules: every PromQL expression parses
+//! (checked by promtool) and names only metrics that kpi-stream exports or the recording
+//! rules define.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use kpi_stream::aggregate::{Aggregates, PartitionId};
+use kpi_stream::config::Config;
+use kpi_stream::dimension::Dimensions;
+use kpi_stream::event::{Event, Family, Payload, Survey};
+use kpi_stream::metrics::Metrics;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Every metric name the service exposes, with every KPI series present.
+fn exported() -> BTreeSet<String> {
+    let config = Config::default();
+    let metrics = Metrics::new(&config.dimensions.names, ["s", "t", "b"], "USD").unwrap();
+    let mut state = Aggregates::new(
+        config.window_specs().unwrap(),
+        0,
+        Dimensions::new(&config.dimensions.names, 10),
+        config.rates(),
+        &config.billing.clv_window,
+        0,
+    );
+    let event = Event {
+        event_id: Cow::Borrowed("e"),
+        occurred_at_ms: 0,
+        customer_id: Cow::Borrowed("c"),
+        dimensions: [None, None, None],
+        payload: Payload::SurveyResponded {
+            survey: Survey::Nps,
+            score: 9,
+        },
+    };
+    state
+        .record(PartitionId::new(Family::Surveys, 0), &event, 0)
+        .unwrap();
+    metrics.update_kpis(&state.snapshot(0));
+    metrics.consumer_lag.with_label_values(&["s", "0"]).set(0);
+    metrics.newest_event_time.with_label_values(&["s"]).set(0.0);
+    let text = String::from_utf8(metrics.encode().unwrap()).unwrap();
+    let mut names = BTreeSet::from(["up".to_owned()]);
+    // A value gauge is absent while undefined (CLV without churn, say): take the names of
+    // every KPI and component from the table the gauges are registered from.
+    for def in kpi_stream::kpi::KPIS {
+        names.insert(def.metric.to_owned());
+        names.extend(def.components.iter().map(|c| c.metric.to_owned()));
+    }
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split(' ').skip(2);
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        names.insert(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+/// The names the recording rules define.
+fn recorded() -> BTreeSet<String> {
+    let rules =
+        std::fs::read_to_string(format!("{ROOT}/deploy/prometheus/rules/recording.yml")).unwrap();
+    rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Metric-like identifiers in an expression: `kpi_*`, recorded `a:b:c` names and `up`.
+fn names_in(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut current = String::new();
+    let mut in_string = false;
+    for c in expr.chars().chain([' ']) {
+        if c == '"' {
+            in_string = !in_string;
+        }
+        if !in_string && (c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            current.push(c);
+            continue;
+        }
+        let metric_like = current.starts_with("kpi_")
+            || current == "up"
+            || (current.contains(':') && !current.starts_with(|c: char| c.is_ascii_digit()));
+        if metric_like {
+            names.push(current.clone());
+        }
+        current.clear();
+    }
+    names
+}
+
+fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(format!("{ROOT}/deploy/grafana/dashboards/kpi-stream.json"))
+        .unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    exprs
+}
+
+#[test]
+fn every_dashboard_expression_parses_and_uses_known_metrics() {
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() > 20, "{}", exprs.len());
+    let known: BTreeSet<String> = exported().union(&recorded()).cloned().collect();
+    for expr in &exprs {
+        for name in names_in(expr) {
+            assert!(
+                known.contains(&name),
+                "{name} in {expr} is neither exported nor recorded"
+            );
+        }
+    }
+    // promtool parses each expression as a recording rule, variables filled in.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let concrete = expr
+            .replace("$window", "24h")
+            .replace("$segment", "")
+            .replace("$__rate_interval", "1m");
+        rules.push_str(&format!(
+            "      - record: dashboard:expr_{i}:check\n        expr: {}\n",
+            serde_json::to_string(&concrete).unwrap()
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("kpi-dashboard-{}.yml", std::process::id()));
+    std::fs::write(&path, rules).unwrap();
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&path)
+        .output()
+        .expect("promtool is installed (scripts/setup.sh)");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_prometheus_rules_use_known_metrics() {
+    let known: BTreeSet<String> = exported().union(&recorded()).cloned().collect();
+    for file in ["recording.yml", "alerts.yml"] {
+        let text =
+            std::fs::read_to_string(format!("{ROOT}/deploy/prometheus/rules/{file}")).unwrap();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            let Some(expr) = line.split_once(':').map(|(key, rest)| (key.trim(), rest)) else {
+                continue;
+            };
+            // Only expression lines: `expr:` and the folded lines after it.
+            if matches!(
+                expr.0,
+                "summary" | "description" | "alert" | "record" | "severity"
+            ) {
+                continue;
+            }
+            for name in names_in(line) {
+                if name.ends_with(":") || name.starts_with("docs") {
+                    continue;
+                }
+                assert!(known.contains(&name), "{name} in {file} is unknown: {line}");
+            }
+        }
+    }
+}
