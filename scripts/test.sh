@@ -10,6 +10,7 @@ scripts/setup.sh
 
 echo "== promtool: Prometheus configuration, rules and rule tests"
 promtool check config deploy/prometheus/prometheus.yml
+promtool check config deploy/prometheus/compose.yml
 promtool test rules deploy/prometheus/tests/*.yml
 
 echo "== cargo fmt --check"

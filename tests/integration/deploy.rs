@@ -180,3 +180,105 @@ fn the_prometheus_rules_use_known_metrics() {
         }
     }
 }
+
+/// Every YAML file under deploy/, parsed.
+fn yaml_files() -> Vec<(std::path::PathBuf, Vec<yaml_rust2::Yaml>)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(format!("{ROOT}/deploy"))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                files.push((path, docs));
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn the_deployment_files_parse_and_refer_to_files_that_exist() {
+    let files = yaml_files();
+    assert!(files.len() >= 10, "{}", files.len());
+    let deploy = std::path::Path::new(ROOT).join("deploy");
+
+    let (_, compose) = files
+        .iter()
+        .find(|(p, _)| p.ends_with("docker-compose.yml"))
+        .unwrap();
+    let services = compose[0]["services"].as_hash().unwrap();
+    for name in ["kafka", "kpi-stream", "generator", "prometheus", "grafana"] {
+        assert!(
+            services.contains_key(&yaml_rust2::Yaml::from_str(name)),
+            "{name}"
+        );
+    }
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        assert!(
+            !service["image"].is_badvalue() || !service["build"].is_badvalue(),
+            "{name} has neither image nor build"
+        );
+        if let Some(context) = service["build"]["context"].as_str() {
+            let dockerfile = service["build"]["dockerfile"].as_str().unwrap();
+            assert!(deploy.join(context).join(dockerfile).is_file(), "{name}");
+        }
+        for volume in service["volumes"].as_vec().into_iter().flatten() {
+            let source = volume.as_str().unwrap().split(':').next().unwrap();
+            assert!(
+                deploy.join(source).exists(),
+                "{name} mounts {source}, which does not exist"
+            );
+        }
+    }
+
+    // Every file the Dockerfile copies from the build context exists.
+    let dockerfile = std::fs::read_to_string(deploy.join("Dockerfile")).unwrap();
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().skip(1).collect();
+        for source in &parts[..parts.len() - 1] {
+            assert!(std::path::Path::new(ROOT).join(source).exists(), "{source}");
+        }
+    }
+
+    // Kubernetes manifests: kinds, probes on the service's endpoints, a grace period longer
+    // than the shutdown, resources.
+    let kinds: Vec<(String, yaml_rust2::Yaml)> = files
+        .iter()
+        .filter(|(p, _)| p.parent().is_some_and(|d| d.ends_with("k8s")))
+        .flat_map(|(_, docs)| docs.iter().cloned())
+        .map(|doc| (doc["kind"].as_str().unwrap().to_owned(), doc))
+        .collect();
+    let kind_names: Vec<&str> = kinds.iter().map(|(k, _)| k.as_str()).collect();
+    for kind in [
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+    ] {
+        assert!(kind_names.contains(&kind), "{kind}");
+    }
+    let (_, deployment) = kinds.iter().find(|(k, _)| k == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod["terminationGracePeriodSeconds"].as_i64().unwrap() > 10);
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(container["ports"][0]["containerPort"].as_i64(), Some(9464));
+    assert!(!container["resources"]["limits"]["memory"].is_badvalue());
+}
