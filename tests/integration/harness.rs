@@ -423,13 +423,18 @@ pub fn read_all_on(brokers: &str, topic: &str) -> Vec<Read> {
     out
 }
 
-/// The group's committed offsets equal the end of every partition of `topics`.
-pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A consumer of `group` that never joins it: it only reads the group's committed offsets.
+fn group_reader(group: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", group)
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// The group's committed offsets equal the end of every partition of `topics`.
+pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
+    let consumer = group_reader(group);
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
     for topic in topics {
@@ -634,11 +639,7 @@ impl Drop for PrivateBroker {
 
 /// The group's committed offset of one partition, if any.
 pub fn committed(group: &str, topic: &str, partition: i32) -> Option<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
+    let consumer = group_reader(group);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     let committed = consumer
