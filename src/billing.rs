@@ -201,14 +201,21 @@ impl<S: Clone> BillingLedger<S> {
                 });
             }
         };
+        // Check the change before touching the maps: a rejected event leaves no trace.
+        let (owner, old_mrr) = match self.subscriptions.get(subscription_id) {
+            Some(existing) => (existing.customer.clone(), existing.mrr),
+            None => (event.customer_id.as_ref().into(), 0),
+        };
+        let delta = new_mrr.map_or(0, |m| m - old_mrr);
+        let before_check = self.customers.get(&owner).map_or(0, |c| c.mrr);
+        before_check.checked_add(delta).ok_or_else(out_of_range)?;
         let subscription = self
             .subscriptions
             .entry(subscription_id.into())
             .or_insert_with(|| Subscription {
-                customer: event.customer_id.as_ref().into(),
+                customer: owner,
                 mrr: 0,
             });
-        let delta = new_mrr.map_or(0, |m| m - subscription.mrr);
         let customer = self
             .customers
             .entry(subscription.customer.clone())
@@ -218,7 +225,7 @@ impl<S: Clone> BillingLedger<S> {
                 series: series.clone(),
             });
         let before = customer.mrr;
-        let after = before.checked_add(delta).ok_or_else(out_of_range)?;
+        let after = before + delta;
         subscription.mrr += delta;
         let movement = classify(before, after, customer.ever_paid);
         customer.mrr = after;
@@ -317,7 +324,8 @@ pub struct Current {
 impl Current {
     pub fn add(&mut self, mrr: Micros) {
         if mrr > 0 {
-            self.mrr += mrr;
+            // Each customer's MRR is bounded when applied; their sum saturates rather than wraps.
+            self.mrr = self.mrr.saturating_add(mrr);
             self.active_customers += 1;
         }
     }
@@ -558,6 +566,23 @@ mod tests {
         assert_eq!((c.movement, c.renewal), (None, true));
         let mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
         assert_eq!(mrr, [15_000_000]);
+    }
+
+    #[test]
+    fn a_rejected_event_leaves_no_trace() {
+        let mut l = BillingLedger::<()>::default();
+        apply(&mut l, &started("c1", "s1", 1000));
+        let huge = event(
+            "c1",
+            Payload::SubscriptionStarted(terms("s2", i64::MAX / 10_000, 1, "USD", Interval::Month)),
+        );
+        let err = l.apply(&huge, &rates(), ()).unwrap_err();
+        assert_eq!(err.reason, Reason::OutOfRange);
+        // s2 was never applied: it is unknown, and c1 still pays 10.
+        let err = l.apply(&canceled("c1", "s2"), &rates(), ()).unwrap_err();
+        assert_eq!(err.reason, Reason::UnknownSubscription);
+        let mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
+        assert_eq!(mrr, [10_000_000]);
     }
 
     #[test]

@@ -414,6 +414,8 @@ impl Config {
     }
 
     /// The largest window plus one bucket: how far back a replay starts.
+    /// An event produced this long ago can still carry an `occurred_at` inside a window,
+    /// as late as the accepted future skew allows.
     pub fn replay_span(&self) -> Duration {
         self.window_specs()
             .unwrap_or_default()
@@ -421,6 +423,7 @@ impl Config {
             .map(|s| Duration::from_millis((s.span_ms + s.bucket_ms) as u64))
             .max()
             .unwrap_or_default()
+            + self.events.max_future_skew
     }
 
     /// A copy safe to print: librdkafka properties that hold secrets, or that were read
@@ -538,7 +541,7 @@ mod tests {
         assert_eq!(specs[3].bucket_ms, 12 * 3_600_000);
         assert_eq!(
             Config::default().replay_span(),
-            Duration::from_secs(30 * 86_400 + 12 * 3600)
+            Duration::from_secs(30 * 86_400 + 12 * 3600 + 300)
         );
     }
 

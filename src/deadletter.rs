@@ -84,11 +84,19 @@ impl DeadLetters {
     /// Sends `letter` in the background, retrying until acknowledged.
     pub fn send(self: &Arc<Self>, letter: Letter) {
         let source = (letter.topic.clone(), letter.partition);
-        self.with_pending(|p| {
-            p.entry(source.clone())
-                .or_default()
-                .insert(letter.offset, false)
+        // A replay can reject the same message again while its first dead letter is still
+        // being retried: one delivery per source offset is enough.
+        let already = self.with_pending(|p| {
+            let offsets = p.entry(source.clone()).or_default();
+            if offsets.contains_key(&letter.offset) {
+                return true;
+            }
+            offsets.insert(letter.offset, false);
+            false
         });
+        if already {
+            return;
+        }
         self.metrics.deadletter_pending.inc();
         let this = self.clone();
         tokio::spawn(async move { this.deliver(letter).await });

@@ -243,7 +243,8 @@ pub struct Event<'a> {
 pub struct Limits {
     /// Messages larger than this are rejected before parsing.
     pub max_event_bytes: usize,
-    /// How far in the future `occurred_at` may be, against the injected `now`.
+    /// How far in the future `occurred_at` may be, against the reference time passed to
+    /// [`parse`] (the message's timestamp).
     pub max_future_skew_ms: i64,
 }
 
@@ -606,7 +607,7 @@ fn validate<'a>(
         return Err(Rejection::new(
             Reason::FutureTimestamp,
             format!(
-                "occurred_at is {} ms ahead of the service clock (limit {} ms)",
+                "occurred_at is {} ms ahead of the message timestamp (limit {} ms)",
                 occurred_at_ms - now_ms,
                 limits.max_future_skew_ms
             ),

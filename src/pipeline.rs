@@ -83,6 +83,9 @@ impl Default for Status {
     }
 }
 
+/// `Replay::end` of a partition whose end offset could not be read yet.
+const UNKNOWN_END: i64 = i64::MAX;
+
 /// Where the replay of one assigned partition starts and ends.
 #[derive(Debug, Clone, Copy)]
 struct Replay {
@@ -166,20 +169,23 @@ impl ConsumerEvents {
             let Some(family) = self.family(&topic) else {
                 continue;
             };
+            // Unknown watermarks: replay from the beginning, and learn the end later
+            // (`Replay::end` stays unknown until then, so the partition is not caught up).
             let (low, high) = retry("read watermarks", || {
                 consumer.fetch_watermarks(&topic, partition, self.timeout)
             })
-            .unwrap_or((0, 0));
+            .unwrap_or((0, UNKNOWN_END));
             let start = if family == Family::Billing {
                 low
             } else {
                 match found
                     .as_ref()
                     .and_then(|f| f.find_partition(&topic, partition))
+                    .filter(|e| e.error().is_ok())
                     .map(|e| e.offset())
                 {
                     Some(Offset::Offset(o)) => o.max(low),
-                    Some(Offset::End) => high,
+                    Some(Offset::End) if high != UNKNOWN_END => high,
                     // Unknown: replaying more than needed is safe, less is not.
                     _ => low,
                 }
@@ -482,7 +488,10 @@ impl Pipeline {
                 _ = shutdown.cancelled() => break,
                 _ = consumer.context().changed.notified() => self.apply_changes(),
                 _ = self.dead_letters.changed.notified() => self.pause_failing(),
-                _ = tick.tick() => self.publish(false).await,
+                _ = tick.tick() => {
+                    self.refresh_replays();
+                    self.publish(false).await;
+                }
                 message = consumer.recv() => match message {
                     Ok(message) => {
                         self.apply_changes();
@@ -541,9 +550,13 @@ impl Pipeline {
             Ok(mut changes) => std::mem::take(&mut *changes),
             Err(_) => return,
         };
+        let mut reassigned = false;
         for change in changes {
             match change {
-                Change::Joined => self.joined = true,
+                Change::Joined => {
+                    self.joined = true;
+                    reassigned = true;
+                }
                 Change::Assigned(partition, replay) => {
                     self.aggregates.drop_partition(partition);
                     self.assigned.insert(partition, replay);
@@ -557,6 +570,44 @@ impl Pipeline {
                     self.paused.remove(&(topic, partition.partition));
                 }
                 Change::Lost => self.joined = false,
+            }
+        }
+        // A partition reassigned while its dead letters still fail is paused again.
+        if reassigned {
+            self.paused.clear();
+            self.pause_failing();
+        }
+    }
+
+    /// Advances each replay to the consumer's position, which also moves past offsets that
+    /// deliver no message (transaction markers, compacted or deleted records), and reads the
+    /// end offsets that were unknown at assignment.
+    fn refresh_replays(&mut self) {
+        if let Ok(positions) = self.consumer.position() {
+            for e in positions.elements() {
+                let (Some(family), Offset::Offset(position)) =
+                    (self.config.family_of(e.topic()), e.offset())
+                else {
+                    continue;
+                };
+                if let Some(replay) = self
+                    .assigned
+                    .get_mut(&PartitionId::new(family, e.partition()))
+                {
+                    replay.position = replay.position.max(position);
+                }
+            }
+        }
+        for (partition, replay) in self.assigned.iter_mut() {
+            if replay.end == UNKNOWN_END {
+                let topic = self.config.topic(partition.family);
+                if let Ok((_, high)) = self.consumer.fetch_watermarks(
+                    topic,
+                    partition.partition,
+                    Duration::from_secs(1),
+                ) {
+                    replay.end = high;
+                }
             }
         }
     }
@@ -591,7 +642,10 @@ impl Pipeline {
         let counters = self.metrics.topic(family);
         counters.consumed.inc();
         let bytes = message.payload().unwrap_or_default();
-        let result = event::parse(bytes, family, now, &self.limits).and_then(|event| {
+        // The future-skew check is judged against the message's own timestamp, so that a
+        // replay decides as the live run did; wall-clock `now` only without one.
+        let produced = message.timestamp().to_millis().unwrap_or(now);
+        let result = event::parse(bytes, family, produced, &self.limits).and_then(|event| {
             let outcome = self.aggregates.record(partition, &event, now)?;
             Ok((event, outcome))
         });
@@ -667,9 +721,21 @@ impl Pipeline {
         });
     }
 
-    /// Pauses the partitions whose dead letters keep failing and resumes the recovered ones.
+    /// Pauses the assigned partitions whose dead letters keep failing and resumes the
+    /// recovered ones.
     fn pause_failing(&mut self) {
-        let failing = self.dead_letters.failing();
+        let config = &self.config;
+        let assigned = &self.assigned;
+        let failing: HashSet<(String, i32)> = self
+            .dead_letters
+            .failing()
+            .into_iter()
+            .filter(|(topic, partition)| {
+                config
+                    .family_of(topic)
+                    .is_some_and(|f| assigned.contains_key(&PartitionId::new(f, *partition)))
+            })
+            .collect();
         let mut pause = TopicPartitionList::new();
         for (topic, partition) in failing.difference(&self.paused) {
             pause.add_partition(topic, *partition);
@@ -701,10 +767,14 @@ impl Pipeline {
         let mut tpl = TopicPartitionList::new();
         for (partition, next) in &self.next_offset {
             let topic = self.config.topic(partition.family);
+            let floor = self.assigned.get(partition).map_or(0, |r| r.count_from);
+            // Never below what the group already committed: a dead letter left pending from an
+            // earlier assignment must not move the commit backwards.
             let safe = self
                 .dead_letters
                 .oldest_pending(topic, partition.partition)
-                .map_or(*next, |pending| pending.min(*next));
+                .map_or(*next, |pending| pending.min(*next))
+                .max(floor);
             let _ = tpl.add_partition_offset(topic, partition.partition, Offset::Offset(safe));
         }
         if tpl.count() > 0
