@@ -194,22 +194,29 @@ impl Aggregates {
         if late && !billing {
             return Ok(Outcome::Late);
         }
-        let horizon = self.dedup_horizon_ms;
-        let state = self
-            .partitions
+        // Disjoint borrows of the fields: one partition lookup per event.
+        let Aggregates {
+            windows,
+            lead_ms,
+            dimensions,
+            rates,
+            known_series,
+            partitions,
+            touched,
+            dedup_horizon_ms,
+            ..
+        } = self;
+        let state = partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(horizon));
+            .or_insert_with(|| PartitionState::new(*dedup_horizon_ms));
         if state.seen.seen(&event.event_id) {
             return Ok(Outcome::Duplicate);
         }
-        self.collect_series(event);
-        let Some(state) = self.partitions.get_mut(&partition) else {
-            return Ok(Outcome::Duplicate);
-        };
+        collect_series(dimensions, known_series, touched, event);
         let landing = Landing {
-            windows: &self.windows,
-            lead_ms: self.lead_ms,
-            touched: &self.touched,
+            windows,
+            lead_ms: *lead_ms,
+            touched,
             at_ms: event.occurred_at_ms,
             now_ms,
         };
@@ -240,7 +247,7 @@ impl Aggregates {
                 let change =
                     state
                         .ledger
-                        .apply(event, &self.rates, self.touched.as_slice().into())?;
+                        .apply(event, rates, touched.as_slice().into())?;
                 landing.apply(&mut state.billing, |t| t.record(&change));
             }
         }
@@ -251,19 +258,6 @@ impl Aggregates {
         } else {
             Outcome::Counted
         })
-    }
-
-    /// Fills `self.touched` with the series `event` belongs to.
-    fn collect_series(&mut self, event: &Event<'_>) {
-        self.touched.clear();
-        self.touched.push(SeriesKey::Overall);
-        for dim in 0..self.dimensions.len() {
-            let raw = event.dimensions[self.dimensions.field(dim)].as_deref();
-            let id = self.dimensions.intern(dim, raw);
-            let key = SeriesKey::Dimension(dim as u8, id);
-            self.known_series.insert(key);
-            self.touched.push(key);
-        }
     }
 
     /// The current value of every KPI, window and known series, merged over all partitions.
@@ -331,6 +325,23 @@ impl Aggregates {
             }
         }
         tally
+    }
+}
+
+/// Fills `touched` with the series `event` belongs to: overall, then one per dimension.
+fn collect_series(
+    dimensions: &mut Dimensions,
+    known_series: &mut BTreeSet<SeriesKey>,
+    touched: &mut Vec<SeriesKey>,
+    event: &Event<'_>,
+) {
+    touched.clear();
+    touched.push(SeriesKey::Overall);
+    for dim in 0..dimensions.len() {
+        let raw = event.dimensions[dimensions.field(dim)].as_deref();
+        let key = SeriesKey::Dimension(dim as u8, dimensions.intern(dim, raw));
+        known_series.insert(key);
+        touched.push(key);
     }
 }
 
