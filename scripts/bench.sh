@@ -29,13 +29,7 @@ scripts/kafka.sh start
 cargo build --release --quiet
 bin=$root/target/release/kpi-stream
 id=bench-$(date +%s)
-topic() {
-    scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 \
-        --create --replication-factor 1 "$@" >/dev/null
-}
-for t in surveys tickets billing; do topic --topic "$id.$t" --partitions 6; done
-topic --topic "$id.deadletter" --partitions 1
-topic --topic "$id.kpis" --partitions 1 --config cleanup.policy=compact
+scripts/kafka.sh topics "$id." 6
 export KPI_STREAM_TOPICS__SURVEYS=$id.surveys KPI_STREAM_TOPICS__TICKETS=$id.tickets
 export KPI_STREAM_TOPICS__BILLING=$id.billing KPI_STREAM_TOPICS__DEADLETTER=$id.deadletter
 export KPI_STREAM_TOPICS__OUTPUT=$id.kpis KPI_STREAM_HTTP__LISTEN=127.0.0.1:0

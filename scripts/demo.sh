@@ -24,16 +24,8 @@ echo "demo: building kpi-stream (release)"
 cargo build --release --quiet
 bin=$root/target/release/kpi-stream
 
-topic() {
-    scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 \
-        --create --if-not-exists --replication-factor 1 "$@" >/dev/null
-}
 echo "demo: creating topics"
-topic --topic cs.surveys --partitions 3
-topic --topic cs.tickets --partitions 3
-topic --topic cs.billing --partitions 3
-topic --topic cs.deadletter --partitions 1
-topic --topic cs.kpis --partitions 1 --config cleanup.policy=compact
+scripts/kafka.sh topics cs. 3
 
 export KPI_STREAM_HTTP__LISTEN=127.0.0.1:$port
 export KPI_STREAM_PUBLISH__INTERVAL=5s

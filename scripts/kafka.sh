@@ -6,6 +6,8 @@
 #   scripts/kafka.sh stop      stop the broker this script started (by its pid)
 #   scripts/kafka.sh status    exit 0 and say so when the broker answers, 1 otherwise
 #   scripts/kafka.sh clean     stop, then delete the broker's data
+#   scripts/kafka.sh topics PREFIX N      create PREFIX{surveys,tickets,billing} with N partitions,
+#                                         PREFIXdeadletter and the compacted PREFIXkpis, if missing
 #   scripts/kafka.sh tool CLASS ARGS...   run a Kafka command-line class (TopicCommand, ConsumerPerformance, ...)
 #
 # Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1), KAFKA_RUN_DIR
@@ -188,6 +190,21 @@ clean)
     stop
     rm -rf "$run"
     ;;
+topics)
+    prefix=${2:?usage: $0 topics PREFIX PARTITIONS}
+    partitions=${3:?usage: $0 topics PREFIX PARTITIONS}
+    fetch_jars
+    [ -f "$run/log4j2.properties" ] || write_config
+    create() {
+        tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
+            --create --if-not-exists --replication-factor 1 "$@" >/dev/null
+    }
+    for family in surveys tickets billing; do
+        create --topic "$prefix$family" --partitions "$partitions"
+    done
+    create --topic "${prefix}deadletter" --partitions 1
+    create --topic "${prefix}kpis" --partitions 1 --config cleanup.policy=compact
+    ;;
 tool)
     shift
     fetch_jars
@@ -196,7 +213,7 @@ tool)
     tool "$@"
     ;;
 *)
-    echo "usage: $0 start|stop|status|clean|tool CLASS ARGS..." >&2
+    echo "usage: $0 start|stop|status|clean|topics PREFIX N|tool CLASS ARGS..." >&2
     exit 2
     ;;
 esac

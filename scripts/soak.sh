@@ -22,14 +22,7 @@ scripts/kafka.sh start
 cargo build --release --quiet
 bin=$root/target/release/kpi-stream
 id=soak-$(date +%s)
-for t in surveys tickets billing; do
-    scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 \
-        --create --replication-factor 1 --partitions 3 --topic "$id.$t" >/dev/null
-done
-for t in deadletter kpis; do
-    scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 \
-        --create --replication-factor 1 --partitions 1 --topic "$id.$t" >/dev/null
-done
+scripts/kafka.sh topics "$id." 3
 export KPI_STREAM_TOPICS__SURVEYS=$id.surveys KPI_STREAM_TOPICS__TICKETS=$id.tickets
 export KPI_STREAM_TOPICS__BILLING=$id.billing KPI_STREAM_TOPICS__DEADLETTER=$id.deadletter
 export KPI_STREAM_TOPICS__OUTPUT=$id.kpis KPI_STREAM_KAFKA__GROUP_ID=$id
