@@ -244,10 +244,9 @@ impl Aggregates {
             | Payload::SubscriptionChanged(_)
             | Payload::SubscriptionCanceled { .. }
             | Payload::SubscriptionRenewed { .. } => {
-                let change =
-                    state
-                        .ledger
-                        .apply(event, rates, touched.as_slice().into())?;
+                let change = state
+                    .ledger
+                    .apply(event, rates, touched.as_slice().into())?;
                 landing.apply(&mut state.billing, |t| t.record(&change));
             }
         }
