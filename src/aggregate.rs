@@ -1,19 +1,21 @@
 //! Windowed state of every assigned input partition, and the KPI snapshot merged from it.
 //!
 //! State is kept per input partition so that a revoked partition's contribution can be
-//! dropped and a newly assigned one rebuilt by replay, without touching the others. The
-//! snapshot merges partitions at publish time; merging is addition of tallies, so the
+//! dropped and a newly assigned one rebuilt by replay, without touching the others. At
+//! publish time each partition's state is folded into its [`PartitionComponents`], and the
+//! snapshot adds them up ([`crate::components`]); merging is addition of tallies, so the
 //! result equals one state fed with every event.
 //!
 //! Pure: the caller passes `now`.
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::billing::{self, BillingLedger, BillingTally, Current, Micros, Rates, WindowRevenue};
+use crate::billing::{BillingLedger, BillingTally, Current, Rates};
+use crate::components::{FamilyTallies, PartitionComponents, SeriesComponents, Totals};
 use crate::dedup::SeenIds;
 use crate::dimension::Dimensions;
 use crate::event::{Event, Family, Payload, Rejection};
-use crate::kpi::{self, KpiRecord};
+use crate::kpi::KpiRecord;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
 use crate::window::{Tally, Window, WindowSpec};
@@ -60,6 +62,9 @@ struct SeriesWindows<T> {
 #[derive(Debug)]
 struct PartitionState {
     seen: SeenIds,
+    /// Every series seen on this partition, so that it keeps being published (components
+    /// at 0) after its window empties, instead of flickering in and out.
+    known: BTreeSet<SeriesKey>,
     surveys: HashMap<SeriesKey, SeriesWindows<SurveyTally>>,
     tickets: HashMap<SeriesKey, SeriesWindows<TicketTally>>,
     billing: HashMap<SeriesKey, SeriesWindows<BillingTally>>,
@@ -71,6 +76,7 @@ impl PartitionState {
     fn new(dedup_horizon_ms: i64) -> Self {
         PartitionState {
             seen: SeenIds::new(dedup_horizon_ms),
+            known: BTreeSet::new(),
             surveys: HashMap::new(),
             tickets: HashMap::new(),
             billing: HashMap::new(),
@@ -89,9 +95,6 @@ pub struct Aggregates {
     /// Index of the window whose customer churn ratio divides ARPA into CLV.
     clv_window: Option<usize>,
     dedup_horizon_ms: i64,
-    /// Every series ever seen, so that it keeps being published (components at 0) after
-    /// its window empties, instead of flickering in and out.
-    known_series: BTreeSet<SeriesKey>,
     partitions: HashMap<PartitionId, PartitionState>,
     /// Scratch list of the series an event updates; reused to keep the hot path free of
     /// allocation.
@@ -143,8 +146,6 @@ impl Aggregates {
         clv_window: &str,
         dedup_horizon_ms: i64,
     ) -> Self {
-        let mut known_series = BTreeSet::new();
-        known_series.insert(SeriesKey::Overall);
         Aggregates {
             clv_window: windows.iter().position(|w| w.name == clv_window),
             dedup_horizon_ms,
@@ -152,7 +153,6 @@ impl Aggregates {
             lead_ms,
             dimensions,
             rates,
-            known_series,
             partitions: HashMap::new(),
             touched: Vec::new(),
         }
@@ -200,7 +200,6 @@ impl Aggregates {
             lead_ms,
             dimensions,
             rates,
-            known_series,
             partitions,
             touched,
             dedup_horizon_ms,
@@ -212,7 +211,7 @@ impl Aggregates {
         if state.seen.seen(&event.event_id) {
             return Ok(Outcome::Duplicate);
         }
-        collect_series(dimensions, known_series, touched, event);
+        collect_series(dimensions, &mut state.known, touched, event);
         let landing = Landing {
             windows,
             lead_ms: *lead_ms,
@@ -259,291 +258,114 @@ impl Aggregates {
         })
     }
 
-    /// The current value of every KPI, window and known series, merged over all partitions.
+    /// The value of every KPI, window and known series, merged over all partitions.
     pub fn snapshot(&self, now_ms: i64) -> Vec<KpiRecord> {
+        let mut totals = Totals::new(&self.windows);
+        for partition in self.partitions.keys() {
+            if let Some(part) = self.components(*partition, now_ms) {
+                // Components of this instance always have its own windows.
+                let _ = totals.add(&part);
+            }
+        }
+        totals.records(&self.windows, self.clv_window, now_ms)
+    }
+
+    /// The partitions holding state.
+    pub fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// Index of the window whose customer churn ratio divides ARPA into CLV.
+    pub fn clv_window(&self) -> Option<usize> {
+        self.clv_window
+    }
+
+    /// The tallies of one partition folded over each window at `now_ms`; `None` for a
+    /// partition without state.
+    pub fn components(&self, partition: PartitionId, now_ms: i64) -> Option<PartitionComponents> {
+        let state = self.partitions.get(&partition)?;
         let mut current: HashMap<SeriesKey, Current> = HashMap::new();
-        for state in self.partitions.values() {
+        if partition.family == Family::Billing {
             for (mrr, series) in state.ledger.customers() {
                 for key in series.iter() {
                     current.entry(*key).or_default().add(mrr);
                 }
             }
         }
-        let mut records = Vec::new();
-        for key in &self.known_series {
-            let dimension = match *key {
-                SeriesKey::Overall => None,
-                SeriesKey::Dimension(dim, id) => {
-                    let dim = usize::from(dim);
-                    let name = self.dimensions.names().nth(dim).unwrap_or_default();
-                    Some((name.to_owned(), self.dimensions.value(dim, id).to_owned()))
-                }
-            };
-            let now = current.get(key).copied().unwrap_or_default();
-            let mut clv_churn = None;
-            for (index, spec) in self.windows.iter().enumerate() {
-                let frame = Frame {
-                    window: &spec.name,
-                    dimension: &dimension,
-                    start_ms: spec.start_ms(now_ms),
-                    end_ms: now_ms,
-                };
-                let surveys = self.fold(|s| s.surveys.get(key), index, now_ms);
-                survey_records(&surveys, &frame, &mut records);
-                let tickets = self.fold(|s| s.tickets.get(key), index, now_ms);
-                ticket_records(&tickets, &frame, &mut records);
-                let billing = self.fold(|s| s.billing.get(key), index, now_ms);
-                let churn = billing_records(&billing, &now, &frame, &mut records);
-                if Some(index) == self.clv_window {
-                    clv_churn = churn;
-                }
-            }
-            let frame = Frame {
-                window: kpi::CURRENT,
-                dimension: &dimension,
-                start_ms: now_ms,
-                end_ms: now_ms,
-            };
-            current_records(&now, clv_churn, &frame, &mut records);
-        }
-        records
+        let series = state
+            .known
+            .iter()
+            .map(|key| SeriesComponents {
+                dimension: self.dimension_label(*key),
+                tallies: match partition.family {
+                    Family::Surveys => {
+                        FamilyTallies::Surveys(self.fold(&state.surveys, key, now_ms))
+                    }
+                    Family::Tickets => {
+                        FamilyTallies::Tickets(self.fold(&state.tickets, key, now_ms))
+                    }
+                    Family::Billing => FamilyTallies::Billing {
+                        windows: self.fold(&state.billing, key, now_ms),
+                        current: current.get(key).copied().unwrap_or_default(),
+                    },
+                },
+            })
+            .collect();
+        Some(PartitionComponents {
+            windows: self.windows.iter().map(|w| w.name.clone()).collect(),
+            series,
+        })
     }
 
-    /// Merges window `index` of one series over every partition.
-    fn fold<'s, T: Tally + 's>(
-        &'s self,
-        series: impl Fn(&'s PartitionState) -> Option<&'s SeriesWindows<T>>,
-        index: usize,
-        now_ms: i64,
-    ) -> T {
-        let spec = &self.windows[index];
-        let mut tally = T::default();
-        for state in self.partitions.values() {
-            if let Some(s) = series(state) {
-                s.windows[index].fold_into(spec, now_ms, &mut tally);
+    /// The dimension name and value of a series; `None` for the overall one.
+    fn dimension_label(&self, key: SeriesKey) -> Option<(String, String)> {
+        match key {
+            SeriesKey::Overall => None,
+            SeriesKey::Dimension(dim, id) => {
+                let dim = usize::from(dim);
+                let name = self.dimensions.names().nth(dim).unwrap_or_default();
+                Some((name.to_owned(), self.dimensions.value(dim, id).to_owned()))
             }
         }
-        tally
+    }
+
+    /// One series' tally per window at `now_ms`, empty where the series has none.
+    fn fold<T: Tally>(
+        &self,
+        map: &HashMap<SeriesKey, SeriesWindows<T>>,
+        key: &SeriesKey,
+        now_ms: i64,
+    ) -> Vec<T> {
+        self.windows
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let mut tally = T::default();
+                if let Some(s) = map.get(key) {
+                    s.windows[index].fold_into(spec, now_ms, &mut tally);
+                }
+                tally
+            })
+            .collect()
     }
 }
 
 /// Fills `touched` with the series `event` belongs to: overall, then one per dimension.
 fn collect_series(
     dimensions: &mut Dimensions,
-    known_series: &mut BTreeSet<SeriesKey>,
+    known: &mut BTreeSet<SeriesKey>,
     touched: &mut Vec<SeriesKey>,
     event: &Event<'_>,
 ) {
     touched.clear();
     touched.push(SeriesKey::Overall);
+    known.insert(SeriesKey::Overall);
     for dim in 0..dimensions.len() {
         let raw = event.dimensions[dimensions.field(dim)].as_deref();
         let key = SeriesKey::Dimension(dim as u8, dimensions.intern(dim, raw));
-        known_series.insert(key);
+        known.insert(key);
         touched.push(key);
     }
-}
-
-/// Where a set of records belongs: window, series and time range.
-struct Frame<'a> {
-    window: &'a str,
-    dimension: &'a Option<(String, String)>,
-    start_ms: i64,
-    end_ms: i64,
-}
-
-impl Frame<'_> {
-    fn record(
-        &self,
-        def: &'static kpi::KpiDef,
-        value: Option<f64>,
-        samples: u64,
-        components: Vec<Option<f64>>,
-    ) -> KpiRecord {
-        KpiRecord {
-            def,
-            window: self.window.to_owned(),
-            dimension: self.dimension.clone(),
-            value,
-            samples,
-            components,
-            window_start_ms: self.start_ms,
-            window_end_ms: self.end_ms,
-        }
-    }
-}
-
-/// Counts as defined components.
-fn counts<const N: usize>(values: [u64; N]) -> Vec<Option<f64>> {
-    values.iter().map(|&v| Some(v as f64)).collect()
-}
-
-fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
-    for (def, count) in [
-        (&kpi::TICKETS_OPENED, tally.opened),
-        (&kpi::TICKETS_REOPENED, tally.reopened),
-        (&kpi::TICKETS_RESOLVED, tally.resolved),
-    ] {
-        out.push(frame.record(def, Some(count as f64), count, Vec::new()));
-    }
-    out.push(frame.record(
-        &kpi::FCR,
-        tally.fcr_ratio(),
-        tally.resolved,
-        counts([tally.first_contact, tally.resolved]),
-    ));
-    let r = &tally.resolution;
-    let mut components = vec![
-        Some(r.count as f64),
-        Some(r.sum_ms as f64 / 1000.0),
-        r.quantile_seconds(0.5),
-        r.quantile_seconds(0.9),
-        r.quantile_seconds(0.99),
-    ];
-    components.extend(r.cumulative().iter().map(|&c| Some(c as f64)));
-    out.push(frame.record(&kpi::RESOLUTION_TIME, r.mean_seconds(), r.count, components));
-}
-
-/// Pushes the windowed revenue records; returns the window's customer churn ratio.
-fn billing_records(
-    tally: &BillingTally,
-    now: &Current,
-    frame: &Frame<'_>,
-    out: &mut Vec<KpiRecord>,
-) -> Option<f64> {
-    let money = |m: Micros| Some(billing::major(m));
-    for (def, amount, samples) in [
-        (&kpi::MRR_NEW, tally.new, tally.new_customers),
-        (
-            &kpi::MRR_REACTIVATION,
-            tally.reactivation,
-            tally.reactivated_customers,
-        ),
-        (&kpi::MRR_EXPANSION, tally.expansion, tally.expansions),
-        (&kpi::MRR_CONTRACTION, tally.contraction, tally.contractions),
-        (&kpi::MRR_CHURN, tally.churn, tally.churned_customers),
-    ] {
-        out.push(frame.record(def, money(amount), samples, Vec::new()));
-    }
-    let movements = tally.new_customers
-        + tally.reactivated_customers
-        + tally.expansions
-        + tally.contractions
-        + tally.churned_customers;
-    out.push(frame.record(
-        &kpi::NET_NEW_MRR,
-        money(tally.net_new()),
-        movements,
-        Vec::new(),
-    ));
-    let w = WindowRevenue::new(now, tally);
-    let active_at_start = Some(w.active_at_start as f64);
-    let churn = w.customer_churn_ratio(tally);
-    out.push(frame.record(
-        &kpi::CUSTOMER_CHURN,
-        churn,
-        tally.churned_customers,
-        vec![Some(tally.churned_customers as f64), active_at_start],
-    ));
-    out.push(frame.record(
-        &kpi::REVENUE_CHURN,
-        w.revenue_churn_ratio(tally),
-        tally.churned_customers + tally.contractions,
-        vec![
-            money(tally.churn),
-            money(tally.contraction),
-            money(w.mrr_at_start),
-        ],
-    ));
-    out.push(frame.record(
-        &kpi::NET_REVENUE_RETENTION,
-        w.net_revenue_retention_ratio(tally),
-        movements,
-        vec![
-            money(w.mrr_at_start),
-            money(tally.expansion),
-            money(tally.contraction),
-            money(tally.churn),
-        ],
-    ));
-    let acquired = tally.new_customers + tally.reactivated_customers;
-    out.push(frame.record(
-        &kpi::CUSTOMER_RETENTION,
-        w.customer_retention_ratio(tally),
-        movements,
-        vec![
-            active_at_start,
-            Some(w.active_at_end as f64),
-            Some(acquired as f64),
-        ],
-    ));
-    out.push(frame.record(
-        &kpi::RENEWAL,
-        billing::renewal_ratio(tally),
-        tally.renewals + tally.cancellations,
-        counts([tally.renewals, tally.cancellations]),
-    ));
-    churn
-}
-
-fn current_records(
-    now: &Current,
-    clv_churn: Option<f64>,
-    frame: &Frame<'_>,
-    out: &mut Vec<KpiRecord>,
-) {
-    let mrr = Some(billing::major(now.mrr));
-    let customers = now.active_customers;
-    out.push(frame.record(&kpi::MRR, mrr, customers, Vec::new()));
-    out.push(frame.record(
-        &kpi::CUSTOMERS_ACTIVE,
-        Some(customers as f64),
-        customers,
-        Vec::new(),
-    ));
-    let arpa = now.arpa().map(|a| a / billing::MICROS_PER_UNIT as f64);
-    out.push(frame.record(
-        &kpi::ARPA,
-        arpa,
-        customers,
-        vec![mrr, Some(customers as f64)],
-    ));
-    out.push(frame.record(
-        &kpi::CLV,
-        billing::clv(arpa, clv_churn),
-        customers,
-        vec![arpa, clv_churn],
-    ));
-}
-
-fn survey_records(tally: &SurveyTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
-    let nps = tally.nps();
-    out.push(frame.record(
-        &kpi::NPS,
-        nps.value(),
-        nps.responses(),
-        counts([nps.promoters, nps.passives, nps.detractors, nps.responses()]),
-    ));
-    let csat = tally.csat();
-    out.push(frame.record(
-        &kpi::CSAT,
-        csat.ratio(),
-        csat.responses,
-        counts([csat.satisfied, csat.responses]),
-    ));
-    let ces = tally.ces();
-    out.push(frame.record(
-        &kpi::CES,
-        ces.mean(),
-        ces.responses,
-        counts([ces.score_sum, ces.responses]),
-    ));
-    out.push(frame.record(
-        &kpi::CES_EASY,
-        ces.easy_ratio(),
-        ces.responses,
-        counts([ces.easy, ces.responses]),
-    ));
 }
 
 #[cfg(test)]
@@ -554,7 +376,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::billing;
     use crate::event::Survey;
+    use crate::kpi;
 
     const MINUTE: i64 = 60_000;
     const HOUR: i64 = 60 * MINUTE;
@@ -645,9 +469,16 @@ mod tests {
         agg.drop_partition(p1);
         let records = agg.snapshot(T0);
         assert_eq!(find(&records, "nps/1h").value, Some(100.0));
-        // The series stays known with zero components.
-        let ent = find(&records, "nps/1h/segment=ent");
-        assert_eq!((ent.value, ent.samples), (None, 0));
+        // The series belonged to the dropped partition only: its new owner publishes it.
+        assert!(
+            records
+                .iter()
+                .all(|r| r.dimension != Some(("segment".into(), "ent".into())))
+        );
+        // A series whose windows have emptied stays known, with zero components.
+        let records = agg.snapshot(T0 + 31 * DAY);
+        let smb = find(&records, "nps/1h/segment=smb");
+        assert_eq!((smb.value, smb.samples), (None, 0));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::{Event, Interval, Payload, Reason, Rejection, SubscriptionTerms};
 use crate::window::Tally;
 
@@ -246,7 +248,7 @@ impl<S: Clone> BillingLedger<S> {
 }
 
 /// Billing activity in a bucket: movement amounts and counts.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BillingTally {
     pub new: Micros,
     pub reactivation: Micros,
@@ -315,7 +317,7 @@ impl BillingTally {
 }
 
 /// Current totals of a series: MRR and customers whose MRR is above 0.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Current {
     pub mrr: Micros,
     pub active_customers: u64,
@@ -328,6 +330,12 @@ impl Current {
             self.mrr = self.mrr.saturating_add(mrr);
             self.active_customers += 1;
         }
+    }
+
+    /// Adds the totals of other customers (another partition's).
+    pub fn merge(&mut self, other: &Current) {
+        self.mrr = self.mrr.saturating_add(other.mrr);
+        self.active_customers += other.active_customers;
     }
 
     /// ARPA = MRR / active customers, in base-currency micros; `None` without customers.

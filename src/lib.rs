@@ -25,6 +25,7 @@
 pub mod aggregate;
 pub mod app;
 pub mod billing;
+pub mod components;
 pub mod config;
 pub mod deadletter;
 pub mod dedup;

@@ -4,11 +4,13 @@
 //! variant of these KPIs, so buckets merge exactly and any definition can be derived later.
 //! The formulas live here and nowhere else.
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::Survey;
 use crate::window::Tally;
 
 /// Counts of responses per score, per survey.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SurveyTally {
     /// Index = score 0..=10.
     nps: [u64; 11],

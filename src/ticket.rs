@@ -2,6 +2,7 @@
 //!
 //! The formulas live here and nowhere else.
 
+use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
 use crate::window::Tally;
@@ -14,13 +15,36 @@ pub const RESOLUTION_BOUNDS_SECONDS: [u64; 12] = [
 
 /// Resolution times of a bucket: exact count, sum and fixed buckets, plus a DDSketch
 /// (1% relative error) for quantiles. Every part merges exactly.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ResolutionTimes {
     pub count: u64,
     pub sum_ms: u64,
     /// Non-cumulative counts per bound of [`RESOLUTION_BOUNDS_SECONDS`], then above them.
     buckets: [u64; RESOLUTION_BOUNDS_SECONDS.len() + 1],
+    #[serde(with = "sketch_bytes")]
     sketch: DDSketch,
+}
+
+/// A sketch as the base64 of its binary encoding (DataDog's, shared with the Java
+/// library): exact, compact (only non-empty bins), and free of the infinite minimum and
+/// maximum of an empty sketch, which JSON cannot hold.
+mod sketch_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer, de};
+    use sketches_ddsketch::DDSketch;
+
+    pub fn serialize<S: Serializer>(sketch: &DDSketch, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(sketch.to_java_bytes()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DDSketch, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let bytes = STANDARD
+            .decode(text.as_bytes())
+            .map_err(de::Error::custom)?;
+        DDSketch::from_java_bytes(&bytes).map_err(|e| de::Error::custom(format!("{e:?}")))
+    }
 }
 
 impl std::fmt::Debug for ResolutionTimes {
@@ -74,7 +98,7 @@ impl ResolutionTimes {
 }
 
 /// Counts of ticket lifecycle events in a bucket, and resolution times.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct TicketTally {
     pub opened: u64,
     pub reopened: u64,

@@ -1,0 +1,729 @@
+//! The KPI components of input partitions: what instances exchange, and how KPI records are
+//! computed from them.
+//!
+//! Every KPI is a function of tallies that merge by addition: score counts, ticket counts,
+//! resolution-time sketches, MRR movements and current MRR per series. One input partition's
+//! tallies, folded over each window, are its [`PartitionComponents`]. Adding the components of
+//! every input partition into [`Totals`] and computing the records from the totals gives the
+//! same values whether the partitions were read by one instance or by many: an instance
+//! computes its own values from its partitions' components, and the global values from the
+//! components of every partition, its own and those the other instances publish.
+//!
+//! Pure: the caller passes `now`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::PartitionId;
+use crate::billing::{self, BillingTally, Current, Micros, WindowRevenue};
+use crate::event::Family;
+use crate::kpi::{self, KpiRecord};
+use crate::survey::SurveyTally;
+use crate::ticket::TicketTally;
+use crate::window::{Tally, WindowSpec};
+
+/// The tallies of one input partition, each folded over every window at `as_of_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionComponents {
+    /// The window names, in configuration order; every tally list below follows it.
+    pub windows: Vec<String>,
+    /// Every series the partition has seen, the overall one included once it has an event.
+    pub series: Vec<SeriesComponents>,
+}
+
+/// One series of one partition: `None` overall, or a dimension name and value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesComponents {
+    pub dimension: Option<(String, String)>,
+    pub tallies: FamilyTallies,
+}
+
+/// A partition holds the events of one family, so its series carry that family's tallies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FamilyTallies {
+    /// One tally per window.
+    Surveys(Vec<SurveyTally>),
+    Tickets(Vec<TicketTally>),
+    Billing {
+        windows: Vec<BillingTally>,
+        /// The current MRR and customers of the series on this partition.
+        current: Current,
+    },
+}
+
+impl FamilyTallies {
+    pub fn family(&self) -> Family {
+        match self {
+            FamilyTallies::Surveys(_) => Family::Surveys,
+            FamilyTallies::Tickets(_) => Family::Tickets,
+            FamilyTallies::Billing { .. } => Family::Billing,
+        }
+    }
+
+    fn windows(&self) -> usize {
+        match self {
+            FamilyTallies::Surveys(w) => w.len(),
+            FamilyTallies::Tickets(w) => w.len(),
+            FamilyTallies::Billing { windows, .. } => windows.len(),
+        }
+    }
+}
+
+/// Why components cannot be added to [`Totals`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// Written by an instance configured with other windows (during a rolling change of
+    /// `windows.spans`, for instance): adding them would mix different windows.
+    #[error("components for windows {theirs:?}, configured {ours:?}")]
+    Windows {
+        theirs: Vec<String>,
+        ours: Vec<String>,
+    },
+}
+
+/// The tallies of one series summed over partitions.
+#[derive(Debug, Clone)]
+struct SeriesTotals {
+    surveys: Vec<SurveyTally>,
+    tickets: Vec<TicketTally>,
+    billing: Vec<BillingTally>,
+    current: Current,
+}
+
+impl SeriesTotals {
+    fn new(windows: usize) -> Self {
+        SeriesTotals {
+            surveys: vec![SurveyTally::default(); windows],
+            tickets: vec![TicketTally::default(); windows],
+            billing: vec![BillingTally::default(); windows],
+            current: Current::default(),
+        }
+    }
+
+    fn add(&mut self, tallies: &FamilyTallies) {
+        fn add_all<T: Tally>(into: &mut [T], from: &[T]) {
+            for (a, b) in into.iter_mut().zip(from) {
+                a.merge(b);
+            }
+        }
+        match tallies {
+            FamilyTallies::Surveys(w) => add_all(&mut self.surveys, w),
+            FamilyTallies::Tickets(w) => add_all(&mut self.tickets, w),
+            FamilyTallies::Billing { windows, current } => {
+                add_all(&mut self.billing, windows);
+                self.current.merge(current);
+            }
+        }
+    }
+}
+
+/// The components of a set of input partitions added up, per series.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    windows: Vec<String>,
+    /// The overall series comes first (`None`), then the dimension series by name and value.
+    series: BTreeMap<Option<(String, String)>, SeriesTotals>,
+}
+
+impl Totals {
+    /// Totals of no partition: the overall series with empty tallies.
+    pub fn new(windows: &[WindowSpec]) -> Self {
+        let names: Vec<String> = windows.iter().map(|w| w.name.clone()).collect();
+        let mut series = BTreeMap::new();
+        series.insert(None, SeriesTotals::new(names.len()));
+        Totals {
+            windows: names,
+            series,
+        }
+    }
+
+    pub fn add(&mut self, part: &PartitionComponents) -> Result<(), Mismatch> {
+        let mismatch = part.windows != self.windows
+            || part
+                .series
+                .iter()
+                .any(|s| s.tallies.windows() != self.windows.len());
+        if mismatch {
+            return Err(Mismatch::Windows {
+                theirs: part.windows.clone(),
+                ours: self.windows.clone(),
+            });
+        }
+        let windows = self.windows.len();
+        for s in &part.series {
+            self.series
+                .entry(s.dimension.clone())
+                .or_insert_with(|| SeriesTotals::new(windows))
+                .add(&s.tallies);
+        }
+        Ok(())
+    }
+
+    /// The value of every KPI, window and series. `clv_window` is the index of the window
+    /// whose customer churn ratio divides ARPA into CLV.
+    pub fn records(
+        &self,
+        windows: &[WindowSpec],
+        clv_window: Option<usize>,
+        now_ms: i64,
+    ) -> Vec<KpiRecord> {
+        let mut records = Vec::new();
+        for (dimension, totals) in &self.series {
+            let mut clv_churn = None;
+            for (index, spec) in windows.iter().enumerate().take(self.windows.len()) {
+                let frame = Frame {
+                    window: &spec.name,
+                    dimension,
+                    start_ms: spec.start_ms(now_ms),
+                    end_ms: now_ms,
+                };
+                survey_records(&totals.surveys[index], &frame, &mut records);
+                ticket_records(&totals.tickets[index], &frame, &mut records);
+                let churn = billing_records(
+                    &totals.billing[index],
+                    &totals.current,
+                    &frame,
+                    &mut records,
+                );
+                if Some(index) == clv_window {
+                    clv_churn = churn;
+                }
+            }
+            let frame = Frame {
+                window: kpi::CURRENT,
+                dimension,
+                start_ms: now_ms,
+                end_ms: now_ms,
+            };
+            current_records(&totals.current, clv_churn, &frame, &mut records);
+        }
+        records
+    }
+}
+
+/// The newest components received for each input partition, and the partition count of
+/// each input topic: what an instance knows of the partitions other instances read.
+#[derive(Debug, Default)]
+pub struct Board {
+    parts: HashMap<PartitionId, Stamped>,
+    partitions: [Option<i32>; 3],
+}
+
+/// Components and the time they were computed at.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    pub as_of_ms: i64,
+    pub components: PartitionComponents,
+}
+
+/// Why global values cannot be computed now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Incomplete {
+    #[error("the partition count of the {0} topic is not known yet")]
+    UnknownPartitions(&'static str),
+    /// Partitions whose components are missing or older than the accepted age.
+    #[error("{} input partitions have no recent components", .0.len())]
+    Missing(Vec<PartitionId>),
+    #[error(transparent)]
+    Mismatch(#[from] Mismatch),
+}
+
+impl Board {
+    /// Keeps the newer of `stamped` and what is held for `partition`. An older message
+    /// can arrive last when a partition changed owner while its former owner's message
+    /// was still in flight.
+    pub fn offer(&mut self, partition: PartitionId, stamped: Stamped) {
+        match self.parts.get(&partition) {
+            Some(held) if held.as_of_ms > stamped.as_of_ms => {}
+            _ => {
+                self.parts.insert(partition, stamped);
+            }
+        }
+    }
+
+    pub fn set_partitions(&mut self, family: Family, count: i32) {
+        self.partitions[family_index(family)] = Some(count);
+    }
+
+    /// The totals of every input partition: `local` components where given, otherwise
+    /// received ones computed at `fresh_since_ms` or later. Never a part of the partitions:
+    /// if one is missing, nothing.
+    pub fn totals(
+        &self,
+        windows: &[WindowSpec],
+        local: &HashMap<PartitionId, PartitionComponents>,
+        fresh_since_ms: i64,
+    ) -> Result<(Totals, Option<i64>), Incomplete> {
+        let mut totals = Totals::new(windows);
+        let mut missing = Vec::new();
+        let mut oldest: Option<i64> = None;
+        for family in Family::ALL {
+            let count = self.partitions[family_index(family)]
+                .ok_or(Incomplete::UnknownPartitions(family.name()))?;
+            for p in 0..count {
+                let id = PartitionId::new(family, p);
+                if let Some(part) = local.get(&id) {
+                    totals.add(part)?;
+                    continue;
+                }
+                match self.parts.get(&id) {
+                    Some(s) if s.as_of_ms >= fresh_since_ms => {
+                        totals.add(&s.components)?;
+                        oldest = Some(oldest.map_or(s.as_of_ms, |o| o.min(s.as_of_ms)));
+                    }
+                    _ => missing.push(id),
+                }
+            }
+        }
+        if missing.is_empty() {
+            Ok((totals, oldest))
+        } else {
+            Err(Incomplete::Missing(missing))
+        }
+    }
+}
+
+fn family_index(family: Family) -> usize {
+    match family {
+        Family::Surveys => 0,
+        Family::Tickets => 1,
+        Family::Billing => 2,
+    }
+}
+
+/// Where a set of records belongs: window, series and time range.
+struct Frame<'a> {
+    window: &'a str,
+    dimension: &'a Option<(String, String)>,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl Frame<'_> {
+    fn record(
+        &self,
+        def: &'static kpi::KpiDef,
+        value: Option<f64>,
+        samples: u64,
+        components: Vec<Option<f64>>,
+    ) -> KpiRecord {
+        KpiRecord {
+            def,
+            window: self.window.to_owned(),
+            dimension: self.dimension.clone(),
+            value,
+            samples,
+            components,
+            window_start_ms: self.start_ms,
+            window_end_ms: self.end_ms,
+        }
+    }
+}
+
+/// Counts as defined components.
+fn counts<const N: usize>(values: [u64; N]) -> Vec<Option<f64>> {
+    values.iter().map(|&v| Some(v as f64)).collect()
+}
+
+fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
+    for (def, count) in [
+        (&kpi::TICKETS_OPENED, tally.opened),
+        (&kpi::TICKETS_REOPENED, tally.reopened),
+        (&kpi::TICKETS_RESOLVED, tally.resolved),
+    ] {
+        out.push(frame.record(def, Some(count as f64), count, Vec::new()));
+    }
+    out.push(frame.record(
+        &kpi::FCR,
+        tally.fcr_ratio(),
+        tally.resolved,
+        counts([tally.first_contact, tally.resolved]),
+    ));
+    let r = &tally.resolution;
+    let mut components = vec![
+        Some(r.count as f64),
+        Some(r.sum_ms as f64 / 1000.0),
+        r.quantile_seconds(0.5),
+        r.quantile_seconds(0.9),
+        r.quantile_seconds(0.99),
+    ];
+    components.extend(r.cumulative().iter().map(|&c| Some(c as f64)));
+    out.push(frame.record(&kpi::RESOLUTION_TIME, r.mean_seconds(), r.count, components));
+}
+
+/// Pushes the windowed revenue records; returns the window's customer churn ratio.
+fn billing_records(
+    tally: &BillingTally,
+    now: &Current,
+    frame: &Frame<'_>,
+    out: &mut Vec<KpiRecord>,
+) -> Option<f64> {
+    let money = |m: Micros| Some(billing::major(m));
+    for (def, amount, samples) in [
+        (&kpi::MRR_NEW, tally.new, tally.new_customers),
+        (
+            &kpi::MRR_REACTIVATION,
+            tally.reactivation,
+            tally.reactivated_customers,
+        ),
+        (&kpi::MRR_EXPANSION, tally.expansion, tally.expansions),
+        (&kpi::MRR_CONTRACTION, tally.contraction, tally.contractions),
+        (&kpi::MRR_CHURN, tally.churn, tally.churned_customers),
+    ] {
+        out.push(frame.record(def, money(amount), samples, Vec::new()));
+    }
+    let movements = tally.new_customers
+        + tally.reactivated_customers
+        + tally.expansions
+        + tally.contractions
+        + tally.churned_customers;
+    out.push(frame.record(
+        &kpi::NET_NEW_MRR,
+        money(tally.net_new()),
+        movements,
+        Vec::new(),
+    ));
+    let w = WindowRevenue::new(now, tally);
+    let active_at_start = Some(w.active_at_start as f64);
+    let churn = w.customer_churn_ratio(tally);
+    out.push(frame.record(
+        &kpi::CUSTOMER_CHURN,
+        churn,
+        tally.churned_customers,
+        vec![Some(tally.churned_customers as f64), active_at_start],
+    ));
+    out.push(frame.record(
+        &kpi::REVENUE_CHURN,
+        w.revenue_churn_ratio(tally),
+        tally.churned_customers + tally.contractions,
+        vec![
+            money(tally.churn),
+            money(tally.contraction),
+            money(w.mrr_at_start),
+        ],
+    ));
+    out.push(frame.record(
+        &kpi::NET_REVENUE_RETENTION,
+        w.net_revenue_retention_ratio(tally),
+        movements,
+        vec![
+            money(w.mrr_at_start),
+            money(tally.expansion),
+            money(tally.contraction),
+            money(tally.churn),
+        ],
+    ));
+    let acquired = tally.new_customers + tally.reactivated_customers;
+    out.push(frame.record(
+        &kpi::CUSTOMER_RETENTION,
+        w.customer_retention_ratio(tally),
+        movements,
+        vec![
+            active_at_start,
+            Some(w.active_at_end as f64),
+            Some(acquired as f64),
+        ],
+    ));
+    out.push(frame.record(
+        &kpi::RENEWAL,
+        billing::renewal_ratio(tally),
+        tally.renewals + tally.cancellations,
+        counts([tally.renewals, tally.cancellations]),
+    ));
+    churn
+}
+
+fn current_records(
+    now: &Current,
+    clv_churn: Option<f64>,
+    frame: &Frame<'_>,
+    out: &mut Vec<KpiRecord>,
+) {
+    let mrr = Some(billing::major(now.mrr));
+    let customers = now.active_customers;
+    out.push(frame.record(&kpi::MRR, mrr, customers, Vec::new()));
+    out.push(frame.record(
+        &kpi::CUSTOMERS_ACTIVE,
+        Some(customers as f64),
+        customers,
+        Vec::new(),
+    ));
+    let arpa = now.arpa().map(|a| a / billing::MICROS_PER_UNIT as f64);
+    out.push(frame.record(
+        &kpi::ARPA,
+        arpa,
+        customers,
+        vec![mrr, Some(customers as f64)],
+    ));
+    out.push(frame.record(
+        &kpi::CLV,
+        billing::clv(arpa, clv_churn),
+        customers,
+        vec![arpa, clv_churn],
+    ));
+}
+
+fn survey_records(tally: &SurveyTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
+    let nps = tally.nps();
+    out.push(frame.record(
+        &kpi::NPS,
+        nps.value(),
+        nps.responses(),
+        counts([nps.promoters, nps.passives, nps.detractors, nps.responses()]),
+    ));
+    let csat = tally.csat();
+    out.push(frame.record(
+        &kpi::CSAT,
+        csat.ratio(),
+        csat.responses,
+        counts([csat.satisfied, csat.responses]),
+    ));
+    let ces = tally.ces();
+    out.push(frame.record(
+        &kpi::CES,
+        ces.mean(),
+        ces.responses,
+        counts([ces.score_sum, ces.responses]),
+    ));
+    out.push(frame.record(
+        &kpi::CES_EASY,
+        ces.easy_ratio(),
+        ces.responses,
+        counts([ces.easy, ces.responses]),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::aggregate::Aggregates;
+    use crate::config::Config;
+    use crate::dimension::Dimensions;
+    use crate::event;
+    use crate::generate::EventSource;
+
+    const NOW: i64 = 1_800_000_000_000;
+    const PARTITIONS: i32 = 4;
+
+    fn aggregates(config: &Config) -> Aggregates {
+        Aggregates::new(
+            config.window_specs().unwrap(),
+            config.limits().max_future_skew_ms,
+            Dimensions::new(&config.dimensions.names, config.dimensions.max_values),
+            config.rates(),
+            &config.billing.clv_window,
+            config.events.dedup_horizon.as_millis() as i64,
+        )
+    }
+
+    /// Every record as (key, JSON), sorted by key: what the output topic would hold.
+    fn published(records: &[KpiRecord]) -> Vec<(String, serde_json::Value)> {
+        let mut out: Vec<_> = records
+            .iter()
+            .map(|r| (r.key(), r.to_json(NOW, "USD")))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn partition_of(key: &str) -> i32 {
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        (hash % PARTITIONS as u64) as i32
+    }
+
+    fn full_board() -> Board {
+        let mut board = Board::default();
+        for family in Family::ALL {
+            board.set_partitions(family, PARTITIONS);
+        }
+        board
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// Three instances share the partitions; the global values computed by one of
+        /// them, from its own components and the others' sent as JSON, equal those of a
+        /// single instance that read every partition.
+        #[test]
+        fn global_values_from_exchanged_components_equal_one_instance(
+            seed in any::<u64>(),
+            owners in prop::collection::vec(0usize..3, 3 * PARTITIONS as usize),
+        ) {
+            let mut config = Config::default();
+            config.generate.seed = seed;
+            config.generate.customers = 300;
+            let limits = config.limits();
+            let mut source = EventSource::new(&config);
+            let mut single = aggregates(&config);
+            let mut instances = [aggregates(&config), aggregates(&config), aggregates(&config)];
+            for n in 0..3_000 {
+                // Spread over two days, so that the windows hold different events.
+                let at = NOW - 2 * 86_400_000 + n * 57_600;
+                let generated = source.next_event(at);
+                let Ok(event) = event::parse(&generated.payload, generated.family, at, &limits)
+                else {
+                    continue;
+                };
+                let partition = PartitionId::new(generated.family, partition_of(&generated.key));
+                let family = family_index(generated.family);
+                let owner = owners[family * PARTITIONS as usize + partition.partition as usize];
+                let alone = single.record(partition, &event, at);
+                let shared = instances[owner].record(partition, &event, at);
+                prop_assert_eq!(alone, shared);
+            }
+            let windows = config.window_specs().unwrap();
+            let mut board = full_board();
+            for instance in &instances[1..] {
+                for partition in instance.partitions() {
+                    let part = instance.components(partition, NOW).unwrap();
+                    let wire = serde_json::to_vec(&part).unwrap();
+                    let components = serde_json::from_slice(&wire).unwrap();
+                    board.offer(partition, Stamped { as_of_ms: NOW, components });
+                }
+            }
+            let local: HashMap<_, _> = instances[0]
+                .partitions()
+                .map(|p| (p, instances[0].components(p, NOW).unwrap()))
+                .collect();
+            let (totals, _) = board.totals(&windows, &local, NOW).unwrap();
+            let global = totals.records(&windows, single.clv_window(), NOW);
+            prop_assert_eq!(published(&global), published(&single.snapshot(NOW)));
+        }
+    }
+
+    fn part(windows: &[&str], nps_promoters: u64) -> PartitionComponents {
+        let mut tally = SurveyTally::default();
+        for _ in 0..nps_promoters {
+            tally.record(event::Survey::Nps, 10);
+        }
+        PartitionComponents {
+            windows: windows.iter().map(|w| (*w).to_owned()).collect(),
+            series: vec![SeriesComponents {
+                dimension: None,
+                tallies: FamilyTallies::Surveys(vec![tally; windows.len()]),
+            }],
+        }
+    }
+
+    fn one_window() -> Vec<WindowSpec> {
+        vec![WindowSpec::new(
+            "1h",
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(60),
+        )]
+    }
+
+    fn nps_responses(totals: &Totals) -> Option<f64> {
+        totals
+            .records(&one_window(), None, NOW)
+            .iter()
+            .find(|r| r.key() == "nps/1h")
+            .and_then(|r| r.components[3])
+    }
+
+    fn board_of_one_partition_per_topic() -> Board {
+        let mut board = Board::default();
+        for family in Family::ALL {
+            board.set_partitions(family, 1);
+        }
+        board
+    }
+
+    fn stamped(as_of_ms: i64, promoters: u64) -> Stamped {
+        Stamped {
+            as_of_ms,
+            components: part(&["1h"], promoters),
+        }
+    }
+
+    fn empty_elsewhere(board: &mut Board) {
+        for family in [Family::Tickets, Family::Billing] {
+            board.offer(
+                PartitionId::new(family, 0),
+                Stamped {
+                    as_of_ms: NOW,
+                    components: PartitionComponents {
+                        windows: vec!["1h".into()],
+                        series: Vec::new(),
+                    },
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn an_older_message_does_not_replace_a_newer_one() {
+        let mut board = board_of_one_partition_per_topic();
+        empty_elsewhere(&mut board);
+        let p = PartitionId::new(Family::Surveys, 0);
+        board.offer(p, stamped(NOW, 2));
+        board.offer(p, stamped(NOW - 1, 5));
+        let (totals, _) = board.totals(&one_window(), &HashMap::new(), 0).unwrap();
+        assert_eq!(nps_responses(&totals), Some(2.0));
+        board.offer(p, stamped(NOW + 1, 7));
+        let (totals, oldest) = board.totals(&one_window(), &HashMap::new(), 0).unwrap();
+        assert_eq!(nps_responses(&totals), Some(7.0));
+        assert_eq!(oldest, Some(NOW));
+    }
+
+    #[test]
+    fn a_missing_or_stale_partition_gives_no_totals() {
+        let mut board = Board::default();
+        let windows = one_window();
+        assert_eq!(
+            board.totals(&windows, &HashMap::new(), 0).unwrap_err(),
+            Incomplete::UnknownPartitions("surveys")
+        );
+        board = board_of_one_partition_per_topic();
+        empty_elsewhere(&mut board);
+        let p = PartitionId::new(Family::Surveys, 0);
+        assert_eq!(
+            board.totals(&windows, &HashMap::new(), 0).unwrap_err(),
+            Incomplete::Missing(vec![p])
+        );
+        board.offer(p, stamped(NOW - 10, 1));
+        assert_eq!(
+            board
+                .totals(&windows, &HashMap::new(), NOW - 9)
+                .unwrap_err(),
+            Incomplete::Missing(vec![p])
+        );
+        // The instance's own components stand in for what it received.
+        let local = HashMap::from([(p, part(&["1h"], 3))]);
+        let (totals, _) = board.totals(&windows, &local, NOW - 9).unwrap();
+        assert_eq!(nps_responses(&totals), Some(3.0));
+    }
+
+    #[test]
+    fn components_of_other_windows_are_refused() {
+        let mut totals = Totals::new(&one_window());
+        let err = totals.add(&part(&["24h"], 1)).unwrap_err();
+        assert!(matches!(err, Mismatch::Windows { .. }), "{err:?}");
+        assert_eq!(nps_responses(&totals), Some(0.0));
+    }
+
+    #[test]
+    fn an_empty_resolution_sketch_survives_json() {
+        let mut tally = TicketTally::default();
+        let empty = serde_json::to_string(&tally).unwrap();
+        let back: TicketTally = serde_json::from_str(&empty).unwrap();
+        assert_eq!(back.resolution.quantile_seconds(0.5), None);
+        tally.record_resolution(1, 0, 90_000);
+        tally.record_resolution(1, 0, 5_000);
+        let back: TicketTally =
+            serde_json::from_str(&serde_json::to_string(&tally).unwrap()).unwrap();
+        for q in [0.0, 0.5, 0.99, 1.0] {
+            assert_eq!(
+                back.resolution.quantile_seconds(q),
+                tally.resolution.quantile_seconds(q)
+            );
+        }
+    }
+}
