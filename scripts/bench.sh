@@ -33,6 +33,7 @@ scripts/kafka.sh topics "$id." 6
 export KPI_STREAM_TOPICS__SURVEYS=$id.surveys KPI_STREAM_TOPICS__TICKETS=$id.tickets
 export KPI_STREAM_TOPICS__BILLING=$id.billing KPI_STREAM_TOPICS__DEADLETTER=$id.deadletter
 export KPI_STREAM_TOPICS__OUTPUT=$id.kpis KPI_STREAM_HTTP__LISTEN=127.0.0.1:0
+export KPI_STREAM_TOPICS__COMPONENTS=$id.kpi-components
 export RUST_LOG=warn
 
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }

@@ -7,7 +7,8 @@
 #   scripts/kafka.sh status    exit 0 and say so when the broker answers, 1 otherwise
 #   scripts/kafka.sh clean     stop, then delete the broker's data
 #   scripts/kafka.sh topics PREFIX N      create PREFIX{surveys,tickets,billing} with N partitions,
-#                                         PREFIXdeadletter and the compacted PREFIXkpis, if missing
+#                                         PREFIXdeadletter and the compacted PREFIXkpis and
+#                                         PREFIXkpi-components, if missing
 #   scripts/kafka.sh tool CLASS ARGS...   run a Kafka command-line class (TopicCommand, ConsumerPerformance, ...)
 #
 # Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1), KAFKA_RUN_DIR
@@ -204,6 +205,8 @@ topics)
     done
     create --topic "${prefix}deadletter" --partitions 1
     create --topic "${prefix}kpis" --partitions 1 --config cleanup.policy=compact
+    create --topic "${prefix}kpi-components" --partitions 1 --config cleanup.policy=compact \
+        --config max.message.bytes=16777216
     ;;
 tool)
     shift

@@ -262,10 +262,8 @@ impl Aggregates {
     pub fn snapshot(&self, now_ms: i64) -> Vec<KpiRecord> {
         let mut totals = Totals::new(&self.windows);
         for partition in self.partitions.keys() {
-            if let Some(part) = self.components(*partition, now_ms) {
-                // Components of this instance always have its own windows.
-                let _ = totals.add(&part);
-            }
+            // Components of this instance always have its own windows.
+            let _ = totals.add(&self.components(*partition, now_ms));
         }
         totals.records(&self.windows, self.clv_window, now_ms)
     }
@@ -280,10 +278,16 @@ impl Aggregates {
         self.clv_window
     }
 
-    /// The tallies of one partition folded over each window at `now_ms`; `None` for a
-    /// partition without state.
-    pub fn components(&self, partition: PartitionId, now_ms: i64) -> Option<PartitionComponents> {
-        let state = self.partitions.get(&partition)?;
+    /// The tallies of one partition folded over each window at `now_ms`; no series for a
+    /// partition without state (it had no event yet, which is still a known value: empty).
+    pub fn components(&self, partition: PartitionId, now_ms: i64) -> PartitionComponents {
+        let windows = self.windows.iter().map(|w| w.name.clone()).collect();
+        let Some(state) = self.partitions.get(&partition) else {
+            return PartitionComponents {
+                windows,
+                series: Vec::new(),
+            };
+        };
         let mut current: HashMap<SeriesKey, Current> = HashMap::new();
         if partition.family == Family::Billing {
             for (mrr, series) in state.ledger.customers() {
@@ -311,10 +315,7 @@ impl Aggregates {
                 },
             })
             .collect();
-        Some(PartitionComponents {
-            windows: self.windows.iter().map(|w| w.name.clone()).collect(),
-            series,
-        })
+        PartitionComponents { windows, series }
     }
 
     /// The dimension name and value of a series; `None` for the overall one.

@@ -1,15 +1,17 @@
 //! `kpi-stream run`: wires the HTTP server and the consume loop together and shuts both
 //! down on one token.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::components::Board;
 use crate::config::Config;
 use crate::event::Family;
+use crate::exchange::read_components;
 use crate::metrics::Metrics;
 use crate::pipeline::{Clock, Pipeline, Status};
 
@@ -42,10 +44,20 @@ pub async fn run(
         http_stop.clone(),
     ));
 
-    let pipeline = Pipeline::new(config, metrics, status, clock)?;
+    let board = Arc::new(Mutex::new(Board::default()));
+    let reader_stop = CancellationToken::new();
+    let reader = tokio::spawn(read_components(
+        config.clone(),
+        board.clone(),
+        metrics.clone(),
+        reader_stop.clone(),
+    ));
+    let pipeline = Pipeline::new(config, metrics, status, board, clock)?;
     let result = pipeline.run(shutdown, exit_when_caught_up).await;
-    // HTTP stays up until the final snapshot is published, then stops.
+    // HTTP and the components reader stay up until the final snapshot is published.
+    reader_stop.cancel();
     http_stop.cancel();
+    reader.await.context("components task")??;
     http.await.context("http task")?.context("http server")?;
     result
 }

@@ -582,7 +582,7 @@ mod tests {
             let mut board = full_board();
             for instance in &instances[1..] {
                 for partition in instance.partitions() {
-                    let part = instance.components(partition, NOW).unwrap();
+                    let part = instance.components(partition, NOW);
                     let wire = serde_json::to_vec(&part).unwrap();
                     let components = serde_json::from_slice(&wire).unwrap();
                     board.offer(partition, Stamped { as_of_ms: NOW, components });
@@ -590,7 +590,7 @@ mod tests {
             }
             let local: HashMap<_, _> = instances[0]
                 .partitions()
-                .map(|p| (p, instances[0].components(p, NOW).unwrap()))
+                .map(|p| (p, instances[0].components(p, NOW)))
                 .collect();
             let (totals, _) = board.totals(&windows, &local, NOW).unwrap();
             let global = totals.records(&windows, single.clv_window(), NOW);

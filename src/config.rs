@@ -62,6 +62,8 @@ pub struct TopicsConfig {
     pub billing: String,
     pub deadletter: String,
     pub output: String,
+    /// KPI components per input partition, shared by the instances of the group.
+    pub components: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +160,7 @@ impl Default for TopicsConfig {
             billing: "cs.billing".into(),
             deadletter: "cs.deadletter".into(),
             output: "cs.kpis".into(),
+            components: "cs.kpi-components".into(),
         }
     }
 }
@@ -371,6 +374,7 @@ impl Config {
             ("topics.billing", &self.topics.billing),
             ("topics.deadletter", &self.topics.deadletter),
             ("topics.output", &self.topics.output),
+            ("topics.components", &self.topics.components),
         ];
         for (i, (key, topic)) in topics.iter().enumerate() {
             if topic.is_empty() {

@@ -12,6 +12,8 @@
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`dedup`]: duplicate detection by `event_id` within a horizon of event time.
 //! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
+//! - [`components`]: per-partition KPI components, their merge and the records computed
+//!   from them; the same path for one instance's values and the global ones.
 //! - [`kpi`]: the published record shape shared by /metrics, /kpis and the output topic.
 //!
 //! The adapters around it:
@@ -19,6 +21,7 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`pipeline`]: the Kafka consume-process-publish loop and replay on assignment.
 //! - [`deadletter`]: dead-letter delivery, retried until acknowledged.
+//! - [`exchange`]: components shared between instances over a compacted topic.
 //! - [`http`]: the HTTP endpoints.
 //! - [`app`]: wiring and shutdown; [`generate`]: synthetic events.
 
@@ -31,6 +34,7 @@ pub mod deadletter;
 pub mod dedup;
 pub mod dimension;
 pub mod event;
+pub mod exchange;
 pub mod generate;
 pub mod http;
 pub mod kpi;

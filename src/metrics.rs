@@ -4,9 +4,8 @@
 //! Per-event counters are resolved to handles once, at start, so the consume loop never
 //! hashes label values.
 
-use std::collections::HashMap;
-
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -46,6 +45,10 @@ pub struct Metrics {
     kpi_values: HashMap<&'static str, GaugeVec>,
     /// By gauge name and constant label.
     kpi_components: HashMap<(&'static str, Option<ConstLabel>), GaugeVec>,
+    /// Label values (window, then each dimension) of the KPI series set by the last update,
+    /// so that a series this instance no longer computes (its partition was revoked) is
+    /// removed instead of exported with its last value.
+    kpi_series: Mutex<HashSet<Vec<String>>>,
     /// Indexed like [`Family::ALL`].
     topics: Vec<TopicCounters>,
     /// Indexed by survey (like [`Survey::ALL`]), then by score minus the scale's low end.
@@ -62,6 +65,13 @@ pub struct Metrics {
     pub output_messages: IntCounter,
     pub ready: IntGauge,
     pub last_publish_time: prometheus::Gauge,
+    pub components_sent: IntCounter,
+    pub components_failures: IntCounter,
+    pub components_invalid: IntCounter,
+    pub global_publisher: IntGauge,
+    pub assigned_partitions: IntGauge,
+    pub global_missing_partitions: IntGauge,
+    pub global_components_age: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -241,6 +251,40 @@ impl Metrics {
             "When the KPI values were last computed, Unix seconds",
         )?;
         registry.register(Box::new(last_publish_time.clone()))?;
+        let components_sent = single(
+            "kpi_components_sent_total",
+            "Component messages (one input partition's tallies) acknowledged by the broker",
+        )?;
+        let components_failures = single(
+            "kpi_components_failures_total",
+            "Component messages the broker did not acknowledge (each is sent again)",
+        )?;
+        let components_invalid = single(
+            "kpi_components_invalid_total",
+            "Messages read from the components topic that could not be decoded",
+        )?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let global_publisher = gauge(
+            "kpi_global_publisher",
+            "1 while this instance publishes the global values to the output topic",
+        )?;
+        let assigned_partitions = gauge(
+            "kpi_assigned_partitions",
+            "Input partitions the consumer group assigned to this instance",
+        )?;
+        let global_missing_partitions = gauge(
+            "kpi_global_missing_partitions",
+            "Input partitions without recent components at the last publish; global values wait for them",
+        )?;
+        let global_components_age = prometheus::Gauge::new(
+            "kpi_global_components_age_seconds",
+            "Age of the oldest components received from other instances in the last global values",
+        )?;
+        registry.register(Box::new(global_components_age.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new("kpi_build_info", "Build information; the value is always 1"),
             &["version"],
@@ -255,6 +299,7 @@ impl Metrics {
             dimension_names: dimension_names.to_vec(),
             kpi_values,
             kpi_components,
+            kpi_series: Mutex::new(HashSet::new()),
             topics,
             survey_responses,
             resolution_time,
@@ -268,6 +313,13 @@ impl Metrics {
             output_messages,
             ready,
             last_publish_time,
+            components_sent,
+            components_failures,
+            components_invalid,
+            global_publisher,
+            assigned_partitions,
+            global_missing_partitions,
+            global_components_age,
         })
     }
 
@@ -285,6 +337,8 @@ impl Metrics {
     /// it is absent rather than NaN; the components stay, at 0.
     pub fn update_kpis(&self, records: &[KpiRecord]) {
         let mut labels: Vec<&str> = Vec::with_capacity(1 + self.dimension_names.len());
+        let mut series = HashSet::new();
+        let mut last: Option<Vec<String>> = None;
         for record in records {
             labels.clear();
             labels.push(&record.window);
@@ -293,6 +347,15 @@ impl Metrics {
                     Some((dim, value)) if dim == name => labels.push(value),
                     _ => labels.push(""),
                 }
+            }
+            // Records of one series come together: one insert per series, not per record.
+            let same = last
+                .as_ref()
+                .is_some_and(|l| l.iter().map(String::as_str).eq(labels.iter().copied()));
+            if !same {
+                let owned: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+                series.insert(owned.clone());
+                last = Some(owned);
             }
             if let Some(gauge) = self.kpi_values.get(record.def.kpi) {
                 match record.value {
@@ -318,6 +381,16 @@ impl Metrics {
                 }
             }
         }
+        let Ok(mut exported) = self.kpi_series.lock() else {
+            return;
+        };
+        for gone in exported.difference(&series) {
+            let labels: Vec<&str> = gone.iter().map(String::as_str).collect();
+            for gauge in self.kpi_values.values().chain(self.kpi_components.values()) {
+                let _ = gauge.remove_label_values(&labels);
+            }
+        }
+        *exported = series;
     }
 
     /// The text exposition of every metric.
@@ -371,6 +444,16 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("NaN"));
+    }
+
+    #[test]
+    fn a_series_left_out_of_an_update_is_removed() {
+        let m = metrics();
+        m.update_kpis(&[nps(Some(100.0), 2.0)]);
+        assert!(text(&m).contains("segment=\"smb\""));
+        m.update_kpis(&[]);
+        let t = text(&m);
+        assert!(!t.contains("segment=\"smb\""), "{t}");
     }
 
     #[test]

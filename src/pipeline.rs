@@ -31,10 +31,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::aggregate::{Aggregates, Outcome, PartitionId};
+use crate::components::{Board, Incomplete, PartitionComponents, Totals};
 use crate::config::Config;
 use crate::deadletter::{DeadLetters, Letter};
 use crate::dimension::Dimensions;
 use crate::event::{self, Family, Limits, Payload, Rejection};
+use crate::exchange::ComponentsWriter;
 use crate::kpi::KpiRecord;
 use crate::metrics::Metrics;
 
@@ -59,7 +61,7 @@ pub struct Status {
     pub caught_up: AtomicBool,
     /// The consumer reaches at least one broker.
     pub broker_up: AtomicBool,
-    /// Rendered `GET /kpis` body; empty until the first publish after catching up.
+    /// Rendered `GET /kpis` body, the global values; empty until they are first complete.
     pub kpis: watch::Sender<Arc<Vec<u8>>>,
 }
 
@@ -159,9 +161,15 @@ impl ConsumerEvents {
                 let _ = by_time.add_partition_offset(topic, *partition, Offset::Offset(since));
             }
         }
-        let found = retry("look up offsets by time", || {
-            consumer.offsets_for_times(by_time.clone(), self.timeout)
-        });
+        // An assignment of billing partitions only has nothing to look up (and librdkafka
+        // refuses an empty list).
+        let found = if by_time.count() == 0 {
+            None
+        } else {
+            retry("look up offsets by time", || {
+                consumer.offsets_for_times(by_time.clone(), self.timeout)
+            })
+        };
         let committed = retry("read committed offsets", || {
             consumer.committed_offsets(tpl.clone(), self.timeout)
         });
@@ -375,6 +383,9 @@ pub struct Pipeline {
     /// so /readyz never reports ready before the values it would serve exist.
     caught_up: bool,
     dead_letters: Arc<DeadLetters>,
+    components: ComponentsWriter,
+    /// Components received from the other instances, and the input partition counts.
+    board: Arc<Mutex<Board>>,
     /// Next offset to commit per partition: one past the last message handled live.
     next_offset: HashMap<PartitionId, i64>,
     /// Partitions paused because their dead letters cannot be delivered.
@@ -382,6 +393,10 @@ pub struct Pipeline {
     /// Last published (value, samples) per output key.
     published: HashMap<String, (Option<f64>, u64)>,
     last_full_publish_ms: Option<i64>,
+    /// A full snapshot was asked for while the global values were incomplete.
+    full_pending: bool,
+    /// Received components computed longer ago than this are missing, not merely stale.
+    stale_after_ms: i64,
     newest_event_ms: [Option<i64>; 3],
     overflow_reported: Vec<u64>,
 }
@@ -391,6 +406,7 @@ impl Pipeline {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         status: Arc<Status>,
+        board: Arc<Mutex<Board>>,
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let windows = config.window_specs()?;
@@ -437,7 +453,12 @@ impl Pipeline {
             config.topics.deadletter.clone(),
             metrics.clone(),
         ));
+        let components = ComponentsWriter::new(config.clone(), metrics.clone())?;
+        let stale_after_ms =
+            (2 * config.publish.snapshot_interval + config.publish.interval).as_millis() as i64;
         Ok(Pipeline {
+            components,
+            board,
             limits: config.limits(),
             aggregates: Aggregates::new(
                 windows,
@@ -461,6 +482,8 @@ impl Pipeline {
             paused: HashSet::new(),
             published: HashMap::new(),
             last_full_publish_ms: None,
+            full_pending: false,
+            stale_after_ms,
             newest_event_ms: [None; 3],
             overflow_reported,
         })
@@ -572,6 +595,9 @@ impl Pipeline {
                 Change::Lost => self.joined = false,
             }
         }
+        self.metrics
+            .assigned_partitions
+            .set(self.assigned.len() as i64);
         // A partition reassigned while its dead letters still fail is paused again.
         if reassigned {
             self.paused.clear();
@@ -784,32 +810,32 @@ impl Pipeline {
         }
     }
 
-    /// Recomputes every KPI; once caught up, updates the gauges and `/kpis` and publishes
-    /// changed values, or all of them when `full` is asked or a full snapshot is due. Then
-    /// commits the offsets that are safe to commit.
+    /// Writes the components of the partitions caught up on; once every assigned partition
+    /// has caught up, updates the gauges with this instance's values and publishes the
+    /// global ones. Then commits the offsets that are safe to commit.
     async fn publish(&mut self, full: bool) {
         self.apply_changes();
         let now = (self.clock)();
+        let local: HashMap<PartitionId, PartitionComponents> = self
+            .assigned
+            .iter()
+            .filter(|(_, replay)| replay.caught_up())
+            .map(|(partition, _)| (*partition, self.aggregates.components(*partition, now)))
+            .collect();
+        if self.joined {
+            self.components.write(&local, now);
+        }
         if self.caught_up {
-            let records = self.aggregates.snapshot(now);
+            let windows = self.aggregates.windows();
+            let mut own = Totals::new(windows);
+            for part in local.values() {
+                // This instance's components always have its own windows.
+                let _ = own.add(part);
+            }
+            let records = own.records(windows, self.aggregates.clv_window(), now);
             self.metrics.update_kpis(&records);
             self.metrics.last_publish_time.set(now as f64 / 1000.0);
-            let currency = &self.config.billing.base_currency;
-            let body: Vec<Value> = records.iter().map(|r| r.to_json(now, currency)).collect();
-            match serde_json::to_vec(&body) {
-                Ok(bytes) => {
-                    self.status.kpis.send_replace(Arc::new(bytes));
-                }
-                Err(e) => error!(error = %e, "could not render /kpis"),
-            }
-            let full = full
-                || self.last_full_publish_ms.is_none_or(|t| {
-                    now - t >= self.config.publish.snapshot_interval.as_millis() as i64
-                });
-            if full {
-                self.last_full_publish_ms = Some(now);
-            }
-            self.send_output(&records, &body, full);
+            self.publish_global(&local, now, full);
         }
         self.store_offsets();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
@@ -819,6 +845,69 @@ impl Pipeline {
             .caught_up
             .store(self.caught_up, Ordering::Relaxed);
         self.report_health();
+    }
+
+    /// Computes the global values from this instance's components and those the others
+    /// wrote; serves them on `/kpis` and, on the publisher (the owner of the survey topic's
+    /// partition 0), sends the changed ones to the output topic, or all of them when `full`
+    /// is asked or a full snapshot is due. Nothing while any input partition's components
+    /// are missing or stale: never a partial value.
+    fn publish_global(
+        &mut self,
+        local: &HashMap<PartitionId, PartitionComponents>,
+        now: i64,
+        full: bool,
+    ) {
+        let publisher = self
+            .assigned
+            .contains_key(&PartitionId::new(Family::Surveys, 0));
+        self.metrics.global_publisher.set(i64::from(publisher));
+        self.full_pending |= full;
+        let windows = self.aggregates.windows();
+        let result = match self.board.lock() {
+            Ok(board) => board.totals(windows, local, now - self.stale_after_ms),
+            Err(_) => return,
+        };
+        let (totals, oldest) = match result {
+            Ok(complete) => complete,
+            Err(Incomplete::Missing(missing)) => {
+                self.metrics
+                    .global_missing_partitions
+                    .set(missing.len() as i64);
+                debug!(missing = missing.len(), "global values wait for components");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "no global values");
+                return;
+            }
+        };
+        self.metrics.global_missing_partitions.set(0);
+        self.metrics
+            .global_components_age
+            .set(oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0));
+        let records = totals.records(windows, self.aggregates.clv_window(), now);
+        let currency = &self.config.billing.base_currency;
+        let body: Vec<Value> = records.iter().map(|r| r.to_json(now, currency)).collect();
+        match serde_json::to_vec(&body) {
+            Ok(bytes) => {
+                self.status.kpis.send_replace(Arc::new(bytes));
+            }
+            Err(e) => error!(error = %e, "could not render /kpis"),
+        }
+        if !publisher {
+            // The next publisher starts from a full snapshot: nothing is known as sent.
+            self.published.clear();
+            return;
+        }
+        let full = std::mem::take(&mut self.full_pending)
+            || self.last_full_publish_ms.is_none_or(|t| {
+                now - t >= self.config.publish.snapshot_interval.as_millis() as i64
+            });
+        if full {
+            self.last_full_publish_ms = Some(now);
+        }
+        self.send_output(&records, &body, full);
     }
 
     fn send_output(&mut self, records: &[KpiRecord], bodies: &[Value], full: bool) {

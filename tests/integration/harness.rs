@@ -70,6 +70,7 @@ pub struct Topics {
     pub billing: String,
     pub deadletter: String,
     pub output: String,
+    pub components: String,
     pub group: String,
 }
 
@@ -86,6 +87,17 @@ impl Topics {
         partitions: i32,
         with_deadletter: bool,
     ) -> Topics {
+        Topics::create_with(brokers, test, [partitions, 2, 2], with_deadletter).await
+    }
+
+    /// Creates the topics on `brokers`, the input topics with `partitions` partitions each
+    /// (surveys, tickets, billing), the dead-letter topic only if asked.
+    pub async fn create_with(
+        brokers: &str,
+        test: &str,
+        partitions: [i32; 3],
+        with_deadletter: bool,
+    ) -> Topics {
         let id = format!("{test}-{}-{}", std::process::id(), now_ms());
         let topics = Topics {
             brokers: brokers.to_owned(),
@@ -94,13 +106,15 @@ impl Topics {
             billing: format!("billing-{id}"),
             deadletter: format!("deadletter-{id}"),
             output: format!("kpis-{id}"),
+            components: format!("components-{id}"),
             group: format!("group-{id}"),
         };
         let mut specs = vec![
-            (topics.surveys.as_str(), partitions),
-            (topics.tickets.as_str(), 2),
-            (topics.billing.as_str(), 2),
+            (topics.surveys.as_str(), partitions[0]),
+            (topics.tickets.as_str(), partitions[1]),
+            (topics.billing.as_str(), partitions[2]),
             (topics.output.as_str(), 1),
+            (topics.components.as_str(), 1),
         ];
         if with_deadletter {
             specs.push((topics.deadletter.as_str(), 1));
@@ -120,6 +134,7 @@ impl Topics {
             billing: self.billing.clone(),
             deadletter: format!("deadletter-{id}"),
             output: format!("kpis-{id}"),
+            components: format!("components-{id}"),
             group: format!("group-{id}"),
         };
         create_topics(
@@ -127,6 +142,7 @@ impl Topics {
             &[
                 (reference.deadletter.as_str(), 1),
                 (reference.output.as_str(), 1),
+                (reference.components.as_str(), 1),
             ],
         )
         .await;
@@ -144,6 +160,7 @@ impl Topics {
             ("KPI_STREAM_TOPICS__BILLING", self.billing.clone()),
             ("KPI_STREAM_TOPICS__DEADLETTER", self.deadletter.clone()),
             ("KPI_STREAM_TOPICS__OUTPUT", self.output.clone()),
+            ("KPI_STREAM_TOPICS__COMPONENTS", self.components.clone()),
             ("KPI_STREAM_PUBLISH__INTERVAL", "1s".into()),
         ]
         .into_iter()
@@ -463,7 +480,9 @@ pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
 
 /// Every KPI value and component gauge (not counters, not the service's own health).
 pub fn kpi_values(metrics: &Metrics) -> std::collections::BTreeMap<String, f64> {
-    const HEALTH: [&str; 8] = [
+    const HEALTH: [&str; 10] = [
+        "kpi_global_",
+        "kpi_assigned_partitions",
         "kpi_consumer_lag",
         "kpi_newest_event_timestamp_seconds",
         "kpi_ready",

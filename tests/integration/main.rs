@@ -9,5 +9,6 @@ mod harness;
 mod hostile;
 mod http;
 mod prometheus;
+mod scale;
 mod security;
 mod surveys;

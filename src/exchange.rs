@@ -1,0 +1,328 @@
+//! The Kafka adapter that shares KPI components between the instances of one consumer group,
+//! so that every instance can compute the global values (docs/scaling.md).
+//!
+//! Each instance writes the [`PartitionComponents`] of every input partition it has caught
+//! up on to the compacted components topic, keyed by group, topic and partition, with the
+//! time they were computed as the message timestamp: when they change, and at least every
+//! heartbeat. Each instance also reads that topic whole, assigned rather than subscribed
+//! (every instance needs every partition's components), into a [`Board`], and learns the
+//! partition count of each input topic from the cluster's metadata, so that it can tell a
+//! complete set of components from a partial one.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::aggregate::PartitionId;
+use crate::components::{Board, PartitionComponents, Stamped};
+use crate::config::Config;
+use crate::event::Family;
+use crate::metrics::Metrics;
+use crate::pipeline::client_config;
+
+/// How often the partition counts of the input and components topics are read again.
+const METADATA_REFRESH: Duration = Duration::from_secs(10);
+
+/// A components message as written.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    group: &'a str,
+    topic: &'a str,
+    partition: i32,
+    components: &'a PartitionComponents,
+}
+
+/// A components message as read.
+#[derive(Deserialize)]
+struct Incoming {
+    group: String,
+    topic: String,
+    partition: i32,
+    components: PartitionComponents,
+}
+
+/// What was last written for one partition.
+struct Sent {
+    hash: u64,
+    at_ms: i64,
+}
+
+/// Writes this instance's components; owned by the consume loop.
+pub struct ComponentsWriter {
+    config: Arc<Config>,
+    producer: FutureProducer,
+    metrics: Arc<Metrics>,
+    heartbeat_ms: i64,
+    sent: HashMap<PartitionId, Sent>,
+    /// Partitions whose last message the broker did not acknowledge: written again next time.
+    failed: Arc<Mutex<Vec<PartitionId>>>,
+}
+
+impl ComponentsWriter {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let producer = client_config(
+            &config,
+            &[
+                ("linger.ms", "5".into()),
+                ("enable.idempotence", "true".into()),
+                ("message.timeout.ms", "30000".into()),
+                // A partition's components grow with its series (about 1 KB per series and
+                // window with ticket sketches); they compress well.
+                ("compression.type", "lz4".into()),
+                ("message.max.bytes", (16 << 20).to_string()),
+            ],
+        )
+        .create()
+        .context("creating the components producer")?;
+        Ok(ComponentsWriter {
+            heartbeat_ms: config.publish.snapshot_interval.as_millis() as i64,
+            config,
+            producer,
+            metrics,
+            sent: HashMap::new(),
+            failed: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Writes the components that changed since last written, or that were last written a
+    /// heartbeat ago, stamped `now_ms`.
+    pub fn write(&mut self, local: &HashMap<PartitionId, PartitionComponents>, now_ms: i64) {
+        if let Ok(mut failed) = self.failed.lock() {
+            for partition in failed.drain(..) {
+                self.sent.remove(&partition);
+            }
+        }
+        self.sent
+            .retain(|partition, _| local.contains_key(partition));
+        let mut deliveries = Vec::new();
+        for (partition, components) in local {
+            let topic = self.config.topic(partition.family);
+            let message = Outgoing {
+                group: &self.config.kafka.group_id,
+                topic,
+                partition: partition.partition,
+                components,
+            };
+            let payload = match serde_json::to_vec(&message) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    warn!(error = %e, "could not encode components");
+                    continue;
+                }
+            };
+            let mut hasher = DefaultHasher::new();
+            payload.hash(&mut hasher);
+            let hash = hasher.finish();
+            let due = self
+                .sent
+                .get(partition)
+                .is_none_or(|s| s.hash != hash || now_ms - s.at_ms >= self.heartbeat_ms);
+            if !due {
+                continue;
+            }
+            let key = format!(
+                "{}/{topic}/{}",
+                self.config.kafka.group_id, partition.partition
+            );
+            let record = FutureRecord::to(&self.config.topics.components)
+                .key(&key)
+                .payload(&payload)
+                .timestamp(now_ms);
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push((*partition, delivery));
+                    self.sent.insert(
+                        *partition,
+                        Sent {
+                            hash,
+                            at_ms: now_ms,
+                        },
+                    );
+                }
+                Err((e, _)) => {
+                    self.metrics.components_failures.inc();
+                    warn!(error = %e, "could not queue components");
+                }
+            }
+        }
+        let metrics = self.metrics.clone();
+        let failed = self.failed.clone();
+        tokio::spawn(async move {
+            for (partition, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => metrics.components_sent.inc(),
+                    _ => {
+                        metrics.components_failures.inc();
+                        if let Ok(mut failed) = failed.lock() {
+                            failed.push(partition);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Reads the components topic into `board`, and the input topics' partition counts, until
+/// `shutdown` is cancelled.
+pub async fn read_components(
+    config: Arc<Config>,
+    board: Arc<Mutex<Board>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        client_config(
+            &config,
+            &[
+                // Never joins nor commits: the group id only names the client to the broker.
+                ("group.id", format!("{}.components", config.kafka.group_id)),
+                ("enable.auto.commit", "false".into()),
+                ("enable.auto.offset.store", "false".into()),
+                ("fetch.queue.backoff.ms", "10".into()),
+            ],
+        )
+        .create()
+        .context("creating the components consumer")?,
+    );
+    let mut refresh = tokio::time::interval(METADATA_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut assigned = 0;
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = refresh.tick() => {
+                let counts = read_partition_counts(&config, &consumer).await;
+                if let Ok(mut board) = board.lock() {
+                    for (family, count) in Family::ALL.iter().zip(counts.inputs) {
+                        if let Some(count) = count {
+                            board.set_partitions(*family, count);
+                        }
+                    }
+                }
+                if counts.components.is_none() && assigned == 0 && !warned {
+                    warn!(topic = config.topics.components,
+                        "components topic not found; instances cannot share their components until it exists");
+                    warned = true;
+                }
+                if let Some(count) = counts.components.filter(|c| *c != assigned) {
+                    // Reading from the beginning again is cheap: the topic is compacted to
+                    // one message per input partition.
+                    let mut tpl = TopicPartitionList::new();
+                    for p in 0..count {
+                        let _ = tpl.add_partition_offset(
+                            &config.topics.components,
+                            p,
+                            Offset::Beginning,
+                        );
+                    }
+                    match consumer.assign(&tpl) {
+                        Ok(()) => {
+                            info!(topic = config.topics.components, partitions = count, "reading components");
+                            assigned = count;
+                        }
+                        Err(e) => warn!(error = %e, "could not assign the components topic"),
+                    }
+                }
+            }
+            message = consumer.recv(), if assigned > 0 => match message {
+                Ok(message) => receive(&config, &board, &metrics, &message),
+                Err(e) => {
+                    debug!(error = %e, "components consume error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+fn receive(
+    config: &Config,
+    board: &Mutex<Board>,
+    metrics: &Metrics,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) {
+    let Some(payload) = message.payload() else {
+        return;
+    };
+    let incoming: Incoming = match serde_json::from_slice(payload) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            metrics.components_invalid.inc();
+            warn!(offset = message.offset(), error = %e, "undecodable components message");
+            return;
+        }
+    };
+    // Another group's components (a second deployment sharing the topic) are not ours.
+    if incoming.group != config.kafka.group_id {
+        return;
+    }
+    let Some(family) = config.family_of(&incoming.topic) else {
+        return;
+    };
+    let Some(as_of_ms) = message.timestamp().to_millis() else {
+        metrics.components_invalid.inc();
+        return;
+    };
+    if let Ok(mut board) = board.lock() {
+        board.offer(
+            PartitionId::new(family, incoming.partition),
+            Stamped {
+                as_of_ms,
+                components: incoming.components,
+            },
+        );
+    }
+}
+
+/// Partition counts read from the cluster's metadata; `None` where unknown.
+struct PartitionCounts {
+    /// In [`Family::ALL`] order.
+    inputs: [Option<i32>; 3],
+    components: Option<i32>,
+}
+
+async fn read_partition_counts(
+    config: &Arc<Config>,
+    consumer: &Arc<StreamConsumer>,
+) -> PartitionCounts {
+    let config = config.clone();
+    let consumer = consumer.clone();
+    let timeout = Duration::from_millis(u64::from(config.kafka.request_timeout_ms));
+    let read = tokio::task::spawn_blocking(move || {
+        let count = |topic: &str| -> Option<i32> {
+            match consumer.fetch_metadata(Some(topic), timeout) {
+                Ok(metadata) => metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().len() as i32)
+                    .filter(|n| *n > 0),
+                Err(e) => {
+                    debug!(topic, error = %e, "could not read the partition count");
+                    None
+                }
+            }
+        };
+        PartitionCounts {
+            inputs: Family::ALL.map(|f| count(config.topic(f))),
+            components: count(&config.topics.components),
+        }
+    })
+    .await;
+    read.unwrap_or(PartitionCounts {
+        inputs: [None; 3],
+        components: None,
+    })
+}

@@ -1,0 +1,229 @@
+//! Several instances in one consumer group. Whatever instance dies or joins, the global
+//! values on the output topic and on every instance's /kpis, and the components summed
+//! across instances as the recording rules sum them, end equal to one instance's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::harness::{
+    Metrics, Service, Topics, brokers, consumed, eventually, generate, kpi_values, output_values,
+    wait,
+};
+
+/// Gauges that do not add up across instances: ratios, means, quantiles and the values
+/// derived from them. Every other KPI gauge is a count or an amount.
+const NOT_ADDITIVE: [&str; 14] = [
+    "kpi_nps",
+    "kpi_csat_ratio",
+    "kpi_ces_mean",
+    "kpi_ces_easy_ratio",
+    "kpi_fcr_ratio",
+    "kpi_resolution_time_seconds_mean",
+    "kpi_resolution_time_seconds",
+    "kpi_customer_churn_ratio",
+    "kpi_revenue_churn_ratio",
+    "kpi_net_revenue_retention_ratio",
+    "kpi_customer_retention_ratio",
+    "kpi_renewal_ratio",
+    "kpi_arpa",
+    "kpi_clv",
+];
+
+fn name(key: &str) -> &str {
+    key.split('{').next().unwrap_or_default()
+}
+
+fn additive(key: &str) -> bool {
+    !NOT_ADDITIVE.contains(&name(key))
+}
+
+/// `sum by (every label)` of the additive KPI gauges over `instances`.
+fn summed(instances: &[Metrics]) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for metrics in instances {
+        for (key, value) in kpi_values(metrics) {
+            if additive(&key) {
+                *sums.entry(key).or_insert(0.0) += value;
+            }
+        }
+    }
+    sums
+}
+
+/// Amounts in major units add up with the rounding of floating point; counts are exact.
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// The differences between the summed components and the single instance's gauges: every
+/// additive gauge, and the ratios recomputed from the sums as docs/metrics.md does in PromQL.
+fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Vec<String> {
+    let mut diff = Vec::new();
+    for (key, value) in want.iter().filter(|(k, _)| additive(k)) {
+        match sums.get(key) {
+            Some(got) if close(*got, *value) => {}
+            got => diff.push(format!("{key}: summed {got:?}, single {value}")),
+        }
+    }
+    for key in sums.keys().filter(|k| !want.contains_key(*k)) {
+        diff.push(format!("{key}: summed only"));
+    }
+    // The labels of a gauge, to read its components with the same labels.
+    let sum = |metric: &str, labels: &str| sums.get(&format!("{metric}{labels}")).copied();
+    let ratio = |numerator: Option<f64>, denominator: Option<f64>| match (numerator, denominator) {
+        (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+        _ => None,
+    };
+    for (key, value) in want {
+        let labels = &key[name(key).len()..];
+        let recomputed = match name(key) {
+            "kpi_nps" => {
+                let (p, d) = (
+                    sum("kpi_nps_promoters", labels),
+                    sum("kpi_nps_detractors", labels),
+                );
+                ratio(
+                    p.zip(d).map(|(p, d)| 100.0 * (p - d)),
+                    sum("kpi_nps_responses", labels),
+                )
+            }
+            "kpi_csat_ratio" => ratio(
+                sum("kpi_csat_satisfied", labels),
+                sum("kpi_csat_responses", labels),
+            ),
+            "kpi_fcr_ratio" => ratio(
+                sum("kpi_fcr_first_contact_resolutions", labels),
+                sum("kpi_fcr_resolutions", labels),
+            ),
+            "kpi_resolution_time_seconds_mean" => ratio(
+                sum("kpi_resolution_time_seconds_sum", labels),
+                sum("kpi_resolution_time_seconds_count", labels),
+            ),
+            "kpi_customer_churn_ratio" => ratio(
+                sum("kpi_customers_churned", labels),
+                sum("kpi_customers_active_at_window_start", labels),
+            ),
+            "kpi_renewal_ratio" => {
+                let renewals = sum("kpi_renewals", labels);
+                let due = renewals.zip(sum("kpi_cancellations", labels));
+                ratio(renewals, due.map(|(r, c)| r + c))
+            }
+            _ => continue,
+        };
+        match recomputed {
+            Some(got) if close(got, *value) => {}
+            got => diff.push(format!("{key}: recomputed {got:?}, single {value}")),
+        }
+    }
+    diff
+}
+
+/// `/kpis` without the times of computation, which differ between instances.
+async fn global_values(service: &Service) -> Option<Vec<String>> {
+    let (status, body) = service.get("/kpis").await?;
+    if status != 200 {
+        return None;
+    }
+    let values: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    let mut out: Vec<String> = values
+        .into_iter()
+        .map(|mut v| {
+            if let Some(object) = v.as_object_mut() {
+                for time in ["window_start", "window_end", "emitted_at"] {
+                    object.remove(time);
+                }
+            }
+            v.to_string()
+        })
+        .collect();
+    out.sort();
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_one_killed_one_added_equal_one_instance() {
+    let topics = Topics::create_with(&brokers(), "scale", [12, 12, 12], true).await;
+    let generator = generate(&topics, 30_000, 3_000, 21);
+    let mut first = Service::start(&topics.env());
+    let second = Service::start(&topics.env());
+    let third = Service::start(&topics.env());
+    eventually(
+        "every instance consuming",
+        Duration::from_secs(60),
+        async || {
+            for service in [&first, &second, &third] {
+                let m = service.try_metrics().await?;
+                (consumed(&m) > 1_000.0).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    first.kill();
+    let fourth = Service::start(&topics.env());
+    assert!(wait(generator).await.success());
+    let live = [&second, &third, &fourth];
+    for service in live {
+        service.wait_ready().await;
+    }
+
+    let reference_topics = topics.reference().await;
+    let reference = Service::start(&reference_topics.env());
+    reference.wait_ready().await;
+    let want = kpi_values(&reference.metrics().await);
+    assert!(want.len() > 100, "{}", want.len());
+
+    eventually(
+        "the components summed across instances to equal one instance's",
+        Duration::from_secs(90),
+        async || {
+            let mut scraped = Vec::new();
+            for service in live {
+                scraped.push(service.metrics().await);
+            }
+            let diff = differences(&summed(&scraped), &want);
+            if !diff.is_empty() {
+                eprintln!("{} differences, first: {}", diff.len(), diff[0]);
+            }
+            diff.is_empty().then_some(())
+        },
+    )
+    .await;
+    // Each instance's own values are partial: the sums above are not one instance's.
+    assert_ne!(kpi_values(&second.metrics().await), want);
+
+    eventually(
+        "the global values on the output topic",
+        Duration::from_secs(60),
+        async || {
+            let got = output_values(&topics.brokers, &topics.output);
+            let single = output_values(&topics.brokers, &reference_topics.output);
+            (!single.is_empty() && got == single).then_some(())
+        },
+    )
+    .await;
+    let single = global_values(&reference)
+        .await
+        .expect("the single instance's /kpis");
+    eventually(
+        "the global values on every instance's /kpis",
+        Duration::from_secs(60),
+        async || {
+            for service in live {
+                (global_values(service).await? == single).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    // Exactly one live instance publishes.
+    let mut publishers = 0.0;
+    for service in live {
+        publishers += service
+            .metrics()
+            .await
+            .get("kpi_global_publisher", &[])
+            .unwrap_or_default();
+    }
+    assert_eq!(publishers, 1.0);
+}
