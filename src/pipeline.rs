@@ -193,8 +193,13 @@ impl ConsumerEvents {
                     .map(|e| e.offset())
                 {
                     Some(Offset::Offset(o)) => o.max(low),
-                    Some(Offset::End) if high != UNKNOWN_END => high,
-                    // Unknown: replaying more than needed is safe, less is not.
+                    // "No message at or after that time" is also the broker's answer while
+                    // messages are being appended to the partition (their timestamps are not
+                    // indexed yet), so it cannot be trusted to skip anything. Replaying from
+                    // the beginning instead costs little: with the retention the topic needs,
+                    // a partition holds at most one bucket more than the replay span. The
+                    // same for an unknown answer: replaying more than needed is safe, less
+                    // is not.
                     _ => low,
                 }
             };

@@ -74,9 +74,69 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
         (Some(n), Some(d)) if d > 0.0 => Some(n / d),
         _ => None,
     };
+    // Money carries `currency`, movements also `kind`: labels sort before `segment`.
+    let money = |labels: &str, kind: Option<&str>| {
+        let kind = kind.map(|k| format!("kind=\"{k}\",")).unwrap_or_default();
+        format!("{{currency=\"USD\",{kind}{}", &labels[1..])
+    };
+    let movement = |labels: &str, kind: &str| sum("kpi_mrr_movement", &money(labels, Some(kind)));
+    let arpa = |labels: &str| {
+        ratio(
+            sum("kpi_mrr", labels),
+            sum(
+                "kpi_customers_active",
+                &labels.replace("currency=\"USD\",", ""),
+            ),
+        )
+    };
+    let churn = |labels: &str| {
+        ratio(
+            sum("kpi_customers_churned", labels),
+            sum("kpi_customers_active_at_window_start", labels),
+        )
+    };
     for (key, value) in want {
         let labels = &key[name(key).len()..];
         let recomputed = match name(key) {
+            "kpi_ces_mean" => ratio(
+                sum("kpi_ces_score_sum", labels),
+                sum("kpi_ces_responses", labels),
+            ),
+            "kpi_ces_easy_ratio" => ratio(
+                sum("kpi_ces_easy", labels),
+                sum("kpi_ces_responses", labels),
+            ),
+            "kpi_revenue_churn_ratio" => ratio(
+                movement(labels, "churn")
+                    .zip(movement(labels, "contraction"))
+                    .map(|(a, b)| a + b),
+                sum("kpi_mrr_at_window_start", &money(labels, None)),
+            ),
+            "kpi_net_revenue_retention_ratio" => {
+                let start = sum("kpi_mrr_at_window_start", &money(labels, None));
+                let kept = start
+                    .zip(movement(labels, "expansion"))
+                    .zip(movement(labels, "contraction"))
+                    .zip(movement(labels, "churn"))
+                    .map(|(((s, e), c), ch)| s + e - c - ch);
+                ratio(kept, start)
+            }
+            "kpi_customer_retention_ratio" => {
+                let end = sum("kpi_customers_active_at_window_end", labels);
+                let acquired = sum("kpi_customers_acquired", labels);
+                ratio(
+                    end.zip(acquired).map(|(e, a)| e - a),
+                    sum("kpi_customers_active_at_window_start", labels),
+                )
+            }
+            "kpi_arpa" => arpa(labels),
+            "kpi_clv" => {
+                // ARPA over the customer churn ratio of billing.clv_window (30d).
+                let plain = labels.replace("currency=\"USD\",", "");
+                let churn_labels = plain.replace("window=\"current\"", "window=\"30d\"");
+                ratio(arpa(labels), churn(&churn_labels))
+            }
+            "kpi_customer_churn_ratio" => churn(labels),
             "kpi_nps" => {
                 let (p, d) = (
                     sum("kpi_nps_promoters", labels),
@@ -98,10 +158,6 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
             "kpi_resolution_time_seconds_mean" => ratio(
                 sum("kpi_resolution_time_seconds_sum", labels),
                 sum("kpi_resolution_time_seconds_count", labels),
-            ),
-            "kpi_customer_churn_ratio" => ratio(
-                sum("kpi_customers_churned", labels),
-                sum("kpi_customers_active_at_window_start", labels),
             ),
             "kpi_renewal_ratio" => {
                 let renewals = sum("kpi_renewals", labels);
