@@ -63,6 +63,20 @@ fn per_event(c: &mut Criterion) {
         });
     }
     group.finish();
+    // The parse and validation alone, to tell the two halves of the path apart.
+    let mut group = c.benchmark_group("parse_validate");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for family in Family::ALL {
+        let batch = events(&config, family, BATCH);
+        group.bench_function(family.name(), |b| {
+            b.iter(|| {
+                for bytes in &batch {
+                    let _ = black_box(parse(bytes, family, NOW, &limits));
+                }
+            });
+        });
+    }
+    group.finish();
 }
 
 fn publish(c: &mut Criterion) {

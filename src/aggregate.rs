@@ -10,6 +10,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+/// Maps keyed by partitions and series, looked up for every event. Their keys are small
+/// and bounded (partitions, interned dimension values), so a fast hash is safe here.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use crate::billing::{BillingLedger, BillingTally, Current, Rates};
 use crate::components::{FamilyTallies, PartitionComponents, SeriesComponents, Totals};
 use crate::dedup::SeenIds;
@@ -65,9 +69,9 @@ struct PartitionState {
     /// Every series seen on this partition, so that it keeps being published (components
     /// at 0) after its window empties, instead of flickering in and out.
     known: BTreeSet<SeriesKey>,
-    surveys: HashMap<SeriesKey, SeriesWindows<SurveyTally>>,
-    tickets: HashMap<SeriesKey, SeriesWindows<TicketTally>>,
-    billing: HashMap<SeriesKey, SeriesWindows<BillingTally>>,
+    surveys: FastMap<SeriesKey, SeriesWindows<SurveyTally>>,
+    tickets: FastMap<SeriesKey, SeriesWindows<TicketTally>>,
+    billing: FastMap<SeriesKey, SeriesWindows<BillingTally>>,
     /// Current MRR per customer; each customer counts in the series of its latest event.
     ledger: BillingLedger<Box<[SeriesKey]>>,
 }
@@ -77,9 +81,9 @@ impl PartitionState {
         PartitionState {
             seen: SeenIds::new(dedup_horizon_ms),
             known: BTreeSet::new(),
-            surveys: HashMap::new(),
-            tickets: HashMap::new(),
-            billing: HashMap::new(),
+            surveys: FastMap::default(),
+            tickets: FastMap::default(),
+            billing: FastMap::default(),
             ledger: BillingLedger::default(),
         }
     }
@@ -95,7 +99,7 @@ pub struct Aggregates {
     /// Index of the window whose customer churn ratio divides ARPA into CLV.
     clv_window: Option<usize>,
     dedup_horizon_ms: i64,
-    partitions: HashMap<PartitionId, PartitionState>,
+    partitions: FastMap<PartitionId, PartitionState>,
     /// Scratch list of the series an event updates; reused to keep the hot path free of
     /// allocation.
     touched: Vec<SeriesKey>,
@@ -114,7 +118,7 @@ impl Landing<'_> {
     /// Applies `apply` to the bucket holding the event in every window of every series.
     fn apply<T: Tally>(
         &self,
-        map: &mut HashMap<SeriesKey, SeriesWindows<T>>,
+        map: &mut FastMap<SeriesKey, SeriesWindows<T>>,
         apply: impl Fn(&mut T),
     ) {
         for key in self.touched {
@@ -153,7 +157,7 @@ impl Aggregates {
             lead_ms,
             dimensions,
             rates,
-            partitions: HashMap::new(),
+            partitions: FastMap::default(),
             touched: Vec::new(),
         }
     }
@@ -333,7 +337,7 @@ impl Aggregates {
     /// One series' tally per window at `now_ms`, empty where the series has none.
     fn fold<T: Tally>(
         &self,
-        map: &HashMap<SeriesKey, SeriesWindows<T>>,
+        map: &FastMap<SeriesKey, SeriesWindows<T>>,
         key: &SeriesKey,
         now_ms: i64,
     ) -> Vec<T> {

@@ -134,6 +134,10 @@ pub struct GenerateConfig {
     pub count: u64,
     /// Share of deliberately malformed events, 0..1.
     pub malformed_ratio: f64,
+    /// With a `count`, spread `occurred_at` evenly over this much time before the start,
+    /// oldest first, like a topic's history; 0: each event happens when it is produced.
+    #[serde(deserialize_with = "duration")]
+    pub span: Duration,
     pub customers: u32,
     pub segments: Vec<String>,
 }
@@ -231,6 +235,7 @@ impl Default for GenerateConfig {
             rate: 1000,
             count: 0,
             malformed_ratio: 0.01,
+            span: Duration::ZERO,
             customers: 5000,
             segments: ["smb", "mid-market", "enterprise"]
                 .map(String::from)

@@ -21,7 +21,8 @@ struct Dimension {
     name: String,
     /// Position of the field in [`crate::event::Event::dimensions`].
     field: usize,
-    ids: HashMap<Box<str>, u32>,
+    /// Bounded by the cap, so a fast hash cannot be made to degrade by many values.
+    ids: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     values: Vec<Box<str>>,
     other: Option<u32>,
     overflowed_events: u64,
@@ -45,7 +46,7 @@ impl Dimensions {
                 Some(Dimension {
                     name: name.clone(),
                     field,
-                    ids: HashMap::new(),
+                    ids: HashMap::default(),
                     values: Vec::new(),
                     other: None,
                     overflowed_events: 0,

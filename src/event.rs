@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -260,7 +261,7 @@ pub const MAX_FIELD_BYTES: usize = 256;
 /// Whether `bytes` nests arrays and objects deeper than [`MAX_DEPTH`].
 fn too_deep(bytes: &[u8]) -> bool {
     // Few brackets cannot nest deeply; this count is cheap and settles most messages.
-    let opening = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    let opening = memchr::memchr2_iter(b'{', b'[', bytes).count();
     if opening <= MAX_DEPTH {
         return false;
     }
@@ -311,42 +312,81 @@ fn bounded<'a>(
 /// is an error (`duplicate_field`), so a message cannot say two things at once.
 #[derive(Deserialize)]
 struct Wire<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     event_id: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "type")]
+    #[serde(borrow, default, deserialize_with = "text", rename = "type")]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     occurred_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     customer_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     segment: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     region: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     channel: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     survey: Option<Cow<'a, str>>,
     score: Option<i64>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     comment: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     ticket_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     opened_at: Option<Cow<'a, str>>,
     agent_replies: Option<i64>,
     reopens: Option<i64>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     subscription_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     plan: Option<Cow<'a, str>>,
     price: Option<i64>,
     quantity: Option<i64>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     currency: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "text")]
     interval: Option<Cow<'a, str>>,
     interval_count: Option<i64>,
+}
+
+/// A string field, borrowed from the message unless it holds an escape sequence. serde's
+/// `borrow` alone does not borrow a `Cow` inside an `Option`: it would copy every string of
+/// every event into its own allocation.
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Text;
+    impl<'de> Visitor<'de> for Text {
+        type Value = Option<Cow<'de, str>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+    }
+    deserializer.deserialize_option(Text)
 }
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Rejection> {
@@ -662,6 +702,22 @@ mod tests {
                 survey: Survey::Nps,
                 score: 9
             }
+        );
+    }
+
+    #[test]
+    fn strings_are_borrowed_from_the_message_unless_escaped() {
+        let text = survey(r#","survey":"nps","score":9,"segment":"sm\u0062","channel":null"#);
+        let event = parse(text.as_bytes(), Family::Surveys, NOW, &LIMITS).unwrap();
+        assert!(matches!(event.event_id, Cow::Borrowed("e1")));
+        assert!(matches!(event.customer_id, Cow::Borrowed("c1")));
+        assert!(matches!(&event.dimensions[0], Some(Cow::Owned(s)) if s == "smb"));
+        // null is as good as absent.
+        assert_eq!(event.dimensions[2], None);
+        let number = survey(r#","survey":"nps","score":9,"segment":5"#);
+        assert_eq!(
+            reject(number.as_bytes(), Family::Surveys),
+            Reason::WrongType
         );
     }
 

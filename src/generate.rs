@@ -312,6 +312,28 @@ impl EventSource {
     }
 }
 
+/// When events happen with `generate.span`: `count` events evenly over the span before the
+/// start, oldest first.
+struct History {
+    start_ms: i64,
+    step_ms: f64,
+}
+
+impl History {
+    fn new(config: &crate::config::GenerateConfig, now_ms: i64) -> Option<History> {
+        let span_ms = config.span.as_millis() as i64;
+        (span_ms > 0 && config.count > 0).then(|| History {
+            start_ms: now_ms - span_ms,
+            step_ms: span_ms as f64 / config.count as f64,
+        })
+    }
+
+    /// When the `n`th event (from 0) happens; the last one at the start.
+    fn at(&self, n: u64) -> i64 {
+        self.start_ms + (self.step_ms * (n + 1) as f64) as i64
+    }
+}
+
 /// Produces events to the configured topics until `count` is reached or `shutdown`.
 pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = client_config(
@@ -329,6 +351,7 @@ pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> a
     let started = Instant::now();
     let mut sent: u64 = 0;
     let mut last_report = Instant::now();
+    let history = History::new(&config.generate, clock());
     info!(rate, count, "generating events");
     while (count == 0 || sent < count) && !shutdown.is_cancelled() {
         if rate > 0 {
@@ -338,7 +361,7 @@ pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> a
                 continue;
             }
         }
-        let generated = source.next_event(clock());
+        let generated = source.next_event(history.as_ref().map_or_else(|| clock(), |h| h.at(sent)));
         let topic = config.topic(generated.family);
         let mut record = BaseRecord::to(topic)
             .key(&generated.key)
@@ -392,6 +415,18 @@ mod tests {
         let mut c = Config::default();
         c.generate.malformed_ratio = malformed_ratio;
         c
+    }
+
+    #[test]
+    fn a_history_spreads_the_events_evenly_over_the_span_ending_now() {
+        let mut c = config(0.0);
+        c.generate.count = 4;
+        c.generate.span = Duration::from_secs(40);
+        let history = History::new(&c.generate, NOW).unwrap();
+        let times: Vec<i64> = (0..4).map(|n| history.at(n)).collect();
+        assert_eq!(times, [NOW - 30_000, NOW - 20_000, NOW - 10_000, NOW]);
+        c.generate.count = 0;
+        assert!(History::new(&c.generate, NOW).is_none());
     }
 
     #[test]

@@ -42,6 +42,9 @@ enum Command {
         seed: Option<u64>,
         #[arg(long)]
         malformed_ratio: Option<f64>,
+        /// Spread occurred_at over this much history before now (e.g. 30d), oldest first.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        span: Option<std::time::Duration>,
     },
 }
 
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         count,
         seed,
         malformed_ratio,
+        span,
     } = &cli.command
     {
         let g = &mut config.generate;
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         g.count = count.unwrap_or(g.count);
         g.seed = seed.unwrap_or(g.seed);
         g.malformed_ratio = malformed_ratio.unwrap_or(g.malformed_ratio);
+        g.span = span.unwrap_or(g.span);
         if let Err(e) = config.validate() {
             eprintln!("kpi-stream: invalid configuration: {e}");
             return ExitCode::from(EXIT_CONFIG);
