@@ -4,9 +4,11 @@
 #   scripts/bench.sh                      5,000,000 events, 3 rounds
 #   BENCH_EVENTS=1000000 BENCH_ROUNDS=1 scripts/bench.sh
 #   BENCH_MICRO=1 scripts/bench.sh        also the criterion micro-benchmarks
+#   BENCH_SPAN=0s scripts/bench.sh        every event "now", all within the duplicate horizon
 #
 # Starts the local Kafka, creates three input topics with 6 partitions each, preloads them
-# with `kpi-stream generate` (half surveys, 40% tickets, 10% billing, 1% malformed), then
+# with `kpi-stream generate` (half surveys, 40% tickets, 10% billing, 1% malformed), their
+# occurred_at spread over BENCH_SPAN (default 30d) before now as a topic's history, then
 # measures, BENCH_ROUNDS times each, median reported:
 #   a. the ceiling: Kafka's ConsumerPerformance reading the three topics from the beginning;
 #   b. `kpi-stream run --exit-when-caught-up` from the beginning to the end: events/s, CPU
@@ -20,6 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 events=${BENCH_EVENTS:-5000000}
+span=${BENCH_SPAN:-30d}
 rounds=${BENCH_ROUNDS:-3}
 out=$root/target/bench
 mkdir -p "$out"
@@ -44,9 +47,9 @@ messages_in() {
         --topic "$1" 2>/dev/null | awk -F: '{s += $3} END {print s}'
 }
 
-echo "bench: preloading $events events"
+echo "bench: preloading $events events spread over $span"
 start=$(date +%s.%N)
-"$bin" generate --count "$events" --rate 0 --malformed-ratio 0.01 --seed "$(date +%s)"
+"$bin" generate --count "$events" --rate 0 --malformed-ratio 0.01 --span "$span" --seed "$(date +%s)"
 preload_s=$(calc "$(date +%s.%N) - $start")
 
 # a. The ceiling: ConsumerPerformance on each topic in turn; events over the summed time.
@@ -114,7 +117,7 @@ wait "$service" 2>/dev/null || true
 echo "bench: latency $latency"
 
 cat >"$out/result.json" <<JSON
-{"events": $events, "rounds": $rounds, "partitions_per_topic": 6, "preload_seconds": $preload_s,
+{"events": $events, "span": "$span", "rounds": $rounds, "partitions_per_topic": 6, "preload_seconds": $preload_s,
  "ceiling_events_per_second": $(printf '%.0f' "$ceiling"),
  "kpi_stream_events_per_second": $(printf '%.0f' "$rate"),
  "cpu_seconds_per_million_events": $(printf '%.3f' "$cpu"),

@@ -444,7 +444,7 @@ impl Pipeline {
                 // prefetch queue was full (default 1 s): during a replay that left the
                 // consumer idle half the time. Keep the prefetch small and refill it fast.
                 ("fetch.queue.backoff.ms", "10".into()),
-                ("queued.max.messages.kbytes", "16384".into()),
+                ("queued.max.messages.kbytes", "4096".into()),
             ],
         );
         let consumer: StreamConsumer<ConsumerEvents> = c
