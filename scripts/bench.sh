@@ -30,6 +30,8 @@ mkdir -p "$out"
 scripts/setup.sh
 scripts/kafka.sh start
 cargo build --release --quiet
+# Built now, not while the latency run below shares the two cores with the service.
+cargo bench --quiet --no-run --bench latency 2>/dev/null
 bin=$root/target/release/kpi-stream
 id=bench-$(date +%s)
 scripts/kafka.sh topics "$id." 6
@@ -111,7 +113,7 @@ generator=$!
 sleep 5
 latency=$(LATENCY_BROKERS=127.0.0.1:9092 LATENCY_SURVEYS="$id.surveys" LATENCY_OUTPUT="$id.kpis" \
     LATENCY_METRICS=http://127.0.0.1:9471/metrics LATENCY_PROBES=$probes \
-    cargo bench --quiet --bench latency 2>/dev/null | tail -n 1)
+    cargo bench --quiet --bench latency 2>"$out/latency-bench.log" | tail -n 1)
 kill -TERM "$generator" "$service" 2>/dev/null || true
 wait "$service" 2>/dev/null || true
 echo "bench: latency $latency"
