@@ -81,7 +81,13 @@ async fn main() {
     let topic_samples = Arc::new(AtomicU64::new(0));
     let seen = topic_samples.clone();
     tokio::spawn(async move {
-        while let Ok(m) = consumer.recv().await {
+        loop {
+            // A consumer error (a metadata refresh racing the assignment, for instance) is
+            // an event, not the end of the stream: keep reading.
+            let Ok(m) = consumer.recv().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
             if m.key() == Some(key.as_bytes())
                 && let Some(samples) = m.payload().and_then(samples_in)
             {
