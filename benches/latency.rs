@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
@@ -64,7 +64,7 @@ async fn main() {
         .set("linger.ms", "0")
         .create()
         .expect("producer");
-    let consumer: StreamConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", format!("latency-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -76,16 +76,13 @@ async fn main() {
         .expect("partition");
     consumer.assign(&tpl).expect("assign");
     let key = format!("nps/1h/segment={SEGMENT}");
-    // A task of its own reads the output topic, so that the other series published in the
-    // same interval never delay the probe's.
+    // A thread of its own polls the output topic, so that the other series published in the
+    // same interval never delay the probe's; a consumer error is an event, not the end.
     let topic_samples = Arc::new(AtomicU64::new(0));
     let seen = topic_samples.clone();
-    tokio::spawn(async move {
+    std::thread::spawn(move || {
         loop {
-            // A consumer error (a metadata refresh racing the assignment, for instance) is
-            // an event, not the end of the stream: keep reading.
-            let Ok(m) = consumer.recv().await else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
             if m.key() == Some(key.as_bytes())
