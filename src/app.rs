@@ -46,12 +46,15 @@ pub async fn run(
 
     let board = Arc::new(Mutex::new(Board::default()));
     let reader_stop = CancellationToken::new();
-    let reader = tokio::spawn(read_components(
-        config.clone(),
-        board.clone(),
-        metrics.clone(),
-        reader_stop.clone(),
-    ));
+    let reader = {
+        let (config, board, metrics, stop) = (
+            config.clone(),
+            board.clone(),
+            metrics.clone(),
+            reader_stop.clone(),
+        );
+        tokio::task::spawn_blocking(move || read_components(config, board, metrics, stop))
+    };
     let pipeline = Pipeline::new(config, metrics, status, board, clock)?;
     let result = pipeline.run(shutdown, exit_when_caught_up).await;
     // HTTP and the components reader stay up until the final snapshot is published.

@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,9 @@ use crate::pipeline::client_config;
 
 /// How often the partition counts of the input and components topics are read again.
 const METADATA_REFRESH: Duration = Duration::from_secs(10);
+
+/// The longest a poll waits for a message, and so for a shutdown to be noticed.
+const POLL: Duration = Duration::from_millis(100);
 
 /// A components message as written.
 #[derive(Serialize)]
@@ -173,78 +176,78 @@ impl ComponentsWriter {
 }
 
 /// Reads the components topic into `board`, and the input topics' partition counts, until
-/// `shutdown` is cancelled.
-pub async fn read_components(
+/// `shutdown` is cancelled. Blocking: it polls on a thread of its own (`spawn_blocking`), so
+/// its metadata calls never hold up the runtime.
+pub fn read_components(
     config: Arc<Config>,
     board: Arc<Mutex<Board>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        client_config(
-            &config,
-            &[
-                // Never joins nor commits: the group id only names the client to the broker.
-                ("group.id", format!("{}.components", config.kafka.group_id)),
-                ("enable.auto.commit", "false".into()),
-                ("enable.auto.offset.store", "false".into()),
-                ("fetch.queue.backoff.ms", "10".into()),
-            ],
-        )
-        .create()
-        .context("creating the components consumer")?,
-    );
-    let mut refresh = tokio::time::interval(METADATA_REFRESH);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let consumer: BaseConsumer = client_config(
+        &config,
+        &[
+            // Never joins nor commits: the group id only names the client to the broker.
+            ("group.id", format!("{}.components", config.kafka.group_id)),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("fetch.queue.backoff.ms", "10".into()),
+        ],
+    )
+    .create()
+    .context("creating the components consumer")?;
+    let timeout = Duration::from_millis(u64::from(config.kafka.request_timeout_ms));
     let mut assigned = 0;
     let mut warned = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = refresh.tick() => {
-                let counts = read_partition_counts(&config, &consumer).await;
-                if let Ok(mut board) = board.lock() {
-                    for (family, count) in Family::ALL.iter().zip(counts.inputs) {
-                        if let Some(count) = count {
-                            board.set_partitions(*family, count);
-                        }
-                    }
-                }
-                if counts.components.is_none() && assigned == 0 && !warned {
-                    warn!(topic = config.topics.components,
-                        "components topic not found; instances cannot share their components until it exists");
-                    warned = true;
-                }
-                if let Some(count) = counts.components.filter(|c| *c != assigned) {
-                    // Reading from the beginning again is cheap: the topic is compacted to
-                    // one message per input partition.
-                    let mut tpl = TopicPartitionList::new();
-                    for p in 0..count {
-                        let _ = tpl.add_partition_offset(
-                            &config.topics.components,
-                            p,
-                            Offset::Beginning,
-                        );
-                    }
-                    match consumer.assign(&tpl) {
-                        Ok(()) => {
-                            info!(topic = config.topics.components, partitions = count, "reading components");
-                            assigned = count;
-                        }
-                        Err(e) => warn!(error = %e, "could not assign the components topic"),
+    let mut next_refresh = Instant::now();
+    while !shutdown.is_cancelled() {
+        if Instant::now() >= next_refresh {
+            next_refresh = Instant::now() + METADATA_REFRESH;
+            let count = |topic: &str| partition_count(&consumer, topic, timeout);
+            let inputs = Family::ALL.map(|f| count(config.topic(f)));
+            if let Ok(mut board) = board.lock() {
+                for (family, count) in Family::ALL.iter().zip(inputs) {
+                    if let Some(count) = count {
+                        board.set_partitions(*family, count);
                     }
                 }
             }
-            message = consumer.recv(), if assigned > 0 => match message {
-                Ok(message) => receive(&config, &board, &metrics, &message),
-                Err(e) => {
-                    debug!(error = %e, "components consume error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let components = count(&config.topics.components);
+            if components.is_none() && assigned == 0 && !warned {
+                warn!(
+                    topic = config.topics.components,
+                    "components topic not found; instances cannot share their components until it exists"
+                );
+                warned = true;
+            }
+            if let Some(count) = components.filter(|c| *c != assigned) {
+                // Reading from the beginning again is cheap: the topic is compacted to one
+                // message per input partition.
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..count {
+                    let _ =
+                        tpl.add_partition_offset(&config.topics.components, p, Offset::Beginning);
                 }
-            },
+                match consumer.assign(&tpl) {
+                    Ok(()) => {
+                        info!(
+                            topic = config.topics.components,
+                            partitions = count,
+                            "reading components"
+                        );
+                        assigned = count;
+                    }
+                    Err(e) => warn!(error = %e, "could not assign the components topic"),
+                }
+            }
+        }
+        match consumer.poll(POLL) {
+            Some(Ok(message)) => receive(&config, &board, &metrics, &message),
+            Some(Err(e)) => debug!(error = %e, "components consume error"),
+            None => {}
         }
     }
+    Ok(())
 }
 
 fn receive(
@@ -286,43 +289,18 @@ fn receive(
     }
 }
 
-/// Partition counts read from the cluster's metadata; `None` where unknown.
-struct PartitionCounts {
-    /// In [`Family::ALL`] order.
-    inputs: [Option<i32>; 3],
-    components: Option<i32>,
-}
-
-async fn read_partition_counts(
-    config: &Arc<Config>,
-    consumer: &Arc<StreamConsumer>,
-) -> PartitionCounts {
-    let config = config.clone();
-    let consumer = consumer.clone();
-    let timeout = Duration::from_millis(u64::from(config.kafka.request_timeout_ms));
-    let read = tokio::task::spawn_blocking(move || {
-        let count = |topic: &str| -> Option<i32> {
-            match consumer.fetch_metadata(Some(topic), timeout) {
-                Ok(metadata) => metadata
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == topic && t.error().is_none())
-                    .map(|t| t.partitions().len() as i32)
-                    .filter(|n| *n > 0),
-                Err(e) => {
-                    debug!(topic, error = %e, "could not read the partition count");
-                    None
-                }
-            }
-        };
-        PartitionCounts {
-            inputs: Family::ALL.map(|f| count(config.topic(f))),
-            components: count(&config.topics.components),
+/// The partition count of `topic` from the cluster's metadata; `None` when unknown.
+fn partition_count(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Option<i32> {
+    match consumer.fetch_metadata(Some(topic), timeout) {
+        Ok(metadata) => metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+            .filter(|n| *n > 0),
+        Err(e) => {
+            debug!(topic, error = %e, "could not read the partition count");
+            None
         }
-    })
-    .await;
-    read.unwrap_or(PartitionCounts {
-        inputs: [None; 3],
-        components: None,
-    })
+    }
 }
