@@ -79,12 +79,14 @@ async fn main() {
     // A thread of its own polls the output topic, so that the other series published in the
     // same interval never delay the probe's; a consumer error is an event, not the end.
     let topic_samples = Arc::new(AtomicU64::new(0));
-    let seen = topic_samples.clone();
+    let received = Arc::new(AtomicU64::new(0));
+    let (seen, reading) = (topic_samples.clone(), received.clone());
     std::thread::spawn(move || {
         loop {
             let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
+            reading.fetch_add(1, Ordering::Relaxed);
             if m.key() == Some(key.as_bytes())
                 && let Some(samples) = m.payload().and_then(samples_in)
             {
@@ -93,6 +95,18 @@ async fn main() {
         }
     });
 
+    // The consumer starts at the end of the topic once it has looked the end up, which takes
+    // a moment; a probe published before that would be missed. The service publishes
+    // changed values every interval under the generator's load, so a first message shows
+    // that the consumer is in place.
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    while received.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < ready_by,
+            "nothing read from the output topic within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut to_topic = Vec::new();
     let mut to_metrics = Vec::new();
     for i in 1..=probes {
@@ -128,7 +142,12 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let (Some(topic), Some(metrics)) = (topic_seen, metrics_seen) else {
-            panic!("probe {i} not seen within 60 s");
+            panic!(
+                "probe {i} not seen within 60 s: on the output topic {topic_seen:?} (samples {}), \
+                 in /metrics {metrics_seen:?} (samples {:?})",
+                topic_samples.load(Ordering::Relaxed),
+                metrics_samples(&metrics_url).await
+            );
         };
         to_topic.push(topic.as_secs_f64() * 1000.0);
         to_metrics.push(metrics.as_secs_f64() * 1000.0);
