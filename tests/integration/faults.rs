@@ -86,9 +86,22 @@ async fn two_instances_one_killed_the_survivor_takes_over() {
     assert!(wait(generate(&topics, 10_000, 0, 5)).await.success());
     let mut first = Service::start(&topics.env());
     let second = Service::start(&topics.env());
-    first.wait_ready().await;
-    second.wait_ready().await;
-    // Both hold part of the input: neither alone has every event yet.
+    // Both hold part of the input, so neither alone has every event: wait until the group
+    // has given each some partitions (an instance is also ready with an empty assignment).
+    eventually(
+        "both instances ready with partitions",
+        Duration::from_secs(60),
+        async || {
+            for service in [&first, &second] {
+                let m = service.try_metrics().await?;
+                (m.get("kpi_ready", &[]) == Some(1.0)
+                    && m.get("kpi_assigned_partitions", &[]) > Some(0.0))
+                .then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
     let partial = kpi_values(&second.metrics().await);
     first.kill();
     assert_equals_reference(&topics, &second, &[]).await;
