@@ -2,11 +2,12 @@
 //! down on one token.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::components::Board;
 use crate::config::Config;
@@ -14,6 +15,9 @@ use crate::event::Family;
 use crate::exchange::read_components;
 use crate::metrics::Metrics;
 use crate::pipeline::{Clock, Pipeline, Status};
+
+/// How long a shutdown waits for the components reader to stop.
+const READER_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` is cancelled (or, with `exit_when_caught_up`, until caught up).
 pub async fn run(
@@ -53,14 +57,30 @@ pub async fn run(
             metrics.clone(),
             reader_stop.clone(),
         );
-        tokio::task::spawn_blocking(move || read_components(config, board, metrics, stop))
+        std::thread::Builder::new()
+            .name("components".into())
+            .spawn(move || read_components(config, board, metrics, stop))
+            .context("starting the components reader")?
     };
     let pipeline = Pipeline::new(config, metrics, status, board, clock)?;
     let result = pipeline.run(shutdown, exit_when_caught_up).await;
     // HTTP and the components reader stay up until the final snapshot is published.
     reader_stop.cancel();
     http_stop.cancel();
-    reader.await.context("components task")??;
     http.await.context("http task")?.context("http server")?;
+    // The reader stops within one poll, unless a metadata call is waiting for an absent
+    // broker: then the process exits without it rather than outlast its grace period.
+    let deadline = tokio::time::Instant::now() + READER_GRACE;
+    while !reader.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if reader.is_finished() {
+        match reader.join() {
+            Ok(read) => read?,
+            Err(_) => anyhow::bail!("the components reader panicked"),
+        }
+    } else {
+        warn!("components reader still waiting for the broker; exiting without it");
+    }
     result
 }

@@ -176,8 +176,9 @@ impl ComponentsWriter {
 }
 
 /// Reads the components topic into `board`, and the input topics' partition counts, until
-/// `shutdown` is cancelled. Blocking: it polls on a thread of its own (`spawn_blocking`), so
-/// its metadata calls never hold up the runtime.
+/// `shutdown` is cancelled. Blocking: it runs on a thread of its own, so that its metadata
+/// calls, which wait for their timeout while no broker answers, hold up neither the runtime
+/// nor a shutdown (the caller does not wait for it long).
 pub fn read_components(
     config: Arc<Config>,
     board: Arc<Mutex<Board>>,
@@ -203,7 +204,11 @@ pub fn read_components(
     while !shutdown.is_cancelled() {
         if Instant::now() >= next_refresh {
             next_refresh = Instant::now() + METADATA_REFRESH;
-            let count = |topic: &str| partition_count(&consumer, topic, timeout);
+            let count = |topic: &str| {
+                (!shutdown.is_cancelled())
+                    .then(|| partition_count(&consumer, topic, timeout))
+                    .flatten()
+            };
             let inputs = Family::ALL.map(|f| count(config.topic(f)));
             if let Ok(mut board) = board.lock() {
                 for (family, count) in Family::ALL.iter().zip(inputs) {

@@ -210,3 +210,22 @@ async fn dead_letter_topic_missing_pauses_the_partition_until_it_exists() {
     assert_eq!(nps("kpi_nps_responses"), Some(2.0));
     assert_eq!(nps("kpi_nps"), Some(0.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_no_broker_answers_exits_promptly() {
+    // A closed loopback port: every connection is refused, every metadata call waits for
+    // its timeout.
+    let mut service = Service::start(&[(
+        "KPI_STREAM_KAFKA__BROKERS".to_owned(),
+        "127.0.0.1:1".to_owned(),
+    )]);
+    eventually("/healthz", Duration::from_secs(30), async || {
+        matches!(service.get("/healthz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    // Long enough for the components reader to be inside its first metadata call.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, took) = service.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
