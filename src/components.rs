@@ -247,6 +247,11 @@ impl Board {
         self.partitions[family_index(family)] = Some(count);
     }
 
+    /// Whether the partition count of every input topic has been read.
+    pub fn partitions_known(&self) -> bool {
+        self.partitions.iter().all(Option::is_some)
+    }
+
     /// The totals of every input partition: `local` components where given, otherwise
     /// received ones computed at `fresh_since_ms` or later. Never a part of the partitions:
     /// if one is missing, nothing.

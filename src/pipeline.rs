@@ -384,6 +384,8 @@ pub struct Pipeline {
     assigned: HashMap<PartitionId, Replay>,
     /// Whether the group has assigned partitions at least once.
     joined: bool,
+    /// Whether the partition counts of every input topic have been read (they only grow).
+    partitions_known: bool,
     /// Every assigned partition has caught up; mirrored to [`Status`] after each publish,
     /// so /readyz never reports ready before the values it would serve exist.
     caught_up: bool,
@@ -481,6 +483,7 @@ impl Pipeline {
             clock,
             assigned: HashMap::new(),
             joined: false,
+            partitions_known: false,
             caught_up: false,
             dead_letters,
             next_offset: HashMap::new(),
@@ -643,9 +646,19 @@ impl Pipeline {
         }
     }
 
-    /// Recomputes `caught_up`; true when it has just turned true.
+    /// Recomputes `caught_up`; true when it has just turned true. The partition counts of
+    /// the input topics must be known too, so that the first publish can compute the global
+    /// values that `/kpis` serves once ready.
     fn update_readiness(&mut self) -> bool {
-        let caught_up = self.joined && self.assigned.values().all(Replay::caught_up);
+        if !self.partitions_known {
+            self.partitions_known = self
+                .board
+                .lock()
+                .map(|board| board.partitions_known())
+                .unwrap_or(false);
+        }
+        let caught_up =
+            self.partitions_known && self.joined && self.assigned.values().all(Replay::caught_up);
         let turned = caught_up && !self.caught_up;
         if turned {
             info!(partitions = self.assigned.len(), "caught up");
