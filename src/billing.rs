@@ -8,6 +8,7 @@
 //! else.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +129,9 @@ struct Customer<S> {
 
 #[derive(Debug, Clone)]
 struct Subscription {
-    customer: Box<str>,
+    /// The same string as the customer's key: one copy of a customer id however many
+    /// subscriptions it has, and no allocation to look the customer up.
+    customer: Arc<str>,
     mrr: Micros,
 }
 
@@ -136,7 +139,7 @@ struct Subscription {
 /// customer's current values are reported (its KPI series).
 #[derive(Debug, Clone)]
 pub struct BillingLedger<S> {
-    customers: HashMap<Box<str>, Customer<S>>,
+    customers: HashMap<Arc<str>, Customer<S>>,
     subscriptions: HashMap<Box<str>, Subscription>,
 }
 
@@ -206,7 +209,10 @@ impl<S: Clone> BillingLedger<S> {
         // Check the change before touching the maps: a rejected event leaves no trace.
         let (owner, old_mrr) = match self.subscriptions.get(subscription_id) {
             Some(existing) => (existing.customer.clone(), existing.mrr),
-            None => (event.customer_id.as_ref().into(), 0),
+            None => match self.customers.get_key_value(event.customer_id.as_ref()) {
+                Some((known, _)) => (known.clone(), 0),
+                None => (Arc::from(event.customer_id.as_ref()), 0),
+            },
         };
         let delta = new_mrr.map_or(0, |m| m - old_mrr);
         let before_check = self.customers.get(&owner).map_or(0, |c| c.mrr);
