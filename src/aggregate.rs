@@ -264,22 +264,37 @@ impl Aggregates {
 
     /// The value of every KPI, window and known series, merged over all partitions.
     pub fn snapshot(&self, now_ms: i64) -> Vec<KpiRecord> {
+        let parts: Vec<PartitionComponents> = self
+            .partitions
+            .keys()
+            .map(|partition| self.components(*partition, now_ms))
+            .collect();
+        self.records(&parts, now_ms)
+    }
+
+    /// The records of components this instance computed (so with its own windows): its
+    /// own values.
+    pub fn records<'p>(
+        &self,
+        parts: impl IntoIterator<Item = &'p PartitionComponents>,
+        now_ms: i64,
+    ) -> Vec<KpiRecord> {
         let mut totals = Totals::new(&self.windows);
-        for partition in self.partitions.keys() {
-            // Components of this instance always have its own windows.
-            let _ = totals.add(&self.components(*partition, now_ms));
+        for part in parts {
+            // Cannot mismatch: the windows are this instance's.
+            let _ = totals.add(part);
         }
+        self.records_of(&totals, now_ms)
+    }
+
+    /// The records of `totals`, with this instance's windows and CLV window.
+    pub fn records_of(&self, totals: &Totals, now_ms: i64) -> Vec<KpiRecord> {
         totals.records(&self.windows, self.clv_window, now_ms)
     }
 
     /// The partitions holding state.
     pub fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
         self.partitions.keys().copied()
-    }
-
-    /// Index of the window whose customer churn ratio divides ARPA into CLV.
-    pub fn clv_window(&self) -> Option<usize> {
-        self.clv_window
     }
 
     /// The tallies of one partition folded over each window at `now_ms`; no series for a

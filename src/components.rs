@@ -598,7 +598,7 @@ mod tests {
                 .map(|p| (p, instances[0].components(p, NOW)))
                 .collect();
             let (totals, _) = board.totals(&windows, &local, NOW).unwrap();
-            let global = totals.records(&windows, single.clv_window(), NOW);
+            let global = single.records_of(&totals, NOW);
             prop_assert_eq!(published(&global), published(&single.snapshot(NOW)));
         }
     }

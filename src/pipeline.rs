@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::aggregate::{Aggregates, Outcome, PartitionId};
-use crate::components::{Board, Incomplete, PartitionComponents, Totals};
+use crate::components::{Board, Incomplete, PartitionComponents};
 use crate::config::Config;
 use crate::deadletter::{DeadLetters, Letter};
 use crate::dimension::Dimensions;
@@ -844,13 +844,7 @@ impl Pipeline {
             self.components.write(&local, now);
         }
         if self.caught_up {
-            let windows = self.aggregates.windows();
-            let mut own = Totals::new(windows);
-            for part in local.values() {
-                // This instance's components always have its own windows.
-                let _ = own.add(part);
-            }
-            let records = own.records(windows, self.aggregates.clv_window(), now);
+            let records = self.aggregates.records(local.values(), now);
             self.metrics.update_kpis(&records);
             self.metrics.last_publish_time.set(now as f64 / 1000.0);
             self.publish_global(&local, now, full);
@@ -881,9 +875,8 @@ impl Pipeline {
             .contains_key(&PartitionId::new(Family::Surveys, 0));
         self.metrics.global_publisher.set(i64::from(publisher));
         self.full_pending |= full;
-        let windows = self.aggregates.windows();
         let result = match self.board.lock() {
-            Ok(board) => board.totals(windows, local, now - self.stale_after_ms),
+            Ok(board) => board.totals(self.aggregates.windows(), local, now - self.stale_after_ms),
             Err(_) => return,
         };
         let (totals, oldest) = match result {
@@ -904,7 +897,7 @@ impl Pipeline {
         self.metrics
             .global_components_age
             .set(oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0));
-        let records = totals.records(windows, self.aggregates.clv_window(), now);
+        let records = self.aggregates.records_of(&totals, now);
         let currency = &self.config.billing.base_currency;
         let body: Vec<Value> = records.iter().map(|r| r.to_json(now, currency)).collect();
         match serde_json::to_vec(&body) {
