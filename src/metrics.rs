@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -18,6 +19,15 @@ use crate::ticket::RESOLUTION_BOUNDS_SECONDS;
 
 /// Content-Type of the classic text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Registers `collector` and hands it back, for the caller to keep a handle.
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
 
 /// Counters of one input topic, resolved once.
 #[derive(Debug, Clone)]
@@ -97,9 +107,7 @@ impl Metrics {
             if money {
                 opts = opts.const_label("currency", base_currency);
             }
-            let g = GaugeVec::new(opts, &labels)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
+            register(&registry, GaugeVec::new(opts, &labels)?)
         };
 
         let value_metrics: HashSet<&str> = KPIS.iter().map(|d| d.metric).collect();
@@ -116,25 +124,28 @@ impl Metrics {
                 kpi_components.insert(key, gauge(c.metric, c.help, c.label, c.money)?);
             }
         }
-        let resolution_time = Histogram::with_opts(
-            HistogramOpts::new(
-                "kpi_ticket_resolution_seconds",
-                "Resolution times of every ticket.resolved, each counted once",
-            )
-            .buckets(
-                RESOLUTION_BOUNDS_SECONDS
-                    .iter()
-                    .map(|&b| b as f64)
-                    .collect(),
-            ),
+        let resolution_time = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "kpi_ticket_resolution_seconds",
+                    "Resolution times of every ticket.resolved, each counted once",
+                )
+                .buckets(
+                    RESOLUTION_BOUNDS_SECONDS
+                        .iter()
+                        .map(|&b| b as f64)
+                        .collect(),
+                ),
+            )?,
         )?;
-        registry.register(Box::new(resolution_time.clone()))?;
 
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
+                register(
+                    &registry,
+                    IntCounterVec::new(Opts::new(name, help), labels)?,
+                )
             };
         let consumed = counter(
             "kpi_events_consumed_total",
@@ -190,22 +201,26 @@ impl Metrics {
             })
             .collect();
 
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "kpi_consumer_lag",
-                "Messages between the last processed offset stored for commit and the partition's end",
-            ),
-            &["topic", "partition"],
+        let consumer_lag = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kpi_consumer_lag",
+                    "Messages between the last processed offset stored for commit and the partition's end",
+                ),
+                &["topic", "partition"],
+            )?,
         )?;
-        registry.register(Box::new(consumer_lag.clone()))?;
-        let newest_event_time = GaugeVec::new(
-            Opts::new(
-                "kpi_newest_event_timestamp_seconds",
-                "The newest occurred_at applied from a topic, Unix seconds",
-            ),
-            &["topic"],
+        let newest_event_time = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "kpi_newest_event_timestamp_seconds",
+                    "The newest occurred_at applied from a topic, Unix seconds",
+                ),
+                &["topic"],
+            )?,
         )?;
-        registry.register(Box::new(newest_event_time.clone()))?;
         let dimension_overflow = counter(
             "kpi_dimension_overflow_total",
             "Events whose dimension value folded into \"other\" past the cap",
@@ -214,25 +229,25 @@ impl Metrics {
         for name in dimension_names {
             dimension_overflow.with_label_values(&[name]);
         }
-        let single = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
-            let c = IntCounter::new(name, help)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
+        let single = |name: &str, help: &str| register(&registry, IntCounter::new(name, help)?);
         let deadletter_failures = single(
             "kpi_deadletter_failures_total",
             "Failed attempts to deliver a dead-letter record (each is retried)",
         )?;
-        let deadletter_pending = IntGauge::new(
-            "kpi_deadletter_pending",
-            "Dead-letter records sent but not yet acknowledged by the broker",
+        let deadletter_pending = register(
+            &registry,
+            IntGauge::new(
+                "kpi_deadletter_pending",
+                "Dead-letter records sent but not yet acknowledged by the broker",
+            )?,
         )?;
-        registry.register(Box::new(deadletter_pending.clone()))?;
-        let paused_partitions = IntGauge::new(
-            "kpi_paused_partitions",
-            "Input partitions paused because their dead-letter records cannot be delivered",
+        let paused_partitions = register(
+            &registry,
+            IntGauge::new(
+                "kpi_paused_partitions",
+                "Input partitions paused because their dead-letter records cannot be delivered",
+            )?,
         )?;
-        registry.register(Box::new(paused_partitions.clone()))?;
         let output_failures = single(
             "kpi_output_failures_total",
             "Output-topic messages the broker did not acknowledge",
@@ -241,16 +256,20 @@ impl Metrics {
             "kpi_output_messages_total",
             "Messages published to the output topic",
         )?;
-        let ready = IntGauge::new(
-            "kpi_ready",
-            "1 once every assigned partition has caught up and the broker is reachable",
+        let ready = register(
+            &registry,
+            IntGauge::new(
+                "kpi_ready",
+                "1 once every assigned partition has caught up and the broker is reachable",
+            )?,
         )?;
-        registry.register(Box::new(ready.clone()))?;
-        let last_publish_time = prometheus::Gauge::new(
-            "kpi_last_publish_timestamp_seconds",
-            "When the KPI values were last computed, Unix seconds",
+        let last_publish_time = register(
+            &registry,
+            prometheus::Gauge::new(
+                "kpi_last_publish_timestamp_seconds",
+                "When the KPI values were last computed, Unix seconds",
+            )?,
         )?;
-        registry.register(Box::new(last_publish_time.clone()))?;
         let components_sent = single(
             "kpi_components_sent_total",
             "Component messages (one input partition's tallies) acknowledged by the broker",
@@ -263,33 +282,33 @@ impl Metrics {
             "kpi_components_invalid_total",
             "Messages read from the components topic that could not be decoded",
         )?;
-        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
-            let g = IntGauge::new(name, help)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let global_publisher = gauge(
+        let int_gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help)?);
+        let global_publisher = int_gauge(
             "kpi_global_publisher",
             "1 while this instance publishes the global values to the output topic",
         )?;
-        let assigned_partitions = gauge(
+        let assigned_partitions = int_gauge(
             "kpi_assigned_partitions",
             "Input partitions the consumer group assigned to this instance",
         )?;
-        let global_missing_partitions = gauge(
+        let global_missing_partitions = int_gauge(
             "kpi_global_missing_partitions",
             "Input partitions without recent components at the last publish; global values wait for them",
         )?;
-        let global_components_age = prometheus::Gauge::new(
-            "kpi_global_components_age_seconds",
-            "Age of the oldest components received from other instances in the last global values",
+        let global_components_age = register(
+            &registry,
+            prometheus::Gauge::new(
+                "kpi_global_components_age_seconds",
+                "Age of the oldest components received from other instances in the last global values",
+            )?,
         )?;
-        registry.register(Box::new(global_components_age.clone()))?;
-        let build_info = IntGaugeVec::new(
-            Opts::new("kpi_build_info", "Build information; the value is always 1"),
-            &["version"],
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("kpi_build_info", "Build information; the value is always 1"),
+                &["version"],
+            )?,
         )?;
-        registry.register(Box::new(build_info.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
