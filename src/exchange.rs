@@ -27,7 +27,7 @@ use crate::components::{Board, PartitionComponents, Stamped};
 use crate::config::Config;
 use crate::event::Family;
 use crate::metrics::Metrics;
-use crate::pipeline::client_config;
+use crate::pipeline::{client_config, producer};
 
 /// How often the partition counts of the input and components topics are read again.
 const METADATA_REFRESH: Duration = Duration::from_secs(10);
@@ -72,20 +72,15 @@ pub struct ComponentsWriter {
 
 impl ComponentsWriter {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let producer = client_config(
+        let producer = producer(
             &config,
             &[
-                ("linger.ms", "5".into()),
-                ("enable.idempotence", "true".into()),
-                ("message.timeout.ms", "30000".into()),
-                // A partition's components grow with its series (about 1 KB per series and
+                // A partition's components grow with its series (about 1.8 KB per series and
                 // window with ticket sketches); they compress well.
                 ("compression.type", "lz4".into()),
                 ("message.max.bytes", (16 << 20).to_string()),
             ],
-        )
-        .create()
-        .context("creating the components producer")?;
+        )?;
         Ok(ComponentsWriter {
             heartbeat_ms: config.publish.snapshot_interval.as_millis() as i64,
             config,
@@ -156,6 +151,9 @@ impl ComponentsWriter {
                     warn!(error = %e, "could not queue components");
                 }
             }
+        }
+        if deliveries.is_empty() {
+            return;
         }
         let metrics = self.metrics.clone();
         let failed = self.failed.clone();

@@ -356,19 +356,20 @@ pub fn client_config(config: &Config, defaults: &[(&str, String)]) -> ClientConf
     c
 }
 
-pub fn producer(config: &Config) -> anyhow::Result<FutureProducer> {
-    client_config(
-        config,
-        &[
-            ("linger.ms", "5".into()),
-            ("enable.idempotence", "true".into()),
-            // A delivery that fails after this long is retried by the caller (dead letters)
-            // or counted (output), instead of blocking for librdkafka's default 5 minutes.
-            ("message.timeout.ms", "30000".into()),
-        ],
-    )
-    .create()
-    .context("creating the Kafka producer")
+/// The service's producer settings, then `extra` (which wins over them).
+pub fn producer(config: &Config, extra: &[(&str, String)]) -> anyhow::Result<FutureProducer> {
+    let mut defaults = vec![
+        ("linger.ms", "5".into()),
+        ("enable.idempotence", "true".into()),
+        // A delivery that fails after this long is retried by the caller (dead letters,
+        // components) or counted (output), instead of blocking for librdkafka's default
+        // 5 minutes.
+        ("message.timeout.ms", "30000".into()),
+    ];
+    defaults.extend(extra.iter().cloned());
+    client_config(config, &defaults)
+        .create()
+        .context("creating a Kafka producer")
 }
 
 /// Everything the loop owns.
@@ -454,7 +455,7 @@ impl Pipeline {
             .context("creating the Kafka consumer")?;
         let dimensions = Dimensions::new(&config.dimensions.names, config.dimensions.max_values);
         let overflow_reported = vec![0; dimensions.len()];
-        let producer = producer(&config)?;
+        let producer = producer(&config, &[])?;
         let dead_letters = Arc::new(DeadLetters::new(
             producer.clone(),
             config.topics.deadletter.clone(),
