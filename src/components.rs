@@ -244,7 +244,7 @@ impl Board {
     }
 
     pub fn set_partitions(&mut self, family: Family, count: i32) {
-        self.partitions[family_index(family)] = Some(count);
+        self.partitions[family.index()] = Some(count);
     }
 
     /// Whether the partition count of every input topic has been read.
@@ -265,7 +265,7 @@ impl Board {
         let mut missing = Vec::new();
         let mut oldest: Option<i64> = None;
         for family in Family::ALL {
-            let count = self.partitions[family_index(family)]
+            let count = self.partitions[family.index()]
                 .ok_or(Incomplete::UnknownPartitions(family.name()))?;
             for p in 0..count {
                 let id = PartitionId::new(family, p);
@@ -287,14 +287,6 @@ impl Board {
         } else {
             Err(Incomplete::Missing(missing))
         }
-    }
-}
-
-fn family_index(family: Family) -> usize {
-    match family {
-        Family::Surveys => 0,
-        Family::Tickets => 1,
-        Family::Billing => 2,
     }
 }
 
@@ -577,7 +569,7 @@ mod tests {
                     continue;
                 };
                 let partition = PartitionId::new(generated.family, partition_of(&generated.key));
-                let family = family_index(generated.family);
+                let family = generated.family.index();
                 let owner = owners[family * PARTITIONS as usize + partition.partition as usize];
                 let alone = single.record(partition, &event, at);
                 let shared = instances[owner].record(partition, &event, at);

@@ -25,6 +25,15 @@ pub enum Family {
 impl Family {
     pub const ALL: [Family; 3] = [Family::Surveys, Family::Tickets, Family::Billing];
 
+    /// The family's position in [`Family::ALL`], to index per-family arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Family::Surveys => 0,
+            Family::Tickets => 1,
+            Family::Billing => 2,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Surveys => "surveys",
@@ -703,6 +712,13 @@ mod tests {
                 score: 9
             }
         );
+    }
+
+    #[test]
+    fn a_family_index_is_its_position_in_all() {
+        for (position, family) in Family::ALL.iter().enumerate() {
+            assert_eq!(family.index(), position);
+        }
     }
 
     #[test]

@@ -343,8 +343,7 @@ impl Metrics {
     }
 
     pub fn topic(&self, family: Family) -> &TopicCounters {
-        let index = Family::ALL.iter().position(|f| *f == family).unwrap_or(0);
-        &self.topics[index]
+        &self.topics[family.index()]
     }
 
     pub fn survey_response(&self, survey: Survey, score: u8) -> &IntCounter {

@@ -697,7 +697,7 @@ impl Pipeline {
         match result {
             Ok((event, Outcome::Counted)) => {
                 counters.processed.inc();
-                let newest = &mut self.newest_event_ms[family_index(family)];
+                let newest = &mut self.newest_event_ms[family.index()];
                 *newest =
                     Some(newest.map_or(event.occurred_at_ms, |n| n.max(event.occurred_at_ms)));
                 if live {
@@ -988,8 +988,4 @@ impl Pipeline {
             }
         }
     }
-}
-
-fn family_index(family: Family) -> usize {
-    Family::ALL.iter().position(|f| *f == family).unwrap_or(0)
 }
