@@ -8,7 +8,7 @@
 //!
 //! Pure: the caller passes `now`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// Maps keyed by partitions and series, looked up for every event. Their keys are small
 /// and bounded (partitions, interned dimension values), so a fast hash is safe here.
@@ -66,9 +66,8 @@ struct SeriesWindows<T> {
 #[derive(Debug)]
 struct PartitionState {
     seen: SeenIds,
-    /// Every series seen on this partition, so that it keeps being published (components
+    /// Series windows are kept once created, so a series keeps being published (components
     /// at 0) after its window empties, instead of flickering in and out.
-    known: BTreeSet<SeriesKey>,
     surveys: FastMap<SeriesKey, SeriesWindows<SurveyTally>>,
     tickets: FastMap<SeriesKey, SeriesWindows<TicketTally>>,
     billing: FastMap<SeriesKey, SeriesWindows<BillingTally>>,
@@ -80,7 +79,6 @@ impl PartitionState {
     fn new(dedup_horizon_ms: i64) -> Self {
         PartitionState {
             seen: SeenIds::new(dedup_horizon_ms),
-            known: BTreeSet::new(),
             surveys: FastMap::default(),
             tickets: FastMap::default(),
             billing: FastMap::default(),
@@ -215,7 +213,7 @@ impl Aggregates {
         if state.seen.seen(&event.event_id) {
             return Ok(Outcome::Duplicate);
         }
-        collect_series(dimensions, &mut state.known, touched, event);
+        collect_series(dimensions, touched, event);
         let landing = Landing {
             windows,
             lead_ms: *lead_ms,
@@ -315,23 +313,28 @@ impl Aggregates {
                 }
             }
         }
-        let series = state
-            .known
-            .iter()
-            .map(|key| SeriesComponents {
-                dimension: self.dimension_label(*key),
-                tallies: match partition.family {
-                    Family::Surveys => {
-                        FamilyTallies::Surveys(self.fold(&state.surveys, key, now_ms))
-                    }
-                    Family::Tickets => {
-                        FamilyTallies::Tickets(self.fold(&state.tickets, key, now_ms))
-                    }
-                    Family::Billing => FamilyTallies::Billing {
-                        windows: self.fold(&state.billing, key, now_ms),
-                        current: current.get(key).copied().unwrap_or_default(),
-                    },
-                },
+        let tallies: Vec<(SeriesKey, FamilyTallies)> = match partition.family {
+            Family::Surveys => self
+                .fold(&state.surveys, now_ms)
+                .map(|(key, t)| (key, FamilyTallies::Surveys(t)))
+                .collect(),
+            Family::Tickets => self
+                .fold(&state.tickets, now_ms)
+                .map(|(key, t)| (key, FamilyTallies::Tickets(t)))
+                .collect(),
+            Family::Billing => self
+                .fold(&state.billing, now_ms)
+                .map(|(key, windows)| {
+                    let current = current.get(&key).copied().unwrap_or_default();
+                    (key, FamilyTallies::Billing { windows, current })
+                })
+                .collect(),
+        };
+        let series = tallies
+            .into_iter()
+            .map(|(key, tallies)| SeriesComponents {
+                dimension: self.dimension_label(key),
+                tallies,
             })
             .collect();
         PartitionComponents { windows, series }
@@ -349,41 +352,35 @@ impl Aggregates {
         }
     }
 
-    /// One series' tally per window at `now_ms`, empty where the series has none.
-    fn fold<T: Tally>(
-        &self,
-        map: &FastMap<SeriesKey, SeriesWindows<T>>,
-        key: &SeriesKey,
+    /// Every series' tally per window at `now_ms`.
+    fn fold<'s, T: Tally>(
+        &'s self,
+        map: &'s FastMap<SeriesKey, SeriesWindows<T>>,
         now_ms: i64,
-    ) -> Vec<T> {
-        self.windows
-            .iter()
-            .enumerate()
-            .map(|(index, spec)| {
-                let mut tally = T::default();
-                if let Some(s) = map.get(key) {
-                    s.windows[index].fold_into(spec, now_ms, &mut tally);
-                }
-                tally
-            })
-            .collect()
+    ) -> impl Iterator<Item = (SeriesKey, Vec<T>)> + 's {
+        map.iter().map(move |(key, series)| {
+            let tallies = self
+                .windows
+                .iter()
+                .zip(series.windows.iter())
+                .map(|(spec, window)| {
+                    let mut tally = T::default();
+                    window.fold_into(spec, now_ms, &mut tally);
+                    tally
+                })
+                .collect();
+            (*key, tallies)
+        })
     }
 }
 
 /// Fills `touched` with the series `event` belongs to: overall, then one per dimension.
-fn collect_series(
-    dimensions: &mut Dimensions,
-    known: &mut BTreeSet<SeriesKey>,
-    touched: &mut Vec<SeriesKey>,
-    event: &Event<'_>,
-) {
+fn collect_series(dimensions: &mut Dimensions, touched: &mut Vec<SeriesKey>, event: &Event<'_>) {
     touched.clear();
     touched.push(SeriesKey::Overall);
-    known.insert(SeriesKey::Overall);
     for dim in 0..dimensions.len() {
         let raw = event.dimensions[dimensions.field(dim)].as_deref();
         let key = SeriesKey::Dimension(dim as u8, dimensions.intern(dim, raw));
-        known.insert(key);
         touched.push(key);
     }
 }
@@ -789,7 +786,22 @@ mod tests {
             crate::event::Reason::UnknownCurrency
         );
 
+        // A rejected event's segment does not become a series.
+        let stray = billing_event(
+            T0,
+            "c6",
+            "never-applied",
+            Payload::SubscriptionRenewed {
+                subscription_id: sub("s6"),
+            },
+        );
+        assert!(agg.record(p, &stray, T0).is_err());
+
         let r = agg.snapshot(T0);
+        assert!(
+            r.iter()
+                .all(|rec| rec.dimension != Some(("segment".into(), "never-applied".into())))
+        );
         let v = |key: &str| find(&r, key).value;
         assert_eq!(v("mrr/current"), Some(220.0));
         assert_eq!(v("customers_active/current"), Some(2.0));
