@@ -547,13 +547,12 @@ pub fn consumed(metrics: &Metrics) -> f64 {
     metrics.sum("kpi_events_consumed_total", &[])
 }
 
-/// Asserts that `service` ends with the values of a fresh service over the same inputs,
-/// in /metrics and on the output topic; `total` is the number of input messages.
-pub async fn assert_equals_reference(
+/// A fresh single instance over the same input topics, caught up: the run without the
+/// fault that a faulted run must equal. Returns its topics, the service and its values.
+pub async fn start_reference(
     topics: &Topics,
-    service: &Service,
     extra_env: &[(String, String)],
-) {
+) -> (Topics, Service, std::collections::BTreeMap<String, f64>) {
     let reference_topics = topics.reference().await;
     let mut env = reference_topics.env();
     env.extend(extra_env.iter().cloned());
@@ -561,6 +560,28 @@ pub async fn assert_equals_reference(
     reference.wait_ready().await;
     let expected = kpi_values(&reference.metrics().await);
     assert!(expected.len() > 100, "{}", expected.len());
+    (reference_topics, reference, expected)
+}
+
+/// Waits until the output topic of `topics` holds exactly the values and samples of the
+/// reference's output topic, key by key.
+pub async fn assert_same_output(topics: &Topics, reference_topics: &Topics) {
+    eventually("equal output topics", Duration::from_secs(60), async || {
+        let got = output_values(&topics.brokers, &topics.output);
+        let want = output_values(&topics.brokers, &reference_topics.output);
+        (!want.is_empty() && got == want).then_some(())
+    })
+    .await;
+}
+
+/// Asserts that `service` ends with the values of a fresh service over the same inputs,
+/// in /metrics and on the output topic.
+pub async fn assert_equals_reference(
+    topics: &Topics,
+    service: &Service,
+    extra_env: &[(String, String)],
+) {
+    let (reference_topics, _reference, expected) = start_reference(topics, extra_env).await;
     eventually(
         "the faulted run's values to equal the reference",
         Duration::from_secs(60),
@@ -570,12 +591,7 @@ pub async fn assert_equals_reference(
         },
     )
     .await;
-    eventually("equal output topics", Duration::from_secs(30), async || {
-        let got = output_values(&topics.brokers, &topics.output);
-        let want = output_values(&topics.brokers, &reference_topics.output);
-        (!want.is_empty() && got == want).then_some(())
-    })
-    .await;
+    assert_same_output(topics, &reference_topics).await;
 }
 
 /// Asserts two metric maps are equal, naming the first differences.
