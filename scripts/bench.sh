@@ -35,10 +35,8 @@ cargo bench --quiet --no-run --bench latency 2>/dev/null
 bin=$root/target/release/kpi-stream
 id=bench-$(date +%s)
 scripts/kafka.sh topics "$id." 6
-export KPI_STREAM_TOPICS__SURVEYS=$id.surveys KPI_STREAM_TOPICS__TICKETS=$id.tickets
-export KPI_STREAM_TOPICS__BILLING=$id.billing KPI_STREAM_TOPICS__DEADLETTER=$id.deadletter
-export KPI_STREAM_TOPICS__OUTPUT=$id.kpis KPI_STREAM_HTTP__LISTEN=127.0.0.1:0
-export KPI_STREAM_TOPICS__COMPONENTS=$id.kpi-components
+eval "$(scripts/kafka.sh env "$id.")"
+export KPI_STREAM_HTTP__LISTEN=127.0.0.1:0
 export RUST_LOG=warn
 
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }

@@ -9,6 +9,7 @@
 #   scripts/kafka.sh topics PREFIX N      create PREFIX{surveys,tickets,billing} with N partitions,
 #                                         PREFIXdeadletter and the compacted PREFIXkpis and
 #                                         PREFIXkpi-components, if missing
+#   eval "$(scripts/kafka.sh env PREFIX)" point kpi-stream at those topics (KPI_STREAM_TOPICS__*)
 #   scripts/kafka.sh tool CLASS ARGS...   run a Kafka command-line class (TopicCommand, ConsumerPerformance, ...)
 #
 # Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1), KAFKA_RUN_DIR
@@ -208,6 +209,14 @@ topics)
     create --topic "${prefix}kpi-components" --partitions 1 --config cleanup.policy=compact \
         --config max.message.bytes=16777216
     ;;
+env)
+    prefix=${2:?usage: $0 env PREFIX}
+    for key in surveys tickets billing deadletter; do
+        printf 'export KPI_STREAM_TOPICS__%s=%q\n' "${key^^}" "$prefix$key"
+    done
+    printf 'export KPI_STREAM_TOPICS__OUTPUT=%q\n' "${prefix}kpis"
+    printf 'export KPI_STREAM_TOPICS__COMPONENTS=%q\n' "${prefix}kpi-components"
+    ;;
 tool)
     shift
     fetch_jars
@@ -216,7 +225,7 @@ tool)
     tool "$@"
     ;;
 *)
-    echo "usage: $0 start|stop|status|clean|topics PREFIX N|tool CLASS ARGS..." >&2
+    echo "usage: $0 start|stop|status|clean|topics PREFIX N|env PREFIX|tool CLASS ARGS..." >&2
     exit 2
     ;;
 esac

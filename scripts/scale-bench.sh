@@ -28,9 +28,7 @@ cargo build --release --quiet
 bin=$root/target/release/kpi-stream
 id=scale-$(date +%s)
 scripts/kafka.sh topics "$id." "$partitions"
-export KPI_STREAM_TOPICS__SURVEYS=$id.surveys KPI_STREAM_TOPICS__TICKETS=$id.tickets
-export KPI_STREAM_TOPICS__BILLING=$id.billing KPI_STREAM_TOPICS__DEADLETTER=$id.deadletter
-export KPI_STREAM_TOPICS__OUTPUT=$id.kpis KPI_STREAM_TOPICS__COMPONENTS=$id.kpi-components
+eval "$(scripts/kafka.sh env "$id.")"
 export KPI_STREAM_PUBLISH__INTERVAL=1s KPI_STREAM_KAFKA__SESSION_TIMEOUT_MS=6000
 export RUST_LOG=warn
 

@@ -23,10 +23,8 @@ cargo build --release --quiet
 bin=$root/target/release/kpi-stream
 id=soak-$(date +%s)
 scripts/kafka.sh topics "$id." 3
-export KPI_STREAM_TOPICS__SURVEYS=$id.surveys KPI_STREAM_TOPICS__TICKETS=$id.tickets
-export KPI_STREAM_TOPICS__BILLING=$id.billing KPI_STREAM_TOPICS__DEADLETTER=$id.deadletter
-export KPI_STREAM_TOPICS__OUTPUT=$id.kpis KPI_STREAM_KAFKA__GROUP_ID=$id
-export KPI_STREAM_TOPICS__COMPONENTS=$id.kpi-components
+eval "$(scripts/kafka.sh env "$id.")"
+export KPI_STREAM_KAFKA__GROUP_ID=$id
 export KPI_STREAM_HTTP__LISTEN=127.0.0.1:$port
 
 "$bin" run >"$out/service.log" 2>&1 &
