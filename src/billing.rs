@@ -3,6 +3,13 @@
 //!
 //! Money is kept as integer millionths of the base currency's major unit ([`Micros`]), so
 //! sums over customers, buckets and partitions are exact and independent of their order.
+//!
+//! No sum can overflow, by construction rather than by luck: one subscription's, one
+//! customer's and one partition's current MRR are each at most [`Micros::MAX`] (an event that
+//! would exceed that is rejected, `out_of_range`, before it changes anything), and every sum
+//! of amounts over events, buckets or partitions is a [`MicrosSum`] (i128): it adds values
+//! below 2^63 in magnitude, so it would take 2^64 of them, far more events than a process
+//! can ever read, to reach its limit.
 //! Every change of a customer's MRR is classified as one movement, the way ChartMogul does,
 //! from the customer's MRR before and after the event. The formulas live here and nowhere
 //! else.
@@ -15,8 +22,13 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, Interval, Payload, Reason, Rejection, SubscriptionTerms};
 use crate::window::Tally;
 
-/// Millionths of one major unit of the base currency.
+/// Millionths of one major unit of the base currency: one amount (a subscription's,
+/// customer's or partition's current MRR, one movement).
 pub type Micros = i64;
+
+/// A sum of [`Micros`] amounts over events, buckets or partitions: wide enough that it
+/// cannot overflow (see the module documentation).
+pub type MicrosSum = i128;
 
 pub const MICROS_PER_UNIT: i64 = 1_000_000;
 
@@ -119,6 +131,24 @@ pub struct Change {
     pub cancellation: bool,
 }
 
+impl Change {
+    const NONE: Change = Change {
+        movement: None,
+        amount: 0,
+        renewal: false,
+        cancellation: false,
+    };
+}
+
+/// A billing event applied to the ledger: its change, and, when the event put the customer
+/// in other series than its previous event did (a new segment, say), where the customer
+/// counted before and the MRR it carried from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied<S> {
+    pub change: Change,
+    pub moved_from: Option<(S, Micros)>,
+}
+
 #[derive(Debug, Clone)]
 struct Customer<S> {
     mrr: Micros,
@@ -133,6 +163,8 @@ struct Subscription {
     /// subscriptions it has, and no allocation to look the customer up.
     customer: Arc<str>,
     mrr: Micros,
+    /// Canceled and not started again: it can no longer change, renew or cancel.
+    canceled: bool,
 }
 
 /// Current MRR of every customer and subscription of one partition. `S` is where a
@@ -141,6 +173,9 @@ struct Subscription {
 pub struct BillingLedger<S> {
     customers: HashMap<Arc<str>, Customer<S>>,
     subscriptions: HashMap<Box<str>, Subscription>,
+    /// The sum of every customer's MRR, kept within [`Micros`] so that each series' current
+    /// MRR (a part of it) fits too.
+    total: Micros,
 }
 
 impl<S> Default for BillingLedger<S> {
@@ -148,22 +183,39 @@ impl<S> Default for BillingLedger<S> {
         BillingLedger {
             customers: HashMap::new(),
             subscriptions: HashMap::new(),
+            total: 0,
         }
     }
 }
 
-impl<S: Clone> BillingLedger<S> {
+impl<S: Clone + PartialEq> BillingLedger<S> {
+    /// The subscription an event refers to, which must have started and not be canceled.
+    fn active(&self, id: &str) -> Result<&Subscription, Rejection> {
+        match self.subscriptions.get(id) {
+            None => Err(Rejection {
+                reason: Reason::UnknownSubscription,
+                detail: format!("no subscription.started was seen for subscription {id:?}"),
+            }),
+            Some(s) if s.canceled => Err(Rejection {
+                reason: Reason::CanceledSubscription,
+                detail: format!(
+                    "subscription {id:?} was canceled; only a subscription.started brings it back"
+                ),
+            }),
+            Some(s) => Ok(s),
+        }
+    }
+
     /// Applies a billing event; `series` is where the customer's values count from now on.
+    /// A change, renewal or cancellation of an unknown or canceled subscription is rejected:
+    /// a second cancellation would count twice, and a renewal of a dead subscription would
+    /// raise the renewal rate.
     pub fn apply(
         &mut self,
         event: &Event<'_>,
         rates: &Rates,
         series: S,
-    ) -> Result<Change, Rejection> {
-        let unknown = |id: &str| Rejection {
-            reason: Reason::UnknownSubscription,
-            detail: format!("no subscription.started was seen for subscription {id:?}"),
-        };
+    ) -> Result<Applied<S>, Rejection> {
         let (subscription_id, new_mrr, renewal, cancellation) = match &event.payload {
             Payload::SubscriptionStarted(terms) => (
                 terms.subscription_id.as_ref(),
@@ -172,12 +224,7 @@ impl<S: Clone> BillingLedger<S> {
                 false,
             ),
             Payload::SubscriptionChanged(terms) => {
-                if !self
-                    .subscriptions
-                    .contains_key(terms.subscription_id.as_ref())
-                {
-                    return Err(unknown(&terms.subscription_id));
-                }
+                self.active(&terms.subscription_id)?;
                 (
                     terms.subscription_id.as_ref(),
                     Some(rates.mrr(terms)?),
@@ -186,23 +233,17 @@ impl<S: Clone> BillingLedger<S> {
                 )
             }
             Payload::SubscriptionCanceled { subscription_id } => {
-                if !self.subscriptions.contains_key(subscription_id.as_ref()) {
-                    return Err(unknown(subscription_id));
-                }
+                self.active(subscription_id)?;
                 (subscription_id.as_ref(), Some(0), false, true)
             }
             Payload::SubscriptionRenewed { subscription_id } => {
-                if !self.subscriptions.contains_key(subscription_id.as_ref()) {
-                    return Err(unknown(subscription_id));
-                }
+                self.active(subscription_id)?;
                 (subscription_id.as_ref(), None, true, false)
             }
             _ => {
-                return Ok(Change {
-                    movement: None,
-                    amount: 0,
-                    renewal: false,
-                    cancellation: false,
+                return Ok(Applied {
+                    change: Change::NONE,
+                    moved_from: None,
                 });
             }
         };
@@ -214,15 +255,19 @@ impl<S: Clone> BillingLedger<S> {
                 None => (Arc::from(event.customer_id.as_ref()), 0),
             },
         };
+        // Both MRRs are in 0..=Micros::MAX, so their difference fits; the customer's and the
+        // partition's new totals are checked.
         let delta = new_mrr.map_or(0, |m| m - old_mrr);
         let before_check = self.customers.get(&owner).map_or(0, |c| c.mrr);
         before_check.checked_add(delta).ok_or_else(out_of_range)?;
+        let total = self.total.checked_add(delta).ok_or_else(out_of_range)?;
         let subscription = self
             .subscriptions
             .entry(subscription_id.into())
             .or_insert_with(|| Subscription {
                 customer: owner,
                 mrr: 0,
+                canceled: false,
             });
         let customer = self
             .customers
@@ -235,15 +280,25 @@ impl<S: Clone> BillingLedger<S> {
         let before = customer.mrr;
         let after = before + delta;
         subscription.mrr += delta;
+        subscription.canceled = cancellation;
+        self.total = total;
         let movement = classify(before, after, customer.ever_paid);
         customer.mrr = after;
         customer.ever_paid |= after > 0;
-        customer.series = series;
-        Ok(Change {
-            movement,
-            amount: (after - before).abs(),
-            renewal,
-            cancellation,
+        let moved_from = if customer.series == series {
+            None
+        } else {
+            let previous = std::mem::replace(&mut customer.series, series);
+            (before > 0).then_some((previous, before))
+        };
+        Ok(Applied {
+            change: Change {
+                movement,
+                amount: (after - before).abs(),
+                renewal,
+                cancellation,
+            },
+            moved_from,
         })
     }
 
@@ -256,11 +311,11 @@ impl<S: Clone> BillingLedger<S> {
 /// Billing activity in a bucket: movement amounts and counts.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BillingTally {
-    pub new: Micros,
-    pub reactivation: Micros,
-    pub expansion: Micros,
-    pub contraction: Micros,
-    pub churn: Micros,
+    pub new: MicrosSum,
+    pub reactivation: MicrosSum,
+    pub expansion: MicrosSum,
+    pub contraction: MicrosSum,
+    pub churn: MicrosSum,
     pub expansions: u64,
     pub contractions: u64,
     pub new_customers: u64,
@@ -268,6 +323,18 @@ pub struct BillingTally {
     pub churned_customers: u64,
     pub renewals: u64,
     pub cancellations: u64,
+    /// MRR and active customers that came from or left for another series of the same
+    /// dimension (a customer whose segment changed): neither new business nor churn, but
+    /// part of what the series held at the start of a window. Absent in components written
+    /// before they existed.
+    #[serde(default)]
+    pub moved_in: MicrosSum,
+    #[serde(default)]
+    pub moved_out: MicrosSum,
+    #[serde(default)]
+    pub moved_in_customers: u64,
+    #[serde(default)]
+    pub moved_out_customers: u64,
 }
 
 impl Tally for BillingTally {
@@ -284,6 +351,10 @@ impl Tally for BillingTally {
         self.churned_customers += o.churned_customers;
         self.renewals += o.renewals;
         self.cancellations += o.cancellations;
+        self.moved_in += o.moved_in;
+        self.moved_out += o.moved_out;
+        self.moved_in_customers += o.moved_in_customers;
+        self.moved_out_customers += o.moved_out_customers;
     }
 }
 
@@ -291,23 +362,23 @@ impl BillingTally {
     pub fn record(&mut self, change: &Change) {
         match change.movement {
             Some(Movement::New) => {
-                self.new += change.amount;
+                self.new += MicrosSum::from(change.amount);
                 self.new_customers += 1;
             }
             Some(Movement::Reactivation) => {
-                self.reactivation += change.amount;
+                self.reactivation += MicrosSum::from(change.amount);
                 self.reactivated_customers += 1;
             }
             Some(Movement::Expansion) => {
-                self.expansion += change.amount;
+                self.expansion += MicrosSum::from(change.amount);
                 self.expansions += 1;
             }
             Some(Movement::Contraction) => {
-                self.contraction += change.amount;
+                self.contraction += MicrosSum::from(change.amount);
                 self.contractions += 1;
             }
             Some(Movement::Churn) => {
-                self.churn += change.amount;
+                self.churn += MicrosSum::from(change.amount);
                 self.churned_customers += 1;
             }
             None => {}
@@ -316,8 +387,25 @@ impl BillingTally {
         self.cancellations += u64::from(change.cancellation);
     }
 
+    /// A customer with `mrr` (above 0) joined this series from another.
+    pub fn record_move_in(&mut self, mrr: Micros) {
+        self.moved_in += MicrosSum::from(mrr);
+        self.moved_in_customers += 1;
+    }
+
+    /// A customer with `mrr` (above 0) left this series for another.
+    pub fn record_move_out(&mut self, mrr: Micros) {
+        self.moved_out += MicrosSum::from(mrr);
+        self.moved_out_customers += 1;
+    }
+
+    /// Customers who joined the series in the window: new, reactivated or moved in.
+    pub fn acquired_customers(&self) -> u64 {
+        self.new_customers + self.reactivated_customers + self.moved_in_customers
+    }
+
     /// Net new MRR = new + reactivation + expansion - contraction - churn.
-    pub fn net_new(&self) -> Micros {
+    pub fn net_new(&self) -> MicrosSum {
         self.new + self.reactivation + self.expansion - self.contraction - self.churn
     }
 }
@@ -325,22 +413,21 @@ impl BillingTally {
 /// Current totals of a series: MRR and customers whose MRR is above 0.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Current {
-    pub mrr: Micros,
+    pub mrr: MicrosSum,
     pub active_customers: u64,
 }
 
 impl Current {
     pub fn add(&mut self, mrr: Micros) {
         if mrr > 0 {
-            // Each customer's MRR is bounded when applied; their sum saturates rather than wraps.
-            self.mrr = self.mrr.saturating_add(mrr);
+            self.mrr += MicrosSum::from(mrr);
             self.active_customers += 1;
         }
     }
 
     /// Adds the totals of other customers (another partition's).
     pub fn merge(&mut self, other: &Current) {
-        self.mrr = self.mrr.saturating_add(other.mrr);
+        self.mrr += other.mrr;
         self.active_customers += other.active_customers;
     }
 
@@ -354,20 +441,21 @@ impl Current {
 /// the start of the window is the current state minus the window's changes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowRevenue {
-    pub mrr_at_start: Micros,
+    pub mrr_at_start: MicrosSum,
     pub active_at_start: i64,
     pub active_at_end: i64,
 }
 
 impl WindowRevenue {
+    /// The start of the window is the current state less every change inside the window:
+    /// movements, and customers moved in or out of the series.
     pub fn new(current: &Current, window: &BillingTally) -> Self {
         let active_at_end = current.active_customers as i64;
         WindowRevenue {
-            mrr_at_start: current.mrr - window.net_new(),
-            active_at_start: active_at_end
-                - window.new_customers as i64
-                - window.reactivated_customers as i64
-                + window.churned_customers as i64,
+            mrr_at_start: current.mrr - window.net_new() - window.moved_in + window.moved_out,
+            active_at_start: active_at_end - window.acquired_customers() as i64
+                + window.churned_customers as i64
+                + window.moved_out_customers as i64,
             active_at_end,
         }
     }
@@ -390,11 +478,11 @@ impl WindowRevenue {
         })
     }
 
-    /// (E - N) / S: customers active at the end, less those acquired in W (new and
-    /// reactivated), over those active at the start.
+    /// (E - N) / S: customers active at the end, less those acquired in W (new, reactivated
+    /// and moved in), over those active at the start.
     pub fn customer_retention_ratio(&self, w: &BillingTally) -> Option<f64> {
         (self.active_at_start > 0).then(|| {
-            (self.active_at_end - (w.new_customers + w.reactivated_customers) as i64) as f64
+            (self.active_at_end - w.acquired_customers() as i64) as f64
                 / self.active_at_start as f64
         })
     }
@@ -415,7 +503,7 @@ pub fn clv(arpa: Option<f64>, churn_ratio: Option<f64>) -> Option<f64> {
 }
 
 /// Micros as base-currency major units.
-pub fn major(micros: Micros) -> f64 {
+pub fn major(micros: MicrosSum) -> f64 {
     micros as f64 / MICROS_PER_UNIT as f64
 }
 
@@ -537,7 +625,7 @@ mod tests {
     }
 
     fn apply(ledger: &mut BillingLedger<()>, e: &Event<'_>) -> Change {
-        ledger.apply(e, &rates(), ()).unwrap()
+        ledger.apply(e, &rates(), ()).unwrap().change
     }
 
     #[test]
@@ -597,6 +685,121 @@ mod tests {
         assert_eq!(err.reason, Reason::UnknownSubscription);
         let mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
         assert_eq!(mrr, [10_000_000]);
+    }
+
+    /// MRR of `units` base-currency units a month, in minor units of USD.
+    fn whale_price(units: i64) -> i64 {
+        units * 100
+    }
+
+    #[test]
+    fn whales_that_would_overflow_the_partition_total_are_rejected_before_any_change() {
+        let mut l = BillingLedger::<()>::default();
+        // 5e12 USD a month each: one fits in Micros (9.2e12 units), two do not.
+        let whale = whale_price(5_000_000_000_000);
+        apply(&mut l, &started("c1", "s1", 1000));
+        apply(&mut l, &started("w1", "s2", whale));
+        let err = l
+            .apply(&started("w2", "s3", whale), &rates(), ())
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::OutOfRange);
+        // The same whale as an expansion of an existing customer, or a change of one.
+        let err = l
+            .apply(&started("c1", "s4", whale), &rates(), ())
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::OutOfRange);
+        let err = l
+            .apply(&changed("c1", "s1", whale), &rates(), ())
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::OutOfRange);
+        let mut mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
+        mrr.sort();
+        assert_eq!(mrr, [10_000_000, 5_000_000_000_000_000_000]);
+        assert_eq!(l.total, 5_000_000_000_010_000_000);
+        // w2 and s3 were never applied.
+        let err = l.apply(&canceled("w2", "s3"), &rates(), ()).unwrap_err();
+        assert_eq!(err.reason, Reason::UnknownSubscription);
+        // Room again once the first whale leaves.
+        apply(&mut l, &canceled("w1", "s2"));
+        let c = apply(&mut l, &started("w2", "s3", whale));
+        assert_eq!(c.amount, 5_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn movement_sums_of_whales_do_not_wrap() {
+        let mut l = BillingLedger::<()>::default();
+        let whale = whale_price(9_000_000_000_000);
+        let mut tally = BillingTally::default();
+        // Start, cancel and restart the same whale: each movement is below Micros::MAX,
+        // their sums are not.
+        tally.record(&apply(&mut l, &started("w", "s", whale)));
+        for _ in 0..3 {
+            tally.record(&apply(&mut l, &canceled("w", "s")));
+            tally.record(&apply(&mut l, &started("w", "s", whale)));
+        }
+        let one = MicrosSum::from(9_000_000_000_000_000_000_i64);
+        assert_eq!(tally.new, one);
+        assert_eq!(tally.reactivation, 3 * one);
+        assert_eq!(tally.churn, 3 * one);
+        assert_eq!(tally.net_new(), one);
+        let mut merged = tally.clone();
+        for _ in 0..1000 {
+            merged.merge(&tally);
+        }
+        assert_eq!(merged.reactivation, 3003 * one);
+        let current = Current {
+            mrr: one,
+            active_customers: 1,
+        };
+        assert_eq!(WindowRevenue::new(&current, &tally).mrr_at_start, 0);
+    }
+
+    #[test]
+    fn a_canceled_subscription_cannot_cancel_renew_or_change_until_started_again() {
+        let mut l = BillingLedger::<()>::default();
+        apply(&mut l, &started("c1", "s1", 1000));
+        let c = apply(&mut l, &canceled("c1", "s1"));
+        assert!(c.cancellation);
+        let renewed = event(
+            "c1",
+            Payload::SubscriptionRenewed {
+                subscription_id: Cow::Borrowed("s1"),
+            },
+        );
+        for e in [
+            canceled("c1", "s1"),
+            renewed.clone(),
+            changed("c1", "s1", 500),
+        ] {
+            let err = l.apply(&e, &rates(), ()).unwrap_err();
+            assert_eq!(err.reason, Reason::CanceledSubscription, "{e:?}");
+        }
+        assert_eq!(l.total, 0);
+        let c = apply(&mut l, &started("c1", "s1", 2000));
+        assert_eq!(c.movement, Some(Movement::Reactivation));
+        assert!(apply(&mut l, &renewed).renewal);
+    }
+
+    #[test]
+    fn a_customer_in_other_series_carries_its_mrr_from_the_previous_ones() {
+        let mut l = BillingLedger::<&str>::default();
+        let ok = |l: &mut BillingLedger<&'static str>, e: &Event<'_>, series| {
+            l.apply(e, &rates(), series).unwrap()
+        };
+        assert_eq!(
+            ok(&mut l, &started("c1", "s1", 1000), "smb").moved_from,
+            None
+        );
+        let a = ok(&mut l, &changed("c1", "s1", 1500), "ent");
+        assert_eq!(a.moved_from, Some(("smb", 10_000_000)));
+        assert_eq!(a.change.movement, Some(Movement::Expansion));
+        assert_eq!(ok(&mut l, &canceled("c1", "s1"), "ent").moved_from, None);
+        // A customer without MRR carries nothing: it only counts where its next start does.
+        let a = ok(&mut l, &started("c1", "s2", 1000), "mid");
+        assert_eq!(a.moved_from, None);
+        assert_eq!(a.change.movement, Some(Movement::Reactivation));
+        let series: Vec<_> = l.customers().map(|(_, s)| *s).collect();
+        assert_eq!(series, ["mid"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::PartitionId;
-use crate::billing::{self, BillingTally, Current, Micros, WindowRevenue};
+use crate::billing::{self, BillingTally, Current, MicrosSum, WindowRevenue};
 use crate::event::Family;
 use crate::kpi::{self, KpiRecord};
 use crate::survey::SurveyTally;
@@ -357,7 +357,7 @@ fn billing_records(
     frame: &Frame<'_>,
     out: &mut Vec<KpiRecord>,
 ) -> Option<f64> {
-    let money = |m: Micros| Some(billing::major(m));
+    let money = |m: MicrosSum| Some(billing::major(m));
     for (def, amount, samples) in [
         (&kpi::MRR_NEW, tally.new, tally.new_customers),
         (
@@ -412,7 +412,7 @@ fn billing_records(
             money(tally.churn),
         ],
     ));
-    let acquired = tally.new_customers + tally.reactivated_customers;
+    let acquired = tally.acquired_customers();
     out.push(frame.record(
         &kpi::CUSTOMER_RETENTION,
         w.customer_retention_ratio(tally),

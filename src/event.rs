@@ -1,7 +1,7 @@
 //! Event contract v1: parsing and validation of one Kafka message into an [`Event`].
 //!
-//! Pure: no I/O and no clock reads. The caller passes the wall-clock `now` so that the
-//! future-skew check is deterministic in tests. Every way a message can fail has its own
+//! Pure: no I/O and no clock reads. The caller passes the time the future-skew check is
+//! judged against ([`reference_time`]). Every way a message can fail has its own
 //! [`Reason`], which becomes a metric label and a dead-letter header, so an operator can
 //! tell a producer bug from an attack from a clock problem without reading payloads.
 //!
@@ -66,11 +66,12 @@ pub enum Reason {
     NegativeDuration,
     UnknownCurrency,
     UnknownSubscription,
+    CanceledSubscription,
     Late,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::TooDeep,
@@ -90,6 +91,7 @@ impl Reason {
         Reason::NegativeDuration,
         Reason::UnknownCurrency,
         Reason::UnknownSubscription,
+        Reason::CanceledSubscription,
         Reason::Late,
     ];
 
@@ -114,6 +116,7 @@ impl Reason {
             Reason::NegativeDuration => "negative_duration",
             Reason::UnknownCurrency => "unknown_currency",
             Reason::UnknownSubscription => "unknown_subscription",
+            Reason::CanceledSubscription => "canceled_subscription",
             Reason::Late => "late",
         }
     }
@@ -254,8 +257,22 @@ pub struct Limits {
     /// Messages larger than this are rejected before parsing.
     pub max_event_bytes: usize,
     /// How far in the future `occurred_at` may be, against the reference time passed to
-    /// [`parse`] (the message's timestamp).
+    /// [`parse`] ([`reference_time`]).
     pub max_future_skew_ms: i64,
+}
+
+/// The time an event's `occurred_at` is judged against: the message's Kafka timestamp, but
+/// never later than the service clock.
+///
+/// The Kafka timestamp makes the decision repeatable: a replay of the log judges each
+/// message as the live run did, since a correct producer's timestamp was already in the past
+/// when the message first arrived. The service clock bounds it because a producer sets that
+/// timestamp (`CreateTime`) and brokers accept it an hour ahead or more: taken alone, a
+/// producer whose clock runs ahead would widen the accepted skew by its own error, and an
+/// event could land beyond the room the windows keep ahead of `now`. A message without a
+/// timestamp is judged against the clock.
+pub fn reference_time(message_ms: Option<i64>, now_ms: i64) -> i64 {
+    message_ms.map_or(now_ms, |t| t.min(now_ms))
 }
 
 /// Deepest JSON nesting accepted anywhere in a message; events are flat objects, so only a
@@ -337,6 +354,7 @@ struct Wire<'a> {
     channel: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text")]
     survey: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "integer")]
     score: Option<i64>,
     #[serde(borrow, default, deserialize_with = "text")]
     comment: Option<Cow<'a, str>>,
@@ -344,18 +362,23 @@ struct Wire<'a> {
     ticket_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text")]
     opened_at: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "integer")]
     agent_replies: Option<i64>,
+    #[serde(default, deserialize_with = "integer")]
     reopens: Option<i64>,
     #[serde(borrow, default, deserialize_with = "text")]
     subscription_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text")]
     plan: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "integer")]
     price: Option<i64>,
+    #[serde(default, deserialize_with = "integer")]
     quantity: Option<i64>,
     #[serde(borrow, default, deserialize_with = "text")]
     currency: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text")]
     interval: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "integer")]
     interval_count: Option<i64>,
 }
 
@@ -396,6 +419,50 @@ fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, st
         }
     }
     deserializer.deserialize_option(Text)
+}
+
+/// An integer field. JSON's `-0` is an integer literal, but serde_json reads it as the float
+/// -0.0 to keep its sign; it is the integer 0 here. Every other float stays a `wrong_type`.
+fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    struct Integer;
+    impl<'de> Visitor<'de> for Integer {
+        type Value = Option<i64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_i64(self)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v == 0.0 && v.is_sign_negative() {
+                Ok(Some(0))
+            } else {
+                Err(E::invalid_type(de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    deserializer.deserialize_option(Integer)
 }
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Rejection> {
@@ -475,11 +542,12 @@ fn classify_json_error(error: serde_json::Error) -> Rejection {
     Rejection::new(reason, message)
 }
 
-/// Parses and validates one message from a topic of `family`.
+/// Parses and validates one message from a topic of `family`; `occurred_at` may be at most
+/// `limits.max_future_skew_ms` ahead of `reference_ms` ([`reference_time`]).
 pub fn parse<'a>(
     bytes: &'a [u8],
     family: Family,
-    now_ms: i64,
+    reference_ms: i64,
     limits: &Limits,
 ) -> Result<Event<'a>, Rejection> {
     if bytes.is_empty() {
@@ -518,13 +586,13 @@ pub fn parse<'a>(
         ));
     }
     let wire: Wire<'a> = serde_json::from_str(text).map_err(classify_json_error)?;
-    validate(wire, family, now_ms, limits)
+    validate(wire, family, reference_ms, limits)
 }
 
 fn validate<'a>(
     wire: Wire<'a>,
     family: Family,
-    now_ms: i64,
+    reference_ms: i64,
     limits: &Limits,
 ) -> Result<Event<'a>, Rejection> {
     let kind = required(wire.kind, "type")?;
@@ -652,12 +720,12 @@ fn validate<'a>(
             ),
         ));
     }
-    if occurred_at_ms > now_ms.saturating_add(limits.max_future_skew_ms) {
+    if occurred_at_ms > reference_ms.saturating_add(limits.max_future_skew_ms) {
         return Err(Rejection::new(
             Reason::FutureTimestamp,
             format!(
-                "occurred_at is {} ms ahead of the message timestamp (limit {} ms)",
-                occurred_at_ms - now_ms,
+                "occurred_at is {} ms ahead of the message timestamp or the service clock, whichever is earlier (limit {} ms)",
+                occurred_at_ms - reference_ms,
                 limits.max_future_skew_ms
             ),
         ));
@@ -922,6 +990,30 @@ mod tests {
         assert_eq!(reject(text.as_bytes(), Family::Tickets), Reason::OutOfRange);
         let text = r#"{"event_id":"e","type":"subscription.started","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","subscription_id":"s","plan":"p","price":-1,"currency":"USD","interval":"month"}"#;
         assert_eq!(reject(text.as_bytes(), Family::Billing), Reason::OutOfRange);
+    }
+
+    #[test]
+    fn negative_zero_is_the_integer_zero_and_other_floats_are_not_integers() {
+        let started = |price: &str| {
+            format!(
+                r#"{{"event_id":"e","type":"subscription.started","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","subscription_id":"s","plan":"p","price":{price},"currency":"USD","interval":"month"}}"#
+            )
+        };
+        let text = started("-0");
+        let event = parse(text.as_bytes(), Family::Billing, NOW, &LIMITS).unwrap();
+        let Payload::SubscriptionStarted(terms) = event.payload else {
+            panic!("not a start: {event:?}");
+        };
+        assert_eq!(terms.price, 0);
+        for price in ["0.0", "1.5", "-0.5", "1e3", "9223372036854775808"] {
+            assert_eq!(
+                reject(started(price).as_bytes(), Family::Billing),
+                Reason::WrongType,
+                "{price}"
+            );
+        }
+        let text = survey(r#","survey":"nps","score":-0"#);
+        assert!(parse(text.as_bytes(), Family::Surveys, NOW, &LIMITS).is_ok());
     }
 
     #[test]

@@ -687,10 +687,8 @@ impl Pipeline {
         let counters = self.metrics.topic(family);
         counters.consumed.inc();
         let bytes = message.payload().unwrap_or_default();
-        // The future-skew check is judged against the message's own timestamp, so that a
-        // replay decides as the live run did; wall-clock `now` only without one.
-        let produced = message.timestamp().to_millis().unwrap_or(now);
-        let result = event::parse(bytes, family, produced, &self.limits).and_then(|event| {
+        let reference = event::reference_time(message.timestamp().to_millis(), now);
+        let result = event::parse(bytes, family, reference, &self.limits).and_then(|event| {
             let outcome = self.aggregates.record(partition, &event, now)?;
             Ok((event, outcome))
         });

@@ -18,7 +18,9 @@ pub const RESOLUTION_BOUNDS_SECONDS: [u64; 12] = [
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ResolutionTimes {
     pub count: u64,
-    pub sum_ms: u64,
+    /// u128: a resolution lasts at most about 2^48 ms (the contract's timestamps span years
+    /// 0 to 9999), so no number of resolutions a process can read overflows it.
+    pub sum_ms: u128,
     /// Non-cumulative counts per bound of [`RESOLUTION_BOUNDS_SECONDS`], then above them.
     buckets: [u64; RESOLUTION_BOUNDS_SECONDS.len() + 1],
     #[serde(with = "sketch_bytes")]
@@ -61,7 +63,7 @@ impl std::fmt::Debug for ResolutionTimes {
 impl ResolutionTimes {
     pub fn record(&mut self, duration_ms: u64) {
         self.count += 1;
-        self.sum_ms += duration_ms;
+        self.sum_ms += u128::from(duration_ms);
         let index = RESOLUTION_BOUNDS_SECONDS.partition_point(|&b| b * 1000 < duration_ms);
         self.buckets[index] += 1;
         self.sketch.add(duration_ms as f64 / 1000.0);
@@ -145,6 +147,20 @@ pub fn is_first_contact(agent_replies: u32, reopens: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolution_time_sums_of_extreme_durations_do_not_wrap() {
+        // A ticket opened in year 0 and resolved in 2026: about 6.4e13 ms.
+        let longest: u64 = 63_939_513_600_000;
+        let mut times = ResolutionTimes::default();
+        for _ in 0..290_000 {
+            times.record(longest);
+        }
+        assert_eq!(times.sum_ms, 290_000 * u128::from(longest));
+        assert!(times.sum_ms > u128::from(u64::MAX));
+        let mean = times.mean_seconds().unwrap();
+        assert_eq!(mean, longest as f64 / 1000.0);
+    }
 
     #[test]
     fn first_contact_edges() {

@@ -6,7 +6,9 @@
 //! instances is then plain addition, and exact.
 //!
 //! Events slightly in the future (within the accepted clock skew) land in their own bucket
-//! ahead of `now` and count at once; the ring has spare slots for them.
+//! ahead of `now` and count at once; the ring has spare slots for them, and refuses any
+//! event further ahead: its slot would still hold a bucket inside the window, and reusing it
+//! would erase other events' counts.
 //!
 //! Pure: `now` is always an argument.
 
@@ -72,6 +74,8 @@ struct Slot<T> {
 #[derive(Debug, Clone)]
 pub struct Window<T> {
     slots: Box<[Slot<T>]>,
+    /// Buckets kept ahead of the one holding `now`.
+    lead: i64,
 }
 
 impl<T: Tally> Window<T> {
@@ -80,6 +84,7 @@ impl<T: Tally> Window<T> {
         let lead = (lead_ms.max(0) + spec.bucket_ms - 1) / spec.bucket_ms;
         let len = (spec.buckets() + lead + 1) as usize;
         Window {
+            lead,
             slots: vec![
                 Slot {
                     index: i64::MIN,
@@ -92,10 +97,12 @@ impl<T: Tally> Window<T> {
     }
 
     /// The tally of the bucket holding `at_ms`, or `None` when that bucket has left the
-    /// window at `now_ms`. The caller has bounded `at_ms` by the clock skew.
+    /// window at `now_ms` or lies further ahead of it than the lead: the ring holds the
+    /// window's buckets and the lead's, and a bucket beyond would take the slot of one still
+    /// inside the window.
     pub fn bucket_mut(&mut self, spec: &WindowSpec, at_ms: i64, now_ms: i64) -> Option<&mut T> {
         let index = spec.bucket_index(at_ms);
-        if index < spec.oldest_index(now_ms) {
+        if index < spec.oldest_index(now_ms) || index > spec.bucket_index(now_ms) + self.lead {
             return None;
         }
         let len = self.slots.len() as i64;
@@ -195,6 +202,28 @@ mod tests {
             assert!(add(&mut w, &spec, now + m * MINUTE, now));
         }
         assert_eq!(total(&w, &spec, now), 65);
+    }
+
+    #[test]
+    fn an_event_beyond_the_lead_is_refused_and_erases_nothing() {
+        let spec = hour();
+        let mut w = Window::<Count>::new(&spec, 5 * MINUTE);
+        let now = 900 * 60 * MINUTE;
+        for m in 0..60 {
+            add(&mut w, &spec, now - m * MINUTE, now);
+        }
+        // Every bucket from just past the lead to a whole ring ahead maps onto a slot that
+        // holds a bucket inside the window.
+        let ring = w.slots.len() as i64;
+        for ahead in 6..=ring + 6 {
+            assert!(
+                !add(&mut w, &spec, now + ahead * MINUTE, now),
+                "{ahead} min"
+            );
+        }
+        assert_eq!(total(&w, &spec, now), 60);
+        assert!(add(&mut w, &spec, now + 5 * MINUTE + 59_999, now));
+        assert_eq!(total(&w, &spec, now), 61);
     }
 
     #[test]
