@@ -1,0 +1,958 @@
+//! Tests of the windowed state against brute-force recomputations.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::billing;
+use crate::event::Survey;
+use crate::kpi;
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+const T0: i64 = 20_000 * HOUR;
+
+fn specs() -> Vec<WindowSpec> {
+    vec![
+        WindowSpec::new("1h", Duration::from_secs(3600), Duration::from_secs(60)),
+        WindowSpec::new(
+            "24h",
+            Duration::from_secs(86_400),
+            Duration::from_secs(1440),
+        ),
+    ]
+}
+
+fn aggregates(cap: usize) -> Aggregates {
+    let mut rates = std::collections::BTreeMap::new();
+    rates.insert("EUR".to_owned(), 1.5);
+    Aggregates::new(
+        specs(),
+        5 * MINUTE,
+        Dimensions::new(&["segment".to_owned()], cap),
+        Rates::new("USD", &rates),
+        "24h",
+        0,
+    )
+}
+
+fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Event<'_> {
+    Event {
+        event_id: Cow::Borrowed("e"),
+        occurred_at_ms: at,
+        customer_id: Cow::Borrowed("c"),
+        dimensions: [segment.map(Cow::Borrowed), None, None],
+        payload: Payload::SurveyResponded { survey, score },
+    }
+}
+
+fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
+    records
+        .iter()
+        .find(|r| r.key() == key)
+        .unwrap_or_else(|| panic!("no record {key}"))
+}
+
+#[test]
+fn empty_state_publishes_null_values_for_the_overall_series() {
+    let records = aggregates(10).snapshot(T0);
+    // Every windowed KPI per window, and the four current values once.
+    let current = records.iter().filter(|r| r.window == kpi::CURRENT).count();
+    assert_eq!(current, 4);
+    assert_eq!(records.len(), 2 * (kpi::KPIS.len() - current) + current);
+    for r in &records {
+        // Counts are 0 in an empty window; ratios and means have no value.
+        let expected = r.def.components.is_empty().then_some(0.0);
+        assert_eq!(r.value, expected, "{}", r.key());
+        assert_eq!(r.samples, 0);
+        assert!(
+            r.components.iter().all(|c| c.is_none_or(|c| c == 0.0)),
+            "{}",
+            r.key()
+        );
+    }
+}
+
+#[test]
+fn partitions_merge_and_a_dropped_partition_leaves_no_trace() {
+    let mut agg = aggregates(10);
+    let p0 = PartitionId::new(Family::Surveys, 0);
+    let p1 = PartitionId::new(Family::Surveys, 1);
+    agg.record(
+        p0,
+        &survey_event(T0 - MINUTE, Survey::Nps, 10, Some("smb")),
+        T0,
+    )
+    .unwrap();
+    agg.record(
+        p1,
+        &survey_event(T0 - MINUTE, Survey::Nps, 0, Some("ent")),
+        T0,
+    )
+    .unwrap();
+    let records = agg.snapshot(T0);
+    assert_eq!(find(&records, "nps/1h").value, Some(0.0));
+    assert_eq!(find(&records, "nps/1h/segment=smb").value, Some(100.0));
+    agg.drop_partition(p1);
+    let records = agg.snapshot(T0);
+    assert_eq!(find(&records, "nps/1h").value, Some(100.0));
+    // The series belonged to the dropped partition only: its new owner publishes it.
+    assert!(
+        records
+            .iter()
+            .all(|r| r.dimension != Some(("segment".into(), "ent".into())))
+    );
+    // A series whose windows have emptied stays known, with zero components.
+    let records = agg.snapshot(T0 + 31 * DAY);
+    let smb = find(&records, "nps/1h/segment=smb");
+    assert_eq!((smb.value, smb.samples), (None, 0));
+}
+
+#[test]
+fn events_older_than_the_largest_window_are_late() {
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Surveys, 0);
+    let horizon = agg.horizon_ms(T0);
+    let old = survey_event(horizon - 1, Survey::Csat, 5, None);
+    assert_eq!(agg.record(p, &old, T0), Ok(Outcome::Late));
+    let edge = survey_event(horizon, Survey::Csat, 5, None);
+    assert_eq!(agg.record(p, &edge, T0), Ok(Outcome::Counted));
+    let records = agg.snapshot(T0);
+    assert_eq!(find(&records, "csat/24h").samples, 1);
+    assert_eq!(find(&records, "csat/1h").samples, 0);
+}
+
+fn ticket_event(at: i64, payload: Payload<'static>) -> Event<'static> {
+    Event {
+        event_id: Cow::Borrowed("t"),
+        occurred_at_ms: at,
+        customer_id: Cow::Borrowed("c"),
+        dimensions: [Some(Cow::Borrowed("smb")), None, None],
+        payload,
+    }
+}
+
+#[test]
+fn ticket_events_count_per_window_and_feed_fcr() {
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Tickets, 0);
+    let id = || Cow::Borrowed("t1");
+    let resolved = |agent_replies, reopens| Payload::TicketResolved {
+        ticket_id: id(),
+        opened_at_ms: T0 - 3 * HOUR,
+        agent_replies,
+        reopens,
+    };
+    let events = [
+        ticket_event(T0 - MINUTE, Payload::TicketOpened { ticket_id: id() }),
+        ticket_event(T0 - 2 * HOUR, Payload::TicketOpened { ticket_id: id() }),
+        ticket_event(T0 - MINUTE, Payload::TicketReopened { ticket_id: id() }),
+        ticket_event(T0 - MINUTE, resolved(1, 0)),
+        ticket_event(T0 - MINUTE, resolved(2, 0)),
+        ticket_event(T0 - 2 * HOUR, resolved(0, 0)),
+    ];
+    for e in &events {
+        assert_eq!(agg.record(p, e, T0), Ok(Outcome::Counted));
+    }
+    let records = agg.snapshot(T0);
+    assert_eq!(find(&records, "tickets_opened/1h").value, Some(1.0));
+    assert_eq!(find(&records, "tickets_opened/24h").value, Some(2.0));
+    assert_eq!(find(&records, "tickets_reopened/1h").value, Some(1.0));
+    assert_eq!(find(&records, "tickets_resolved/24h").value, Some(3.0));
+    assert_eq!(find(&records, "fcr/1h").value, Some(0.5));
+    assert_eq!(find(&records, "fcr/24h/segment=smb").value, Some(2.0 / 3.0));
+    assert_eq!(
+        find(&records, "fcr/24h").components,
+        vec![Some(2.0), Some(3.0)]
+    );
+    // Surveys and tickets share series but not tallies.
+    assert_eq!(find(&records, "nps/24h/segment=smb").samples, 0);
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    advance_ms: i64,
+    age_ms: i64,
+    survey: Survey,
+    score: u8,
+    segment: Option<&'static str>,
+    partition: i32,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        0..20 * MINUTE,
+        -5 * MINUTE..30 * HOUR,
+        prop_oneof![Just(Survey::Nps), Just(Survey::Csat), Just(Survey::Ces)],
+        0u8..=10,
+        prop_oneof![
+            Just(None),
+            Just(Some("smb")),
+            Just(Some("mid")),
+            Just(Some("ent")),
+            Just(Some(""))
+        ],
+        0..3i32,
+    )
+        .prop_map(|(advance_ms, age_ms, survey, score, segment, partition)| {
+            let (low, high) = survey.scale();
+            Step {
+                advance_ms,
+                age_ms,
+                survey,
+                score: low + score % (high - low + 1),
+                segment,
+                partition,
+            }
+        })
+}
+
+proptest! {
+    /// The windowed values equal a recomputation over the raw accepted events.
+    #[test]
+    fn windowed_values_equal_a_brute_force_recomputation(
+        steps in prop::collection::vec(step(), 1..200),
+        final_advance in 0..48 * HOUR,
+    ) {
+        let cap = 2;
+        let mut agg = aggregates(cap);
+        let mut now = T0;
+        // (occurred_at, survey, score, segment label) of every counted event.
+        let mut accepted: Vec<(i64, Survey, u8, String)> = Vec::new();
+        let mut interned: Vec<String> = Vec::new();
+        for s in &steps {
+            now += s.advance_ms;
+            let at = now - s.age_ms;
+            let event = survey_event(at, s.survey, s.score, s.segment);
+            let outcome = agg.record(PartitionId::new(Family::Surveys, s.partition), &event, now);
+            let expect_late = at < agg.horizon_ms(now);
+            prop_assert_eq!(outcome == Ok(Outcome::Late), expect_late);
+            if !expect_late {
+                let value = match s.segment { Some(v) if !v.is_empty() => v, _ => "unknown" };
+                let label = if interned.iter().any(|i| i == value) {
+                    value.to_owned()
+                } else if interned.len() < cap {
+                    interned.push(value.to_owned());
+                    value.to_owned()
+                } else {
+                    "other".to_owned()
+                };
+                accepted.push((at, s.survey, s.score, label));
+            }
+        }
+        now += final_advance;
+        let records = agg.snapshot(now);
+        for spec in specs() {
+            let start = spec.start_ms(now);
+            let mut series: Vec<Option<String>> = vec![None];
+            series.extend(accepted.iter().map(|a| Some(a.3.clone())));
+            series.dedup();
+            for label in series {
+                let mut expected = SurveyTally::default();
+                for (at, survey, score, seg) in &accepted {
+                    if *at >= start && label.as_ref().is_none_or(|l| l == seg) {
+                        expected.record(*survey, *score);
+                    }
+                }
+                let suffix = label.as_ref().map(|l| format!("/segment={l}")).unwrap_or_default();
+                let nps = find(&records, &format!("nps/{}{suffix}", spec.name));
+                prop_assert_eq!(nps.value, expected.nps().value());
+                prop_assert_eq!(nps.samples, expected.nps().responses());
+                let csat = find(&records, &format!("csat/{}{suffix}", spec.name));
+                prop_assert_eq!(csat.value, expected.csat().ratio());
+                let ces = find(&records, &format!("ces/{}{suffix}", spec.name));
+                prop_assert_eq!(ces.value, expected.ces().mean());
+                let easy = find(&records, &format!("ces_easy/{}{suffix}", spec.name));
+                prop_assert_eq!(easy.value, expected.ces().easy_ratio());
+            }
+        }
+    }
+}
+
+fn billing_event(
+    at: i64,
+    customer: &'static str,
+    segment: &'static str,
+    payload: Payload<'static>,
+) -> Event<'static> {
+    Event {
+        event_id: Cow::Borrowed("b"),
+        occurred_at_ms: at,
+        customer_id: Cow::Borrowed(customer),
+        dimensions: [Some(Cow::Borrowed(segment)), None, None],
+        payload,
+    }
+}
+
+fn terms(
+    id: &'static str,
+    price: i64,
+    currency: &'static str,
+    interval: crate::event::Interval,
+) -> crate::event::SubscriptionTerms<'static> {
+    crate::event::SubscriptionTerms {
+        subscription_id: Cow::Borrowed(id),
+        plan: Cow::Borrowed("pro"),
+        price,
+        quantity: 1,
+        currency: Cow::Borrowed(currency),
+        interval,
+        interval_count: 1,
+    }
+}
+
+#[test]
+fn billing_movements_rates_and_current_values() {
+    use crate::event::Interval::{Month, Year};
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Billing, 0);
+    let sub = |id| Cow::Borrowed(id);
+    let ok = [
+        // Older than every window: changes the current MRR only.
+        (
+            billing_event(
+                T0 - 30 * HOUR,
+                "c1",
+                "smb",
+                Payload::SubscriptionStarted(terms("s1", 10_000, "USD", Month)),
+            ),
+            Outcome::Late,
+        ),
+        // 100 EUR at 1.5 = 150 USD.
+        (
+            billing_event(
+                T0 - 2 * HOUR,
+                "c2",
+                "smb",
+                Payload::SubscriptionStarted(terms("s2", 10_000, "EUR", Month)),
+            ),
+            Outcome::Counted,
+        ),
+        (
+            billing_event(
+                T0 - 30 * MINUTE,
+                "c1",
+                "smb",
+                Payload::SubscriptionChanged(terms("s1", 12_000, "USD", Month)),
+            ),
+            Outcome::Counted,
+        ),
+        (
+            billing_event(
+                T0 - 10 * MINUTE,
+                "c2",
+                "smb",
+                Payload::SubscriptionCanceled {
+                    subscription_id: sub("s2"),
+                },
+            ),
+            Outcome::Counted,
+        ),
+        // 1200 a year = 100 a month.
+        (
+            billing_event(
+                T0 - 5 * MINUTE,
+                "c3",
+                "ent",
+                Payload::SubscriptionStarted(terms("s3", 120_000, "USD", Year)),
+            ),
+            Outcome::Counted,
+        ),
+        (
+            billing_event(
+                T0 - MINUTE,
+                "c1",
+                "smb",
+                Payload::SubscriptionRenewed {
+                    subscription_id: sub("s1"),
+                },
+            ),
+            Outcome::Counted,
+        ),
+    ];
+    for (event, outcome) in &ok {
+        assert_eq!(agg.record(p, event, T0), Ok(*outcome));
+    }
+    let unknown = billing_event(
+        T0,
+        "c4",
+        "smb",
+        Payload::SubscriptionCanceled {
+            subscription_id: sub("s9"),
+        },
+    );
+    assert_eq!(
+        agg.record(p, &unknown, T0).unwrap_err().reason,
+        crate::event::Reason::UnknownSubscription
+    );
+    let jpy = billing_event(
+        T0,
+        "c5",
+        "smb",
+        Payload::SubscriptionStarted(terms("s5", 1000, "JPY", Month)),
+    );
+    assert_eq!(
+        agg.record(p, &jpy, T0).unwrap_err().reason,
+        crate::event::Reason::UnknownCurrency
+    );
+
+    // A rejected event's segment does not become a series.
+    let stray = billing_event(
+        T0,
+        "c6",
+        "never-applied",
+        Payload::SubscriptionRenewed {
+            subscription_id: sub("s6"),
+        },
+    );
+    assert!(agg.record(p, &stray, T0).is_err());
+
+    let r = agg.snapshot(T0);
+    assert!(
+        r.iter()
+            .all(|rec| rec.dimension != Some(("segment".into(), "never-applied".into())))
+    );
+    let v = |key: &str| find(&r, key).value;
+    assert_eq!(v("mrr/current"), Some(220.0));
+    assert_eq!(v("customers_active/current"), Some(2.0));
+    assert_eq!(v("arpa/current"), Some(110.0));
+    assert_eq!(v("mrr/current/segment=smb"), Some(120.0));
+    assert_eq!(v("mrr/current/segment=ent"), Some(100.0));
+    // 24h: new 150 + 100, expansion 20, churn 150; at its start c1 paid 100.
+    assert_eq!(v("mrr_new/24h"), Some(250.0));
+    assert_eq!(v("mrr_expansion/24h"), Some(20.0));
+    assert_eq!(v("mrr_churn/24h"), Some(150.0));
+    assert_eq!(v("mrr_contraction/24h"), Some(0.0));
+    assert_eq!(v("net_new_mrr/24h"), Some(120.0));
+    assert_eq!(v("customer_churn/24h"), Some(1.0));
+    assert_eq!(v("revenue_churn/24h"), Some(1.5));
+    assert_eq!(v("net_revenue_retention/24h"), Some(-0.3));
+    assert_eq!(v("customer_retention/24h"), Some(0.0));
+    assert_eq!(v("renewal/24h"), Some(0.5));
+    // 1h: c1 at 100 and c2 at 150 at its start.
+    assert_eq!(v("mrr_new/1h"), Some(100.0));
+    assert_eq!(v("net_new_mrr/1h"), Some(-30.0));
+    assert_eq!(v("customer_churn/1h"), Some(0.5));
+    assert_eq!(v("revenue_churn/1h"), Some(0.6));
+    assert_eq!(v("net_revenue_retention/1h"), Some(0.48));
+    assert_eq!(v("customer_retention/1h"), Some(0.5));
+    assert_eq!(
+        find(&r, "customer_retention/1h").components,
+        vec![Some(2.0), Some(2.0), Some(1.0)]
+    );
+    // CLV uses the 24h churn ratio here: 110 / 1.0.
+    assert_eq!(v("clv/current"), Some(110.0));
+    assert_eq!(v("clv/current/segment=ent"), None);
+}
+
+#[derive(Debug, Clone)]
+enum BillingAction {
+    Start(u8, i64, bool),
+    Change(u8, i64),
+    Cancel(u8),
+    Renew(u8),
+}
+
+fn billing_step() -> impl Strategy<Value = (i64, i64, u8, BillingAction)> {
+    let price = prop_oneof![Just(1_000i64), Just(2_500), Just(4_900)];
+    let action = prop_oneof![
+        (0..4u8, price.clone(), any::<bool>())
+            .prop_map(|(s, p, eur)| BillingAction::Start(s, p, eur)),
+        (0..4u8, price).prop_map(|(s, p)| BillingAction::Change(s, p)),
+        (0..4u8).prop_map(BillingAction::Cancel),
+        (0..4u8).prop_map(BillingAction::Renew),
+    ];
+    (0..30 * MINUTE, 0..30 * HOUR, 0..3u8, action)
+}
+
+proptest! {
+    /// Current MRR and windowed movements equal a recomputation over the raw events.
+    #[test]
+    fn billing_values_equal_a_brute_force_recomputation(
+        steps in prop::collection::vec(billing_step(), 1..120),
+    ) {
+        const IDS: [&str; 4] = ["s0", "s1", "s2", "s3"];
+        const CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
+        let mut agg = aggregates(10);
+        let p = PartitionId::new(Family::Billing, 0);
+        let mut now = T0;
+        // Brute force: subscription -> (customer, micros); customer -> ever paid.
+        let mut subs: HashMap<u8, (u8, i64)> = HashMap::new();
+        let mut canceled: std::collections::HashSet<u8> = Default::default();
+        let mut ever_paid = [false; 3];
+        // (occurred_at, movement kind index, amount)
+        let mut movements: Vec<(i64, usize, i64)> = Vec::new();
+        for (advance, age, customer, action) in &steps {
+            now += advance;
+            let at = now - age;
+            let c = CUSTOMERS[usize::from(*customer)];
+            let (payload, sub, micros) = match *action {
+                BillingAction::Start(s, price, eur) => {
+                    let currency = if eur { "EUR" } else { "USD" };
+                    let micros = price * if eur { 15_000 } else { 10_000 };
+                    (Payload::SubscriptionStarted(terms(IDS[usize::from(s)], price, currency, crate::event::Interval::Month)), s, Some(micros))
+                }
+                BillingAction::Change(s, price) => (
+                    Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
+                    s, Some(price * 10_000)),
+                BillingAction::Cancel(s) => (Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) }, s, Some(0)),
+                BillingAction::Renew(s) => (Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) }, s, None),
+            };
+            let starts = matches!(action, BillingAction::Start(..));
+            let result = agg.record(p, &billing_event(at, c, "smb", payload), now);
+            if !starts && (!subs.contains_key(&sub) || canceled.contains(&sub)) {
+                prop_assert!(result.is_err());
+                continue;
+            }
+            prop_assert!(result.is_ok());
+            if matches!(action, BillingAction::Cancel(_)) {
+                canceled.insert(sub);
+            } else {
+                canceled.remove(&sub);
+            }
+            let owner = subs.get(&sub).map_or(*customer, |(o, _)| *o);
+            let total = |subs: &HashMap<u8, (u8, i64)>| -> i64 {
+                subs.values().filter(|(o, _)| *o == owner).map(|(_, m)| m).sum()
+            };
+            let before = total(&subs);
+            let entry = subs.entry(sub).or_insert((owner, 0));
+            if let Some(m) = micros {
+                entry.1 = m;
+            }
+            let after = total(&subs);
+            let o = usize::from(owner);
+            let kind = match (before > 0, after > 0) {
+                (false, true) if ever_paid[o] => Some(1),
+                (false, true) => Some(0),
+                (true, false) => Some(4),
+                (true, true) if after > before => Some(2),
+                (true, true) if after < before => Some(3),
+                _ => None,
+            };
+            ever_paid[o] |= after > 0;
+            if let Some(kind) = kind {
+                movements.push((at, kind, (after - before).abs()));
+            }
+        }
+        let records = agg.snapshot(now);
+        let mrr: i64 = subs.values().map(|(_, m)| m).sum();
+        let mut per_customer = [0i64; 3];
+        for (o, m) in subs.values() {
+            per_customer[usize::from(*o)] += m;
+        }
+        let active = per_customer.iter().filter(|m| **m > 0).count() as f64;
+        prop_assert_eq!(find(&records, "mrr/current").value, Some(billing::major(mrr.into())));
+        prop_assert_eq!(find(&records, "customers_active/current").value, Some(active));
+        for spec in specs() {
+            let start = spec.start_ms(now);
+            for (kind, name) in ["mrr_new", "mrr_reactivation", "mrr_expansion", "mrr_contraction", "mrr_churn"].iter().enumerate() {
+                let sum: i64 = movements.iter().filter(|m| m.0 >= start && m.1 == kind).map(|m| m.2).sum();
+                let key = format!("{name}/{}", spec.name);
+                prop_assert_eq!(find(&records, &key).value, Some(billing::major(sum.into())), "{}", key);
+            }
+        }
+    }
+}
+
+/// A brute-force model of the ledger, for the property tests: subscription -> (owner,
+/// micros, canceled); customer -> (segment of its latest applied event, ever paid).
+#[derive(Default, Clone)]
+struct LedgerModel {
+    subs: HashMap<u8, (u8, i64, bool)>,
+    customers: HashMap<u8, &'static str>,
+}
+
+impl LedgerModel {
+    /// Applies an action as the contract says; false when it must be rejected.
+    fn apply(&mut self, customer: u8, segment: &'static str, action: &BillingAction) -> bool {
+        let (sub, micros, cancel) = match *action {
+            BillingAction::Start(s, price, _) => (s, Some(price * 10_000), false),
+            BillingAction::Change(s, price) => (s, Some(price * 10_000), false),
+            BillingAction::Cancel(s) => (s, Some(0), true),
+            BillingAction::Renew(s) => (s, None, false),
+        };
+        let starts = matches!(action, BillingAction::Start(..));
+        let usable = self
+            .subs
+            .get(&sub)
+            .is_some_and(|(_, _, canceled)| !canceled);
+        if !starts && !usable {
+            return false;
+        }
+        let entry = self.subs.entry(sub).or_insert((customer, 0, false));
+        if let Some(m) = micros {
+            entry.1 = m;
+        }
+        entry.2 = cancel;
+        let owner = entry.0;
+        self.customers.insert(owner, segment);
+        true
+    }
+
+    /// (MRR, active customers) of the customers whose latest event was in `segment`.
+    fn segment(&self, segment: &str) -> (i64, u64) {
+        let mut per_customer: HashMap<u8, i64> = HashMap::new();
+        for (owner, micros, _) in self.subs.values() {
+            *per_customer.entry(*owner).or_default() += micros;
+        }
+        per_customer
+            .iter()
+            .filter(|(c, _)| self.customers.get(*c) == Some(&segment))
+            .fold((0, 0), |(mrr, n), (_, m)| (mrr + m, n + u64::from(*m > 0)))
+    }
+}
+
+proptest! {
+    /// Customers whose segment changes: every segment's current MRR and customers, and
+    /// its MRR and customers at the start of each window, equal the state of a model fed
+    /// with the events up to then; nothing is ever negative.
+    #[test]
+    fn segment_values_are_exact_when_customers_change_segment(
+        steps in prop::collection::vec(
+            (0..40 * MINUTE, 0..3u8, prop::bool::ANY, billing_step().prop_map(|s| s.3)),
+            1..150,
+        ),
+    ) {
+        const IDS: [&str; 4] = ["s0", "s1", "s2", "s3"];
+        const CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
+        const SEGMENTS: [&str; 2] = ["smb", "ent"];
+        let mut agg = aggregates(10);
+        let p = PartitionId::new(Family::Billing, 0);
+        let mut now = T0;
+        let mut model = LedgerModel::default();
+        // The model after each applied event, with its time, in time order.
+        let mut history: Vec<(i64, LedgerModel)> = Vec::new();
+        for (advance, customer, ent, action) in &steps {
+            now += advance;
+            let segment = SEGMENTS[usize::from(*ent)];
+            let payload = match *action {
+                BillingAction::Start(s, price, _) => Payload::SubscriptionStarted(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
+                BillingAction::Change(s, price) => Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
+                BillingAction::Cancel(s) => Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
+                BillingAction::Renew(s) => Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
+            };
+            let result = agg.record(p, &billing_event(now, CUSTOMERS[usize::from(*customer)], segment, payload), now);
+            let accepted = model.apply(*customer, segment, action);
+            prop_assert_eq!(result.is_ok(), accepted);
+            if accepted {
+                history.push((now, model.clone()));
+            }
+        }
+        let records = agg.snapshot(now);
+        let empty = LedgerModel::default();
+        for segment in SEGMENTS {
+            let suffix = format!("/segment={segment}");
+            let Some(current) = records.iter().find(|r| r.key() == format!("mrr/current{suffix}")) else {
+                // A segment no applied event named has no series.
+                prop_assert!(history.iter().all(|(_, m)| m.customers.values().all(|s| *s != segment)));
+                continue;
+            };
+            let (mrr, active) = model.segment(segment);
+            prop_assert_eq!(current.value, Some(billing::major(mrr.into())));
+            prop_assert_eq!(find(&records, &format!("customers_active/current{suffix}")).value, Some(active as f64));
+            for spec in specs() {
+                let start = spec.start_ms(now);
+                let before = history.iter().rev().find(|(at, _)| *at < start).map_or(&empty, |(_, m)| m);
+                let (mrr, active) = before.segment(segment);
+                let revenue = find(&records, &format!("revenue_churn/{}{suffix}", spec.name));
+                prop_assert_eq!(revenue.components[2], Some(billing::major(mrr.into())), "{} {}", spec.name, segment);
+                let churn = find(&records, &format!("customer_churn/{}{suffix}", spec.name));
+                prop_assert_eq!(churn.components[1], Some(active as f64), "{} {}", spec.name, segment);
+            }
+        }
+    }
+}
+
+proptest! {
+    /// Ticket counts, FCR and resolution times equal a recomputation over the raw events.
+    #[test]
+    fn ticket_values_equal_a_brute_force_recomputation(
+        steps in prop::collection::vec(
+            (0..20 * MINUTE, -5 * MINUTE..30 * HOUR, 0..3u8, 0..4u32, 0..2u32, 0..3 * DAY),
+            1..150,
+        ),
+    ) {
+        let mut agg = aggregates(10);
+        let mut now = T0;
+        // (occurred_at, kind, agent_replies, reopens, duration)
+        let mut accepted: Vec<(i64, u8, u32, u32, u64)> = Vec::new();
+        for (advance, age, kind, replies, reopens, duration) in &steps {
+            now += advance;
+            let at = now - age;
+            let id = Cow::Borrowed("t");
+            let payload = match kind {
+                0 => Payload::TicketOpened { ticket_id: id },
+                1 => Payload::TicketReopened { ticket_id: id },
+                _ => Payload::TicketResolved {
+                    ticket_id: id,
+                    opened_at_ms: at - duration,
+                    agent_replies: *replies,
+                    reopens: *reopens,
+                },
+            };
+            let outcome = agg.record(PartitionId::new(Family::Tickets, 0), &ticket_event(at, payload), now);
+            if outcome == Ok(Outcome::Counted) {
+                accepted.push((at, *kind, *replies, *reopens, *duration as u64));
+            }
+        }
+        let records = agg.snapshot(now);
+        for spec in specs() {
+            let inside: Vec<_> = accepted.iter().filter(|a| a.0 >= spec.start_ms(now)).collect();
+            let count = |k: u8| inside.iter().filter(|a| a.1 == k).count() as f64;
+            let value = |name: &str| find(&records, &format!("{name}/{}", spec.name)).value;
+            prop_assert_eq!(value("tickets_opened"), Some(count(0)));
+            prop_assert_eq!(value("tickets_reopened"), Some(count(1)));
+            prop_assert_eq!(value("tickets_resolved"), Some(count(2)));
+            let resolved: Vec<_> = inside.iter().filter(|a| a.1 == 2).collect();
+            let first = resolved.iter().filter(|a| a.2 <= 1 && a.3 == 0).count() as f64;
+            let n = resolved.len() as f64;
+            prop_assert_eq!(value("fcr"), (n > 0.0).then(|| first / n));
+            let sum_ms: u64 = resolved.iter().map(|a| a.4).sum();
+            prop_assert_eq!(
+                value("resolution_time"),
+                (n > 0.0).then(|| sum_ms as f64 / 1000.0 / n)
+            );
+            let rt = find(&records, &format!("resolution_time/{}", spec.name));
+            for (i, bound) in crate::ticket::RESOLUTION_BOUNDS_SECONDS.iter().enumerate() {
+                let le = resolved.iter().filter(|a| a.4 <= bound * 1000).count() as f64;
+                prop_assert_eq!(rt.components[5 + i], Some(le));
+            }
+        }
+    }
+}
+
+/// Where a message's Kafka timestamp lies against the service clock when it arrives.
+fn kafka_timestamp_offset() -> impl Strategy<Value = Option<i64>> {
+    prop_oneof![
+        Just(None),
+        (-2 * HOUR..=0).prop_map(Some),
+        (1..=5 * MINUTE).prop_map(Some),
+        // A producer whose clock runs ahead, up to the hour a Kafka 4 broker accepts.
+        (5 * MINUTE..3 * HOUR).prop_map(Some),
+        Just(Some(100 * 365 * DAY)),
+    ]
+}
+
+/// Where `occurred_at` lies against the message's timestamp (or the clock without one).
+fn occurred_offset() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        -40 * DAY..-30 * HOUR,
+        -2 * HOUR..=0,
+        0..=5 * MINUTE,
+        5 * MINUTE + 1..10 * MINUTE,
+        HOUR..100 * 365 * DAY,
+    ]
+}
+
+/// One message of a stream with hostile clocks: a survey answer, or the start of a
+/// subscription of its own customer.
+#[derive(Debug, Clone)]
+struct TimedMessage {
+    advance_ms: i64,
+    kafka_offset_ms: Option<i64>,
+    occurred_offset_ms: i64,
+    billing: bool,
+    score: u8,
+}
+
+fn timed_message() -> impl Strategy<Value = TimedMessage> {
+    (
+        0..10 * MINUTE,
+        kafka_timestamp_offset(),
+        occurred_offset(),
+        any::<bool>(),
+        0u8..=10,
+    )
+        .prop_map(
+            |(advance_ms, kafka_offset_ms, occurred_offset_ms, billing, score)| TimedMessage {
+                advance_ms,
+                kafka_offset_ms,
+                occurred_offset_ms,
+                billing,
+                score,
+            },
+        )
+}
+
+/// The message's bytes, its Kafka timestamp and its partition.
+fn timed_bytes(i: usize, m: &TimedMessage, now: i64) -> (Vec<u8>, Option<i64>, PartitionId) {
+    let kafka = m.kafka_offset_ms.map(|o| now + o);
+    let at = kpi::rfc3339(kafka.unwrap_or(now) + m.occurred_offset_ms);
+    let text = if m.billing {
+        format!(
+            r#"{{"event_id":"e{i}","type":"subscription.started","occurred_at":"{at}","customer_id":"c{i}","subscription_id":"s{i}","plan":"p","price":{},"currency":"USD","interval":"month"}}"#,
+            100 + i
+        )
+    } else {
+        format!(
+            r#"{{"event_id":"e{i}","type":"survey.responded","occurred_at":"{at}","customer_id":"c","survey":"nps","score":{}}}"#,
+            m.score
+        )
+    };
+    let family = if m.billing {
+        Family::Billing
+    } else {
+        Family::Surveys
+    };
+    (text.into_bytes(), kafka, PartitionId::new(family, 0))
+}
+
+/// Reads `messages` as the service does, each at the clock `now_of(i)`; returns which
+/// were accepted (applied, even if late) and the state.
+fn read_with_clock(
+    messages: &[(Vec<u8>, Option<i64>, PartitionId)],
+    now_of: impl Fn(usize) -> i64,
+) -> (Vec<Option<i64>>, Aggregates) {
+    let limits = crate::event::Limits {
+        max_event_bytes: 1 << 20,
+        max_future_skew_ms: 5 * MINUTE,
+    };
+    let mut agg = aggregates(10);
+    let accepted = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (bytes, kafka, partition))| {
+            let now = now_of(i);
+            let reference = crate::event::reference_time(*kafka, now);
+            let event = crate::event::parse(bytes, partition.family, reference, &limits).ok()?;
+            agg.record(*partition, &event, now)
+                .ok()
+                .map(|_| event.occurred_at_ms)
+        })
+        .collect();
+    (accepted, agg)
+}
+
+/// The values of the accepted messages, recomputed from scratch at `now`.
+fn assert_values_equal_brute_force(
+    agg: &Aggregates,
+    messages: &[TimedMessage],
+    accepted: &[Option<i64>],
+    now: i64,
+) -> Result<(), TestCaseError> {
+    let records = agg.snapshot(now);
+    let value = |key: &str| {
+        records
+            .iter()
+            .find(|r| r.key() == key)
+            .and_then(|r| r.value)
+    };
+    let price = |i: usize| (100 + i) as i64 * 10_000;
+    let mrr: i64 = (0..messages.len())
+        .filter(|i| messages[*i].billing && accepted[*i].is_some())
+        .map(price)
+        .sum();
+    // Money records exist (at 0) once any partition has state.
+    prop_assert_eq!(
+        value("mrr/current").unwrap_or(0.0),
+        billing::major(mrr.into())
+    );
+    for spec in specs() {
+        let start = spec.start_ms(now);
+        let inside = |i: usize| accepted[i].is_some_and(|at| at >= start);
+        let mut expected = SurveyTally::default();
+        let mut mrr_new = 0i64;
+        for (i, m) in messages.iter().enumerate().filter(|(i, _)| inside(*i)) {
+            if m.billing {
+                mrr_new += price(i);
+            } else {
+                expected.record(Survey::Nps, m.score);
+            }
+        }
+        let nps = records
+            .iter()
+            .find(|r| r.key() == format!("nps/{}", spec.name));
+        prop_assert_eq!(
+            nps.and_then(|r| r.value),
+            expected.nps().value(),
+            "{}",
+            spec.name
+        );
+        prop_assert_eq!(
+            value(&format!("mrr_new/{}", spec.name)).unwrap_or(0.0),
+            billing::major(mrr_new.into())
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    /// Streams whose `occurred_at` and Kafka timestamps lie anywhere (past, within the
+    /// skew, far ahead, from producers whose clocks run ahead): the values equal a
+    /// recomputation over the accepted events, live and after a replay. Live and replay
+    /// accept the same events from every producer whose timestamp was not ahead of the
+    /// service clock; for the others the replay, whose clock has passed their timestamp,
+    /// judges against the timestamp and may accept what the live run refused, never the
+    /// reverse (docs/events.md, "Common fields").
+    #[test]
+    fn values_equal_a_recomputation_whatever_the_clocks_live_and_after_a_replay(
+        messages in prop::collection::vec(timed_message(), 1..150),
+        replay_delay in 0..2 * HOUR,
+    ) {
+        let mut clock = Vec::with_capacity(messages.len());
+        let mut now = T0;
+        for m in &messages {
+            now += m.advance_ms;
+            clock.push(now);
+        }
+        let replay_now = now + replay_delay;
+        let bytes: Vec<_> = messages.iter().enumerate().map(|(i, m)| timed_bytes(i, m, clock[i])).collect();
+        let (live, live_state) = read_with_clock(&bytes, |i| clock[i]);
+        let (replay, replay_state) = read_with_clock(&bytes, |_| replay_now);
+        for (i, m) in messages.iter().enumerate() {
+            if let Some(at) = live[i] {
+                prop_assert!(at <= clock[i] + 5 * MINUTE, "accepted {} ms ahead", at - clock[i]);
+                prop_assert!(replay[i].is_some(), "message {} accepted live only", i);
+            }
+            let correct_producer = m.kafka_offset_ms.is_some_and(|o| o <= 0);
+            if correct_producer {
+                prop_assert_eq!(live[i], replay[i], "message {}", i);
+            }
+        }
+        assert_values_equal_brute_force(&live_state, &messages, &live, replay_now)?;
+        assert_values_equal_brute_force(&replay_state, &messages, &replay, replay_now)?;
+    }
+}
+
+#[test]
+fn an_event_far_ahead_of_the_clock_erases_no_answer() {
+    // The attack: a full hour of promoters, then one message stamped 59.5 minutes ahead
+    // whose occurred_at is 64 minutes ahead, which once took the slot of ten answers.
+    let limits = crate::event::Limits {
+        max_event_bytes: 1 << 20,
+        max_future_skew_ms: 5 * MINUTE,
+    };
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Surveys, 0);
+    for m in 0..60 {
+        agg.record(
+            p,
+            &survey_event(T0 - m * MINUTE, Survey::Nps, 10, Some("smb")),
+            T0,
+        )
+        .unwrap();
+    }
+    let before = agg.snapshot(T0);
+    let at = kpi::rfc3339(T0 + 64 * MINUTE);
+    let text = format!(
+        r#"{{"event_id":"x","type":"survey.responded","occurred_at":"{at}","customer_id":"c","segment":"smb","survey":"nps","score":0}}"#
+    );
+    let reference = crate::event::reference_time(Some(T0 + 59 * MINUTE + 30_000), T0);
+    let parsed = crate::event::parse(text.as_bytes(), Family::Surveys, reference, &limits);
+    assert_eq!(parsed.unwrap_err().reason, Reason::FutureTimestamp);
+    // Even with the check skipped, the state refuses it.
+    let event = survey_event(T0 + 64 * MINUTE, Survey::Nps, 0, Some("smb"));
+    assert_eq!(
+        agg.record(p, &event, T0).unwrap_err().reason,
+        Reason::FutureTimestamp
+    );
+    let after = agg.snapshot(T0);
+    for key in ["nps/1h", "nps/1h/segment=smb", "nps/24h"] {
+        assert_eq!(find(&after, key).value, Some(100.0), "{key}");
+        assert_eq!(find(&after, key).samples, 60, "{key}");
+        assert_eq!(find(&before, key).samples, 60, "{key}");
+    }
+}
