@@ -234,9 +234,23 @@ pub fn producer_on(brokers: &str) -> FutureProducer {
 }
 
 pub async fn produce(producer: &FutureProducer, topic: &str, key: Option<&str>, payload: &[u8]) {
+    produce_stamped(producer, topic, key, payload, None).await;
+}
+
+/// Produces with the Kafka timestamp `timestamp_ms` (the producer's clock when `None`).
+pub async fn produce_stamped(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    payload: &[u8],
+    timestamp_ms: Option<i64>,
+) {
     let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(payload);
     if let Some(key) = key {
         record = record.key(key);
+    }
+    if let Some(timestamp) = timestamp_ms {
+        record = record.timestamp(timestamp);
     }
     producer
         .send(record, Duration::from_secs(10))

@@ -4,6 +4,7 @@
 mod billing;
 mod cli;
 mod deploy;
+mod edges;
 mod faults;
 mod harness;
 mod hostile;
