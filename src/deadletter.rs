@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use crate::client_errors::Producer;
 use crate::event::Rejection;
 use crate::metrics::Metrics;
 
@@ -53,7 +54,7 @@ type Pending = HashMap<(String, i32), BTreeMap<i64, bool>>;
 
 /// Sends dead letters and tracks the unacknowledged ones.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     metrics: Arc<Metrics>,
     pending: Mutex<Pending>,
@@ -62,7 +63,7 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(producer: FutureProducer, topic: String, metrics: Arc<Metrics>) -> Self {
+    pub fn new(producer: Producer, topic: String, metrics: Arc<Metrics>) -> Self {
         DeadLetters {
             producer,
             topic,

@@ -15,14 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::aggregate::PartitionId;
+use crate::client_errors::{LoggedErrors, Producer, Reader};
 use crate::components::{Board, PartitionComponents, Stamped};
 use crate::config::Config;
 use crate::event::Family;
@@ -62,7 +63,7 @@ struct Sent {
 /// Writes this instance's components; owned by the consume loop.
 pub struct ComponentsWriter {
     config: Arc<Config>,
-    producer: FutureProducer,
+    producer: Producer,
     metrics: Arc<Metrics>,
     heartbeat_ms: i64,
     sent: HashMap<PartitionId, Sent>,
@@ -183,7 +184,7 @@ pub fn read_components(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = client_config(
+    let consumer: Reader = client_config(
         &config,
         &[
             // Never joins nor commits: the group id only names the client to the broker.
@@ -193,7 +194,7 @@ pub fn read_components(
             ("fetch.queue.backoff.ms", "10".into()),
         ],
     )
-    .create()
+    .create_with_context(LoggedErrors::default())
     .context("creating the components consumer")?;
     let timeout = Duration::from_millis(u64::from(config.kafka.request_timeout_ms));
     let mut assigned = 0;
@@ -293,7 +294,7 @@ fn receive(
 }
 
 /// The partition count of `topic` from the cluster's metadata; `None` when unknown.
-fn partition_count(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Option<i32> {
+fn partition_count(consumer: &Reader, topic: &str, timeout: Duration) -> Option<i32> {
     match consumer.fetch_metadata(Some(topic), timeout) {
         Ok(metadata) => metadata
             .topics()

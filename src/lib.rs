@@ -21,6 +21,7 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`pipeline`]: the Kafka consume-process-publish loop and replay on assignment.
 //! - [`deadletter`]: dead-letter delivery, retried until acknowledged.
+//! - [`client_errors`]: Kafka client errors, logged once per kind a minute.
 //! - [`exchange`]: components shared between instances over a compacted topic.
 //! - [`http`]: the HTTP endpoints.
 //! - [`app`]: wiring and shutdown; [`generate`]: synthetic events.
@@ -28,6 +29,7 @@
 pub mod aggregate;
 pub mod app;
 pub mod billing;
+pub mod client_errors;
 pub mod components;
 pub mod config;
 pub mod deadletter;

@@ -21,7 +21,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::aggregate::{Aggregates, Outcome, PartitionId};
+use crate::client_errors::{ErrorLog, LoggedErrors, Producer};
 use crate::components::{Board, Incomplete, PartitionComponents};
 use crate::config::Config;
 use crate::deadletter::{DeadLetters, Letter};
@@ -129,6 +130,7 @@ pub struct ConsumerEvents {
     pending: AtomicBool,
     status: Arc<Status>,
     lag: Mutex<Vec<(String, i32, i64)>>,
+    errors: ErrorLog,
 }
 
 impl ConsumerEvents {
@@ -145,6 +147,18 @@ impl ConsumerEvents {
         }
         self.pending.store(true, Ordering::Release);
         self.changed.notify_one();
+    }
+
+    /// Records whether a broker is reachable; a change is logged once, which is all an
+    /// outage logs (the repeated errors of each attempt go to the debug level).
+    fn set_broker_up(&self, up: bool) {
+        if up != self.status.broker_up.swap(up, Ordering::Relaxed) {
+            if up {
+                info!("broker reachable again");
+            } else {
+                warn!("no broker reachable; retrying");
+            }
+        }
     }
 
     /// Sets the start offset of every partition in `tpl` and reports the assignments.
@@ -250,13 +264,7 @@ impl ClientContext for ConsumerEvents {
             .brokers
             .values()
             .any(|b| b.nodeid >= 0 && b.state == "UP");
-        if up != self.status.broker_up.swap(up, Ordering::Relaxed) {
-            if up {
-                info!("broker reachable again");
-            } else {
-                warn!("no broker reachable; retrying");
-            }
-        }
+        self.set_broker_up(up);
         let lag = stats
             .topics
             .values()
@@ -277,9 +285,9 @@ impl ClientContext for ConsumerEvents {
             error.rdkafka_error_code(),
             Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
         ) {
-            self.status.broker_up.store(false, Ordering::Relaxed);
+            self.set_broker_up(false);
         }
-        warn!(error = %error, reason, "kafka client error");
+        self.errors.report("kafka client error", &error, reason);
     }
 }
 
@@ -357,7 +365,7 @@ pub fn client_config(config: &Config, defaults: &[(&str, String)]) -> ClientConf
 }
 
 /// The service's producer settings, then `extra` (which wins over them).
-pub fn producer(config: &Config, extra: &[(&str, String)]) -> anyhow::Result<FutureProducer> {
+pub fn producer(config: &Config, extra: &[(&str, String)]) -> anyhow::Result<Producer> {
     let mut defaults = vec![
         ("linger.ms", "5".into()),
         ("enable.idempotence", "true".into()),
@@ -368,15 +376,42 @@ pub fn producer(config: &Config, extra: &[(&str, String)]) -> anyhow::Result<Fut
     ];
     defaults.extend(extra.iter().cloned());
     client_config(config, &defaults)
-        .create()
+        .create_with_context(LoggedErrors::default())
         .context("creating a Kafka producer")
+}
+
+/// Whether the output topic takes the published values. A missing topic or a broker that
+/// refuses them fails every message of every publish: that is logged once when it starts and
+/// once when it ends (each failure is counted in `kpi_output_failures_total`), and the
+/// publish after a failure sends every value, so that a consumer of the topic misses none
+/// once it works again.
+#[derive(Debug, Default)]
+struct OutputHealth {
+    failing: AtomicBool,
+    /// A message was lost since the last publish.
+    lost: AtomicBool,
+}
+
+impl OutputHealth {
+    fn failed(&self, error: &KafkaError) {
+        self.lost.store(true, Ordering::Release);
+        if !self.failing.swap(true, Ordering::AcqRel) {
+            warn!(error = %error, "output messages failing; every value is sent again once they succeed");
+        }
+    }
+
+    fn delivered(&self) {
+        if self.failing.swap(false, Ordering::AcqRel) {
+            info!("output messages delivered again");
+        }
+    }
 }
 
 /// Everything the loop owns.
 pub struct Pipeline {
     config: Arc<Config>,
     consumer: Arc<StreamConsumer<ConsumerEvents>>,
-    producer: FutureProducer,
+    producer: Producer,
     aggregates: Aggregates,
     metrics: Arc<Metrics>,
     status: Arc<Status>,
@@ -403,6 +438,8 @@ pub struct Pipeline {
     last_full_publish_ms: Option<i64>,
     /// A full snapshot was asked for while the global values were incomplete.
     full_pending: bool,
+    /// Whether output messages are failing; a failure also means a full snapshot next time.
+    output: Arc<OutputHealth>,
     /// Received components computed longer ago than this are missing, not merely stale.
     stale_after_ms: i64,
     newest_event_ms: [Option<i64>; 3],
@@ -429,6 +466,7 @@ impl Pipeline {
             pending: AtomicBool::new(false),
             status: status.clone(),
             lag: Mutex::new(Vec::new()),
+            errors: ErrorLog::default(),
         };
         let c = client_config(
             &config,
@@ -492,6 +530,7 @@ impl Pipeline {
             published: HashMap::new(),
             last_full_publish_ms: None,
             full_pending: false,
+            output: Arc::new(OutputHealth::default()),
             stale_after_ms,
             newest_event_ms: [None; 3],
             overflow_reported,
@@ -544,7 +583,7 @@ impl Pipeline {
                         }
                     }
                     Err(e) => {
-                        warn!(error = %e, "consume error");
+                        consumer.context().errors.report("consume error", &e, "");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
@@ -910,7 +949,9 @@ impl Pipeline {
             self.published.clear();
             return;
         }
-        let full = std::mem::take(&mut self.full_pending)
+        // A message that was lost may have carried a change: send everything again.
+        let full = self.output.lost.swap(false, Ordering::AcqRel)
+            || std::mem::take(&mut self.full_pending)
             || self.last_full_publish_ms.is_none_or(|t| {
                 now - t >= self.config.publish.snapshot_interval.as_millis() as i64
             });
@@ -939,16 +980,27 @@ impl Pipeline {
                 }
                 Err((e, _)) => {
                     self.metrics.output_failures.inc();
-                    warn!(error = %e, "could not queue an output message");
+                    self.output.failed(&e);
                 }
             }
         }
         let metrics = self.metrics.clone();
+        let output = self.output.clone();
         tokio::spawn(async move {
             for delivery in deliveries {
                 match delivery.await {
-                    Ok(Ok(_)) => metrics.output_messages.inc(),
-                    _ => metrics.output_failures.inc(),
+                    Ok(Ok(_)) => {
+                        metrics.output_messages.inc();
+                        output.delivered();
+                    }
+                    Ok(Err((e, _))) => {
+                        metrics.output_failures.inc();
+                        output.failed(&e);
+                    }
+                    Err(_) => {
+                        metrics.output_failures.inc();
+                        output.failed(&KafkaError::Canceled);
+                    }
                 }
             }
         });

@@ -173,3 +173,91 @@ async fn whale_subscriptions_beyond_the_money_range_are_rejected_and_mrr_stays_e
     service.wait_ready().await;
     check(&service.metrics().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_output_topic_is_logged_once_and_gets_every_value_once_created() {
+    let mut topics = Topics::create_on(&crate::harness::brokers(), "outdown", 1, true).await;
+    // An output topic that does not exist yet (the broker does not create topics).
+    topics.output = format!("{}-later", topics.output);
+    let producer = producer();
+    let now = now_ms();
+    for (id, score) in [("a", 10), ("b", 3)] {
+        let answer = json!({"event_id": id, "type": "survey.responded",
+            "occurred_at": rfc3339(now - MINUTE), "customer_id": "c", "survey": "nps",
+            "score": score});
+        produce(
+            &producer,
+            &topics.surveys,
+            Some("c"),
+            answer.to_string().as_bytes(),
+        )
+        .await;
+    }
+    let mut env = topics.env();
+    // Fail output deliveries after 2 s instead of 30 s.
+    env.push((
+        "KPI_STREAM_KAFKA__PROPERTIES".into(),
+        "{\"message.timeout.ms\"=\"2000\"}".into(),
+    ));
+    let log = std::env::temp_dir().join(format!("{}.log", topics.group));
+    let mut service = Service::start_logging_to(&env, &log);
+    service.wait_ready().await;
+    let records = {
+        let (_, body) = service.get("/kpis").await.unwrap();
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap()
+            .len()
+    };
+    // Several publishes' worth of failed messages.
+    eventually(
+        "output failures",
+        std::time::Duration::from_secs(60),
+        async || {
+            let m = service.metrics().await;
+            (m.get("kpi_output_failures_total", &[]) >= Some(3.0 * records as f64)).then_some(())
+        },
+    )
+    .await;
+    crate::harness::create_topics(&topics.brokers, &[(&topics.output, 1)]).await;
+    // Nothing changes any more, and the next full snapshot is minutes away: every key must
+    // come from the publish after the failures.
+    eventually(
+        "every value on the output topic",
+        std::time::Duration::from_secs(60),
+        async || (crate::harness::latest_output(&topics.output).len() == records).then_some(()),
+    )
+    .await;
+    let (status, _) = service.terminate();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let failing = text.matches("output messages failing").count();
+    let recovered = text.matches("output messages delivered again").count();
+    assert_eq!((failing, recovered), (1, 1), "{text}");
+    let warnings = text.lines().filter(|l| l.contains("WARN")).count();
+    assert!(warnings < 10, "{warnings} warnings:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_logged_once_not_per_attempt() {
+    let log = std::env::temp_dir().join(format!("outage-{}.log", now_ms()));
+    let mut service = Service::start_logging_to(
+        &[(
+            "KPI_STREAM_KAFKA__BROKERS".to_owned(),
+            "127.0.0.1:1".to_owned(),
+        )],
+        &log,
+    );
+    eventually("/healthz", std::time::Duration::from_secs(30), async || {
+        matches!(service.get("/healthz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    // The log's rate is the point: let twenty seconds of connection attempts go by (about
+    // 800 log lines before).
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    let (status, _) = service.terminate();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("no broker reachable").count(), 1, "{text}");
+    let lines = text.lines().count();
+    assert!(lines < 30, "{lines} lines:\n{text}");
+}
