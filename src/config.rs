@@ -77,6 +77,9 @@ pub struct EventsConfig {
     /// A repeated `event_id` within this much event time is a duplicate; "0s" turns it off.
     #[serde(deserialize_with = "duration")]
     pub dedup_horizon: Duration,
+    /// A consumer group without committed offsets also counts and dead-letters the messages
+    /// that were on its partitions before its first assignment.
+    pub report_history: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +179,7 @@ impl Default for EventsConfig {
             max_event_bytes: 1 << 20,
             late_to_deadletter: false,
             dedup_horizon: Duration::from_secs(3600),
+            report_history: false,
         }
     }
 }

@@ -89,6 +89,31 @@ impl Default for Status {
 /// `Replay::end` of a partition whose end offset could not be read yet.
 const UNKNOWN_END: i64 = i64::MAX;
 
+/// Whether the messages a partition held before this run's first assignment are reported
+/// (counted, and dead-lettered when rejected) by a group that has no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// The group committed offsets, or is asked to report its history: a partition without
+    /// a committed offset (added to the topic, say) is reported from its replay start.
+    Reported,
+    /// A new group (a second deployment, a debug instance) that was not asked to report the
+    /// history: another group most likely dead-lettered it already.
+    LeftUnreported,
+}
+
+/// The offset from which a replayed partition's messages are reported: the group's
+/// committed offset (earlier messages were reported by an earlier run), else the replay
+/// start, or, for a new group that leaves its history unreported, the end offset seen at
+/// assignment. Never before `start`; an unknown end reports from `start`, since reporting
+/// twice is better than never.
+fn count_from(committed: Option<i64>, start: i64, end: i64, history: History) -> i64 {
+    match (committed, history) {
+        (Some(c), _) => c.max(start),
+        (None, History::LeftUnreported) if end != UNKNOWN_END => end.max(start),
+        (None, _) => start,
+    }
+}
+
 /// Where the replay of one assigned partition starts and ends.
 #[derive(Debug, Clone, Copy)]
 struct Replay {
@@ -131,6 +156,11 @@ pub struct ConsumerEvents {
     status: Arc<Status>,
     lag: Mutex<Vec<(String, i32, i64)>>,
     errors: ErrorLog,
+    /// Whether a partition without a committed offset reports its history (see
+    /// [`count_from`]).
+    report_history: bool,
+    /// No assignment has been planned yet in this process.
+    first_assignment: AtomicBool,
 }
 
 impl ConsumerEvents {
@@ -187,6 +217,28 @@ impl ConsumerEvents {
         let committed = retry("read committed offsets", || {
             consumer.committed_offsets(tpl.clone(), self.timeout)
         });
+        let committed_of = |topic: &str, partition: i32| match committed
+            .as_ref()
+            .and_then(|c| c.find_partition(topic, partition))
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(c)) => Some(c),
+            _ => None,
+        };
+        // A group's first assignment in this process with no committed offset at all: a new
+        // group (or one whose offsets expired). An unknown answer is not taken for one.
+        let first = self.first_assignment.swap(false, Ordering::AcqRel);
+        let history = if first
+            && committed.is_some()
+            && partitions
+                .iter()
+                .all(|(t, p)| committed_of(t, *p).is_none())
+            && !self.report_history
+        {
+            History::LeftUnreported
+        } else {
+            History::Reported
+        };
         for (topic, partition) in partitions {
             let Some(family) = self.family(&topic) else {
                 continue;
@@ -217,14 +269,7 @@ impl ConsumerEvents {
                     _ => low,
                 }
             };
-            let count_from = match committed
-                .as_ref()
-                .and_then(|c| c.find_partition(&topic, partition))
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(c)) => c.max(start),
-                _ => start,
-            };
+            let count_from = count_from(committed_of(&topic, partition), start, high, history);
             let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
             info!(
                 topic,
@@ -467,6 +512,8 @@ impl Pipeline {
             status: status.clone(),
             lag: Mutex::new(Vec::new()),
             errors: ErrorLog::default(),
+            report_history: config.events.report_history,
+            first_assignment: AtomicBool::new(true),
         };
         let c = client_config(
             &config,
@@ -847,16 +894,26 @@ impl Pipeline {
     /// the broker has not acknowledged.
     fn store_offsets(&self) {
         let mut tpl = TopicPartitionList::new();
-        for (partition, next) in &self.next_offset {
+        for (partition, replay) in &self.assigned {
+            // A caught-up partition without a live message commits where counting began, so
+            // that the group's commits cover it: on its next assignment it is not taken for
+            // a partition new to the group.
+            let Some(next) = self
+                .next_offset
+                .get(partition)
+                .copied()
+                .or_else(|| replay.caught_up().then_some(replay.count_from))
+            else {
+                continue;
+            };
             let topic = self.config.topic(partition.family);
-            let floor = self.assigned.get(partition).map_or(0, |r| r.count_from);
             // Never below what the group already committed: a dead letter left pending from an
             // earlier assignment must not move the commit backwards.
             let safe = self
                 .dead_letters
                 .oldest_pending(topic, partition.partition)
-                .map_or(*next, |pending| pending.min(*next))
-                .max(floor);
+                .map_or(next, |pending| pending.min(next))
+                .max(replay.count_from);
             let _ = tpl.add_partition_offset(topic, partition.partition, Offset::Offset(safe));
         }
         if tpl.count() > 0
@@ -1037,5 +1094,25 @@ impl Pipeline {
                     .set(*lag);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_begins_at_the_commit_or_for_a_new_group_at_the_end_unless_history_is_asked() {
+        let reported = History::Reported;
+        let unreported = History::LeftUnreported;
+        // A committed offset wins, but never before the replay start.
+        assert_eq!(count_from(Some(40), 10, 90, reported), 40);
+        assert_eq!(count_from(Some(40), 10, 90, unreported), 40);
+        assert_eq!(count_from(Some(5), 10, 90, reported), 10);
+        // No commit: the replay start, or the end for a new group that leaves its history.
+        assert_eq!(count_from(None, 10, 90, reported), 10);
+        assert_eq!(count_from(None, 10, 90, unreported), 90);
+        // An end that could not be read: report rather than miss.
+        assert_eq!(count_from(None, 10, UNKNOWN_END, unreported), 10);
     }
 }

@@ -162,6 +162,9 @@ impl Topics {
             ("KPI_STREAM_TOPICS__OUTPUT", self.output.clone()),
             ("KPI_STREAM_TOPICS__COMPONENTS", self.components.clone()),
             ("KPI_STREAM_PUBLISH__INTERVAL", "1s".into()),
+            // Tests produce their messages before the first start of a new group, and
+            // check that they are counted and dead-lettered.
+            ("KPI_STREAM_EVENTS__REPORT_HISTORY", "true".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -186,3 +186,66 @@ async fn hostile_input_is_dead_lettered_and_changes_nothing() {
     }
     assert_eq!(service.get("/healthz").await.map(|r| r.0), Some(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_consumer_group_does_not_dead_letter_the_history_again() {
+    let topics = Topics::create_on(&brokers(), "secondgroup", 1, true).await;
+    let producer = producer();
+    let at = rfc3339(now_ms() - 60_000);
+    let answer = |id: &str, score: u8| {
+        json!({"event_id": id, "type": "survey.responded", "occurred_at": at,
+            "customer_id": "c", "survey": "nps", "score": score})
+        .to_string()
+    };
+    let (a, b) = (answer("a", 10), answer("b", 0));
+    let history: [&[u8]; 5] = [a.as_bytes(), b"{broken", b"[1]", b.as_bytes(), b""];
+    for payload in history {
+        produce(&producer, &topics.surveys, Some("c"), payload).await;
+    }
+    let rejected = |m: &crate::harness::Metrics| m.sum("kpi_events_rejected_total", &[]);
+    let nps = |m: &crate::harness::Metrics| {
+        m.get("kpi_nps_responses", &[("window", "1h"), ("segment", "")])
+    };
+
+    // The first group, asked to report its history (as the harness does), dead-letters it.
+    let mut first = Service::start(&topics.env());
+    first.wait_ready().await;
+    crate::harness::eventually(
+        "the first group's offsets at the end",
+        std::time::Duration::from_secs(30),
+        async || crate::harness::committed_to_end(&topics.group, &[&topics.surveys]).then_some(()),
+    )
+    .await;
+    assert_eq!(rejected(&first.metrics().await), 3.0);
+    assert_eq!(read_all(&topics.deadletter).len(), 3);
+    first.terminate();
+
+    // A second group with the default: the same values, nothing reported again.
+    let second_group = format!("{}-second", topics.group);
+    let mut env = topics.env();
+    env.push(("KPI_STREAM_KAFKA__GROUP_ID".into(), second_group.clone()));
+    env.push(("KPI_STREAM_EVENTS__REPORT_HISTORY".into(), "false".into()));
+    let second = Service::start(&env);
+    second.wait_ready().await;
+    // Its commits reach the end only once every dead letter it sent is acknowledged.
+    crate::harness::eventually(
+        "the second group's offsets at the end",
+        std::time::Duration::from_secs(30),
+        async || crate::harness::committed_to_end(&second_group, &[&topics.surveys]).then_some(()),
+    )
+    .await;
+    let m = second.metrics().await;
+    assert_eq!(nps(&m), Some(2.0));
+    assert_eq!(rejected(&m), 0.0);
+    assert_eq!(read_all(&topics.deadletter).len(), 3);
+
+    // What arrives after its first assignment is its own to report.
+    produce(&producer, &topics.surveys, Some("c"), b"{late-broken").await;
+    crate::harness::eventually(
+        "the new dead letter",
+        std::time::Duration::from_secs(30),
+        async || (read_all(&topics.deadletter).len() == 4).then_some(()),
+    )
+    .await;
+    assert_eq!(rejected(&second.metrics().await), 1.0);
+}
