@@ -489,6 +489,50 @@ mod tests {
         assert!(t.contains("kpi_ticket_resolution_seconds_bucket{le=\"300\"} 0"));
     }
 
+    /// What `promtool check metrics` reports about names and labels: suffixes and labels
+    /// that Prometheus reserves for histograms, summaries and counters.
+    #[test]
+    fn no_gauge_takes_a_name_or_label_reserved_for_other_types() {
+        use prometheus::proto::MetricType;
+        let m = metrics();
+        let every_kpi: Vec<KpiRecord> = KPIS
+            .iter()
+            .map(|def| KpiRecord {
+                def,
+                window: "1h".into(),
+                dimension: None,
+                value: Some(1.0),
+                samples: 1,
+                components: vec![Some(1.0); def.components.len()],
+                window_start_ms: 0,
+                window_end_ms: 1,
+            })
+            .collect();
+        m.update_kpis(&every_kpi);
+        m.consumer_lag.with_label_values(&["s", "0"]).set(1);
+        m.newest_event_time.with_label_values(&["s"]).set(1.0);
+        let families = m.registry.gather();
+        assert!(families.len() > 60, "{}", families.len());
+        for family in families {
+            let (name, kind) = (family.name(), family.get_field_type());
+            if !matches!(kind, MetricType::HISTOGRAM | MetricType::SUMMARY) {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    assert!(!name.ends_with(suffix), "{name}");
+                }
+                for metric in family.get_metric() {
+                    for label in metric.get_label() {
+                        assert!(!["le", "quantile"].contains(&label.name()), "{name}");
+                    }
+                }
+            }
+            assert_eq!(
+                name.ends_with("_total"),
+                kind == MetricType::COUNTER,
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn money_carries_the_currency_and_movements_their_kind() {
         let m = metrics();
