@@ -71,6 +71,8 @@ pub struct Metrics {
     pub deadletter_failures: IntCounter,
     pub deadletter_pending: IntGauge,
     pub paused_partitions: IntGauge,
+    pub longest_pause: prometheus::Gauge,
+    pub stale_partitions: IntGauge,
     pub output_failures: IntCounter,
     pub output_messages: IntCounter,
     pub ready: IntGauge,
@@ -206,7 +208,7 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "kpi_consumer_lag",
-                    "Messages between the last processed offset stored for commit and the partition's end",
+                    "Messages between the next offset the service reads and the partition's end offset, paused or not",
                 ),
                 &["topic", "partition"],
             )?,
@@ -246,6 +248,20 @@ impl Metrics {
             IntGauge::new(
                 "kpi_paused_partitions",
                 "Input partitions paused because their dead-letter records cannot be delivered",
+            )?,
+        )?;
+        let longest_pause = register(
+            &registry,
+            prometheus::Gauge::new(
+                "kpi_longest_pause_seconds",
+                "How long the longest-paused input partition has been paused, seconds; 0 when none is",
+            )?,
+        )?;
+        let stale_partitions = register(
+            &registry,
+            IntGauge::new(
+                "kpi_stale_partitions",
+                "Input partitions paused for longer than kafka.max_pause; the service is not ready meanwhile",
             )?,
         )?;
         let output_failures = single(
@@ -328,6 +344,8 @@ impl Metrics {
             deadletter_failures,
             deadletter_pending,
             paused_partitions,
+            longest_pause,
+            stale_partitions,
             output_failures,
             output_messages,
             ready,
