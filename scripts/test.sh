@@ -29,5 +29,5 @@ trap stop_kafka EXIT
 export KPI_TEST_BROKERS=${KPI_TEST_BROKERS:-127.0.0.1:9092}
 echo "== benchmarks, one quick pass each"
 cargo test --benches --locked
-echo "== cargo test: unit, property and integration tests"
+echo "== cargo test: unit, property and integration tests (with promtool check metrics on a real scrape)"
 cargo test --lib --bins --tests --locked

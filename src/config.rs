@@ -20,6 +20,10 @@ use crate::window::WindowSpec;
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "KPI_STREAM_";
 
+/// Bounds of `kafka.max_pause`.
+const MIN_MAX_PAUSE: Duration = Duration::from_secs(1);
+const MAX_MAX_PAUSE: Duration = Duration::from_secs(7 * 86_400);
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -44,6 +48,10 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u32,
     /// How long a start-up or rebalance metadata call may take before it is retried.
     pub request_timeout_ms: u32,
+    /// How long an input partition may stay paused (its dead letters cannot be delivered)
+    /// before the service reports itself unready.
+    #[serde(deserialize_with = "duration")]
+    pub max_pause: Duration,
     /// Passed to every librdkafka client as is; these win over the keys above.
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties read from files at start (`"sasl.password" = "/run/secrets/kafka"`),
@@ -152,6 +160,7 @@ impl Default for KafkaConfig {
             group_id: "kpi-stream".into(),
             session_timeout_ms: 10_000,
             request_timeout_ms: 10_000,
+            max_pause: Duration::from_secs(300),
             properties: BTreeMap::new(),
             secret_files: BTreeMap::new(),
             secret_env: BTreeMap::new(),
@@ -329,6 +338,9 @@ impl Config {
         self.window_specs()?;
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        if !(MIN_MAX_PAUSE..=MAX_MAX_PAUSE).contains(&self.kafka.max_pause) {
+            return Err(invalid("kafka.max_pause", "must be between 1s and 7d"));
         }
         for name in &self.dimensions.names {
             if !DIMENSION_FIELDS.contains(&name.as_str()) {
@@ -580,6 +592,9 @@ mod tests {
                 "billing.base_currency",
             ),
             ("[billing.rates]\nEUR = -1.0", "billing.rates"),
+            ("[kafka]\nmax_pause = \"0s\"", "kafka.max_pause"),
+            ("[kafka]\nmax_pause = \"8d\"", "kafka.max_pause"),
+            ("[kafka]\nmax_pause = \"100y\"", "kafka.max_pause"),
         ];
         for (toml, key) in cases {
             let err = load_str(toml).unwrap_err().to_string();

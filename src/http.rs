@@ -87,6 +87,11 @@ async fn serve_readyz(State(shared): State<Shared>) -> Response {
     }
     let why = if !status.broker_up.load(std::sync::atomic::Ordering::Relaxed) {
         "no broker reachable\n"
+    } else if status
+        .paused_too_long
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        "input partitions paused longer than kafka.max_pause: dead letters cannot be delivered\n"
     } else {
         "replaying input partitions\n"
     };

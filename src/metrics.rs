@@ -71,6 +71,8 @@ pub struct Metrics {
     pub deadletter_failures: IntCounter,
     pub deadletter_pending: IntGauge,
     pub paused_partitions: IntGauge,
+    pub longest_pause: prometheus::Gauge,
+    pub stale_partitions: IntGauge,
     pub output_failures: IntCounter,
     pub output_messages: IntCounter,
     pub ready: IntGauge,
@@ -206,7 +208,7 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "kpi_consumer_lag",
-                    "Messages between the last processed offset stored for commit and the partition's end",
+                    "Messages between the next offset the service reads and the partition's end offset, paused or not",
                 ),
                 &["topic", "partition"],
             )?,
@@ -246,6 +248,20 @@ impl Metrics {
             IntGauge::new(
                 "kpi_paused_partitions",
                 "Input partitions paused because their dead-letter records cannot be delivered",
+            )?,
+        )?;
+        let longest_pause = register(
+            &registry,
+            prometheus::Gauge::new(
+                "kpi_longest_pause_seconds",
+                "How long the longest-paused input partition has been paused, seconds; 0 when none is",
+            )?,
+        )?;
+        let stale_partitions = register(
+            &registry,
+            IntGauge::new(
+                "kpi_stale_partitions",
+                "Input partitions paused for longer than kafka.max_pause; the service is not ready meanwhile",
             )?,
         )?;
         let output_failures = single(
@@ -328,6 +344,8 @@ impl Metrics {
             deadletter_failures,
             deadletter_pending,
             paused_partitions,
+            longest_pause,
+            stale_partitions,
             output_failures,
             output_messages,
             ready,
@@ -487,6 +505,50 @@ mod tests {
         assert!(t.contains("kpi_survey_responses_total{score=\"10\",survey=\"nps\"} 0"));
         assert!(t.contains("kpi_build_info{version="));
         assert!(t.contains("kpi_ticket_resolution_seconds_bucket{le=\"300\"} 0"));
+    }
+
+    /// What `promtool check metrics` reports about names and labels: suffixes and labels
+    /// that Prometheus reserves for histograms, summaries and counters.
+    #[test]
+    fn no_gauge_takes_a_name_or_label_reserved_for_other_types() {
+        use prometheus::proto::MetricType;
+        let m = metrics();
+        let every_kpi: Vec<KpiRecord> = KPIS
+            .iter()
+            .map(|def| KpiRecord {
+                def,
+                window: "1h".into(),
+                dimension: None,
+                value: Some(1.0),
+                samples: 1,
+                components: vec![Some(1.0); def.components.len()],
+                window_start_ms: 0,
+                window_end_ms: 1,
+            })
+            .collect();
+        m.update_kpis(&every_kpi);
+        m.consumer_lag.with_label_values(&["s", "0"]).set(1);
+        m.newest_event_time.with_label_values(&["s"]).set(1.0);
+        let families = m.registry.gather();
+        assert!(families.len() > 60, "{}", families.len());
+        for family in families {
+            let (name, kind) = (family.name(), family.get_field_type());
+            if !matches!(kind, MetricType::HISTOGRAM | MetricType::SUMMARY) {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    assert!(!name.ends_with(suffix), "{name}");
+                }
+                for metric in family.get_metric() {
+                    for label in metric.get_label() {
+                        assert!(!["le", "quantile"].contains(&label.name()), "{name}");
+                    }
+                }
+            }
+            assert_eq!(
+                name.ends_with("_total"),
+                kind == MetricType::COUNTER,
+                "{name}"
+            );
+        }
     }
 
     #[test]

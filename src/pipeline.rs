@@ -62,6 +62,9 @@ pub struct Status {
     pub caught_up: AtomicBool,
     /// The consumer reaches at least one broker.
     pub broker_up: AtomicBool,
+    /// An input partition has been paused for longer than `kafka.max_pause`: the KPIs no
+    /// longer follow its newer events.
+    pub paused_too_long: AtomicBool,
     /// Rendered `GET /kpis` body, the global values; empty until they are first complete.
     pub kpis: watch::Sender<Arc<Vec<u8>>>,
 }
@@ -71,12 +74,15 @@ impl Status {
         Status {
             caught_up: AtomicBool::new(false),
             broker_up: AtomicBool::new(true),
+            paused_too_long: AtomicBool::new(false),
             kpis: watch::Sender::new(Arc::new(Vec::new())),
         }
     }
 
     pub fn ready(&self) -> bool {
-        self.caught_up.load(Ordering::Relaxed) && self.broker_up.load(Ordering::Relaxed)
+        self.caught_up.load(Ordering::Relaxed)
+            && self.broker_up.load(Ordering::Relaxed)
+            && !self.paused_too_long.load(Ordering::Relaxed)
     }
 }
 
@@ -154,7 +160,9 @@ pub struct ConsumerEvents {
     changed: Notify,
     pending: AtomicBool,
     status: Arc<Status>,
-    lag: Mutex<Vec<(String, i32, i64)>>,
+    /// High watermark of each partition the client fetches from, as of its last fetch
+    /// (statistics, every second). A paused partition is not fetched: its figure is stale.
+    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
     errors: ErrorLog,
     /// Whether a partition without a committed offset reports its history (see
     /// [`count_from`]).
@@ -310,18 +318,18 @@ impl ClientContext for ConsumerEvents {
             .values()
             .any(|b| b.nodeid >= 0 && b.state == "UP");
         self.set_broker_up(up);
-        let lag = stats
+        let high_watermarks = stats
             .topics
             .values()
             .flat_map(|t| {
                 t.partitions
                     .values()
-                    .filter(|p| p.partition >= 0 && p.consumer_lag_stored >= 0 && p.desired)
-                    .map(|p| (t.topic.clone(), p.partition, p.consumer_lag_stored))
+                    .filter(|p| p.partition >= 0 && p.hi_offset >= 0 && p.desired)
+                    .map(|p| ((t.topic.clone(), p.partition), p.hi_offset))
             })
             .collect();
-        if let Ok(mut slot) = self.lag.lock() {
-            *slot = lag;
+        if let Ok(mut slot) = self.high_watermarks.lock() {
+            *slot = high_watermarks;
         }
     }
 
@@ -476,8 +484,14 @@ pub struct Pipeline {
     board: Arc<Mutex<Board>>,
     /// Next offset to commit per partition: one past the last message handled live.
     next_offset: HashMap<PartitionId, i64>,
-    /// Partitions paused because their dead letters cannot be delivered.
-    paused: HashSet<(String, i32)>,
+    /// Partitions paused because their dead letters cannot be delivered, each with when
+    /// its pause began (Unix ms).
+    paused: HashMap<(String, i32), i64>,
+    /// End offsets read from the broker for partitions while they were paused, since the
+    /// client's statistics stop following a partition it does not fetch. An end offset only
+    /// grows, so a figure stays a valid lower bound after the partition resumes, until the
+    /// client's own catches up.
+    looked_up_ends: HashMap<(String, i32), i64>,
     /// Last published (value, samples) per output key.
     published: HashMap<String, (Option<f64>, u64)>,
     last_full_publish_ms: Option<i64>,
@@ -510,7 +524,7 @@ impl Pipeline {
             changed: Notify::new(),
             pending: AtomicBool::new(false),
             status: status.clone(),
-            lag: Mutex::new(Vec::new()),
+            high_watermarks: Mutex::new(HashMap::new()),
             errors: ErrorLog::default(),
             report_history: config.events.report_history,
             first_assignment: AtomicBool::new(true),
@@ -573,7 +587,8 @@ impl Pipeline {
             caught_up: false,
             dead_letters,
             next_offset: HashMap::new(),
-            paused: HashSet::new(),
+            paused: HashMap::new(),
+            looked_up_ends: HashMap::new(),
             published: HashMap::new(),
             last_full_publish_ms: None,
             full_pending: false,
@@ -605,7 +620,7 @@ impl Pipeline {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = consumer.context().changed.notified() => self.apply_changes(),
-                _ = self.dead_letters.changed.notified() => self.pause_failing(),
+                _ = self.dead_letters.changed.notified() => self.pause_failing(false),
                 _ = tick.tick() => {
                     self.refresh_replays();
                     self.publish(false).await;
@@ -695,8 +710,7 @@ impl Pipeline {
             .set(self.assigned.len() as i64);
         // A partition reassigned while its dead letters still fail is paused again.
         if reassigned {
-            self.paused.clear();
-            self.pause_failing();
+            self.pause_failing(true);
         }
     }
 
@@ -850,9 +864,10 @@ impl Pipeline {
         });
     }
 
-    /// Pauses the assigned partitions whose dead letters keep failing and resumes the
-    /// recovered ones.
-    fn pause_failing(&mut self) {
+    /// Pauses the assigned partitions whose dead letters keep failing (`again`: also those
+    /// already paused, after a new assignment) and resumes the recovered ones. A partition
+    /// that stays paused keeps the time its pause began.
+    fn pause_failing(&mut self, again: bool) {
         let config = &self.config;
         let assigned = &self.assigned;
         let failing: HashSet<(String, i32)> = self
@@ -866,12 +881,16 @@ impl Pipeline {
             })
             .collect();
         let mut pause = TopicPartitionList::new();
-        for (topic, partition) in failing.difference(&self.paused) {
-            pause.add_partition(topic, *partition);
+        for (topic, partition) in &failing {
+            if again || !self.paused.contains_key(&(topic.clone(), *partition)) {
+                pause.add_partition(topic, *partition);
+            }
         }
         let mut resume = TopicPartitionList::new();
-        for (topic, partition) in self.paused.difference(&failing) {
-            resume.add_partition(topic, *partition);
+        for (topic, partition) in self.paused.keys() {
+            if !failing.contains(&(topic.clone(), *partition)) {
+                resume.add_partition(topic, *partition);
+            }
         }
         if pause.count() > 0 {
             warn!(partitions = ?pause.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect::<Vec<_>>(),
@@ -887,7 +906,15 @@ impl Pipeline {
             }
         }
         self.metrics.paused_partitions.set(failing.len() as i64);
-        self.paused = failing;
+        let now = (self.clock)();
+        let paused = failing
+            .into_iter()
+            .map(|p| {
+                let since = self.paused.get(&p).copied().unwrap_or(now);
+                (p, since)
+            })
+            .collect();
+        self.paused = paused;
     }
 
     /// Stores, for commit, each partition's next offset, but never past a dead letter that
@@ -951,7 +978,7 @@ impl Pipeline {
         self.status
             .caught_up
             .store(self.caught_up, Ordering::Relaxed);
-        self.report_health();
+        self.report_health(now);
     }
 
     /// Computes the global values from this instance's components and those the others
@@ -1063,7 +1090,8 @@ impl Pipeline {
         });
     }
 
-    fn report_health(&mut self) {
+    fn report_health(&mut self, now: i64) {
+        self.report_pauses(now);
         self.metrics.ready.set(i64::from(self.status.ready()));
         for (family, newest) in Family::ALL.iter().zip(self.newest_event_ms) {
             if let Some(ms) = newest {
@@ -1085,14 +1113,100 @@ impl Pipeline {
             }
             self.overflow_reported[dim] = total;
         }
+        self.report_lag();
+    }
+
+    /// Exports how long the longest pause has lasted and how many partitions have been
+    /// paused for longer than `kafka.max_pause`; any such partition makes the service
+    /// unready, since the KPIs no longer follow its events.
+    fn report_pauses(&self, now: i64) {
+        let limit_ms = self.config.kafka.max_pause.as_millis() as i64;
+        let ages = || self.paused.values().map(|since| (now - since).max(0));
+        let longest_ms = ages().max().unwrap_or(0);
+        let too_long = ages().filter(|age| *age > limit_ms).count();
+        self.metrics.longest_pause.set(longest_ms as f64 / 1000.0);
+        self.metrics.stale_partitions.set(too_long as i64);
+        let was = self
+            .status
+            .paused_too_long
+            .swap(too_long > 0, Ordering::Relaxed);
+        if too_long > 0 && !was {
+            warn!(
+                partitions = too_long,
+                "partitions paused for longer than kafka.max_pause: not ready"
+            );
+        }
+    }
+
+    /// Sets `kpi_consumer_lag` of every assigned partition: its end offset minus the next
+    /// offset the loop will read. The end is the client's latest figure, or for a paused
+    /// partition (which the client no longer fetches) the broker's answer to a look-up.
+    fn report_lag(&mut self) {
+        self.look_up_paused_ends();
+        let fetched = self
+            .consumer
+            .context()
+            .high_watermarks
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
         self.metrics.consumer_lag.reset();
-        if let Ok(lag) = self.consumer.context().lag.lock() {
-            for (topic, partition, lag) in lag.iter() {
-                self.metrics
-                    .consumer_lag
-                    .with_label_values(&[topic.as_str(), &partition.to_string()])
-                    .set(*lag);
+        for (partition, replay) in &self.assigned {
+            let key = (
+                self.config.topic(partition.family).to_owned(),
+                partition.partition,
+            );
+            let known_at_assignment = (replay.end != UNKNOWN_END).then_some(replay.end);
+            let Some(end) = [
+                fetched.get(&key).copied(),
+                self.looked_up_ends.get(&key).copied(),
+                known_at_assignment,
+            ]
+            .into_iter()
+            .flatten()
+            .max() else {
+                continue;
+            };
+            self.metrics
+                .consumer_lag
+                .with_label_values(&[key.0.as_str(), &key.1.to_string()])
+                .set((end - replay.position).max(0));
+        }
+    }
+
+    /// Reads the end offsets of the paused partitions from the broker, in one request with a
+    /// short timeout (it runs in the loop, and only while partitions are paused); skipped
+    /// while no broker is reachable. A failed look-up keeps the previous figures. Forgets
+    /// the figures of partitions no longer assigned.
+    fn look_up_paused_ends(&mut self) {
+        let config = &self.config;
+        let assigned = &self.assigned;
+        self.looked_up_ends.retain(|(topic, partition), _| {
+            config
+                .family_of(topic)
+                .is_some_and(|f| assigned.contains_key(&PartitionId::new(f, *partition)))
+        });
+        if self.paused.is_empty() || !self.status.broker_up.load(Ordering::Relaxed) {
+            return;
+        }
+        // The offset for the "timestamp" Offset::End (-1) is the partition's end offset.
+        let mut latest = TopicPartitionList::new();
+        for (topic, partition) in self.paused.keys() {
+            let _ = latest.add_partition_offset(topic, *partition, Offset::End);
+        }
+        match self
+            .consumer
+            .offsets_for_times(latest, Duration::from_secs(1))
+        {
+            Ok(ends) => {
+                for e in ends.elements() {
+                    if let (Offset::Offset(end), Ok(())) = (e.offset(), e.error()) {
+                        self.looked_up_ends
+                            .insert((e.topic().to_owned(), e.partition()), end);
+                    }
+                }
             }
+            Err(e) => debug!(error = %e, "could not read the end offsets of paused partitions"),
         }
     }
 }

@@ -135,52 +135,53 @@ async fn broker_stopped_for_30_seconds_mid_stream() {
     assert_equals_reference(&topics, &service, &[]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letter_topic_missing_pauses_the_partition_until_it_exists() {
-    let topics = Topics::create_on(&brokers(), "dlqdown", 1, false).await;
-    let producer = producer();
-    let now = now_ms();
-    let survey = |id: &str, score: u8| {
-        serde_json::json!({"event_id": id, "type": "survey.responded",
-            "occurred_at": rfc3339(now - 60_000), "customer_id": "c", "survey": "nps",
-            "score": score})
-        .to_string()
-    };
-    produce(
-        &producer,
-        &topics.surveys,
-        Some("c"),
-        survey("a", 10).as_bytes(),
-    )
-    .await;
-    produce(&producer, &topics.surveys, Some("c"), b"{broken").await;
-    produce(
-        &producer,
-        &topics.surveys,
-        Some("c"),
-        survey("b", 0).as_bytes(),
-    )
-    .await;
+/// An NPS answer of `score` a minute ago, as a message payload.
+fn nps_answer(id: &str, score: u8) -> Vec<u8> {
+    serde_json::json!({"event_id": id, "type": "survey.responded",
+        "occurred_at": rfc3339(now_ms() - 60_000), "customer_id": "c", "survey": "nps",
+        "score": score})
+    .to_string()
+    .into_bytes()
+}
 
+/// Topics of a single survey partition without the dead-letter topic, holding a valid
+/// answer, a broken message and another valid answer, and the environment of a service
+/// whose dead-letter deliveries fail after 2 s (instead of 30 s, to see the retries sooner):
+/// the broken message pauses the partition.
+async fn dead_letters_failing(test: &str) -> (Topics, Vec<(String, String)>) {
+    let topics = Topics::create_on(&brokers(), test, 1, false).await;
+    let producer = producer();
+    produce(&producer, &topics.surveys, Some("c"), &nps_answer("a", 10)).await;
+    produce(&producer, &topics.surveys, Some("c"), b"{broken").await;
+    produce(&producer, &topics.surveys, Some("c"), &nps_answer("b", 0)).await;
     let mut env = topics.env();
-    // Fail dead-letter deliveries after 2 s instead of 30 s, to see the retries sooner.
     env.push((
         "KPI_STREAM_KAFKA__PROPERTIES".into(),
         "{\"message.timeout.ms\"=\"2000\"}".into(),
     ));
-    let service = Service::start(&env);
-    service.wait_ready().await;
+    (topics, env)
+}
+
+async fn wait_paused(service: &Service) {
     eventually(
         "the partition to pause",
         Duration::from_secs(30),
         async || {
-            let m = service.metrics().await;
+            let m = service.try_metrics().await?;
             (m.get("kpi_paused_partitions", &[]) == Some(1.0)
                 && m.get("kpi_deadletter_failures_total", &[]) >= Some(1.0))
             .then_some(())
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_topic_missing_pauses_the_partition_until_it_exists() {
+    let (topics, env) = dead_letters_failing("dlqdown").await;
+    let service = Service::start(&env);
+    service.wait_ready().await;
+    wait_paused(&service).await;
     // Nothing at or past the undelivered dead letter (offset 1) is committed.
     assert!(committed(&topics.group, &topics.surveys, 0) <= Some(1));
 
@@ -209,6 +210,74 @@ async fn dead_letter_topic_missing_pauses_the_partition_until_it_exists() {
     let nps = |name: &str| m.get(name, &[("window", "1h"), ("segment", "")]);
     assert_eq!(nps("kpi_nps_responses"), Some(2.0));
     assert_eq!(nps("kpi_nps"), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_partition_shows_its_real_lag_and_turns_readyz_503_after_the_limit() {
+    let (topics, mut env) = dead_letters_failing("pausedlag").await;
+    env.push(("KPI_STREAM_KAFKA__MAX_PAUSE".into(), "4s".into()));
+    let service = Service::start(&env);
+    wait_paused(&service).await;
+    // Answers that arrive while the partition is paused are not read: the lag is exactly
+    // their number (the client's own statistics stop at its last fetch before the pause).
+    const WAITING: usize = 300;
+    let producer = producer();
+    for i in 0..WAITING {
+        produce(
+            &producer,
+            &topics.surveys,
+            Some("c"),
+            &nps_answer(&format!("w{i}"), 9),
+        )
+        .await;
+    }
+    let lag = |m: &crate::harness::Metrics| {
+        m.get(
+            "kpi_consumer_lag",
+            &[("topic", topics.surveys.as_str()), ("partition", "0")],
+        )
+    };
+    eventually(
+        "the paused partition's lag",
+        Duration::from_secs(30),
+        async || (lag(&service.metrics().await) == Some(WAITING as f64)).then_some(()),
+    )
+    .await;
+
+    let (_, reason) = eventually(
+        "/readyz to report the pause",
+        Duration::from_secs(30),
+        async || {
+            let (status, body) = service.get("/readyz").await?;
+            (status == 503 && body.contains("kafka.max_pause")).then_some((status, body))
+        },
+    )
+    .await;
+    let m = service.metrics().await;
+    // Not before the limit: the pause had lasted at least 4 s.
+    assert!(
+        m.get("kpi_longest_pause_seconds", &[]) >= Some(4.0),
+        "{reason}"
+    );
+    assert_eq!(m.get("kpi_stale_partitions", &[]), Some(1.0));
+    assert_eq!(m.get("kpi_ready", &[]), Some(0.0));
+    assert_eq!(lag(&m), Some(WAITING as f64));
+
+    create_topics(&topics.brokers, &[(&topics.deadletter, 1)]).await;
+    service.wait_ready().await;
+    eventually(
+        "the waiting answers read",
+        Duration::from_secs(30),
+        async || {
+            let m = service.metrics().await;
+            let responses = m.get("kpi_nps_responses", &[("window", "1h"), ("segment", "")]);
+            (responses == Some(2.0 + WAITING as f64) && lag(&m) == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+    let m = service.metrics().await;
+    assert_eq!(m.get("kpi_stale_partitions", &[]), Some(0.0));
+    assert_eq!(m.get("kpi_longest_pause_seconds", &[]), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -497,7 +497,7 @@ pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
 
 /// Every KPI value and component gauge (not counters, not the service's own health).
 pub fn kpi_values(metrics: &Metrics) -> std::collections::BTreeMap<String, f64> {
-    const HEALTH: [&str; 10] = [
+    const HEALTH: [&str; 12] = [
         "kpi_global_",
         "kpi_assigned_partitions",
         "kpi_consumer_lag",
@@ -507,6 +507,8 @@ pub fn kpi_values(metrics: &Metrics) -> std::collections::BTreeMap<String, f64> 
         "kpi_build_info",
         "kpi_deadletter_pending",
         "kpi_paused_partitions",
+        "kpi_longest_pause_seconds",
+        "kpi_stale_partitions",
         "kpi_ticket_resolution_seconds",
     ];
     metrics

@@ -1,14 +1,19 @@
 //! A real Prometheus server (Debian's package) scraping a running kpi-stream fed by the
 //! local Kafka: the KPI series arrive with the right values through the recording rules, and
-//! a burst of cancellations makes the churn-spike alert pending (or firing).
+//! a burst of cancellations makes the churn-spike alert pending (or firing). A real scrape
+//! passes `promtool check metrics` without a finding.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use kpi_stream::kpi::KPIS;
 use serde_json::{Value, json};
 
-use crate::harness::{Service, Topics, eventually, now_ms, produce, producer, rfc3339};
+use crate::harness::{
+    Service, Topics, eventually, generate, now_ms, produce, producer, rfc3339, wait,
+};
 
 /// A Prometheus server on loopback with a temporary data directory, stopped when dropped.
 struct Prometheus {
@@ -189,4 +194,76 @@ async fn prometheus_scrapes_the_kpis_and_the_churn_alert_fires() {
         async || (prometheus.value(query).await == Some(0.8)).then_some(()),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_with_every_series_passes_promtool_check_metrics() {
+    let topics = Topics::create("promtool").await;
+    // Every event type, every billing lifecycle step and 2% malformed messages.
+    assert!(wait(generate(&topics, 20_000, 0, 11)).await.success());
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    // Every KPI component (the percentiles need resolutions), the consumer lag and the
+    // newest event times, which appear with data only. The ratios over a window's start
+    // stay undefined, hence absent (every generated customer starts now): components that
+    // are another KPI's value are left out.
+    let values: Vec<&str> = KPIS.iter().map(|def| def.metric).collect();
+    let mut wanted: Vec<&str> = KPIS
+        .iter()
+        .flat_map(|def| def.components.iter().map(|c| c.metric))
+        .filter(|metric| !values.contains(metric))
+        .collect();
+    wanted.extend([
+        "kpi_consumer_lag",
+        "kpi_newest_event_timestamp_seconds",
+        "kpi_nps",
+    ]);
+    let text = eventually(
+        "every metric family with series",
+        Duration::from_secs(60),
+        async || {
+            let (_, text) = service.get("/metrics").await?;
+            let sampled = |name: &str| {
+                text.lines().any(|l| {
+                    l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))
+                })
+            };
+            wanted.iter().all(|name| sampled(name)).then_some(text)
+        },
+    )
+    .await;
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() > 60, "{families:?}");
+    for family in &families {
+        assert!(
+            text.lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(family)),
+            "{family} has no series"
+        );
+    }
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/setup.sh)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && findings.is_empty(), "{findings}");
 }

@@ -19,7 +19,7 @@ const NOT_ADDITIVE: [&str; 14] = [
     "kpi_ces_easy_ratio",
     "kpi_fcr_ratio",
     "kpi_resolution_time_seconds_mean",
-    "kpi_resolution_time_seconds",
+    "kpi_resolution_time_percentile_seconds",
     "kpi_customer_churn_ratio",
     "kpi_revenue_churn_ratio",
     "kpi_net_revenue_retention_ratio",
@@ -99,7 +99,7 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
         let labels = &key[name(key).len()..];
         let recomputed = match name(key) {
             "kpi_ces_mean" => ratio(
-                sum("kpi_ces_score_sum", labels),
+                sum("kpi_ces_total_score", labels),
                 sum("kpi_ces_responses", labels),
             ),
             "kpi_ces_easy_ratio" => ratio(
@@ -156,8 +156,8 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
                 sum("kpi_fcr_resolutions", labels),
             ),
             "kpi_resolution_time_seconds_mean" => ratio(
-                sum("kpi_resolution_time_seconds_sum", labels),
-                sum("kpi_resolution_time_seconds_count", labels),
+                sum("kpi_resolution_time_total_seconds", labels),
+                sum("kpi_resolution_time_resolutions", labels),
             ),
             "kpi_renewal_ratio" => {
                 let renewals = sum("kpi_renewals", labels);

@@ -128,7 +128,7 @@ fn check_values(metrics: &Metrics) {
     assert_eq!(g("kpi_ces_mean", "24h", ""), Some(6.0));
     assert_eq!(g("kpi_ces_mean", "7d", ""), Some(14.0 / 3.0));
     assert_eq!(g("kpi_ces_easy_ratio", "7d", ""), Some(2.0 / 3.0));
-    assert_eq!(g("kpi_ces_score_sum", "7d", ""), Some(14.0));
+    assert_eq!(g("kpi_ces_total_score", "7d", ""), Some(14.0));
     assert_eq!(g("kpi_ces_mean", "7d", "enterprise"), Some(2.0));
     assert_eq!(g("kpi_ces_mean", "1h", "enterprise"), None);
     // Tickets (smb): opened a minute and 5 h ago, one reopen; resolved with one reply, after
@@ -152,11 +152,11 @@ fn check_values(metrics: &Metrics) {
         g("kpi_resolution_time_seconds_mean", "24h", ""),
         Some((2.0 * 17_820.0 + 3_600.0) / 3.0)
     );
-    assert_eq!(g("kpi_resolution_time_seconds_count", "24h", ""), Some(3.0));
-    let bucket = |le: &str| {
+    assert_eq!(g("kpi_resolution_time_resolutions", "24h", ""), Some(3.0));
+    let bucket = |seconds: &str| {
         metrics.get(
-            "kpi_resolution_time_seconds_bucket",
-            &[("le", le), ("window", "24h"), ("segment", "")],
+            "kpi_resolution_time_resolutions_within",
+            &[("seconds", seconds), ("window", "24h"), ("segment", "")],
         )
     };
     assert_eq!(bucket("3600"), Some(1.0));
@@ -165,16 +165,16 @@ fn check_values(metrics: &Metrics) {
     assert_eq!(bucket("+Inf"), Some(3.0));
     let p50 = metrics
         .get(
-            "kpi_resolution_time_seconds",
-            &[("quantile", "0.5"), ("window", "24h"), ("segment", "")],
+            "kpi_resolution_time_percentile_seconds",
+            &[("percentile", "50"), ("window", "24h"), ("segment", "")],
         )
         .unwrap();
     assert!((p50 - 17_820.0).abs() <= 0.01 * 17_820.0, "{p50}");
     assert_eq!(
         metrics.get(
-            "kpi_resolution_time_seconds",
+            "kpi_resolution_time_percentile_seconds",
             &[
-                ("quantile", "0.5"),
+                ("percentile", "50"),
                 ("window", "1h"),
                 ("segment", "enterprise")
             ],
