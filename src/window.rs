@@ -41,6 +41,13 @@ impl WindowSpec {
         self.span_ms / self.bucket_ms
     }
 
+    /// Slots of a ring of this window whose events may be up to `lead_ms` ahead of `now`:
+    /// the window's buckets, one per bucket of lead, and the bucket being recycled.
+    pub fn ring_slots(&self, lead_ms: i64) -> i64 {
+        let lead = (lead_ms.max(0) + self.bucket_ms - 1) / self.bucket_ms;
+        self.buckets() + lead + 1
+    }
+
     fn bucket_index(&self, at_ms: i64) -> i64 {
         at_ms.div_euclid(self.bucket_ms)
     }
@@ -77,8 +84,7 @@ pub struct Window<T> {
 impl<T: Tally> Window<T> {
     /// `lead_ms` is how far ahead of `now` an event may be (the accepted clock skew).
     pub fn new(spec: &WindowSpec, lead_ms: i64) -> Self {
-        let lead = (lead_ms.max(0) + spec.bucket_ms - 1) / spec.bucket_ms;
-        let len = (spec.buckets() + lead + 1) as usize;
+        let len = spec.ring_slots(lead_ms) as usize;
         Window {
             slots: vec![
                 Slot {
