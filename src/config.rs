@@ -3,18 +3,35 @@
 //! `KPI_STREAM_KAFKA__BROKERS`). Unknown keys are errors, so a typo never silently falls
 //! back to a default. librdkafka properties that the configuration does not name pass
 //! through from `[kafka.properties]`.
+//!
+//! Every value is bounded by what the service can run with, and checked when the
+//! configuration is loaded, so that `check-config` refuses what would stop `run`; secrets
+//! and key material are never printed (see [`Secret`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read as _;
+use std::mem::size_of;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
+use figment::error::{Actual, Kind};
 use figment::providers::{Env, Format, Toml};
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use serde::{Deserialize, Deserializer};
 
-use crate::billing::Rates;
-use crate::event::{DIMENSION_FIELDS, Family, Limits};
+use crate::billing::{BillingTally, Rates};
+use crate::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
+use crate::survey::SurveyTally;
+use crate::ticket::TicketTally;
 use crate::window::WindowSpec;
 
 /// Prefix of the environment variables that override configuration keys.
@@ -23,6 +40,120 @@ pub const ENV_PREFIX: &str = "KPI_STREAM_";
 /// Bounds of `kafka.max_pause`.
 const MIN_MAX_PAUSE: Duration = Duration::from_secs(1);
 const MAX_MAX_PAUSE: Duration = Duration::from_secs(7 * 86_400);
+/// The sections of the configuration, as named in `KPI_STREAM_<SECTION>__<KEY>`.
+const SECTIONS: [&str; 9] = [
+    "kafka",
+    "topics",
+    "events",
+    "windows",
+    "dimensions",
+    "billing",
+    "publish",
+    "http",
+    "generate",
+];
+
+/// The largest window: every start replays this much of the survey and ticket topics, which
+/// must retain it.
+const MAX_SPAN: Duration = Duration::from_secs(366 * 86_400);
+
+/// Buckets per window. More buckets only sharpen the window's edge; each one is a ring slot
+/// in every series.
+const MAX_BUCKETS: u32 = 1_000;
+
+/// Ring slots per series, over all its windows (each window's buckets, one slot per bucket
+/// of accepted future skew, and one spare): a series holds one ring per window in each
+/// event family, allocated whole when the series first appears.
+const MAX_RING_SLOTS: i64 = 4_096;
+
+/// Bytes one ring slot takes in a series present in all three families (an 8-byte bucket
+/// index and the tally of each).
+const SERIES_SLOT_BYTES: usize = size_of::<SurveyTally>()
+    + size_of::<TicketTally>()
+    + size_of::<BillingTally>()
+    + 3 * size_of::<i64>();
+
+/// Series times windows per input partition. A ticket partition's components message holds
+/// about 1.8 KB per series and window (docs/scaling.md): at this cap about 7.4 MB, half the
+/// 16 MiB that the components producer and topic accept in one message.
+const MAX_SERIES_WINDOWS: usize = 4_096;
+
+/// The defaults of the brokers' `group.min.session.timeout.ms` and
+/// `group.max.session.timeout.ms` (Kafka 4.1): a broker refuses a member whose session
+/// timeout is outside them. librdkafka also wants it at most `max.poll.interval.ms` (5
+/// minutes unless set in `[kafka.properties]`), which the client check enforces.
+const SESSION_TIMEOUT_MS: RangeInclusive<u32> = 6_000..=1_800_000;
+
+/// Under a second, metadata calls across a network or a TLS handshake time out and are
+/// retried for ever; the rebalance callback waits for them, and librdkafka's default
+/// `max.poll.interval.ms` (5 minutes) is the longest a consumer may go without polling.
+const REQUEST_TIMEOUT_MS: RangeInclusive<u32> = 1_000..=300_000;
+
+/// Smaller limits reject ordinary events (a survey answer with long ids is about 500
+/// bytes); no message larger than librdkafka's default `receive.message.max.bytes` can be
+/// received at all.
+const MAX_EVENT_BYTES: RangeInclusive<usize> = 1_024..=100_000_000;
+
+/// Shorter intervals spend the service on publishing; longer ones make the values, and the
+/// components other instances wait for, stale for longer than an alert would tolerate.
+const PUBLISH_INTERVAL: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3_600);
+
+/// Exchange rates: no currency is worth a billion times another.
+const RATES: RangeInclusive<f64> = 1e-9..=1e9;
+
+/// The generator keeps the subscriptions of every customer.
+const GENERATE_CUSTOMERS: RangeInclusive<u32> = 1..=1_000_000;
+
+/// Segment values the generator draws from; each is a field of the events it writes.
+const GENERATE_SEGMENTS: RangeInclusive<usize> = 1..=1_000;
+
+/// The largest secret file read: a bundle of certificates fits, `/dev/zero` does not.
+const MAX_SECRET_BYTES: u64 = 1 << 20;
+
+/// librdkafka properties that hold secrets or key material: those librdkafka marks
+/// sensitive (`_RK_SENSITIVE` in rdkafka_conf.c, librdkafka 2.12) and redacts from its own
+/// configuration dumps. Names holding `password` or `secret` are treated alike, so that a
+/// property added by a later librdkafka is not printed either.
+const SENSITIVE_PROPERTIES: [&str; 13] = [
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.ca.pem",
+    "ssl.keystore.password",
+];
+
+/// A configuration value that is a secret or key material. It is never printed: its
+/// `Debug` is `<redacted>`, so giving a field this type is all it takes to keep it out of
+/// `check-config`'s output and of any log.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +191,11 @@ pub struct KafkaConfig {
     /// librdkafka properties read from the named environment variables at start
     /// (`"sasl.password" = "KAFKA_PASSWORD"`).
     pub secret_env: BTreeMap<String, String>,
+    /// The librdkafka properties that hold secrets or key material, filled at load: those
+    /// of `properties` that are sensitive (moved out of it), then those read from
+    /// `secret_files` and `secret_env`, which win.
+    #[serde(skip)]
+    pub secret_properties: BTreeMap<String, Secret<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,6 +300,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             secret_files: BTreeMap::new(),
             secret_env: BTreeMap::new(),
+            secret_properties: BTreeMap::new(),
         }
     }
 }
@@ -262,10 +399,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
-/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
-/// `sasl.oauthbearer.client.secret`, ...).
-pub fn is_secret(key: &str) -> bool {
-    key.contains("password") || key.contains("secret")
+/// Whether a librdkafka property holds a secret or key material.
+pub fn is_secret(property: &str) -> bool {
+    let property = property.to_ascii_lowercase();
+    SENSITIVE_PROPERTIES.contains(&property.as_str())
+        || property.contains("password")
+        || property.contains("secret")
 }
 
 /// A configuration that cannot be used, naming the key at fault.
@@ -277,6 +416,8 @@ pub enum ConfigError {
     Missing(String),
     #[error("key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    #[error("environment variable {variable}: {message}")]
+    Environment { variable: String, message: String },
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -284,6 +425,149 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
         key: key.to_owned(),
         message: message.into(),
     }
+}
+
+/// Refuses `value` outside `range`, saying why the bound is there.
+fn bounded<T: PartialOrd + fmt::Display>(
+    key: &str,
+    value: T,
+    range: RangeInclusive<T>,
+    why: &str,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        format!(
+            "{value} is outside {}..={}: {why}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// A duration shown as the configuration writes it (`5m`, `30days`).
+#[derive(PartialEq, PartialOrd)]
+struct Shown(Duration);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+/// [`bounded`] for a duration.
+fn bounded_duration(
+    key: &str,
+    value: Duration,
+    range: RangeInclusive<Duration>,
+    why: &str,
+) -> Result<(), ConfigError> {
+    let (start, end) = range.into_inner();
+    bounded(key, Shown(value), Shown(start)..=Shown(end), why)
+}
+
+/// Refuses a variable that is meant as configuration but is not named
+/// `KPI_STREAM_<SECTION>__<KEY>`: a section followed by one underscore, or a section alone.
+/// Other `KPI_STREAM_` variables (a wrapper's own `KPI_STREAM_CMD`) are not configuration.
+fn check_variable_name(name: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name
+        .get(..ENV_PREFIX.len())
+        .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+        .map(|_| &name[ENV_PREFIX.len()..])
+    else {
+        return Ok(());
+    };
+    if rest.contains("__") {
+        return Ok(());
+    }
+    let lower = rest.to_ascii_lowercase();
+    for section in SECTIONS {
+        let key = lower
+            .strip_prefix(section)
+            .filter(|key| key.is_empty() || key.starts_with('_'));
+        if let Some(key) = key {
+            let key = key.trim_start_matches('_').to_ascii_uppercase();
+            let key = if key.is_empty() { "KEY".into() } else { key };
+            return Err(ConfigError::Environment {
+                variable: name.to_owned(),
+                message: format!(
+                    "configuration variables separate the section from the key with two \
+                     underscores: {ENV_PREFIX}{}__{key}",
+                    section.to_ascii_uppercase()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// figment quotes the value it could not use; under `kafka.properties` that value may be a
+/// secret, so it is described instead.
+fn without_property_values(error: figment::Error) -> figment::Error {
+    let hidden = |actual: Actual| match actual {
+        Actual::Str(_) | Actual::Bytes(_) | Actual::Other(_) => {
+            Actual::Other("a value (not shown)".into())
+        }
+        other => other,
+    };
+    let errors: Vec<figment::Error> = error
+        .into_iter()
+        .map(|mut e| {
+            if e.path.starts_with(&["kafka".into(), "properties".into()]) {
+                e.kind = match e.kind {
+                    Kind::InvalidType(actual, expected) => {
+                        Kind::InvalidType(hidden(actual), expected)
+                    }
+                    Kind::InvalidValue(actual, expected) => {
+                        Kind::InvalidValue(hidden(actual), expected)
+                    }
+                    other => other,
+                };
+            }
+            e
+        })
+        .collect();
+    // figment iterates from the error it shows first: chain them back in that order.
+    errors
+        .into_iter()
+        .rev()
+        .reduce(|earlier, e| earlier.chain(e))
+        .unwrap_or_else(|| figment::Error::from("the configuration cannot be read".to_owned()))
+}
+
+/// The property of `properties` that `text` names first (the longest of those named at the
+/// same place).
+fn first_named<'p>(text: &str, properties: impl IntoIterator<Item = &'p str>) -> Option<&'p str> {
+    properties
+        .into_iter()
+        .filter_map(|p| text.find(p).map(|at| (at, std::cmp::Reverse(p.len()), p)))
+        .min()
+        .map(|(_, _, p)| p)
+}
+
+/// Which kind of librdkafka client a client configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    Consumer,
+    Producer,
+}
+
+/// The context of a client created only to check its configuration: librdkafka's notices
+/// about it (it has no broker list) are not the service's to log.
+struct CheckOnly;
+
+impl ClientContext for CheckOnly {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+}
+
+impl ConsumerContext for CheckOnly {}
+
+impl ProducerContext for CheckOnly {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
 impl Config {
@@ -296,63 +580,96 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        // KPI_STREAM_CONFIG names the file itself (see the command line), not a key.
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__"));
+        for (name, _) in std::env::vars_os() {
+            check_variable_name(&name.to_string_lossy())?;
+        }
+        // Only `KPI_STREAM_<SECTION>__<KEY>` names are keys; KPI_STREAM_CONFIG names the file
+        // itself (see the command line).
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|name| name.as_str().contains("__"))
+                .split("__"),
+        );
         let mut config: Config = figment
             .extract()
-            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+            .map_err(|e| ConfigError::Load(Box::new(without_property_values(e))))?;
         config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Reads the secret properties from their files and environment variables into
-    /// `kafka.properties`. Errors name the property and the source, never the value.
+    /// Moves the sensitive properties of `kafka.properties` into `kafka.secret_properties`,
+    /// then reads the secret properties from their files and environment variables there.
+    /// Errors name the property and the source, never the value.
     pub fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
-        for (property, path) in &self.kafka.secret_files {
-            let value = std::fs::read_to_string(path).map_err(|e| {
-                invalid(
-                    "kafka.secret_files",
-                    format!("{property}: cannot read {path}: {e}"),
-                )
-            })?;
-            self.kafka.properties.insert(
-                property.clone(),
-                value.trim_end_matches(['\n', '\r']).to_owned(),
-            );
+        let kafka = &mut self.kafka;
+        let (secret, plain) = std::mem::take(&mut kafka.properties)
+            .into_iter()
+            .partition(|(property, _)| is_secret(property));
+        kafka.properties = plain;
+        kafka.secret_properties = secret
+            .into_iter()
+            .map(|(property, value)| (property, Secret::new(value)))
+            .collect();
+        for (property, path) in &kafka.secret_files {
+            let key = format!("kafka.secret_files.{property:?}");
+            let mut value = String::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(MAX_SECRET_BYTES + 1).read_to_string(&mut value))
+                .map_err(|e| invalid(&key, format!("cannot read {path}: {e}")))?;
+            if value.len() as u64 > MAX_SECRET_BYTES {
+                return Err(invalid(
+                    &key,
+                    format!("{path} is larger than {MAX_SECRET_BYTES} bytes"),
+                ));
+            }
+            let value = value.trim_end_matches(['\n', '\r']).to_owned();
+            kafka
+                .secret_properties
+                .insert(property.clone(), Secret::new(value));
         }
-        for (property, variable) in &self.kafka.secret_env {
+        for (property, variable) in &kafka.secret_env {
             let value = std::env::var(variable).map_err(|_| {
                 invalid(
-                    "kafka.secret_env",
-                    format!("{property}: environment variable {variable} is not set"),
+                    &format!("kafka.secret_env.{property:?}"),
+                    format!("environment variable {variable} is not set"),
                 )
             })?;
-            self.kafka.properties.insert(property.clone(), value);
+            kafka
+                .secret_properties
+                .insert(property.clone(), Secret::new(value));
         }
         Ok(())
     }
 
-    /// Checks what serde cannot: values that parse but make no sense together.
+    /// Checks what serde cannot: values that parse but make no sense together, and the
+    /// bounds of every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.window_specs()?;
-        if self.kafka.brokers.trim().is_empty() {
-            return Err(invalid("kafka.brokers", "must name at least one broker"));
-        }
+        let windows = self.window_specs()?;
+        self.validate_kafka()?;
         if !(MIN_MAX_PAUSE..=MAX_MAX_PAUSE).contains(&self.kafka.max_pause) {
             return Err(invalid("kafka.max_pause", "must be between 1s and 7d"));
         }
-        for name in &self.dimensions.names {
+        self.validate_events(&windows)?;
+        self.validate_rings(&windows)?;
+        for (i, name) in self.dimensions.names.iter().enumerate() {
             if !DIMENSION_FIELDS.contains(&name.as_str()) {
                 return Err(invalid(
                     "dimensions.names",
                     format!("{name:?} is not one of {DIMENSION_FIELDS:?}"),
                 ));
             }
+            if self.dimensions.names[..i].contains(name) {
+                return Err(invalid(
+                    "dimensions.names",
+                    format!("{name:?} is listed twice"),
+                ));
+            }
         }
         if self.dimensions.max_values == 0 {
             return Err(invalid("dimensions.max_values", "must be at least 1"));
         }
+        self.validate_series(&windows)?;
         let is_code = |c: &str| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase());
         if !is_code(&self.billing.base_currency) {
             return Err(invalid(
@@ -361,34 +678,41 @@ impl Config {
             ));
         }
         for (code, rate) in &self.billing.rates {
-            if !(is_code(code) && rate.is_finite() && *rate >= 1e-9) {
+            if !(is_code(code) && RATES.contains(rate)) {
                 return Err(invalid(
                     "billing.rates",
-                    format!("{code} = {rate}: needs an ISO 4217 code and a rate of at least 1e-9"),
+                    format!(
+                        "{code} = {rate}: needs an ISO 4217 code and a rate within {}..={}",
+                        RATES.start(),
+                        RATES.end()
+                    ),
                 ));
             }
         }
         if !self.windows.spans.contains(&self.billing.clv_window) {
             return Err(invalid(
                 "billing.clv_window",
-                format!("{:?} is not one of windows.spans", self.billing.clv_window),
+                format!(
+                    "{:?} is not one of windows.spans {:?}",
+                    self.billing.clv_window, self.windows.spans
+                ),
             ));
         }
-        if self.publish.interval.is_zero() {
-            return Err(invalid("publish.interval", "must be positive"));
-        }
-        if self.publish.snapshot_interval < self.publish.interval {
-            return Err(invalid(
-                "publish.snapshot_interval",
-                "must be at least publish.interval",
-            ));
-        }
-        if self.events.max_event_bytes == 0 {
-            return Err(invalid("events.max_event_bytes", "must be positive"));
-        }
-        if !(0.0..=1.0).contains(&self.generate.malformed_ratio) {
-            return Err(invalid("generate.malformed_ratio", "must be within 0..1"));
-        }
+        let publish = &self.publish;
+        bounded_duration(
+            "publish.interval",
+            publish.interval,
+            PUBLISH_INTERVAL,
+            "shorter spends the service on publishing; longer leaves values stale",
+        )?;
+        bounded_duration(
+            "publish.snapshot_interval",
+            publish.snapshot_interval,
+            publish.interval..=*PUBLISH_INTERVAL.end(),
+            "at least publish.interval; other instances count components older than two \
+             snapshot intervals as missing",
+        )?;
+        self.validate_generate()?;
         let topics = [
             ("topics.surveys", &self.topics.surveys),
             ("topics.tickets", &self.topics.tickets),
@@ -398,12 +722,185 @@ impl Config {
             ("topics.components", &self.topics.components),
         ];
         for (i, (key, topic)) in topics.iter().enumerate() {
-            if topic.is_empty() {
-                return Err(invalid(key, "must not be empty"));
+            let legal = topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if topic.is_empty()
+                || topic.len() > 249
+                || !legal
+                || [".", ".."].contains(&topic.as_str())
+            {
+                return Err(invalid(
+                    key,
+                    format!("{topic:?} is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"),
+                ));
             }
             if topics[..i].iter().any(|(_, other)| other == topic) {
                 return Err(invalid(key, format!("topic {topic:?} is used twice")));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let kafka = &self.kafka;
+        if kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        if kafka.group_id.is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        bounded(
+            "kafka.session_timeout_ms",
+            kafka.session_timeout_ms,
+            SESSION_TIMEOUT_MS,
+            "brokers refuse a session timeout outside group.min.session.timeout.ms and \
+             group.max.session.timeout.ms (these are their defaults)",
+        )?;
+        bounded(
+            "kafka.request_timeout_ms",
+            kafka.request_timeout_ms,
+            REQUEST_TIMEOUT_MS,
+            "shorter fails across a network and is retried for ever; longer holds up a \
+             rebalance past librdkafka's max.poll.interval.ms",
+        )?;
+        // librdkafka takes C strings: one with a NUL fails naming no property.
+        let nul = "must not contain a NUL character";
+        if kafka.brokers.contains('\0') {
+            return Err(invalid("kafka.brokers", nul));
+        }
+        if kafka.group_id.contains('\0') {
+            return Err(invalid("kafka.group_id", nul));
+        }
+        let properties = (kafka.properties.iter().map(|(p, v)| (p, v.as_str()))).chain(
+            kafka
+                .secret_properties
+                .iter()
+                .map(|(p, v)| (p, v.expose().as_str())),
+        );
+        for (property, value) in properties {
+            if property.contains('\0') || value.contains('\0') {
+                return Err(invalid(&self.kafka_key(property), nul));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_events(&self, windows: &[WindowSpec]) -> Result<(), ConfigError> {
+        let events = &self.events;
+        let largest = windows
+            .iter()
+            .map(|w| Duration::from_millis(w.span_ms as u64))
+            .max()
+            .unwrap_or_default();
+        bounded_duration(
+            "events.max_future_skew",
+            events.max_future_skew,
+            Duration::ZERO..=largest,
+            "at most the largest window: the window rings keep a slot per bucket of skew \
+             ahead of now",
+        )?;
+        bounded(
+            "events.max_event_bytes",
+            events.max_event_bytes,
+            MAX_EVENT_BYTES,
+            "smaller rejects ordinary events; no larger message can be received (librdkafka \
+             receive.message.max.bytes)",
+        )?;
+        bounded_duration(
+            "events.dedup_horizon",
+            events.dedup_horizon,
+            Duration::ZERO..=largest,
+            "at most the largest window: the ids of the whole horizon are kept in memory",
+        )
+    }
+
+    /// The ring slots of a series, over all its windows: allocated whole when the series
+    /// first appears, in each family.
+    fn validate_rings(&self, windows: &[WindowSpec]) -> Result<(), ConfigError> {
+        let skew_ms = self.events.max_future_skew.as_millis() as i64;
+        let bucket_slots: i64 = windows.iter().map(|w| w.ring_slots(0)).sum();
+        let slots: i64 = windows.iter().map(|w| w.ring_slots(skew_ms)).sum();
+        if slots <= MAX_RING_SLOTS {
+            return Ok(());
+        }
+        let key = if bucket_slots > MAX_RING_SLOTS {
+            "windows.buckets"
+        } else {
+            "events.max_future_skew"
+        };
+        Err(invalid(
+            key,
+            format!(
+                "the {} windows need {slots} ring slots per series ({bucket_slots} for their \
+                 buckets and a spare each, {} for events up to events.max_future_skew ahead); \
+                 at most {MAX_RING_SLOTS} are allowed ({SERIES_SLOT_BYTES} bytes each in a \
+                 series: {:.1} MB)",
+                windows.len(),
+                slots - bucket_slots,
+                (MAX_RING_SLOTS as usize * SERIES_SLOT_BYTES) as f64 / 1e6
+            ),
+        ))
+    }
+
+    /// Series per input partition times windows: what one partition's components hold.
+    fn validate_series(&self, windows: &[WindowSpec]) -> Result<(), ConfigError> {
+        let dimensions = &self.dimensions;
+        let series = dimensions
+            .max_values
+            .saturating_add(1)
+            .saturating_mul(dimensions.names.len())
+            .saturating_add(1);
+        let total = series.saturating_mul(windows.len());
+        if total <= MAX_SERIES_WINDOWS {
+            return Ok(());
+        }
+        Err(invalid(
+            "dimensions.max_values",
+            format!(
+                "{series} series per partition (overall, and {} values and \"other\" for \
+                 each of {:?}) in {} windows make {total}; at most {MAX_SERIES_WINDOWS} fit \
+                 a partition's components in one message of the components topic (about 1.8 \
+                 KB per series and window for tickets, 16 MiB a message)",
+                dimensions.max_values,
+                dimensions.names,
+                windows.len()
+            ),
+        ))
+    }
+
+    fn validate_generate(&self) -> Result<(), ConfigError> {
+        let generate = &self.generate;
+        if !(0.0..=1.0).contains(&generate.malformed_ratio) {
+            return Err(invalid("generate.malformed_ratio", "must be within 0..1"));
+        }
+        bounded_duration(
+            "generate.span",
+            generate.span,
+            Duration::ZERO..=MAX_SPAN,
+            "history older than the largest window a configuration can have is late",
+        )?;
+        bounded(
+            "generate.customers",
+            generate.customers,
+            GENERATE_CUSTOMERS,
+            "the generator keeps the subscriptions of every customer",
+        )?;
+        bounded(
+            "generate.segments",
+            generate.segments.len(),
+            GENERATE_SEGMENTS,
+            "number of segment values",
+        )?;
+        if let Some(segment) = generate
+            .segments
+            .iter()
+            .find(|s| s.is_empty() || s.len() > MAX_FIELD_BYTES)
+        {
+            return Err(invalid(
+                "generate.segments",
+                format!("{segment:?}: a segment is 1 to {MAX_FIELD_BYTES} bytes"),
+            ));
         }
         Ok(())
     }
@@ -414,13 +911,22 @@ impl Config {
         if self.windows.spans.is_empty() {
             return Err(invalid(key, "must list at least one window"));
         }
-        if self.windows.buckets == 0 {
-            return Err(invalid("windows.buckets", "must be at least 1"));
-        }
+        bounded(
+            "windows.buckets",
+            self.windows.buckets,
+            1..=MAX_BUCKETS,
+            "each bucket is a ring slot in every series and window",
+        )?;
         let mut specs: Vec<WindowSpec> = Vec::new();
         for name in &self.windows.spans {
             let span = humantime::parse_duration(name)
                 .map_err(|e| invalid(key, format!("{name:?}: {e}")))?;
+            bounded_duration(
+                key,
+                span,
+                Duration::ZERO..=MAX_SPAN,
+                "every start replays the largest window",
+            )?;
             let span_ms = span.as_millis();
             let buckets = u128::from(self.windows.buckets);
             if span_ms == 0 || span_ms % buckets != 0 {
@@ -451,20 +957,87 @@ impl Config {
             + self.events.max_future_skew
     }
 
-    /// A copy safe to print: librdkafka properties that hold secrets, or that were read
-    /// from secret files or variables, are masked.
-    pub fn redacted(&self) -> Config {
-        let mut copy = self.clone();
-        let kafka = &mut copy.kafka;
-        for (key, value) in kafka.properties.iter_mut() {
-            if is_secret(key)
-                || kafka.secret_files.contains_key(key)
-                || kafka.secret_env.contains_key(key)
+    /// The configuration key that sets librdkafka `property`.
+    fn kafka_key(&self, property: &str) -> String {
+        let kafka = &self.kafka;
+        if kafka.secret_env.contains_key(property) {
+            return format!("kafka.secret_env.{property:?}");
+        }
+        if kafka.secret_files.contains_key(property) {
+            return format!("kafka.secret_files.{property:?}");
+        }
+        match property {
+            _ if kafka.properties.contains_key(property)
+                || kafka.secret_properties.contains_key(property) =>
             {
-                *value = "<redacted>".into();
+                format!("kafka.properties.{property:?}")
+            }
+            "bootstrap.servers" | "metadata.broker.list" => "kafka.brokers".into(),
+            "group.id" => "kafka.group_id".into(),
+            "session.timeout.ms" => "kafka.session_timeout_ms".into(),
+            _ => format!("kafka.properties.{property:?}"),
+        }
+    }
+
+    /// Builds a librdkafka client from `client` as the service would, and drops it: librdkafka
+    /// checks every property's name and value, how they combine, and loads the keys and
+    /// certificates they name. The client is created without its broker list, so it connects
+    /// nowhere and its threads end when it is dropped. Errors name the configuration key.
+    pub fn check_client(&self, kind: ClientKind, client: &ClientConfig) -> Result<(), ConfigError> {
+        client
+            .create_native_config()
+            .map_err(|e| self.client_error(e))?;
+        let mut offline = client.clone();
+        offline
+            .remove("bootstrap.servers")
+            .remove("metadata.broker.list");
+        let created = match kind {
+            ClientKind::Consumer => offline
+                .create_with_context::<_, BaseConsumer<CheckOnly>>(CheckOnly)
+                .map(drop),
+            ClientKind::Producer => offline
+                .create_with_context::<_, BaseProducer<CheckOnly>>(CheckOnly)
+                .map(drop),
+        };
+        created.map_err(|e| self.client_error(e))
+    }
+
+    /// librdkafka's error, naming the configuration key of the property at fault and no
+    /// secret value.
+    fn client_error(&self, error: KafkaError) -> ConfigError {
+        let text = match error {
+            // The value is left out: it may be a secret.
+            KafkaError::ClientConfig(_, description, property, _) => {
+                return invalid(
+                    &self.kafka_key(&property),
+                    self.without_secrets(&description),
+                );
+            }
+            KafkaError::ClientCreation(text) => text,
+            other => other.to_string(),
+        };
+        let kafka = &self.kafka;
+        let configured = (kafka.properties.keys())
+            .chain(kafka.secret_properties.keys())
+            .map(String::as_str);
+        // The service's own settings, for a combination that fails on them alone.
+        let service = ["session.timeout.ms", "group.id", "bootstrap.servers"];
+        let key = first_named(&text, configured)
+            .or_else(|| first_named(&text, service))
+            .map_or_else(|| "kafka.properties".into(), |p| self.kafka_key(p));
+        invalid(&key, format!("librdkafka: {}", self.without_secrets(&text)))
+    }
+
+    /// `text` with the value of every secret property masked. Values under 4 bytes are
+    /// left: they are no secret, and masking them would garble the text.
+    fn without_secrets(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in self.kafka.secret_properties.values() {
+            if secret.expose().len() >= 4 {
+                text = text.replace(secret.expose().as_str(), "<redacted>");
             }
         }
-        copy
+        text
     }
 
     pub fn rates(&self) -> Rates {
@@ -496,12 +1069,20 @@ mod tests {
     use super::*;
 
     fn load_str(toml: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::new()
+        let mut config: Config = Figment::new()
             .merge(Toml::string(toml))
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn refused_key(toml: &str) -> String {
+        match load_str(toml) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{toml}: {other:?}"),
+        }
     }
 
     #[test]
@@ -513,15 +1094,47 @@ mod tests {
     }
 
     #[test]
-    fn redaction_masks_secret_properties_only() {
-        let mut config = Config::default();
-        let props = &mut config.kafka.properties;
-        props.insert("sasl.password".into(), "hunter2".into());
-        props.insert("ssl.key.password".into(), "hunter3".into());
-        props.insert("security.protocol".into(), "SASL_SSL".into());
-        let printed = format!("{:?}", config.redacted());
+    fn a_secret_field_prints_as_redacted() {
+        #[derive(Debug, Deserialize)]
+        struct Users {
+            users: BTreeMap<String, Secret<String>>,
+        }
+        let users: Users = Figment::new()
+            .merge(Toml::string("[users]\nalice = \"$2b$12$hash\""))
+            .extract()
+            .unwrap();
+        assert_eq!(users.users["alice"].expose(), "$2b$12$hash");
+        let printed = format!("{users:?}");
+        assert!(printed.contains("alice") && printed.contains("<redacted>"));
+        assert!(!printed.contains("hash"), "{printed}");
+    }
+
+    #[test]
+    fn every_sensitive_property_is_redacted_and_only_those() {
+        let mut toml = String::from("[kafka.properties]\n");
+        for (i, property) in SENSITIVE_PROPERTIES.iter().enumerate() {
+            toml.push_str(&format!("{property:?} = \"hunter{i}\"\n"));
+        }
+        // Names librdkafka may add later are recognized by what they hold.
+        toml.push_str("\"ssl.truststore.password\" = \"hunterA\"\n");
+        toml.push_str("\"sasl.future.secret\" = \"hunterB\"\n");
+        // Public: a certificate, a protocol, the path of a keytab.
+        toml.push_str("\"ssl.certificate.pem\" = \"CERTIFICATE\"\n");
+        toml.push_str("\"security.protocol\" = \"SASL_SSL\"\n");
+        toml.push_str("\"sasl.kerberos.keytab\" = \"/etc/krb5.keytab\"\n");
+        let config = load_str(&toml).unwrap();
+        let printed = format!("{config:#?}");
         assert!(!printed.contains("hunter"), "{printed}");
-        assert!(printed.contains("SASL_SSL"));
+        for property in SENSITIVE_PROPERTIES {
+            assert!(printed.contains(property), "{property} is not listed");
+        }
+        for public in ["CERTIFICATE", "SASL_SSL", "/etc/krb5.keytab"] {
+            assert!(printed.contains(public), "{public} is hidden");
+        }
+        // The clients still get every value.
+        let client = crate::pipeline::client_config(&config, &[]);
+        assert_eq!(client.get("sasl.password"), Some("hunter1"));
+        assert_eq!(client.get("ssl.key.pem"), Some("hunter9"));
     }
 
     // figment's own test API returns its large error type.
@@ -534,23 +1147,50 @@ mod tests {
             jail.create_file(
                 "k.toml",
                 "[kafka.secret_files]\n\"sasl.password\" = \"password\"\n\
-                 [kafka.secret_env]\n\"sasl.oauthbearer.config\" = \"KAFKA_TOKEN\"",
+                 [kafka.secret_env]\n\"sasl.oauthbearer.config\" = \"KAFKA_TOKEN\"\n\
+                 [kafka.properties]\n\"sasl.password\" = \"overridden\"",
             )?;
             let config = Config::load(Some(Path::new("k.toml"))).map_err(|e| e.to_string())?;
-            let props = &config.kafka.properties;
-            assert_eq!(props["sasl.password"], "s3cret-file");
-            assert_eq!(props["sasl.oauthbearer.config"], "s3cret-env");
-            let printed = format!("{:?}", config.redacted());
+            let secrets = &config.kafka.secret_properties;
+            assert_eq!(secrets["sasl.password"].expose(), "s3cret-file");
+            assert_eq!(secrets["sasl.oauthbearer.config"].expose(), "s3cret-env");
+            let printed = format!("{config:?}");
             assert!(!printed.contains("s3cret"), "{printed}");
             jail.create_file(
-                "bad.toml",
+                "missing.toml",
                 "[kafka.secret_files]\n\"sasl.password\" = \"missing\"",
             )?;
-            let err = Config::load(Some(Path::new("bad.toml")))
+            let err = Config::load(Some(Path::new("missing.toml")))
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("kafka.secret_files") && err.contains("sasl.password"),
+                err.contains("kafka.secret_files.\"sasl.password\""),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    // figment's own test API returns its large error type.
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn a_secret_file_larger_than_a_mebibyte_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            let limit = MAX_SECRET_BYTES as usize;
+            jail.create_file("ca.pem", &"a".repeat(limit))?;
+            jail.create_file("huge", &"a".repeat(limit + 1))?;
+            let load = |file: &str| {
+                std::fs::write(
+                    "k.toml",
+                    format!("[kafka.secret_files]\n\"ssl.ca.pem\" = \"{file}\""),
+                )
+                .unwrap();
+                Config::load(Some(Path::new("k.toml")))
+            };
+            assert!(load("ca.pem").is_ok());
+            let err = load("huge").unwrap_err().to_string();
+            assert!(
+                err.contains("kafka.secret_files.\"ssl.ca.pem\"") && err.contains("larger"),
                 "{err}"
             );
             Ok(())
@@ -584,9 +1224,19 @@ mod tests {
             ("[windows]\nspans = [\"1h\", \"soon\"]", "windows.spans"),
             ("[windows]\nspans = [\"1h\"]\nbuckets = 7", "windows.spans"),
             ("[dimensions]\nnames = [\"plan\"]", "dimensions.names"),
-            ("[publish]\ninterval = \"0s\"", "publish.interval"),
+            (
+                "[dimensions]\nnames = [\"segment\", \"segment\"]",
+                "dimensions.names",
+            ),
             ("[topics]\noutput = \"cs.surveys\"", "topics.output"),
+            ("[topics]\noutput = \"cs kpis\"", "topics.output"),
+            ("[topics]\noutput = \"..\"", "topics.output"),
+            ("[topics]\noutput = \"\"", "topics.output"),
+            ("[kafka]\ngroup_id = \"\"", "kafka.group_id"),
+            ("[kafka]\nbrokers = \" \"", "kafka.brokers"),
             ("[billing]\nclv_window = \"90d\"", "billing.clv_window"),
+            // The same span under another name is not one of windows.spans.
+            ("[billing]\nclv_window = \"720h\"", "billing.clv_window"),
             (
                 "[billing]\nbase_currency = \"usd\"",
                 "billing.base_currency",
@@ -595,11 +1245,324 @@ mod tests {
             ("[kafka]\nmax_pause = \"0s\"", "kafka.max_pause"),
             ("[kafka]\nmax_pause = \"8d\"", "kafka.max_pause"),
             ("[kafka]\nmax_pause = \"100y\"", "kafka.max_pause"),
+            ("[billing.rates]\nEUR = nan", "billing.rates"),
+            ("[billing.rates]\nEUR = inf", "billing.rates"),
+            (
+                "[generate]\nmalformed_ratio = 1.5",
+                "generate.malformed_ratio",
+            ),
+            ("[generate]\nsegments = []", "generate.segments"),
+            ("[generate]\nsegments = [\"\"]", "generate.segments"),
+            (
+                "[publish]\ninterval = \"1m\"\nsnapshot_interval = \"30s\"",
+                "publish.snapshot_interval",
+            ),
+            (
+                "[kafka.properties]\n\"client.rack\" = \"a\\u0000b\"",
+                "kafka.properties.\"client.rack\"",
+            ),
+            (
+                "[kafka.properties]\n\"sasl.password\" = \"a\\u0000b\"",
+                "kafka.properties.\"sasl.password\"",
+            ),
         ];
         for (toml, key) in cases {
-            let err = load_str(toml).unwrap_err().to_string();
-            assert!(err.contains(key), "{toml}: {err}");
+            assert_eq!(refused_key(toml), key, "{toml}");
         }
+    }
+
+    /// Each bound at its edge: the value just inside is accepted, the one just outside is
+    /// refused naming the key.
+    #[test]
+    fn every_bound_is_enforced_at_its_edge() {
+        let long_topic = "t".repeat(249);
+        let too_long_topic = "t".repeat(250);
+        let segment = "s".repeat(256);
+        let too_long_segment = "s".repeat(257);
+        let one_hour = "[windows]\nspans = [\"1h\"]\n[billing]\nclv_window = \"1h\"\n";
+        let cases: Vec<(String, String, &str)> = vec![
+            // The skew fits in the largest window.
+            (
+                format!("{one_hour}[events]\nmax_future_skew = \"1h\""),
+                format!("{one_hour}[events]\nmax_future_skew = \"1h 1ms\""),
+                "events.max_future_skew",
+            ),
+            // Ring slots: 1m window of 1 s buckets, 2h window of 2 min buckets:
+            // (60 + 3941 + 1) + (60 + 33 + 1) = 4096 slots; one more second of skew needs
+            // one more slot in the 1m window.
+            (
+                "[windows]\nspans = [\"1m\", \"2h\"]\n[billing]\nclv_window = \"2h\"\n\
+                 [events]\nmax_future_skew = \"3941s\""
+                    .into(),
+                "[windows]\nspans = [\"1m\", \"2h\"]\n[billing]\nclv_window = \"2h\"\n\
+                 [events]\nmax_future_skew = \"3942s\""
+                    .into(),
+                "events.max_future_skew",
+            ),
+            // The default windows with 1,000 buckets and 5 minutes of skew: 4,094 slots.
+            (
+                "[windows]\nbuckets = 1000".into(),
+                "[windows]\nbuckets = 1001".into(),
+                "windows.buckets",
+            ),
+            // Five windows of 1,000 buckets need 5,005 slots whatever the skew.
+            (
+                "[windows]\nspans = [\"1h\", \"2h\", \"3h\", \"4h\"]\nbuckets = 1000\n\
+                 [billing]\nclv_window = \"1h\"\n[events]\nmax_future_skew = \"0s\""
+                    .into(),
+                "[windows]\nspans = [\"1h\", \"2h\", \"3h\", \"4h\", \"5h\"]\nbuckets = 1000\n\
+                 [billing]\nclv_window = \"1h\"\n[events]\nmax_future_skew = \"0s\""
+                    .into(),
+                "windows.buckets",
+            ),
+            (
+                "[windows]\nspans = [\"366d\"]\n[billing]\nclv_window = \"366d\"".into(),
+                "[windows]\nspans = [\"367d\"]\n[billing]\nclv_window = \"367d\"".into(),
+                "windows.spans",
+            ),
+            (
+                "[events]\ndedup_horizon = \"30d\"".into(),
+                "[events]\ndedup_horizon = \"30d 1ms\"".into(),
+                "events.dedup_horizon",
+            ),
+            (
+                "[events]\nmax_event_bytes = 1024".into(),
+                "[events]\nmax_event_bytes = 1023".into(),
+                "events.max_event_bytes",
+            ),
+            (
+                "[events]\nmax_event_bytes = 100000000".into(),
+                "[events]\nmax_event_bytes = 100000001".into(),
+                "events.max_event_bytes",
+            ),
+            (
+                "[kafka]\nsession_timeout_ms = 6000".into(),
+                "[kafka]\nsession_timeout_ms = 5999".into(),
+                "kafka.session_timeout_ms",
+            ),
+            (
+                "[kafka]\nsession_timeout_ms = 1800000".into(),
+                "[kafka]\nsession_timeout_ms = 1800001".into(),
+                "kafka.session_timeout_ms",
+            ),
+            (
+                "[kafka]\nrequest_timeout_ms = 1000".into(),
+                "[kafka]\nrequest_timeout_ms = 999".into(),
+                "kafka.request_timeout_ms",
+            ),
+            (
+                "[kafka]\nrequest_timeout_ms = 300000".into(),
+                "[kafka]\nrequest_timeout_ms = 300001".into(),
+                "kafka.request_timeout_ms",
+            ),
+            (
+                "[publish]\ninterval = \"100ms\"".into(),
+                "[publish]\ninterval = \"99ms\"".into(),
+                "publish.interval",
+            ),
+            (
+                "[publish]\ninterval = \"1h\"\nsnapshot_interval = \"1h\"".into(),
+                "[publish]\ninterval = \"1h 1ms\"\nsnapshot_interval = \"1h 1ms\"".into(),
+                "publish.interval",
+            ),
+            (
+                "[publish]\nsnapshot_interval = \"1h\"".into(),
+                "[publish]\nsnapshot_interval = \"1h 1ms\"".into(),
+                "publish.snapshot_interval",
+            ),
+            // One dimension: 1 + (1,022 + 1) = 1,024 series in 4 windows.
+            (
+                "[dimensions]\nmax_values = 1022".into(),
+                "[dimensions]\nmax_values = 1023".into(),
+                "dimensions.max_values",
+            ),
+            (
+                "[dimensions]\nmax_values = 1".into(),
+                "[dimensions]\nmax_values = 0".into(),
+                "dimensions.max_values",
+            ),
+            (
+                "[billing.rates]\nEUR = 1e9\nJPY = 1e-9".into(),
+                "[billing.rates]\nEUR = 1.000001e9".into(),
+                "billing.rates",
+            ),
+            (
+                "[billing.rates]\nJPY = 1e-9".into(),
+                "[billing.rates]\nJPY = 0.999999e-9".into(),
+                "billing.rates",
+            ),
+            (
+                "[generate]\ncustomers = 1".into(),
+                "[generate]\ncustomers = 0".into(),
+                "generate.customers",
+            ),
+            (
+                "[generate]\ncustomers = 1000000".into(),
+                "[generate]\ncustomers = 1000001".into(),
+                "generate.customers",
+            ),
+            (
+                format!("[generate]\nsegments = [{}]", vec!["\"s\""; 1000].join(",")),
+                format!("[generate]\nsegments = [{}]", vec!["\"s\""; 1001].join(",")),
+                "generate.segments",
+            ),
+            (
+                format!("[generate]\nsegments = [\"{segment}\"]"),
+                format!("[generate]\nsegments = [\"{too_long_segment}\"]"),
+                "generate.segments",
+            ),
+            (
+                "[generate]\nspan = \"366d\"".into(),
+                "[generate]\nspan = \"366d 1ms\"".into(),
+                "generate.span",
+            ),
+            (
+                format!("[topics]\noutput = \"{long_topic}\""),
+                format!("[topics]\noutput = \"{too_long_topic}\""),
+                "topics.output",
+            ),
+        ];
+        for (inside, outside, key) in cases {
+            if let Err(e) = load_str(&inside) {
+                panic!("{inside}: refused: {e}");
+            }
+            assert_eq!(refused_key(&outside), key, "{outside}");
+        }
+    }
+
+    #[test]
+    fn the_settings_that_crashed_the_service_are_refused_naming_the_key() {
+        let cases = [
+            (
+                "[events]\nmax_future_skew = \"100y\"",
+                "events.max_future_skew",
+            ),
+            ("[windows]\nbuckets = 3600000", "windows.buckets"),
+            (
+                "[kafka]\nsession_timeout_ms = 0",
+                "kafka.session_timeout_ms",
+            ),
+            ("[events]\ndedup_horizon = \"100y\"", "events.dedup_horizon"),
+            (
+                "[publish]\nsnapshot_interval = \"100y\"",
+                "publish.snapshot_interval",
+            ),
+            ("[generate]\ncustomers = 4000000000", "generate.customers"),
+        ];
+        for (toml, key) in cases {
+            assert_eq!(refused_key(toml), key, "{toml}");
+        }
+        let err = load_str("[windows]\nbuckets = 3600000")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1..=1000"), "{err}");
+    }
+
+    #[test]
+    fn the_clients_librdkafka_refuses_name_the_key() {
+        let cases = [
+            (
+                "[kafka.properties]\n\"no.such.property\" = \"1\"",
+                "kafka.properties.\"no.such.property\"",
+            ),
+            // Out of librdkafka's range.
+            (
+                "[kafka.properties]\n\"session.timeout.ms\" = \"0\"",
+                "kafka.properties.\"session.timeout.ms\"",
+            ),
+            // librdkafka's max.poll.interval.ms (5 minutes) must be at least the session timeout.
+            (
+                "[kafka]\nsession_timeout_ms = 300001",
+                "kafka.session_timeout_ms",
+            ),
+            (
+                "[kafka.properties]\n\"max.poll.interval.ms\" = \"6000\"\n[kafka]\nsession_timeout_ms = 10000",
+                "kafka.properties.\"max.poll.interval.ms\"",
+            ),
+            (
+                "[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.key.pem\" = \"-----BEGIN PRIVATE KEY-----\\nnot a key\\n-----END PRIVATE KEY-----\"",
+                "kafka.properties.\"ssl.key.pem\"",
+            ),
+            (
+                "[kafka.properties]\n\"compression.type\" = \"zip\"",
+                "kafka.properties.\"compression.type\"",
+            ),
+            // librdkafka names the service's session.timeout.ms, but the user's setting is
+            // what conflicts with it.
+            (
+                "[kafka.properties]\n\"group.protocol\" = \"consumer\"",
+                "kafka.properties.\"group.protocol\"",
+            ),
+        ];
+        for (toml, key) in cases {
+            let config = load_str(toml).unwrap();
+            match crate::pipeline::check_clients(&config) {
+                Err(ConfigError::Invalid {
+                    key: refused,
+                    message,
+                }) => {
+                    assert_eq!(refused, key, "{toml}: {message}");
+                    assert!(!message.contains("not a key"), "{message}");
+                }
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
+        let mut valid = load_str("[kafka]\nsession_timeout_ms = 300000").unwrap();
+        crate::pipeline::check_clients(&valid).unwrap();
+        // A broker list that resolves nowhere is not contacted by the check.
+        valid.kafka.brokers = "kpi-stream-check.invalid:9092".into();
+        let started = std::time::Instant::now();
+        crate::pipeline::check_clients(&valid).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn librdkafka_messages_are_shown_without_secret_values() {
+        let config = load_str(
+            "[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"kpi\"",
+        )
+        .unwrap();
+        let shown = config.without_secrets("login as kpi with hunter2 failed");
+        assert_eq!(shown, "login as kpi with <redacted> failed");
+    }
+
+    #[test]
+    fn only_section_and_key_variables_are_configuration() {
+        for name in [
+            "KPI_STREAM_CMD",
+            "KPI_STREAM_FOO",
+            "KPI_STREAM_CONFIG",
+            "KPI_STREAM_KAFKA__BROKERS",
+            "KPI_STREAM_KAFAK__BROKERS",
+            "KPI_STREAMING",
+            "PATH",
+        ] {
+            assert!(check_variable_name(name).is_ok(), "{name}");
+        }
+        for (name, hint) in [
+            ("KPI_STREAM_KAFKA_BROKERS", "KPI_STREAM_KAFKA__BROKERS"),
+            ("kpi_stream_windows_spans", "KPI_STREAM_WINDOWS__SPANS"),
+            ("KPI_STREAM_HTTP", "KPI_STREAM_HTTP__KEY"),
+        ] {
+            match check_variable_name(name) {
+                Err(e @ ConfigError::Environment { .. }) => {
+                    let e = e.to_string();
+                    assert!(e.contains(name) && e.contains(hint), "{e}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_listed_sections_are_the_configuration_sections() {
+        let err = load_str("[nosuch]").unwrap_err().to_string();
+        let expected = SECTIONS.map(|s| format!("`{s}`")).join(", ");
+        assert!(err.contains(&format!("one of {expected}`")), "{err}");
     }
 
     // figment's own test API returns its large error type.
@@ -612,9 +1575,42 @@ mod tests {
             jail.set_env("KPI_STREAM_WINDOWS__SPANS", "[\"1h\"]");
             jail.set_env("KPI_STREAM_CONFIG", "k.toml");
             jail.set_env("KPI_STREAM_BILLING__CLV_WINDOW", "1h");
+            jail.set_env(
+                "KPI_STREAM_KAFKA__PROPERTIES",
+                "{\"security.protocol\"=\"SASL_SSL\",\"sasl.password\"=\"hunter2\"}",
+            );
+            // A wrapper's own variables are not configuration.
+            jail.set_env("KPI_STREAM_CMD", "run --exit-when-caught-up");
+            jail.set_env("KPI_STREAM_FOO", "bar");
             let config = Config::load(Some(Path::new("k.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.kafka.brokers, "env:9092");
             assert_eq!(config.windows.spans, ["1h"]);
+            assert_eq!(config.kafka.properties["security.protocol"], "SASL_SSL");
+            assert_eq!(
+                config.kafka.secret_properties["sasl.password"].expose(),
+                "hunter2"
+            );
+            // A misspelt section is still an unknown key.
+            jail.set_env("KPI_STREAM_KAFAK__BROKERS", "x");
+            let err = Config::load(Some(Path::new("k.toml"))).unwrap_err();
+            assert!(err.to_string().contains("kafak"), "{err}");
+            Ok(())
+        });
+    }
+
+    // figment's own test API returns its large error type.
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn a_property_value_that_does_not_parse_is_not_quoted() {
+        figment::Jail::expect_with(|jail| {
+            // Not a table (it is not closed), so figment reads the whole text as a string.
+            jail.set_env(
+                "KPI_STREAM_KAFKA__PROPERTIES",
+                "{\"sasl.password\"=\"hunter2\"",
+            );
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("KAFKA.PROPERTIES"), "{err}");
             Ok(())
         });
     }

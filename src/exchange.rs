@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -28,7 +28,7 @@ use crate::components::{Board, PartitionComponents, Stamped};
 use crate::config::Config;
 use crate::event::Family;
 use crate::metrics::Metrics;
-use crate::pipeline::{client_config, producer};
+use crate::pipeline::{client_config, producer, producer_config};
 
 /// How often the partition counts of the input and components topics are read again.
 const METADATA_REFRESH: Duration = Duration::from_secs(10);
@@ -60,6 +60,35 @@ struct Sent {
     at_ms: i64,
 }
 
+/// What the components producer adds to the service's producer settings.
+fn components_producer_settings() -> [(&'static str, String); 2] {
+    [
+        // A partition's components grow with its series (about 1.8 KB per series and
+        // window with ticket sketches); they compress well.
+        ("compression.type", "lz4".into()),
+        ("message.max.bytes", (16 << 20).to_string()),
+    ]
+}
+
+/// The settings of the producer that writes this instance's components.
+pub fn components_producer_config(config: &Config) -> ClientConfig {
+    producer_config(config, &components_producer_settings())
+}
+
+/// The settings of the consumer that reads every instance's components.
+pub fn components_consumer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            // Never joins nor commits: the group id only names the client to the broker.
+            ("group.id", format!("{}.components", config.kafka.group_id)),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("fetch.queue.backoff.ms", "10".into()),
+        ],
+    )
+}
+
 /// Writes this instance's components; owned by the consume loop.
 pub struct ComponentsWriter {
     config: Arc<Config>,
@@ -73,15 +102,7 @@ pub struct ComponentsWriter {
 
 impl ComponentsWriter {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let producer = producer(
-            &config,
-            &[
-                // A partition's components grow with its series (about 1.8 KB per series and
-                // window with ticket sketches); they compress well.
-                ("compression.type", "lz4".into()),
-                ("message.max.bytes", (16 << 20).to_string()),
-            ],
-        )?;
+        let producer = producer(&config, &components_producer_settings())?;
         Ok(ComponentsWriter {
             heartbeat_ms: config.publish.snapshot_interval.as_millis() as i64,
             config,
@@ -184,18 +205,9 @@ pub fn read_components(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: Reader = client_config(
-        &config,
-        &[
-            // Never joins nor commits: the group id only names the client to the broker.
-            ("group.id", format!("{}.components", config.kafka.group_id)),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("fetch.queue.backoff.ms", "10".into()),
-        ],
-    )
-    .create_with_context(LoggedErrors::default())
-    .context("creating the components consumer")?;
+    let consumer: Reader = components_consumer_config(&config)
+        .create_with_context(LoggedErrors::default())
+        .context("creating the components consumer")?;
     let timeout = Duration::from_millis(u64::from(config.kafka.request_timeout_ms));
     let mut assigned = 0;
     let mut warned = false;

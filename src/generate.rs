@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::{Value, json};
@@ -334,17 +335,22 @@ impl History {
     }
 }
 
-/// Produces events to the configured topics until `count` is reached or `shutdown`.
-pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config(
-        &config,
+/// The settings of the generator's producer.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
         &[
             ("linger.ms", "20".into()),
             ("queue.buffering.max.messages", "200000".into()),
         ],
     )
-    .create()
-    .context("creating the Kafka producer")?;
+}
+
+/// Produces events to the configured topics until `count` is reached or `shutdown`.
+pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_config(&config)
+        .create()
+        .context("creating the Kafka producer")?;
     let mut source = EventSource::new(&config);
     let rate = u64::from(config.generate.rate);
     let count = config.generate.count;

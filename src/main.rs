@@ -1,11 +1,13 @@
 //! The `kpi-stream` command: `run`, `check-config`, `generate`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kpi_stream::config::Config;
-use kpi_stream::pipeline::wall_clock;
+use kpi_stream::config::{ClientKind, Config, ConfigError};
+use kpi_stream::generate;
+use kpi_stream::pipeline::{check_clients, wall_clock};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -54,34 +56,17 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
-    let mut config = match Config::load(cli.config.as_deref()) {
+    let config = match configure(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kpi-stream: invalid configuration: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Command::Generate {
-        rate,
-        count,
-        seed,
-        malformed_ratio,
-        span,
-    } = &cli.command
-    {
-        let g = &mut config.generate;
-        g.rate = rate.unwrap_or(g.rate);
-        g.count = count.unwrap_or(g.count);
-        g.seed = seed.unwrap_or(g.seed);
-        g.malformed_ratio = malformed_ratio.unwrap_or(g.malformed_ratio);
-        g.span = span.unwrap_or(g.span);
-        if let Err(e) = config.validate() {
-            eprintln!("kpi-stream: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    }
     if let Command::CheckConfig = cli.command {
-        println!("{:#?}", config.redacted());
+        // Secrets are `Secret` values: they print as `<redacted>`. A closed pipe (`| head`)
+        // is the reader's choice, not an error.
+        let _ = writeln!(std::io::stdout(), "{config:#?}");
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -98,9 +83,7 @@ fn main() -> ExitCode {
             Command::Run {
                 exit_when_caught_up,
             } => kpi_stream::app::run(config, wall_clock(), shutdown, exit_when_caught_up).await,
-            Command::Generate { .. } => {
-                kpi_stream::generate::run(config, wall_clock(), shutdown).await
-            }
+            Command::Generate { .. } => generate::run(config, wall_clock(), shutdown).await,
             Command::CheckConfig => Ok(()),
         }
     });
@@ -111,6 +94,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the configuration, applies the command line's overrides, and checks the librdkafka
+/// clients the command creates, so that a configuration the command cannot run with
+/// stops it here, naming the key.
+fn configure(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    match &cli.command {
+        Command::Generate {
+            rate,
+            count,
+            seed,
+            malformed_ratio,
+            span,
+        } => {
+            let g = &mut config.generate;
+            g.rate = rate.unwrap_or(g.rate);
+            g.count = count.unwrap_or(g.count);
+            g.seed = seed.unwrap_or(g.seed);
+            g.malformed_ratio = malformed_ratio.unwrap_or(g.malformed_ratio);
+            g.span = span.unwrap_or(g.span);
+            config.validate()?;
+            config.check_client(ClientKind::Producer, &generate::producer_config(&config))?;
+        }
+        Command::Run { .. } | Command::CheckConfig => check_clients(&config)?,
+    }
+    Ok(config)
 }
 
 fn init_tracing(json: bool) {

@@ -33,11 +33,11 @@ use tracing::{debug, error, info, warn};
 use crate::aggregate::{Aggregates, Outcome, PartitionId};
 use crate::client_errors::{ErrorLog, LoggedErrors, Producer};
 use crate::components::{Board, Incomplete, PartitionComponents};
-use crate::config::Config;
+use crate::config::{ClientKind, Config, ConfigError};
 use crate::deadletter::{DeadLetters, Letter};
 use crate::dimension::Dimensions;
 use crate::event::{self, Family, Limits, Payload, Rejection};
-use crate::exchange::ComponentsWriter;
+use crate::exchange::{ComponentsWriter, components_consumer_config, components_producer_config};
 use crate::kpi::KpiRecord;
 use crate::metrics::Metrics;
 
@@ -403,7 +403,7 @@ impl ConsumerContext for ConsumerEvents {
 }
 
 /// librdkafka settings: the broker list, then the client's own `defaults`, then
-/// `[kafka.properties]`, which wins over both.
+/// `[kafka.properties]` and the secret properties, which win over both.
 pub fn client_config(config: &Config, defaults: &[(&str, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.brokers)
@@ -414,11 +414,54 @@ pub fn client_config(config: &Config, defaults: &[(&str, String)]) -> ClientConf
     for (key, value) in &config.kafka.properties {
         c.set(key, value);
     }
+    for (key, value) in &config.kafka.secret_properties {
+        c.set(key, value.expose());
+    }
     c
 }
 
-/// The service's producer settings, then `extra` (which wins over them).
+/// Checks the configuration of every librdkafka client `run` creates, by creating each
+/// without a broker list ([`Config::check_client`]).
+pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
+    config.check_client(ClientKind::Consumer, &consumer_config(config))?;
+    config.check_client(ClientKind::Producer, &producer_config(config, &[]))?;
+    config.check_client(ClientKind::Consumer, &components_consumer_config(config))?;
+    config.check_client(ClientKind::Producer, &components_producer_config(config))
+}
+
+/// The settings of the group consumer that reads the input topics.
+fn consumer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            ("group.id", config.kafka.group_id.clone()),
+            (
+                "session.timeout.ms",
+                config.kafka.session_timeout_ms.to_string(),
+            ),
+            ("partition.assignment.strategy", "cooperative-sticky".into()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("statistics.interval.ms", "1000".into()),
+            // librdkafka waits this long before fetching again for a partition whose
+            // prefetch queue was full (default 1 s): during a replay that left the
+            // consumer idle half the time. Keep the prefetch small and refill it fast.
+            ("fetch.queue.backoff.ms", "10".into()),
+            ("queued.max.messages.kbytes", "4096".into()),
+        ],
+    )
+}
+
+/// A producer with [`producer_config`].
 pub fn producer(config: &Config, extra: &[(&str, String)]) -> anyhow::Result<Producer> {
+    producer_config(config, extra)
+        .create_with_context(LoggedErrors::default())
+        .context("creating a Kafka producer")
+}
+
+/// The service's producer settings, then `extra` (which wins over them).
+pub fn producer_config(config: &Config, extra: &[(&str, String)]) -> ClientConfig {
     let mut defaults = vec![
         ("linger.ms", "5".into()),
         ("enable.idempotence", "true".into()),
@@ -429,8 +472,6 @@ pub fn producer(config: &Config, extra: &[(&str, String)]) -> anyhow::Result<Pro
     ];
     defaults.extend(extra.iter().cloned());
     client_config(config, &defaults)
-        .create_with_context(LoggedErrors::default())
-        .context("creating a Kafka producer")
 }
 
 /// Whether the output topic takes the published values. A missing topic or a broker that
@@ -529,27 +570,7 @@ impl Pipeline {
             report_history: config.events.report_history,
             first_assignment: AtomicBool::new(true),
         };
-        let c = client_config(
-            &config,
-            &[
-                ("group.id", config.kafka.group_id.clone()),
-                (
-                    "session.timeout.ms",
-                    config.kafka.session_timeout_ms.to_string(),
-                ),
-                ("partition.assignment.strategy", "cooperative-sticky".into()),
-                ("enable.auto.commit", "false".into()),
-                ("enable.auto.offset.store", "false".into()),
-                ("auto.offset.reset", "earliest".into()),
-                ("statistics.interval.ms", "1000".into()),
-                // librdkafka waits this long before fetching again for a partition whose
-                // prefetch queue was full (default 1 s): during a replay that left the
-                // consumer idle half the time. Keep the prefetch small and refill it fast.
-                ("fetch.queue.backoff.ms", "10".into()),
-                ("queued.max.messages.kbytes", "4096".into()),
-            ],
-        );
-        let consumer: StreamConsumer<ConsumerEvents> = c
+        let consumer: StreamConsumer<ConsumerEvents> = consumer_config(&config)
             .create_with_context(events)
             .context("creating the Kafka consumer")?;
         let dimensions = Dimensions::new(&config.dimensions.names, config.dimensions.max_values);

@@ -43,6 +43,17 @@ impl WindowSpec {
         self.span_ms / self.bucket_ms
     }
 
+    /// Buckets a ring keeps ahead of the one holding `now` for events up to `lead_ms` ahead.
+    fn lead_buckets(&self, lead_ms: i64) -> i64 {
+        (lead_ms.max(0) + self.bucket_ms - 1) / self.bucket_ms
+    }
+
+    /// Slots of a ring of this window whose events may be up to `lead_ms` ahead of `now`:
+    /// the window's buckets, one per bucket of lead, and the bucket being recycled.
+    pub fn ring_slots(&self, lead_ms: i64) -> i64 {
+        self.buckets() + self.lead_buckets(lead_ms) + 1
+    }
+
     fn bucket_index(&self, at_ms: i64) -> i64 {
         at_ms.div_euclid(self.bucket_ms)
     }
@@ -81,10 +92,9 @@ pub struct Window<T> {
 impl<T: Tally> Window<T> {
     /// `lead_ms` is how far ahead of `now` an event may be (the accepted clock skew).
     pub fn new(spec: &WindowSpec, lead_ms: i64) -> Self {
-        let lead = (lead_ms.max(0) + spec.bucket_ms - 1) / spec.bucket_ms;
-        let len = (spec.buckets() + lead + 1) as usize;
+        let len = spec.ring_slots(lead_ms) as usize;
         Window {
-            lead,
+            lead: spec.lead_buckets(lead_ms),
             slots: vec![
                 Slot {
                     index: i64::MIN,
