@@ -5,10 +5,10 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use kpi_stream::aggregate::{Aggregates, PartitionId};
+use kpi_core::aggregate::{Aggregates, PartitionId};
+use kpi_core::dimension::Dimensions;
+use kpi_core::event::{Family, parse};
 use kpi_stream::config::Config;
-use kpi_stream::dimension::Dimensions;
-use kpi_stream::event::{Family, parse};
 use kpi_stream::generate::EventSource;
 use kpi_stream::metrics::Metrics;
 

@@ -117,7 +117,7 @@ async fn main() {
         let event = serde_json::json!({
             "event_id": format!("latency-{}-{i}", std::process::id()),
             "type": "survey.responded",
-            "occurred_at": kpi_stream::kpi::rfc3339(now_ms),
+            "occurred_at": kpi_core::kpi::rfc3339(now_ms),
             "customer_id": "latency", "segment": SEGMENT, "survey": "nps", "score": 10,
         })
         .to_string();

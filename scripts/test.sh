@@ -16,7 +16,7 @@ promtool test rules deploy/prometheus/tests/*.yml
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 started_kafka=0
 if ! scripts/kafka.sh status >/dev/null 2>&1; then
@@ -30,4 +30,4 @@ export KPI_TEST_BROKERS=${KPI_TEST_BROKERS:-127.0.0.1:9092}
 echo "== benchmarks, one quick pass each"
 cargo test --benches --locked
 echo "== cargo test: unit, property and integration tests (with promtool check metrics on a real scrape)"
-cargo test --lib --bins --tests --locked
+cargo test --workspace --lib --bins --tests --locked

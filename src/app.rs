@@ -9,12 +9,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::components::Board;
 use crate::config::Config;
-use crate::event::Family;
 use crate::exchange::read_components;
 use crate::metrics::Metrics;
 use crate::pipeline::{Clock, Pipeline, Status};
+use kpi_core::components::Board;
+use kpi_core::event::Family;
 
 /// How long a shutdown waits for the components reader to stop.
 const READER_GRACE: Duration = Duration::from_secs(1);

@@ -28,11 +28,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use serde::{Deserialize, Deserializer};
 
-use crate::billing::{BillingTally, Rates};
-use crate::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
-use crate::survey::SurveyTally;
-use crate::ticket::TicketTally;
-use crate::window::WindowSpec;
+use kpi_core::billing::{BillingTally, Rates};
+use kpi_core::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
+use kpi_core::survey::SurveyTally;
+use kpi_core::ticket::TicketTally;
+use kpi_core::window::WindowSpec;
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "KPI_STREAM_";

@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::client_errors::Producer;
-use crate::event::Rejection;
 use crate::metrics::Metrics;
+use kpi_core::event::Rejection;
 
 /// Dead-letter record headers (docs/events.md).
 pub mod header {

@@ -22,13 +22,13 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::aggregate::PartitionId;
 use crate::client_errors::{LoggedErrors, Producer, Reader};
-use crate::components::{Board, PartitionComponents, Stamped};
 use crate::config::Config;
-use crate::event::Family;
 use crate::metrics::Metrics;
 use crate::pipeline::{client_config, producer, producer_config};
+use kpi_core::aggregate::PartitionId;
+use kpi_core::components::{Board, PartitionComponents, Stamped};
+use kpi_core::event::Family;
 
 /// How often the partition counts of the input and components topics are read again.
 const METADATA_REFRESH: Duration = Duration::from_secs(10);
@@ -317,6 +317,113 @@ fn partition_count(consumer: &Reader, topic: &str, timeout: Duration) -> Option<
         Err(e) => {
             debug!(topic, error = %e, "could not read the partition count");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use kpi_core::aggregate::{Aggregates, PartitionId};
+    use kpi_core::components::{Board, Stamped};
+    use kpi_core::dimension::Dimensions;
+    use kpi_core::event::{self, Family};
+    use kpi_core::kpi::KpiRecord;
+    use proptest::prelude::*;
+
+    use crate::config::Config;
+    use crate::generate::EventSource;
+
+    const NOW: i64 = 1_800_000_000_000;
+    const PARTITIONS: i32 = 4;
+
+    fn aggregates(config: &Config) -> Aggregates {
+        Aggregates::new(
+            config.window_specs().unwrap(),
+            config.limits().max_future_skew_ms,
+            Dimensions::new(&config.dimensions.names, config.dimensions.max_values),
+            config.rates(),
+            &config.billing.clv_window,
+            config.events.dedup_horizon.as_millis() as i64,
+        )
+    }
+
+    /// Every record as (key, JSON), sorted by key: what the output topic would hold.
+    fn published(records: &[KpiRecord]) -> Vec<(String, serde_json::Value)> {
+        let mut out: Vec<_> = records
+            .iter()
+            .map(|r| (r.key(), r.to_json(NOW, "USD")))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn partition_of(key: &str) -> i32 {
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        (hash % PARTITIONS as u64) as i32
+    }
+
+    fn full_board() -> Board {
+        let mut board = Board::default();
+        for family in Family::ALL {
+            board.set_partitions(family, PARTITIONS);
+        }
+        board
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// Three instances share the partitions; the global values computed by one of
+        /// them, from its own components and the others' sent as JSON, equal those of a
+        /// single instance that read every partition.
+        #[test]
+        fn global_values_from_exchanged_components_equal_one_instance(
+            seed in any::<u64>(),
+            owners in prop::collection::vec(0usize..3, 3 * PARTITIONS as usize),
+        ) {
+            let mut config = Config::default();
+            config.generate.seed = seed;
+            config.generate.customers = 300;
+            let limits = config.limits();
+            let mut source = EventSource::new(&config);
+            let mut single = aggregates(&config);
+            let mut instances = [aggregates(&config), aggregates(&config), aggregates(&config)];
+            for n in 0..3_000 {
+                // Spread over two days, so that the windows hold different events.
+                let at = NOW - 2 * 86_400_000 + n * 57_600;
+                let generated = source.next_event(at);
+                let Ok(event) = event::parse(&generated.payload, generated.family, at, &limits)
+                else {
+                    continue;
+                };
+                let partition = PartitionId::new(generated.family, partition_of(&generated.key));
+                let family = generated.family.index();
+                let owner = owners[family * PARTITIONS as usize + partition.partition as usize];
+                let alone = single.record(partition, &event, at);
+                let shared = instances[owner].record(partition, &event, at);
+                prop_assert_eq!(alone, shared);
+            }
+            let windows = config.window_specs().unwrap();
+            let mut board = full_board();
+            for instance in &instances[1..] {
+                for partition in instance.partitions() {
+                    let part = instance.components(partition, NOW);
+                    let wire = serde_json::to_vec(&part).unwrap();
+                    let components = serde_json::from_slice(&wire).unwrap();
+                    board.offer(partition, Stamped { as_of_ms: NOW, components });
+                }
+            }
+            let local: HashMap<_, _> = instances[0]
+                .partitions()
+                .map(|p| (p, instances[0].components(p, NOW)))
+                .collect();
+            let (totals, _) = board.totals(&windows, &local, NOW).unwrap();
+            let global = single.records_of(&totals, NOW);
+            prop_assert_eq!(published(&global), published(&single.snapshot(NOW)));
         }
     }
 }

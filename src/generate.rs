@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
-use crate::event::Family;
-use crate::kpi::rfc3339;
 use crate::pipeline::{Clock, client_config};
+use kpi_core::event::Family;
+use kpi_core::kpi::rfc3339;
 
 /// One message to produce.
 #[derive(Debug, Clone, PartialEq)]
@@ -407,9 +407,9 @@ pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{Aggregates, PartitionId};
-    use crate::dimension::Dimensions;
-    use crate::event::{Limits, parse};
+    use kpi_core::aggregate::{Aggregates, PartitionId};
+    use kpi_core::dimension::Dimensions;
+    use kpi_core::event::{Limits, parse};
 
     const NOW: i64 = 1_767_225_600_000;
     const LIMITS: Limits = Limits {

@@ -13,9 +13,9 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::event::{Family, Reason, Survey};
-use crate::kpi::{ConstLabel, KPIS, KpiRecord};
-use crate::ticket::RESOLUTION_BOUNDS_SECONDS;
+use kpi_core::event::{Family, Reason, Survey};
+use kpi_core::kpi::{ConstLabel, KPIS, KpiRecord};
+use kpi_core::ticket::RESOLUTION_BOUNDS_SECONDS;
 
 /// Content-Type of the classic text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -440,7 +440,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kpi;
+    use kpi_core::kpi;
 
     fn metrics() -> Metrics {
         Metrics::new(&["segment".to_owned()], ["s", "t", "b"], "USD").unwrap()

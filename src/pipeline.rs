@@ -30,16 +30,16 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::aggregate::{Aggregates, Outcome, PartitionId};
 use crate::client_errors::{ErrorLog, LoggedErrors, Producer};
-use crate::components::{Board, Incomplete, PartitionComponents};
 use crate::config::{ClientKind, Config, ConfigError};
 use crate::deadletter::{DeadLetters, Letter};
-use crate::dimension::Dimensions;
-use crate::event::{self, Family, Limits, Payload, Rejection};
 use crate::exchange::{ComponentsWriter, components_consumer_config, components_producer_config};
-use crate::kpi::KpiRecord;
 use crate::metrics::Metrics;
+use kpi_core::aggregate::{Aggregates, Outcome, PartitionId};
+use kpi_core::components::{Board, Incomplete, PartitionComponents};
+use kpi_core::dimension::Dimensions;
+use kpi_core::event::{self, Family, Limits, Payload, Rejection};
+use kpi_core::kpi::KpiRecord;
 
 /// Messages handled per wake-up of the consume loop, at most; a batch shares one clock read.
 const BATCH: usize = 512;

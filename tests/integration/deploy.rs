@@ -6,10 +6,10 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use kpi_stream::aggregate::{Aggregates, PartitionId};
+use kpi_core::aggregate::{Aggregates, PartitionId};
+use kpi_core::dimension::Dimensions;
+use kpi_core::event::{Event, Family, Payload, Survey};
 use kpi_stream::config::Config;
-use kpi_stream::dimension::Dimensions;
-use kpi_stream::event::{Event, Family, Payload, Survey};
 use kpi_stream::metrics::Metrics;
 use serde_json::Value;
 
@@ -47,7 +47,7 @@ fn exported() -> BTreeSet<String> {
     let mut names = BTreeSet::from(["up".to_owned()]);
     // A value gauge is absent while undefined (CLV without churn, say): take the names of
     // every KPI and component from the table the gauges are registered from.
-    for def in kpi_stream::kpi::KPIS {
+    for def in kpi_core::kpi::KPIS {
         names.insert(def.metric.to_owned());
         names.extend(def.components.iter().map(|c| c.metric.to_owned()));
     }

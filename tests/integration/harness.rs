@@ -25,7 +25,7 @@ pub fn now_ms() -> i64 {
 }
 
 pub fn rfc3339(ms: i64) -> String {
-    kpi_stream::kpi::rfc3339(ms)
+    kpi_core::kpi::rfc3339(ms)
 }
 
 /// The newest message per key on the output topic.

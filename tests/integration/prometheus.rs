@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use kpi_stream::kpi::KPIS;
+use kpi_core::kpi::KPIS;
 use serde_json::{Value, json};
 
 use crate::harness::{

@@ -1,0 +1,28 @@
+//! The pure core of kpi-stream: everything that decides a KPI's value, with no I/O and no
+//! clock reads (`now` is always an argument), so that most tests need no broker and Cargo
+//! itself keeps the Kafka, HTTP and Prometheus crates out.
+//!
+//! # Layout
+//!
+//! - [`event`]: the event contract v1, parsing and validation with reason codes.
+//! - [`window`]: rolling windows as rings of mergeable time buckets.
+//! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
+//! - [`ticket`]: ticket counts, first-contact resolution and resolution time.
+//! - [`billing`]: the MRR ledger, movements and revenue KPIs.
+//! - [`dimension`]: dimension values interned under a cap.
+//! - [`dedup`]: duplicate detection by `event_id` within a horizon of event time.
+//! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
+//! - [`components`]: per-partition KPI components, their merge and the records computed
+//!   from them; the same path for one instance's values and the global ones.
+//! - [`kpi`]: the published record shape shared by /metrics, /kpis and the output topic.
+
+pub mod aggregate;
+pub mod billing;
+pub mod components;
+pub mod dedup;
+pub mod dimension;
+pub mod event;
+pub mod kpi;
+pub mod survey;
+pub mod ticket;
+pub mod window;
