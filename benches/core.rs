@@ -6,7 +6,6 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use kpi_core::aggregate::{Aggregates, PartitionId};
-use kpi_core::dimension::Dimensions;
 use kpi_core::event::{Family, parse};
 use kpi_stream::config::Config;
 use kpi_stream::generate::EventSource;
@@ -18,14 +17,7 @@ const BATCH: usize = 10_000;
 const NOW: i64 = 1_767_225_600_000;
 
 fn aggregates(config: &Config) -> Aggregates {
-    Aggregates::new(
-        config.window_specs().expect("default windows"),
-        config.limits().max_future_skew_ms,
-        Dimensions::new(&config.dimensions.names, config.dimensions.max_values),
-        config.rates(),
-        &config.billing.clv_window,
-        config.events.dedup_horizon.as_millis() as i64,
-    )
+    Aggregates::new(config.state_settings().expect("the default configuration"))
 }
 
 /// `count` well-formed generated events of one family, in generation order.

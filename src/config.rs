@@ -28,7 +28,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use serde::{Deserialize, Deserializer};
 
+use kpi_core::aggregate::StateSettings;
 use kpi_core::billing::{BillingTally, Rates};
+use kpi_core::dimension::Dimensions;
 use kpi_core::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
 use kpi_core::survey::SurveyTally;
 use kpi_core::ticket::TicketTally;
@@ -689,15 +691,7 @@ impl Config {
                 ));
             }
         }
-        if !self.windows.spans.contains(&self.billing.clv_window) {
-            return Err(invalid(
-                "billing.clv_window",
-                format!(
-                    "{:?} is not one of windows.spans {:?}",
-                    self.billing.clv_window, self.windows.spans
-                ),
-            ));
-        }
+        self.state_settings()?;
         let publish = &self.publish;
         bounded_duration(
             "publish.interval",
@@ -944,17 +938,30 @@ impl Config {
         Ok(specs)
     }
 
-    /// The largest window plus one bucket: how far back a replay starts.
-    /// An event produced this long ago can still carry an `occurred_at` inside a window,
-    /// as late as the accepted future skew allows.
-    pub fn replay_span(&self) -> Duration {
-        self.window_specs()
-            .unwrap_or_default()
+    /// The typed settings of the windowed state. [`Config::validate`] has built them once
+    /// already, so for a loaded configuration this cannot fail.
+    pub fn state_settings(&self) -> Result<StateSettings, ConfigError> {
+        let windows = self.window_specs()?;
+        let clv_window = windows
             .iter()
-            .map(|s| Duration::from_millis((s.span_ms + s.bucket_ms) as u64))
-            .max()
-            .unwrap_or_default()
-            + self.events.max_future_skew
+            .position(|w| w.name == self.billing.clv_window)
+            .ok_or_else(|| {
+                invalid(
+                    "billing.clv_window",
+                    format!(
+                        "{:?} is not one of windows.spans {:?}",
+                        self.billing.clv_window, self.windows.spans
+                    ),
+                )
+            })?;
+        Ok(StateSettings {
+            windows,
+            lead_ms: self.limits().max_future_skew_ms,
+            dimensions: Dimensions::new(&self.dimensions.names, self.dimensions.max_values),
+            rates: self.rates(),
+            clv_window,
+            dedup_horizon_ms: self.events.dedup_horizon.as_millis() as i64,
+        })
     }
 
     /// The configuration key that sets librdkafka `property`.
@@ -1204,10 +1211,12 @@ mod tests {
         assert_eq!(names, ["1h", "24h", "7d", "30d"]);
         assert_eq!(specs[0].bucket_ms, 60_000);
         assert_eq!(specs[3].bucket_ms, 12 * 3_600_000);
+        let settings = Config::default().state_settings().unwrap();
         assert_eq!(
-            Config::default().replay_span(),
-            Duration::from_secs(30 * 86_400 + 12 * 3600 + 300)
+            settings.replay_span_ms(),
+            (30 * 86_400 + 12 * 3600 + 300) * 1000
         );
+        assert_eq!(settings.windows[settings.clv_window].name, "30d");
     }
 
     #[test]

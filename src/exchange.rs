@@ -327,7 +327,6 @@ mod tests {
 
     use kpi_core::aggregate::{Aggregates, PartitionId};
     use kpi_core::components::{Board, Stamped};
-    use kpi_core::dimension::Dimensions;
     use kpi_core::event::{self, Family};
     use kpi_core::kpi::KpiRecord;
     use proptest::prelude::*;
@@ -339,14 +338,7 @@ mod tests {
     const PARTITIONS: i32 = 4;
 
     fn aggregates(config: &Config) -> Aggregates {
-        Aggregates::new(
-            config.window_specs().unwrap(),
-            config.limits().max_future_skew_ms,
-            Dimensions::new(&config.dimensions.names, config.dimensions.max_values),
-            config.rates(),
-            &config.billing.clv_window,
-            config.events.dedup_horizon.as_millis() as i64,
-        )
+        Aggregates::new(config.state_settings().unwrap())
     }
 
     /// Every record as (key, JSON), sorted by key: what the output topic would hold.

@@ -408,7 +408,6 @@ pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> a
 mod tests {
     use super::*;
     use kpi_core::aggregate::{Aggregates, PartitionId};
-    use kpi_core::dimension::Dimensions;
     use kpi_core::event::{Limits, parse};
 
     const NOW: i64 = 1_767_225_600_000;
@@ -448,14 +447,7 @@ mod tests {
     fn well_formed_events_are_accepted_in_the_documented_mix() {
         let config = config(0.0);
         let mut source = EventSource::new(&config);
-        let mut aggregates = Aggregates::new(
-            config.window_specs().unwrap(),
-            0,
-            Dimensions::new(&config.dimensions.names, 100),
-            config.rates(),
-            &config.billing.clv_window,
-            config.events.dedup_horizon.as_millis() as i64,
-        );
+        let mut aggregates = Aggregates::new(config.state_settings().unwrap());
         let mut per_family = [0u32; 3];
         for _ in 0..20_000 {
             let g = source.next_event(NOW);

@@ -37,7 +37,6 @@ use crate::exchange::{ComponentsWriter, components_consumer_config, components_p
 use crate::metrics::Metrics;
 use kpi_core::aggregate::{Aggregates, Outcome, PartitionId};
 use kpi_core::components::{Board, Incomplete, PartitionComponents};
-use kpi_core::dimension::Dimensions;
 use kpi_core::event::{self, Family, Limits, Payload, Rejection};
 use kpi_core::kpi::KpiRecord;
 
@@ -554,8 +553,8 @@ impl Pipeline {
         board: Arc<Mutex<Board>>,
         clock: Clock,
     ) -> anyhow::Result<Self> {
-        let windows = config.window_specs()?;
-        let replay_span_ms = config.replay_span().as_millis() as i64;
+        let settings = config.state_settings()?;
+        let replay_span_ms = settings.replay_span_ms();
         let events = ConsumerEvents {
             topics: Family::ALL.map(|f| (config.topic(f).to_owned(), f)),
             replay_span_ms,
@@ -573,8 +572,7 @@ impl Pipeline {
         let consumer: StreamConsumer<ConsumerEvents> = consumer_config(&config)
             .create_with_context(events)
             .context("creating the Kafka consumer")?;
-        let dimensions = Dimensions::new(&config.dimensions.names, config.dimensions.max_values);
-        let overflow_reported = vec![0; dimensions.len()];
+        let overflow_reported = vec![0; settings.dimensions.len()];
         let producer = producer(&config, &[])?;
         let dead_letters = Arc::new(DeadLetters::new(
             producer.clone(),
@@ -588,14 +586,7 @@ impl Pipeline {
             components,
             board,
             limits: config.limits(),
-            aggregates: Aggregates::new(
-                windows,
-                config.limits().max_future_skew_ms,
-                dimensions,
-                config.rates(),
-                &config.billing.clv_window,
-                config.events.dedup_horizon.as_millis() as i64,
-            ),
+            aggregates: Aggregates::new(settings),
             producer,
             consumer: Arc::new(consumer),
             config,

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use kpi_core::aggregate::{Aggregates, PartitionId};
-use kpi_core::dimension::Dimensions;
 use kpi_core::event::{Event, Family, Payload, Survey};
 use kpi_stream::config::Config;
 use kpi_stream::metrics::Metrics;
@@ -19,14 +18,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 fn exported() -> BTreeSet<String> {
     let config = Config::default();
     let metrics = Metrics::new(&config.dimensions.names, ["s", "t", "b"], "USD").unwrap();
-    let mut state = Aggregates::new(
-        config.window_specs().unwrap(),
-        0,
-        Dimensions::new(&config.dimensions.names, 10),
-        config.rates(),
-        &config.billing.clv_window,
-        0,
-    );
+    let mut state = Aggregates::new(config.state_settings().unwrap());
     let event = Event {
         event_id: Cow::Borrowed("e"),
         occurred_at_ms: 0,

@@ -87,6 +87,40 @@ impl PartitionState {
     }
 }
 
+/// What the windowed state is built from: the configuration, checked once where the service
+/// loads it (and `kpi-stream check-config` reports), so that nothing here parses a setting
+/// again or falls back to a default.
+#[derive(Debug)]
+pub struct StateSettings {
+    /// The windows, in configuration order: the order of every list of tallies.
+    pub windows: Vec<WindowSpec>,
+    /// How far ahead of the clock an event may be (the accepted skew): the room each
+    /// window's ring keeps ahead of `now`.
+    pub lead_ms: i64,
+    /// The dimensions that split every KPI into series, each capped in distinct values.
+    pub dimensions: Dimensions,
+    pub rates: Rates,
+    /// Index in `windows` of the window whose customer churn ratio divides ARPA into CLV.
+    pub clv_window: usize,
+    /// A repeated `event_id` within this much event time is a duplicate; 0 turns duplicate
+    /// detection off.
+    pub dedup_horizon_ms: i64,
+}
+
+impl StateSettings {
+    /// How far back a replay starts to rebuild every window: the largest window and one
+    /// bucket (a window covers up to one bucket more than its span), and the lead, since an
+    /// event produced that long ago can be dated that much later.
+    pub fn replay_span_ms(&self) -> i64 {
+        self.windows
+            .iter()
+            .map(|w| w.span_ms + w.bucket_ms)
+            .max()
+            .unwrap_or(0)
+            + self.lead_ms
+    }
+}
+
 /// The service's whole KPI state.
 #[derive(Debug)]
 pub struct Aggregates {
@@ -95,7 +129,7 @@ pub struct Aggregates {
     dimensions: Dimensions,
     rates: Rates,
     /// Index of the window whose customer churn ratio divides ARPA into CLV.
-    clv_window: Option<usize>,
+    clv_window: usize,
     dedup_horizon_ms: i64,
     partitions: FastMap<PartitionId, PartitionState>,
     /// Scratch list of the series an event updates; reused to keep the hot path free of
@@ -147,19 +181,17 @@ impl Landing<'_> {
 }
 
 impl Aggregates {
-    /// `lead_ms` is the accepted future clock skew of events; `clv_window` names the window
-    /// whose churn ratio CLV uses; a repeated `event_id` within `dedup_horizon_ms` of event
-    /// time is a duplicate (0 turns detection off).
-    pub fn new(
-        windows: Vec<WindowSpec>,
-        lead_ms: i64,
-        dimensions: Dimensions,
-        rates: Rates,
-        clv_window: &str,
-        dedup_horizon_ms: i64,
-    ) -> Self {
+    pub fn new(settings: StateSettings) -> Self {
+        let StateSettings {
+            windows,
+            lead_ms,
+            dimensions,
+            rates,
+            clv_window,
+            dedup_horizon_ms,
+        } = settings;
         Aggregates {
-            clv_window: windows.iter().position(|w| w.name == clv_window),
+            clv_window,
             dedup_horizon_ms,
             windows,
             lead_ms,
@@ -317,7 +349,7 @@ impl Aggregates {
 
     /// The records of `totals`, with this instance's windows and CLV window.
     pub fn records_of(&self, totals: &Totals, now_ms: i64) -> Vec<KpiRecord> {
-        totals.records(&self.windows, self.clv_window, now_ms)
+        totals.records(&self.windows, Some(self.clv_window), now_ms)
     }
 
     /// The partitions holding state.

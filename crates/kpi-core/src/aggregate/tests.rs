@@ -29,14 +29,14 @@ fn specs() -> Vec<WindowSpec> {
 fn aggregates(cap: usize) -> Aggregates {
     let mut rates = std::collections::BTreeMap::new();
     rates.insert("EUR".to_owned(), 1.5);
-    Aggregates::new(
-        specs(),
-        5 * MINUTE,
-        Dimensions::new(&["segment".to_owned()], cap),
-        Rates::new("USD", &rates),
-        "24h",
-        0,
-    )
+    Aggregates::new(StateSettings {
+        windows: specs(),
+        lead_ms: 5 * MINUTE,
+        dimensions: Dimensions::new(&["segment".to_owned()], cap),
+        rates: Rates::new("USD", &rates),
+        clv_window: 1,
+        dedup_horizon_ms: 0,
+    })
 }
 
 fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Event<'_> {
