@@ -9,10 +9,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::exchange::read_components;
 use crate::metrics::Metrics;
-use crate::pipeline::{Clock, Pipeline, Status};
+use crate::pipeline::{Pipeline, Status};
 use kpi_core::components::Board;
 use kpi_core::event::Family;
 

@@ -1139,7 +1139,7 @@ mod tests {
             assert!(printed.contains(public), "{public} is hidden");
         }
         // The clients still get every value.
-        let client = crate::pipeline::client_config(&config, &[]);
+        let client = crate::kafka::client_config(&config, &[]);
         assert_eq!(client.get("sasl.password"), Some("hunter1"));
         assert_eq!(client.get("ssl.key.pem"), Some("hunter9"));
     }
@@ -1505,7 +1505,7 @@ mod tests {
         ];
         for (toml, key) in cases {
             let config = load_str(toml).unwrap();
-            match crate::pipeline::check_clients(&config) {
+            match crate::kafka::check_clients(&config) {
                 Err(ConfigError::Invalid {
                     key: refused,
                     message,
@@ -1517,11 +1517,11 @@ mod tests {
             }
         }
         let mut valid = load_str("[kafka]\nsession_timeout_ms = 300000").unwrap();
-        crate::pipeline::check_clients(&valid).unwrap();
+        crate::kafka::check_clients(&valid).unwrap();
         // A broker list that resolves nowhere is not contacted by the check.
         valid.kafka.brokers = "kpi-stream-check.invalid:9092".into();
         let started = std::time::Instant::now();
-        crate::pipeline::check_clients(&valid).unwrap();
+        crate::kafka::check_clients(&valid).unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",

@@ -17,7 +17,7 @@ use rdkafka::util::Timeout;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::client_errors::Producer;
+use crate::kafka::Producer;
 use crate::metrics::Metrics;
 use kpi_core::event::Rejection;
 

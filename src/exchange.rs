@@ -17,15 +17,18 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::client_errors::{LoggedErrors, Producer, Reader};
 use crate::config::Config;
+use crate::kafka::{
+    LoggedErrors, Producer, Reader, components_consumer_config, components_producer_settings,
+    producer,
+};
 use crate::metrics::Metrics;
-use crate::pipeline::{client_config, producer, producer_config};
+
 use kpi_core::aggregate::PartitionId;
 use kpi_core::components::{Board, PartitionComponents, Stamped};
 use kpi_core::event::Family;
@@ -58,35 +61,6 @@ struct Incoming {
 struct Sent {
     hash: u64,
     at_ms: i64,
-}
-
-/// What the components producer adds to the service's producer settings.
-fn components_producer_settings() -> [(&'static str, String); 2] {
-    [
-        // A partition's components grow with its series (about 1.8 KB per series and
-        // window with ticket sketches); they compress well.
-        ("compression.type", "lz4".into()),
-        ("message.max.bytes", (16 << 20).to_string()),
-    ]
-}
-
-/// The settings of the producer that writes this instance's components.
-pub fn components_producer_config(config: &Config) -> ClientConfig {
-    producer_config(config, &components_producer_settings())
-}
-
-/// The settings of the consumer that reads every instance's components.
-pub fn components_consumer_config(config: &Config) -> ClientConfig {
-    client_config(
-        config,
-        &[
-            // Never joins nor commits: the group id only names the client to the broker.
-            ("group.id", format!("{}.components", config.kafka.group_id)),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("fetch.queue.backoff.ms", "10".into()),
-        ],
-    )
 }
 
 /// Writes this instance's components; owned by the consume loop.

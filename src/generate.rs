@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::pipeline::{Clock, client_config};
+use crate::kafka::generator_producer_config;
 use kpi_core::event::Family;
 use kpi_core::kpi::rfc3339;
 
@@ -335,20 +335,9 @@ impl History {
     }
 }
 
-/// The settings of the generator's producer.
-pub fn producer_config(config: &Config) -> ClientConfig {
-    client_config(
-        config,
-        &[
-            ("linger.ms", "20".into()),
-            ("queue.buffering.max.messages", "200000".into()),
-        ],
-    )
-}
-
 /// Produces events to the configured topics until `count` is reached or `shutdown`.
 pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<DefaultProducerContext> = producer_config(&config)
+    let producer: ThreadedProducer<DefaultProducerContext> = generator_producer_config(&config)
         .create()
         .context("creating the Kafka producer")?;
     let mut source = EventSource::new(&config);

@@ -10,17 +10,20 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`pipeline`]: the Kafka consume-process-publish loop and replay on assignment.
 //! - [`deadletter`]: dead-letter delivery, retried until acknowledged.
-//! - [`client_errors`]: Kafka client errors, logged once per kind a minute.
+//! - [`kafka`]: the settings and context of every Kafka client, errors logged once per kind
+//!   a minute.
 //! - [`exchange`]: components shared between instances over a compacted topic.
 //! - [`http`]: the HTTP endpoints.
-//! - [`app`]: wiring and shutdown; [`generate`]: synthetic events.
+//! - [`app`]: wiring and shutdown; [`clock`]: the wall clock; [`generate`]: synthetic
+//!   events.
 
 pub mod app;
-pub mod client_errors;
+pub mod clock;
 pub mod config;
 pub mod deadletter;
 pub mod exchange;
 pub mod generate;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod pipeline;

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kpi_stream::clock::wall_clock;
 use kpi_stream::config::{ClientKind, Config, ConfigError};
 use kpi_stream::generate;
-use kpi_stream::pipeline::{check_clients, wall_clock};
+use kpi_stream::kafka::{check_clients, generator_producer_config};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -116,7 +117,7 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
             g.malformed_ratio = malformed_ratio.unwrap_or(g.malformed_ratio);
             g.span = span.unwrap_or(g.span);
             config.validate()?;
-            config.check_client(ClientKind::Producer, &generate::producer_config(&config))?;
+            config.check_client(ClientKind::Producer, &generator_producer_config(&config))?;
         }
         Command::Run { .. } | Command::CheckConfig => check_clients(&config)?,
     }

@@ -24,16 +24,17 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::client_errors::{ErrorLog, LoggedErrors, Producer};
-use crate::config::{ClientKind, Config, ConfigError};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::deadletter::{DeadLetters, Letter};
-use crate::exchange::{ComponentsWriter, components_consumer_config, components_producer_config};
+use crate::exchange::ComponentsWriter;
+use crate::kafka::{ErrorLog, Producer, group_consumer_config, producer};
 use crate::metrics::Metrics;
 use kpi_core::aggregate::{Aggregates, Outcome, PartitionId};
 use kpi_core::components::{Board, Incomplete, PartitionComponents};
@@ -42,17 +43,6 @@ use kpi_core::kpi::KpiRecord;
 
 /// Messages handled per wake-up of the consume loop, at most; a batch shares one clock read.
 const BATCH: usize = 512;
-
-/// The wall clock, injected so that tests control "now". Unix milliseconds.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-pub fn wall_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    })
-}
 
 /// What the HTTP endpoints read: readiness and the current KPI records as JSON.
 #[derive(Debug)]
@@ -401,78 +391,6 @@ impl ConsumerContext for ConsumerEvents {
     }
 }
 
-/// librdkafka settings: the broker list, then the client's own `defaults`, then
-/// `[kafka.properties]` and the secret properties, which win over both.
-pub fn client_config(config: &Config, defaults: &[(&str, String)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers)
-        .set("client.id", "kpi-stream");
-    for (key, value) in defaults {
-        c.set(*key, value);
-    }
-    for (key, value) in &config.kafka.properties {
-        c.set(key, value);
-    }
-    for (key, value) in &config.kafka.secret_properties {
-        c.set(key, value.expose());
-    }
-    c
-}
-
-/// Checks the configuration of every librdkafka client `run` creates, by creating each
-/// without a broker list ([`Config::check_client`]).
-pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
-    config.check_client(ClientKind::Consumer, &consumer_config(config))?;
-    config.check_client(ClientKind::Producer, &producer_config(config, &[]))?;
-    config.check_client(ClientKind::Consumer, &components_consumer_config(config))?;
-    config.check_client(ClientKind::Producer, &components_producer_config(config))
-}
-
-/// The settings of the group consumer that reads the input topics.
-fn consumer_config(config: &Config) -> ClientConfig {
-    client_config(
-        config,
-        &[
-            ("group.id", config.kafka.group_id.clone()),
-            (
-                "session.timeout.ms",
-                config.kafka.session_timeout_ms.to_string(),
-            ),
-            ("partition.assignment.strategy", "cooperative-sticky".into()),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("auto.offset.reset", "earliest".into()),
-            ("statistics.interval.ms", "1000".into()),
-            // librdkafka waits this long before fetching again for a partition whose
-            // prefetch queue was full (default 1 s): during a replay that left the
-            // consumer idle half the time. Keep the prefetch small and refill it fast.
-            ("fetch.queue.backoff.ms", "10".into()),
-            ("queued.max.messages.kbytes", "4096".into()),
-        ],
-    )
-}
-
-/// A producer with [`producer_config`].
-pub fn producer(config: &Config, extra: &[(&str, String)]) -> anyhow::Result<Producer> {
-    producer_config(config, extra)
-        .create_with_context(LoggedErrors::default())
-        .context("creating a Kafka producer")
-}
-
-/// The service's producer settings, then `extra` (which wins over them).
-pub fn producer_config(config: &Config, extra: &[(&str, String)]) -> ClientConfig {
-    let mut defaults = vec![
-        ("linger.ms", "5".into()),
-        ("enable.idempotence", "true".into()),
-        // A delivery that fails after this long is retried by the caller (dead letters,
-        // components) or counted (output), instead of blocking for librdkafka's default
-        // 5 minutes.
-        ("message.timeout.ms", "30000".into()),
-    ];
-    defaults.extend(extra.iter().cloned());
-    client_config(config, &defaults)
-}
-
 /// Whether the output topic takes the published values. A missing topic or a broker that
 /// refuses them fails every message of every publish: that is logged once when it starts and
 /// once when it ends (each failure is counted in `kpi_output_failures_total`), and the
@@ -569,7 +487,7 @@ impl Pipeline {
             report_history: config.events.report_history,
             first_assignment: AtomicBool::new(true),
         };
-        let consumer: StreamConsumer<ConsumerEvents> = consumer_config(&config)
+        let consumer: StreamConsumer<ConsumerEvents> = group_consumer_config(&config)
             .create_with_context(events)
             .context("creating the Kafka consumer")?;
         let overflow_reported = vec![0; settings.dimensions.len()];

@@ -1,0 +1,237 @@
+//! The Kafka clients: the settings of each client the service creates, in one place so that
+//! `check-config` checks exactly what `run` builds, and their context, which logs errors once
+//! per kind a minute.
+//!
+//! librdkafka reports an error for every attempt while a broker is away, about ten a second
+//! for each client, and the service has four (the group consumer, two producers and the
+//! components reader). Logged as they came, a broker outage wrote about 2,000 lines a minute
+//! and buried everything else. Now the outage itself is logged once, as a change of broker
+//! reachability (by the group consumer's statistics), and every other kind of error at most
+//! once a minute, with the number of repeats left out since.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{debug, warn};
+
+use crate::config::{ClientKind, Config, ConfigError};
+
+/// How long the same kind of error stays quiet after it was logged.
+const QUIET: Duration = Duration::from_secs(60);
+
+/// When each kind of error was last logged, and how many were left out since.
+#[derive(Debug, Default)]
+pub struct ErrorLog {
+    kinds: Mutex<HashMap<Option<i32>, (Instant, u64)>>,
+}
+
+impl ErrorLog {
+    /// Whether an error of `kind` seen at `now` is to be logged; with the number of errors of
+    /// that kind left out since the last one logged.
+    fn admit(&self, kind: Option<RDKafkaErrorCode>, now: Instant) -> Option<u64> {
+        let kind = kind.map(|code| code as i32);
+        let Ok(mut kinds) = self.kinds.lock() else {
+            return Some(0);
+        };
+        match kinds.get_mut(&kind) {
+            Some((last, left_out)) if now.duration_since(*last) < QUIET => {
+                *left_out += 1;
+                None
+            }
+            Some((last, left_out)) => {
+                *last = now;
+                Some(std::mem::take(left_out))
+            }
+            None => {
+                kinds.insert(kind, (now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    /// Logs `error` (what the client was doing: `what`) unless an error of its kind was
+    /// logged within the last minute. Broker outages are left to the reachability report.
+    pub fn report(&self, what: &str, error: &KafkaError, reason: &str) {
+        let kind = error.rdkafka_error_code();
+        if matches!(
+            kind,
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            debug!(error = %error, reason, "{what}");
+            return;
+        }
+        match self.admit(kind, Instant::now()) {
+            Some(left_out) => warn!(
+                error = %error,
+                reason,
+                repeats_not_logged = left_out,
+                "{what} (the same kind is logged at most once a minute)"
+            ),
+            None => debug!(error = %error, reason, "{what}"),
+        }
+    }
+}
+
+/// The client context of the producers and the components reader: errors through an
+/// [`ErrorLog`] instead of one line each.
+#[derive(Debug, Default)]
+pub struct LoggedErrors {
+    log: ErrorLog,
+}
+
+impl ClientContext for LoggedErrors {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.report("kafka client error", &error, reason);
+    }
+}
+
+impl ConsumerContext for LoggedErrors {}
+
+/// The service's producers.
+pub type Producer = FutureProducer<LoggedErrors>;
+
+/// A consumer outside the group (the components reader).
+pub type Reader = BaseConsumer<LoggedErrors>;
+
+/// librdkafka settings: the broker list, then the client's own `defaults`, then
+/// `[kafka.properties]` and the secret properties, which win over both.
+pub fn client_config(config: &Config, defaults: &[(&str, String)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers)
+        .set("client.id", "kpi-stream");
+    for (key, value) in defaults {
+        c.set(*key, value);
+    }
+    for (key, value) in &config.kafka.properties {
+        c.set(key, value);
+    }
+    for (key, value) in &config.kafka.secret_properties {
+        c.set(key, value.expose());
+    }
+    c
+}
+
+/// Checks the configuration of every librdkafka client `run` creates, by creating each
+/// without a broker list ([`Config::check_client`]).
+pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
+    config.check_client(ClientKind::Consumer, &group_consumer_config(config))?;
+    config.check_client(ClientKind::Producer, &producer_config(config, &[]))?;
+    config.check_client(ClientKind::Consumer, &components_consumer_config(config))?;
+    config.check_client(ClientKind::Producer, &components_producer_config(config))
+}
+
+/// The settings of the group consumer that reads the input topics.
+pub fn group_consumer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            ("group.id", config.kafka.group_id.clone()),
+            (
+                "session.timeout.ms",
+                config.kafka.session_timeout_ms.to_string(),
+            ),
+            ("partition.assignment.strategy", "cooperative-sticky".into()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("statistics.interval.ms", "1000".into()),
+            // librdkafka waits this long before fetching again for a partition whose
+            // prefetch queue was full (default 1 s): during a replay that left the
+            // consumer idle half the time. Keep the prefetch small and refill it fast.
+            ("fetch.queue.backoff.ms", "10".into()),
+            ("queued.max.messages.kbytes", "4096".into()),
+        ],
+    )
+}
+
+/// A producer with [`producer_config`].
+pub fn producer(config: &Config, extra: &[(&str, String)]) -> anyhow::Result<Producer> {
+    producer_config(config, extra)
+        .create_with_context(LoggedErrors::default())
+        .context("creating a Kafka producer")
+}
+
+/// The service's producer settings, then `extra` (which wins over them).
+pub fn producer_config(config: &Config, extra: &[(&str, String)]) -> ClientConfig {
+    let mut defaults = vec![
+        ("linger.ms", "5".into()),
+        ("enable.idempotence", "true".into()),
+        // A delivery that fails after this long is retried by the caller (dead letters,
+        // components) or counted (output), instead of blocking for librdkafka's default
+        // 5 minutes.
+        ("message.timeout.ms", "30000".into()),
+    ];
+    defaults.extend(extra.iter().cloned());
+    client_config(config, &defaults)
+}
+
+/// What the components producer adds to the service's producer settings.
+pub fn components_producer_settings() -> [(&'static str, String); 2] {
+    [
+        // A partition's components grow with its series (about 1.8 KB per series and
+        // window with ticket sketches); they compress well.
+        ("compression.type", "lz4".into()),
+        ("message.max.bytes", (16 << 20).to_string()),
+    ]
+}
+
+/// The settings of the producer that writes this instance's components.
+pub fn components_producer_config(config: &Config) -> ClientConfig {
+    producer_config(config, &components_producer_settings())
+}
+
+/// The settings of the consumer that reads every instance's components.
+pub fn components_consumer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            // Never joins nor commits: the group id only names the client to the broker.
+            ("group.id", format!("{}.components", config.kafka.group_id)),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("fetch.queue.backoff.ms", "10".into()),
+        ],
+    )
+}
+
+/// The settings of the generator's producer.
+pub fn generator_producer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            ("linger.ms", "20".into()),
+            ("queue.buffering.max.messages", "200000".into()),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_is_logged_once_a_minute_with_the_repeats_left_out() {
+        let log = ErrorLog::default();
+        let t0 = Instant::now();
+        let timed_out = Some(RDKafkaErrorCode::MessageTimedOut);
+        let unknown = Some(RDKafkaErrorCode::UnknownTopicOrPartition);
+        assert_eq!(log.admit(timed_out, t0), Some(0));
+        for s in 1..60 {
+            assert_eq!(log.admit(timed_out, t0 + Duration::from_secs(s)), None);
+        }
+        // Another kind is not held back by the first.
+        assert_eq!(log.admit(unknown, t0 + Duration::from_secs(1)), Some(0));
+        assert_eq!(log.admit(timed_out, t0 + QUIET), Some(59));
+        assert_eq!(log.admit(timed_out, t0 + QUIET + QUIET), Some(0));
+        assert_eq!(log.admit(None, t0), Some(0));
+        assert_eq!(log.admit(None, t0), None);
+    }
+}
