@@ -5,8 +5,9 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use kpi_core::aggregate::{Aggregates, PartitionId};
+use kpi_core::aggregate::Aggregates;
 use kpi_core::event::{Family, parse};
+use kpi_core::partition::PartitionId;
 use kpi_stream::config::Config;
 use kpi_stream::generate::EventSource;
 use kpi_stream::metrics::Metrics;

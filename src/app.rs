@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::exchange::read_components;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Status};
-use kpi_core::components::Board;
+use kpi_core::components::ReceivedComponents;
 use kpi_core::event::Family;
 
 /// How long a shutdown waits for the components reader to stop.
@@ -49,21 +49,21 @@ pub async fn run(
         http_stop.clone(),
     ));
 
-    let board = Arc::new(Mutex::new(Board::default()));
+    let received = Arc::new(Mutex::new(ReceivedComponents::default()));
     let reader_stop = CancellationToken::new();
     let reader = {
-        let (config, board, metrics, stop) = (
+        let (config, received, metrics, stop) = (
             config.clone(),
-            board.clone(),
+            received.clone(),
             metrics.clone(),
             reader_stop.clone(),
         );
         std::thread::Builder::new()
             .name("components".into())
-            .spawn(move || read_components(config, board, metrics, stop))
+            .spawn(move || read_components(config, received, metrics, stop))
             .context("starting the components reader")?
     };
-    let pipeline = Pipeline::new(config, metrics, status, board, clock)?;
+    let pipeline = Pipeline::new(config, metrics, status, received, clock)?;
     let result = pipeline.run(shutdown, exit_when_caught_up).await;
     // HTTP and the components reader stay up until the final snapshot is published.
     reader_stop.cancel();

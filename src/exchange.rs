@@ -5,7 +5,7 @@
 //! up on to the compacted components topic, keyed by group, topic and partition, with the
 //! time they were computed as the message timestamp: when they change, and at least every
 //! heartbeat. Each instance also reads that topic whole, assigned rather than subscribed
-//! (every instance needs every partition's components), into a [`Board`], and learns the
+//! (every instance needs every partition's components), into a [`ReceivedComponents`], and learns the
 //! partition count of each input topic from the cluster's metadata, so that it can tell a
 //! complete set of components from a partial one.
 
@@ -29,9 +29,9 @@ use crate::kafka::{
 };
 use crate::metrics::Metrics;
 
-use kpi_core::aggregate::PartitionId;
-use kpi_core::components::{Board, PartitionComponents, Stamped};
+use kpi_core::components::{PartitionComponents, ReceivedComponents, Stamped};
 use kpi_core::event::Family;
+use kpi_core::partition::PartitionId;
 
 /// How often the partition counts of the input and components topics are read again.
 const METADATA_REFRESH: Duration = Duration::from_secs(10);
@@ -169,13 +169,13 @@ impl ComponentsWriter {
     }
 }
 
-/// Reads the components topic into `board`, and the input topics' partition counts, until
+/// Reads the components topic into `received`, and the input topics' partition counts, until
 /// `shutdown` is cancelled. Blocking: it runs on a thread of its own, so that its metadata
 /// calls, which wait for their timeout while no broker answers, hold up neither the runtime
 /// nor a shutdown (the caller does not wait for it long).
 pub fn read_components(
     config: Arc<Config>,
-    board: Arc<Mutex<Board>>,
+    received: Arc<Mutex<ReceivedComponents>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -195,10 +195,10 @@ pub fn read_components(
                     .flatten()
             };
             let inputs = Family::ALL.map(|f| count(config.topic(f)));
-            if let Ok(mut board) = board.lock() {
+            if let Ok(mut received) = received.lock() {
                 for (family, count) in Family::ALL.iter().zip(inputs) {
                     if let Some(count) = count {
-                        board.set_partitions(*family, count);
+                        received.set_partitions(*family, count);
                     }
                 }
             }
@@ -232,7 +232,7 @@ pub fn read_components(
             }
         }
         match consumer.poll(POLL) {
-            Some(Ok(message)) => receive(&config, &board, &metrics, &message),
+            Some(Ok(message)) => receive(&config, &received, &metrics, &message),
             Some(Err(e)) => debug!(error = %e, "components consume error"),
             None => {}
         }
@@ -242,7 +242,7 @@ pub fn read_components(
 
 fn receive(
     config: &Config,
-    board: &Mutex<Board>,
+    received: &Mutex<ReceivedComponents>,
     metrics: &Metrics,
     message: &rdkafka::message::BorrowedMessage<'_>,
 ) {
@@ -268,8 +268,8 @@ fn receive(
         metrics.components_invalid.inc();
         return;
     };
-    if let Ok(mut board) = board.lock() {
-        board.offer(
+    if let Ok(mut received) = received.lock() {
+        received.offer(
             PartitionId::new(family, incoming.partition),
             Stamped {
                 as_of_ms,
@@ -299,10 +299,11 @@ fn partition_count(consumer: &Reader, topic: &str, timeout: Duration) -> Option<
 mod tests {
     use std::collections::HashMap;
 
-    use kpi_core::aggregate::{Aggregates, PartitionId};
-    use kpi_core::components::{Board, Stamped};
+    use kpi_core::aggregate::Aggregates;
+    use kpi_core::components::{ReceivedComponents, Stamped};
     use kpi_core::event::{self, Family};
     use kpi_core::kpi::KpiRecord;
+    use kpi_core::partition::PartitionId;
     use proptest::prelude::*;
 
     use crate::config::Config;
@@ -332,12 +333,12 @@ mod tests {
         (hash % PARTITIONS as u64) as i32
     }
 
-    fn full_board() -> Board {
-        let mut board = Board::default();
+    fn every_partition_received() -> ReceivedComponents {
+        let mut received = ReceivedComponents::default();
         for family in Family::ALL {
-            board.set_partitions(family, PARTITIONS);
+            received.set_partitions(family, PARTITIONS);
         }
-        board
+        received
     }
 
     proptest! {
@@ -374,20 +375,20 @@ mod tests {
                 prop_assert_eq!(alone, shared);
             }
             let windows = config.window_specs().unwrap();
-            let mut board = full_board();
+            let mut received = every_partition_received();
             for instance in &instances[1..] {
                 for partition in instance.partitions() {
                     let part = instance.components(partition, NOW);
                     let wire = serde_json::to_vec(&part).unwrap();
                     let components = serde_json::from_slice(&wire).unwrap();
-                    board.offer(partition, Stamped { as_of_ms: NOW, components });
+                    received.offer(partition, Stamped { as_of_ms: NOW, components });
                 }
             }
             let local: HashMap<_, _> = instances[0]
                 .partitions()
                 .map(|p| (p, instances[0].components(p, NOW)))
                 .collect();
-            let (totals, _) = board.totals(&windows, &local, NOW).unwrap();
+            let (totals, _) = received.totals(&windows, &local, NOW).unwrap();
             let global = single.records_of(&totals, NOW);
             prop_assert_eq!(published(&global), published(&single.snapshot(NOW)));
         }

@@ -396,8 +396,9 @@ pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpi_core::aggregate::{Aggregates, PartitionId};
+    use kpi_core::aggregate::Aggregates;
     use kpi_core::event::{Limits, parse};
+    use kpi_core::partition::PartitionId;
 
     const NOW: i64 = 1_767_225_600_000;
     const LIMITS: Limits = Limits {

@@ -36,10 +36,11 @@ use crate::deadletter::{DeadLetters, Letter};
 use crate::exchange::ComponentsWriter;
 use crate::kafka::{ErrorLog, Producer, group_consumer_config, producer};
 use crate::metrics::Metrics;
-use kpi_core::aggregate::{Aggregates, Outcome, PartitionId};
-use kpi_core::components::{Board, Incomplete, PartitionComponents};
+use kpi_core::aggregate::{Aggregates, Outcome};
+use kpi_core::components::{Incomplete, PartitionComponents, ReceivedComponents};
 use kpi_core::event::{self, Family, Limits, Payload, Rejection};
 use kpi_core::kpi::KpiRecord;
+use kpi_core::partition::PartitionId;
 
 /// Messages handled per wake-up of the consume loop, at most; a batch shares one clock read.
 const BATCH: usize = 512;
@@ -127,7 +128,8 @@ impl Replay {
     }
 }
 
-enum Change {
+/// What a rebalance callback found, handed to the loop.
+enum Rebalance {
     /// The group gave this instance an assignment (possibly empty).
     Joined,
     Assigned(PartitionId, Replay),
@@ -140,12 +142,12 @@ enum Change {
 
 /// librdkafka callbacks: rebalances (with the replay seek), statistics and errors. They run
 /// on the consumer's poll, inside `recv()`, and hand their findings to the loop.
-pub struct ConsumerEvents {
+pub struct ConsumerCallbacks {
     topics: [(String, Family); 3],
     replay_span_ms: i64,
     timeout: Duration,
     clock: Clock,
-    changes: Mutex<Vec<Change>>,
+    changes: Mutex<Vec<Rebalance>>,
     changed: Notify,
     pending: AtomicBool,
     status: Arc<Status>,
@@ -160,7 +162,7 @@ pub struct ConsumerEvents {
     first_assignment: AtomicBool,
 }
 
-impl ConsumerEvents {
+impl ConsumerCallbacks {
     fn family(&self, topic: &str) -> Option<Family> {
         self.topics
             .iter()
@@ -168,7 +170,7 @@ impl ConsumerEvents {
             .map(|(_, f)| *f)
     }
 
-    fn push(&self, change: Change) {
+    fn push(&self, change: Rebalance) {
         if let Ok(mut changes) = self.changes.lock() {
             changes.push(change);
         }
@@ -276,7 +278,7 @@ impl ConsumerEvents {
                 count_from,
                 "partition assigned, replaying"
             );
-            self.push(Change::Assigned(
+            self.push(Rebalance::Assigned(
                 PartitionId::new(family, partition),
                 Replay {
                     end: high,
@@ -300,7 +302,7 @@ fn retry<T>(what: &str, mut call: impl FnMut() -> Result<T, KafkaError>) -> Opti
     None
 }
 
-impl ClientContext for ConsumerEvents {
+impl ClientContext for ConsumerCallbacks {
     fn stats(&self, stats: Statistics) {
         let up = stats
             .brokers
@@ -333,7 +335,7 @@ impl ClientContext for ConsumerEvents {
     }
 }
 
-impl ConsumerContext for ConsumerEvents {
+impl ConsumerContext for ConsumerCallbacks {
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -346,7 +348,7 @@ impl ConsumerContext for ConsumerEvents {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.push(Change::Joined);
+                self.push(Rebalance::Joined);
                 self.plan_replay(consumer, tpl);
                 if cooperative {
                     consumer.incremental_assign(tpl)
@@ -357,7 +359,7 @@ impl ConsumerContext for ConsumerEvents {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 if consumer.assignment_lost() {
                     warn!("partition assignment lost; serving the last values until reassigned");
-                    self.push(Change::Lost);
+                    self.push(Rebalance::Lost);
                 }
                 for e in tpl.elements() {
                     if let Some(family) = self.family(e.topic()) {
@@ -366,7 +368,7 @@ impl ConsumerContext for ConsumerEvents {
                             partition = e.partition(),
                             "partition revoked"
                         );
-                        self.push(Change::Revoked(PartitionId::new(family, e.partition())));
+                        self.push(Rebalance::Revoked(PartitionId::new(family, e.partition())));
                     }
                 }
                 // Commit what the loop stored, so the next owner re-reports as little as
@@ -421,7 +423,7 @@ impl OutputHealth {
 /// Everything the loop owns.
 pub struct Pipeline {
     config: Arc<Config>,
-    consumer: Arc<StreamConsumer<ConsumerEvents>>,
+    consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
     producer: Producer,
     aggregates: Aggregates,
     metrics: Arc<Metrics>,
@@ -439,7 +441,7 @@ pub struct Pipeline {
     dead_letters: Arc<DeadLetters>,
     components: ComponentsWriter,
     /// Components received from the other instances, and the input partition counts.
-    board: Arc<Mutex<Board>>,
+    received: Arc<Mutex<ReceivedComponents>>,
     /// Next offset to commit per partition: one past the last message handled live.
     next_offset: HashMap<PartitionId, i64>,
     /// Partitions paused because their dead letters cannot be delivered, each with when
@@ -468,12 +470,12 @@ impl Pipeline {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         status: Arc<Status>,
-        board: Arc<Mutex<Board>>,
+        received: Arc<Mutex<ReceivedComponents>>,
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let settings = config.state_settings()?;
         let replay_span_ms = settings.replay_span_ms();
-        let events = ConsumerEvents {
+        let events = ConsumerCallbacks {
             topics: Family::ALL.map(|f| (config.topic(f).to_owned(), f)),
             replay_span_ms,
             timeout: Duration::from_millis(u64::from(config.kafka.request_timeout_ms)),
@@ -487,7 +489,7 @@ impl Pipeline {
             report_history: config.events.report_history,
             first_assignment: AtomicBool::new(true),
         };
-        let consumer: StreamConsumer<ConsumerEvents> = group_consumer_config(&config)
+        let consumer: StreamConsumer<ConsumerCallbacks> = group_consumer_config(&config)
             .create_with_context(events)
             .context("creating the Kafka consumer")?;
         let overflow_reported = vec![0; settings.dimensions.len()];
@@ -502,7 +504,7 @@ impl Pipeline {
             (2 * config.publish.snapshot_interval + config.publish.interval).as_millis() as i64;
         Ok(Pipeline {
             components,
-            board,
+            received,
             limits: config.limits(),
             aggregates: Aggregates::new(settings),
             producer,
@@ -616,15 +618,15 @@ impl Pipeline {
         let mut reassigned = false;
         for change in changes {
             match change {
-                Change::Joined => {
+                Rebalance::Joined => {
                     self.joined = true;
                     reassigned = true;
                 }
-                Change::Assigned(partition, replay) => {
+                Rebalance::Assigned(partition, replay) => {
                     self.aggregates.drop_partition(partition);
                     self.assigned.insert(partition, replay);
                 }
-                Change::Revoked(partition) => {
+                Rebalance::Revoked(partition) => {
                     self.aggregates.drop_partition(partition);
                     self.assigned.remove(&partition);
                     self.next_offset.remove(&partition);
@@ -632,7 +634,7 @@ impl Pipeline {
                     let topic = self.config.topic(partition.family).to_owned();
                     self.paused.remove(&(topic, partition.partition));
                 }
-                Change::Lost => self.joined = false,
+                Rebalance::Lost => self.joined = false,
             }
         }
         self.metrics
@@ -683,9 +685,9 @@ impl Pipeline {
     fn update_readiness(&mut self) -> bool {
         if !self.partitions_known {
             self.partitions_known = self
-                .board
+                .received
                 .lock()
-                .map(|board| board.partitions_known())
+                .map(|received| received.partitions_known())
                 .unwrap_or(false);
         }
         let caught_up =
@@ -927,8 +929,10 @@ impl Pipeline {
             .contains_key(&PartitionId::new(Family::Surveys, 0));
         self.metrics.global_publisher.set(i64::from(publisher));
         self.full_pending |= full;
-        let result = match self.board.lock() {
-            Ok(board) => board.totals(self.aggregates.windows(), local, now - self.stale_after_ms),
+        let result = match self.received.lock() {
+            Ok(received) => {
+                received.totals(self.aggregates.windows(), local, now - self.stale_after_ms)
+            }
             Err(_) => return,
         };
         let (totals, oldest) = match result {

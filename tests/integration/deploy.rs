@@ -6,8 +6,9 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use kpi_core::aggregate::{Aggregates, PartitionId};
+use kpi_core::aggregate::Aggregates;
 use kpi_core::event::{Event, Family, Payload, Survey};
+use kpi_core::partition::PartitionId;
 use kpi_stream::config::Config;
 use kpi_stream::metrics::Metrics;
 use serde_json::Value;

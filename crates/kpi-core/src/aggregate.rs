@@ -20,22 +20,10 @@ use crate::dedup::SeenIds;
 use crate::dimension::Dimensions;
 use crate::event::{Event, Family, Payload, Reason, Rejection};
 use crate::kpi::KpiRecord;
+use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
 use crate::window::{Tally, Window, WindowSpec};
-
-/// An input partition: the topic's family and the partition number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartitionId {
-    pub family: Family,
-    pub partition: i32,
-}
-
-impl PartitionId {
-    pub fn new(family: Family, partition: i32) -> Self {
-        PartitionId { family, partition }
-    }
-}
 
 /// A KPI series: overall, or one value of one dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

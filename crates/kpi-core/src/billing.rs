@@ -123,7 +123,7 @@ pub fn classify(before: Micros, after: Micros, ever_paid: bool) -> Option<Moveme
 
 /// What one billing event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Change {
+pub struct MrrChange {
     pub movement: Option<Movement>,
     /// Absolute MRR change of the customer.
     pub amount: Micros,
@@ -131,8 +131,8 @@ pub struct Change {
     pub cancellation: bool,
 }
 
-impl Change {
-    const NONE: Change = Change {
+impl MrrChange {
+    const NONE: MrrChange = MrrChange {
         movement: None,
         amount: 0,
         renewal: false,
@@ -145,7 +145,7 @@ impl Change {
 /// counted before and the MRR it carried from there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied<S> {
-    pub change: Change,
+    pub change: MrrChange,
     pub moved_from: Option<(S, Micros)>,
 }
 
@@ -242,7 +242,7 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
             }
             _ => {
                 return Ok(Applied {
-                    change: Change::NONE,
+                    change: MrrChange::NONE,
                     moved_from: None,
                 });
             }
@@ -292,7 +292,7 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
             (before > 0).then_some((previous, before))
         };
         Ok(Applied {
-            change: Change {
+            change: MrrChange {
                 movement,
                 amount: (after - before).abs(),
                 renewal,
@@ -359,7 +359,7 @@ impl Tally for BillingTally {
 }
 
 impl BillingTally {
-    pub fn record(&mut self, change: &Change) {
+    pub fn record(&mut self, change: &MrrChange) {
         match change.movement {
             Some(Movement::New) => {
                 self.new += MicrosSum::from(change.amount);
@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(classify(0, 0, true), None);
     }
 
-    fn apply(ledger: &mut BillingLedger<()>, e: &Event<'_>) -> Change {
+    fn apply(ledger: &mut BillingLedger<()>, e: &Event<'_>) -> MrrChange {
         ledger.apply(e, &rates(), ()).unwrap().change
     }
 

@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::PartitionId;
 use crate::billing::{self, BillingTally, Current, MicrosSum, WindowRevenue};
 use crate::event::Family;
 use crate::kpi::{self, KpiRecord};
+use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
 use crate::window::{Tally, WindowSpec};
@@ -206,7 +206,7 @@ impl Totals {
 /// The newest components received for each input partition, and the partition count of
 /// each input topic: what an instance knows of the partitions other instances read.
 #[derive(Debug, Default)]
-pub struct Board {
+pub struct ReceivedComponents {
     parts: HashMap<PartitionId, Stamped>,
     partitions: [Option<i32>; 3],
 }
@@ -230,7 +230,7 @@ pub enum Incomplete {
     Mismatch(#[from] Mismatch),
 }
 
-impl Board {
+impl ReceivedComponents {
     /// Keeps the newer of `stamped` and what is held for `partition`. An older message
     /// can arrive last when a partition changed owner while its former owner's message
     /// was still in flight.
@@ -529,8 +529,8 @@ mod tests {
             .and_then(|r| r.components[3])
     }
 
-    fn board_of_one_partition_per_topic() -> Board {
-        let mut board = Board::default();
+    fn board_of_one_partition_per_topic() -> ReceivedComponents {
+        let mut board = ReceivedComponents::default();
         for family in Family::ALL {
             board.set_partitions(family, 1);
         }
@@ -544,7 +544,7 @@ mod tests {
         }
     }
 
-    fn empty_elsewhere(board: &mut Board) {
+    fn empty_elsewhere(board: &mut ReceivedComponents) {
         for family in [Family::Tickets, Family::Billing] {
             board.offer(
                 PartitionId::new(family, 0),
@@ -576,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_stale_partition_gives_no_totals() {
-        let mut board = Board::default();
+        let mut board = ReceivedComponents::default();
         let windows = one_window();
         assert_eq!(
             board.totals(&windows, &HashMap::new(), 0).unwrap_err(),

@@ -11,6 +11,7 @@
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`dedup`]: duplicate detection by `event_id` within a horizon of event time.
+//! - [`partition`]: the input partition, the unit of state.
 //! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
 //! - [`components`]: per-partition KPI components, their merge and the records computed
 //!   from them; the same path for one instance's values and the global ones.
@@ -23,6 +24,7 @@ pub mod dedup;
 pub mod dimension;
 pub mod event;
 pub mod kpi;
+pub mod partition;
 pub mod survey;
 pub mod ticket;
 pub mod window;
