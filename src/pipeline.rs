@@ -36,11 +36,12 @@ use crate::deadletter::{DeadLetters, Letter};
 use crate::exchange::ComponentsWriter;
 use crate::kafka::{ErrorLog, Producer, group_consumer_config, producer};
 use crate::metrics::Metrics;
-use kpi_core::aggregate::{Aggregates, Outcome};
+use kpi_core::aggregate::Aggregates;
 use kpi_core::components::{Incomplete, PartitionComponents, ReceivedComponents};
 use kpi_core::event::{self, Family, Limits, Payload, Rejection};
 use kpi_core::kpi::KpiRecord;
 use kpi_core::partition::PartitionId;
+use kpi_core::policy::{self, History, SentValues, UNKNOWN_END};
 
 /// Messages handled per wake-up of the consume loop, at most; a batch shares one clock read.
 const BATCH: usize = 512;
@@ -79,34 +80,6 @@ impl Status {
 impl Default for Status {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// `Replay::end` of a partition whose end offset could not be read yet.
-const UNKNOWN_END: i64 = i64::MAX;
-
-/// Whether the messages a partition held before this run's first assignment are reported
-/// (counted, and dead-lettered when rejected) by a group that has no committed offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum History {
-    /// The group committed offsets, or is asked to report its history: a partition without
-    /// a committed offset (added to the topic, say) is reported from its replay start.
-    Reported,
-    /// A new group (a second deployment, a debug instance) that was not asked to report the
-    /// history: another group most likely dead-lettered it already.
-    LeftUnreported,
-}
-
-/// The offset from which a replayed partition's messages are reported: the group's
-/// committed offset (earlier messages were reported by an earlier run), else the replay
-/// start, or, for a new group that leaves its history unreported, the end offset seen at
-/// assignment. Never before `start`; an unknown end reports from `start`, since reporting
-/// twice is better than never.
-fn count_from(committed: Option<i64>, start: i64, end: i64, history: History) -> i64 {
-    match (committed, history) {
-        (Some(c), _) => c.max(start),
-        (None, History::LeftUnreported) if end != UNKNOWN_END => end.max(start),
-        (None, _) => start,
     }
 }
 
@@ -226,15 +199,14 @@ impl ConsumerCallbacks {
         };
         // A group's first assignment in this process with no committed offset at all: a new
         // group (or one whose offsets expired). An unknown answer is not taken for one.
-        let first = self.first_assignment.swap(false, Ordering::AcqRel);
-        let history = if first
-            && committed.is_some()
-            && partitions
-                .iter()
-                .all(|(t, p)| committed_of(t, *p).is_none())
-            && !self.report_history
-        {
-            History::LeftUnreported
+        let history = if self.first_assignment.swap(false, Ordering::AcqRel) {
+            let offsets: Option<Vec<Option<i64>>> = committed.as_ref().map(|_| {
+                partitions
+                    .iter()
+                    .map(|(t, p)| committed_of(t, *p))
+                    .collect()
+            });
+            History::of_first_assignment(offsets.as_deref(), self.report_history)
         } else {
             History::Reported
         };
@@ -248,27 +220,17 @@ impl ConsumerCallbacks {
                 consumer.fetch_watermarks(&topic, partition, self.timeout)
             })
             .unwrap_or((0, UNKNOWN_END));
-            let start = if family == Family::Billing {
-                low
-            } else {
-                match found
-                    .as_ref()
-                    .and_then(|f| f.find_partition(&topic, partition))
-                    .filter(|e| e.error().is_ok())
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) => o.max(low),
-                    // "No message at or after that time" is also the broker's answer while
-                    // messages are being appended to the partition (their timestamps are not
-                    // indexed yet), so it cannot be trusted to skip anything. Replaying from
-                    // the beginning instead costs little: with the retention the topic needs,
-                    // a partition holds at most one bucket more than the replay span. The
-                    // same for an unknown answer: replaying more than needed is safe, less
-                    // is not.
-                    _ => low,
-                }
-            };
-            let count_from = count_from(committed_of(&topic, partition), start, high, history);
+            let by_time = found
+                .as_ref()
+                .and_then(|f| f.find_partition(&topic, partition))
+                .filter(|e| e.error().is_ok())
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let start = policy::replay_start(family, by_time, low);
+            let count_from =
+                policy::count_from(committed_of(&topic, partition), start, high, history);
             let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
             info!(
                 topic,
@@ -452,8 +414,8 @@ pub struct Pipeline {
     /// grows, so a figure stays a valid lower bound after the partition resumes, until the
     /// client's own catches up.
     looked_up_ends: HashMap<(String, i32), i64>,
-    /// Last published (value, samples) per output key.
-    published: HashMap<String, (Option<f64>, u64)>,
+    /// What was last sent per output key.
+    sent: SentValues,
     last_full_publish_ms: Option<i64>,
     /// A full snapshot was asked for while the global values were incomplete.
     full_pending: bool,
@@ -521,7 +483,7 @@ impl Pipeline {
             next_offset: HashMap::new(),
             paused: HashMap::new(),
             looked_up_ends: HashMap::new(),
-            published: HashMap::new(),
+            sent: SentValues::default(),
             last_full_publish_ms: None,
             full_pending: false,
             output: Arc::new(OutputHealth::default()),
@@ -724,47 +686,43 @@ impl Pipeline {
             let outcome = self.aggregates.record(partition, &event, now)?;
             Ok((event, outcome))
         });
-        match result {
-            Ok((event, Outcome::Counted)) => {
-                counters.processed.inc();
+        let late_to_deadletter = self.config.events.late_to_deadletter;
+        let report = match &result {
+            Ok((_, outcome)) => policy::report(Ok(*outcome), family, live, late_to_deadletter),
+            Err(rejection) => {
+                policy::report(Err(rejection.reason), family, live, late_to_deadletter)
+            }
+        };
+        if report.processed {
+            counters.processed.inc();
+        }
+        if report.late {
+            counters.late.inc();
+        }
+        if report.duplicate {
+            counters.duplicate.inc();
+        }
+        if let Ok((event, _)) = &result {
+            if report.counted {
                 let newest = &mut self.newest_event_ms[family.index()];
                 *newest =
                     Some(newest.map_or(event.occurred_at_ms, |n| n.max(event.occurred_at_ms)));
-                if live {
-                    self.count_input(&event);
-                }
             }
-            Ok((_, Outcome::Duplicate)) => {
-                if live {
-                    counters.duplicate.inc();
-                }
+            if report.input {
+                self.count_input(event);
             }
-            Ok((event, Outcome::Late)) => {
-                // A late billing event still updated the current MRR.
-                if event.payload.family() == Family::Billing {
-                    counters.processed.inc();
-                }
-                if live {
-                    counters.late.inc();
-                    // A late billing event was applied (to the current MRR): it is no reject.
-                    if self.config.events.late_to_deadletter
-                        && event.payload.family() != Family::Billing
-                    {
-                        counters.rejected(event::Reason::Late).inc();
-                        let rejection = Rejection {
-                            reason: event::Reason::Late,
-                            detail: "occurred_at is older than the largest window".into(),
-                        };
-                        self.dead_letter(message, &rejection);
-                    }
-                }
-            }
-            Err(rejection) if live => {
-                counters.rejected(rejection.reason).inc();
-                debug!(topic, offset, reason = rejection.reason.code(), "rejected");
-                self.dead_letter(message, &rejection);
-            }
-            Err(_) => {}
+        }
+        if let Some(reason) = report.rejected {
+            counters.rejected(reason).inc();
+            debug!(topic, offset, reason = reason.code(), "rejected");
+            let rejection = match result {
+                Err(rejection) => rejection,
+                Ok(_) => Rejection {
+                    reason,
+                    detail: "occurred_at is older than the largest window".into(),
+                },
+            };
+            self.dead_letter(message, &rejection);
         }
         if live {
             self.next_offset.insert(partition, offset + 1);
@@ -854,25 +812,15 @@ impl Pipeline {
     fn store_offsets(&self) {
         let mut tpl = TopicPartitionList::new();
         for (partition, replay) in &self.assigned {
-            // A caught-up partition without a live message commits where counting began, so
-            // that the group's commits cover it: on its next assignment it is not taken for
-            // a partition new to the group.
-            let Some(next) = self
-                .next_offset
-                .get(partition)
-                .copied()
-                .or_else(|| replay.caught_up().then_some(replay.count_from))
-            else {
+            let topic = self.config.topic(partition.family);
+            let Some(safe) = policy::commit_offset(
+                self.next_offset.get(partition).copied(),
+                replay.caught_up(),
+                self.dead_letters.oldest_pending(topic, partition.partition),
+                replay.count_from,
+            ) else {
                 continue;
             };
-            let topic = self.config.topic(partition.family);
-            // Never below what the group already committed: a dead letter left pending from an
-            // earlier assignment must not move the commit backwards.
-            let safe = self
-                .dead_letters
-                .oldest_pending(topic, partition.partition)
-                .map_or(next, |pending| pending.min(next))
-                .max(replay.count_from);
             let _ = tpl.add_partition_offset(topic, partition.partition, Offset::Offset(safe));
         }
         if tpl.count() > 0
@@ -924,9 +872,7 @@ impl Pipeline {
         now: i64,
         full: bool,
     ) {
-        let publisher = self
-            .assigned
-            .contains_key(&PartitionId::new(Family::Surveys, 0));
+        let publisher = policy::publishes(self.assigned.keys());
         self.metrics.global_publisher.set(i64::from(publisher));
         self.full_pending |= full;
         let result = match self.received.lock() {
@@ -964,15 +910,16 @@ impl Pipeline {
         }
         if !publisher {
             // The next publisher starts from a full snapshot: nothing is known as sent.
-            self.published.clear();
+            self.sent.forget();
             return;
         }
-        // A message that was lost may have carried a change: send everything again.
-        let full = self.output.lost.swap(false, Ordering::AcqRel)
-            || std::mem::take(&mut self.full_pending)
-            || self.last_full_publish_ms.is_none_or(|t| {
-                now - t >= self.config.publish.snapshot_interval.as_millis() as i64
-            });
+        let full = policy::full_snapshot_due(
+            std::mem::take(&mut self.full_pending),
+            self.output.lost.swap(false, Ordering::AcqRel),
+            self.last_full_publish_ms,
+            now,
+            self.config.publish.snapshot_interval.as_millis() as i64,
+        );
         if full {
             self.last_full_publish_ms = Some(now);
         }
@@ -983,8 +930,7 @@ impl Pipeline {
         let mut deliveries = Vec::new();
         for (record, body) in records.iter().zip(bodies) {
             let key = record.key();
-            let current = (record.value, record.samples);
-            if !full && self.published.get(&key) == Some(&current) {
+            if !self.sent.is_news(&key, record, full) {
                 continue;
             }
             let payload = body.to_string();
@@ -994,7 +940,7 @@ impl Pipeline {
             match self.producer.send_result(out) {
                 Ok(delivery) => {
                     deliveries.push(delivery);
-                    self.published.insert(key, current);
+                    self.sent.sent(key, record);
                 }
                 Err((e, _)) => {
                     self.metrics.output_failures.inc();
@@ -1142,25 +1088,5 @@ impl Pipeline {
             }
             Err(e) => debug!(error = %e, "could not read the end offsets of paused partitions"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counting_begins_at_the_commit_or_for_a_new_group_at_the_end_unless_history_is_asked() {
-        let reported = History::Reported;
-        let unreported = History::LeftUnreported;
-        // A committed offset wins, but never before the replay start.
-        assert_eq!(count_from(Some(40), 10, 90, reported), 40);
-        assert_eq!(count_from(Some(40), 10, 90, unreported), 40);
-        assert_eq!(count_from(Some(5), 10, 90, reported), 10);
-        // No commit: the replay start, or the end for a new group that leaves its history.
-        assert_eq!(count_from(None, 10, 90, reported), 10);
-        assert_eq!(count_from(None, 10, 90, unreported), 90);
-        // An end that could not be read: report rather than miss.
-        assert_eq!(count_from(None, 10, UNKNOWN_END, unreported), 10);
     }
 }

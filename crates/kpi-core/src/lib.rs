@@ -16,6 +16,8 @@
 //! - [`components`]: per-partition KPI components, their merge and the records computed
 //!   from them; the same path for one instance's values and the global ones.
 //! - [`kpi`]: the published record shape shared by /metrics, /kpis and the output topic.
+//! - [`policy`]: the consume loop's decisions: replay start, what an outcome reports, the
+//!   safe commit offset, the publisher, full snapshots and changed values.
 
 pub mod aggregate;
 pub mod billing;
@@ -25,6 +27,7 @@ pub mod dimension;
 pub mod event;
 pub mod kpi;
 pub mod partition;
+pub mod policy;
 pub mod survey;
 pub mod ticket;
 pub mod window;
