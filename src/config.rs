@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -121,7 +121,28 @@ pub struct PublishConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Address of every endpoint.
     pub listen: SocketAddr,
+    /// A second address serving only `/healthz` and `/readyz`, in plain HTTP without
+    /// authentication and with connections of its own, so that probes keep answering
+    /// while `listen` is at its connection limit.
+    pub probe_listen: Option<SocketAddr>,
+    /// Connections open at once on `listen`; further ones are closed as they arrive.
+    pub max_connections: u32,
+    /// How long a request head may take to arrive: from the connection's start for the
+    /// first request (TLS handshake included), from its first byte for the next ones.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may wait for its next request after a response.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// PEM certificate chain; with `tls_key_file`, `listen` serves HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// User name to bcrypt hash; when not empty, every request on `listen` needs HTTP
+    /// basic authentication as one of these users.
+    pub basic_auth_users: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,7 +245,92 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            probe_listen: None,
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            tls_cert_file: None,
+            tls_key_file: None,
+            basic_auth_users: BTreeMap::new(),
         }
+    }
+}
+
+/// Each connection holds a file descriptor and its buffers (docs/reliability.md).
+const MAX_HTTP_CONNECTIONS: u32 = 10_000;
+const MIN_HTTP_TIMEOUT: Duration = Duration::from_millis(100);
+/// A longer header-read timeout only helps slow clients hold connections.
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// bcrypt's costs start at 4; one verification at cost 14 takes about a second of one
+/// core, and each step above doubles it.
+const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=14;
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                format!("must be within 1..={MAX_HTTP_CONNECTIONS}"),
+            ));
+        }
+        let timeouts = [
+            (
+                "http.header_read_timeout",
+                self.header_read_timeout,
+                MAX_HEADER_READ_TIMEOUT,
+            ),
+            ("http.idle_timeout", self.idle_timeout, MAX_IDLE_TIMEOUT),
+        ];
+        for (key, value, max) in timeouts {
+            if !(MIN_HTTP_TIMEOUT..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("must be within {MIN_HTTP_TIMEOUT:?}..={max:?}"),
+                ));
+            }
+        }
+        if self.probe_listen == Some(self.listen) {
+            return Err(invalid("http.probe_listen", "must differ from http.listen"));
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "http.tls_key_file",
+                    "is needed with http.tls_cert_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "http.tls_cert_file",
+                    "is needed with http.tls_key_file",
+                ));
+            }
+            _ => {}
+        }
+        for (user, hash) in &self.basic_auth_users {
+            let key = "http.basic_auth_users";
+            if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{user:?}: a user name is not empty and has no ':' nor control characters"
+                    ),
+                ));
+            }
+            // The message never quotes the hash: it is a secret.
+            let cost = hash
+                .parse::<bcrypt::HashParts>()
+                .map_err(|e| invalid(key, format!("{user}: not a bcrypt hash ({e})")))?
+                .get_cost();
+            if !BCRYPT_COSTS.contains(&cost) {
+                return Err(invalid(
+                    key,
+                    format!("{user}: bcrypt cost {cost} is outside {BCRYPT_COSTS:?}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -290,6 +396,7 @@ impl Config {
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.resolve_secrets()?;
         config.validate()?;
+        crate::http::check_tls_files(&config.http)?;
         Ok(config)
     }
 
@@ -367,6 +474,7 @@ impl Config {
                 "must be at least publish.interval",
             ));
         }
+        self.http.validate()?;
         if self.events.max_event_bytes == 0 {
             return Err(invalid("events.max_event_bytes", "must be positive"));
         }
@@ -436,9 +544,12 @@ impl Config {
     }
 
     /// A copy safe to print: librdkafka properties that hold secrets, or that were read
-    /// from secret files or variables, are masked.
+    /// from secret files or variables, and the basic-auth password hashes are masked.
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
+        for hash in copy.http.basic_auth_users.values_mut() {
+            *hash = "<redacted>".into();
+        }
         let kafka = &mut copy.kafka;
         for (key, value) in kafka.properties.iter_mut() {
             if is_secret(key)
@@ -494,6 +605,37 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         let shipped = load_str(&text).unwrap();
         assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn basic_auth_users_need_bcrypt_hashes_of_bounded_cost() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let users = |user: &str, hash: &str| {
+            load_str(&format!("[http.basic_auth_users]\n\"{user}\" = \"{hash}\""))
+        };
+        assert!(users("prometheus", &hash).is_ok());
+        for (user, hash) in [
+            ("a:b", hash.clone()),
+            ("", hash.clone()),
+            ("prometheus", hash.replacen("$04$", "$15$", 1)),
+        ] {
+            let err = users(user, &hash).unwrap_err().to_string();
+            assert!(err.contains("http.basic_auth_users"), "{err}");
+            assert!(!err.contains(&hash[7..]), "the hash is quoted: {err}");
+        }
+    }
+
+    #[test]
+    fn redaction_masks_password_hashes() {
+        let mut config = Config::default();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let users = &mut config.http.basic_auth_users;
+        users.insert("prometheus".into(), hash.clone());
+        let printed = format!("{:?}", config.redacted());
+        assert!(
+            printed.contains("prometheus") && !printed.contains(&hash[7..]),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -576,6 +718,27 @@ mod tests {
                 "billing.base_currency",
             ),
             ("[billing.rates]\nEUR = -1.0", "billing.rates"),
+            ("[http]\nmax_connections = 0", "http.max_connections"),
+            ("[http]\nmax_connections = 10001", "http.max_connections"),
+            (
+                "[http]\nheader_read_timeout = \"50ms\"",
+                "http.header_read_timeout",
+            ),
+            (
+                "[http]\nheader_read_timeout = \"2m\"",
+                "http.header_read_timeout",
+            ),
+            ("[http]\nidle_timeout = \"1h\"", "http.idle_timeout"),
+            (
+                "[http]\nlisten = \"0.0.0.0:9464\"\nprobe_listen = \"0.0.0.0:9464\"",
+                "http.probe_listen",
+            ),
+            ("[http]\ntls_cert_file = \"c.pem\"", "http.tls_key_file"),
+            ("[http]\ntls_key_file = \"k.pem\"", "http.tls_cert_file"),
+            (
+                "[http.basic_auth_users]\nprometheus = \"hunter2\"",
+                "http.basic_auth_users",
+            ),
         ];
         for (toml, key) in cases {
             let err = load_str(toml).unwrap_err().to_string();

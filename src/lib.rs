@@ -22,7 +22,8 @@
 //! - [`pipeline`]: the Kafka consume-process-publish loop and replay on assignment.
 //! - [`deadletter`]: dead-letter delivery, retried until acknowledged.
 //! - [`exchange`]: components shared between instances over a compacted topic.
-//! - [`http`]: the HTTP endpoints.
+//! - [`http`]: the HTTP endpoints and their server: connection limits, timeouts, TLS and
+//!   basic authentication.
 //! - [`app`]: wiring and shutdown; [`generate`]: synthetic events.
 
 pub mod aggregate;

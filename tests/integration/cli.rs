@@ -47,3 +47,21 @@ fn secrets_are_not_printed() {
     assert!(stdout.contains("sasl.password"));
     assert!(!stdout.contains("hunter2"));
 }
+
+#[test]
+fn password_hashes_are_not_printed_and_missing_certificates_exit_2() {
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let users = format!("{{prometheus=\"{hash}\"}}");
+    let (code, stdout, _) = check_config(&[("KPI_STREAM_HTTP__BASIC_AUTH_USERS", &users)]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("prometheus") && !stdout.contains(&hash[7..]),
+        "{stdout}"
+    );
+    let (code, _, stderr) = check_config(&[
+        ("KPI_STREAM_HTTP__TLS_CERT_FILE", "/nonexistent/cert.pem"),
+        ("KPI_STREAM_HTTP__TLS_KEY_FILE", "/nonexistent/key.pem"),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("http.tls_cert_file"), "{stderr}");
+}
