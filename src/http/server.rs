@@ -114,6 +114,9 @@ impl Server {
             max_connections = config.max_connections,
             "serving /metrics, /kpis, /healthz, /readyz"
         );
+        if main.auth.is_some() && main.tls.is_none() {
+            warn!("basic authentication without TLS: passwords cross the network in clear");
+        }
         let mut listeners = vec![(socket, Arc::new(main))];
         if let Some(address) = config.probe_listen {
             let probes = Endpoint {
