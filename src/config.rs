@@ -314,7 +314,7 @@ impl HttpConfig {
                 return Err(invalid(
                     key,
                     format!(
-                        "{user:?}: a user name is not empty and has no ':' nor control characters"
+                        "{user:?}: a user name must be non-empty, without ':' or control characters"
                     ),
                 ));
             }

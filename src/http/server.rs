@@ -173,7 +173,7 @@ fn reserve_descriptors(connections: u64) -> anyhow::Result<()> {
     if let Some(hard) = limit.maximum.filter(|hard| *hard < needed) {
         anyhow::bail!(
             "http.max_connections needs about {needed} open files, more than the process may \
-             open ({hard}, the hard limit of `ulimit -n`)"
+             open ({hard}, the hard limit, `ulimit -Hn`)"
         );
     }
     limit.current = Some(needed);
