@@ -5,9 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -37,17 +36,9 @@ pub async fn run(
         .context("registering metrics")?,
     );
     let status = Arc::new(Status::new());
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
-    info!(address = %listener.local_addr()?, "serving /metrics, /kpis, /healthz, /readyz");
+    let server = crate::http::Server::bind(&config.http, metrics.clone(), status.clone())?;
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(crate::http::serve(
-        listener,
-        metrics.clone(),
-        status.clone(),
-        http_stop.clone(),
-    ));
+    let http = tokio::spawn(server.serve(http_stop.clone()));
 
     let received = Arc::new(Mutex::new(ReceivedComponents::default()));
     let reader_stop = CancellationToken::new();
@@ -68,7 +59,7 @@ pub async fn run(
     // HTTP and the components reader stay up until the final snapshot is published.
     reader_stop.cancel();
     http_stop.cancel();
-    http.await.context("http task")?.context("http server")?;
+    http.await.context("http task")?;
     // The reader stops within one poll, unless a metadata call is waiting for an absent
     // broker: then the process exits without it rather than outlast its grace period.
     let deadline = tokio::time::Instant::now() + READER_GRACE;

@@ -14,7 +14,7 @@ use std::io::Read as _;
 use std::mem::size_of;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -270,7 +270,28 @@ pub struct PublishConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Address of every endpoint.
     pub listen: SocketAddr,
+    /// A second address serving only `/healthz` and `/readyz`, in plain HTTP without
+    /// authentication and with connections of its own, so that probes keep answering
+    /// while `listen` is at its connection limit.
+    pub probe_listen: Option<SocketAddr>,
+    /// Connections open at once on `listen`; further ones are closed as they arrive.
+    pub max_connections: u32,
+    /// How long a request head may take to arrive: from the connection's start for the
+    /// first request (TLS handshake included), from its first byte for the next ones.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may wait for its next request after a response.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// PEM certificate chain; with `tls_key_file`, `listen` serves HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// User name to bcrypt hash; when not empty, every request on `listen` needs HTTP
+    /// basic authentication as one of these users.
+    pub basic_auth_users: BTreeMap<String, Secret<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -376,7 +397,93 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            probe_listen: None,
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            tls_cert_file: None,
+            tls_key_file: None,
+            basic_auth_users: BTreeMap::new(),
         }
+    }
+}
+
+/// Each connection holds a file descriptor and its buffers (docs/reliability.md).
+const MAX_HTTP_CONNECTIONS: u32 = 10_000;
+const MIN_HTTP_TIMEOUT: Duration = Duration::from_millis(100);
+/// A longer header-read timeout only helps slow clients hold connections.
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// bcrypt's costs start at 4; one verification at cost 14 takes about a second of one
+/// core, and each step above doubles it.
+const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=14;
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                format!("must be within 1..={MAX_HTTP_CONNECTIONS}"),
+            ));
+        }
+        let timeouts = [
+            (
+                "http.header_read_timeout",
+                self.header_read_timeout,
+                MAX_HEADER_READ_TIMEOUT,
+            ),
+            ("http.idle_timeout", self.idle_timeout, MAX_IDLE_TIMEOUT),
+        ];
+        for (key, value, max) in timeouts {
+            if !(MIN_HTTP_TIMEOUT..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("must be within {MIN_HTTP_TIMEOUT:?}..={max:?}"),
+                ));
+            }
+        }
+        if self.probe_listen == Some(self.listen) {
+            return Err(invalid("http.probe_listen", "must differ from http.listen"));
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "http.tls_key_file",
+                    "is needed with http.tls_cert_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "http.tls_cert_file",
+                    "is needed with http.tls_key_file",
+                ));
+            }
+            _ => {}
+        }
+        for (user, hash) in &self.basic_auth_users {
+            let key = "http.basic_auth_users";
+            if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{user:?}: a user name must be non-empty, without ':' or control characters"
+                    ),
+                ));
+            }
+            // The message never quotes the hash: it is a secret.
+            let cost = hash
+                .expose()
+                .parse::<bcrypt::HashParts>()
+                .map_err(|e| invalid(key, format!("{user}: not a bcrypt hash ({e})")))?
+                .get_cost();
+            if !BCRYPT_COSTS.contains(&cost) {
+                return Err(invalid(
+                    key,
+                    format!("{user}: bcrypt cost {cost} is outside {BCRYPT_COSTS:?}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -597,6 +704,7 @@ impl Config {
             .map_err(|e| ConfigError::Load(Box::new(without_property_values(e))))?;
         config.resolve_secrets()?;
         config.validate()?;
+        crate::http::check_tls_files(&config.http)?;
         Ok(config)
     }
 
@@ -706,6 +814,7 @@ impl Config {
             "at least publish.interval; other instances count components older than two \
              snapshot intervals as missing",
         )?;
+        self.http.validate()?;
         self.validate_generate()?;
         let topics = [
             ("topics.surveys", &self.topics.surveys),
@@ -1101,6 +1210,36 @@ mod tests {
     }
 
     #[test]
+    fn basic_auth_users_need_bcrypt_hashes_of_bounded_cost() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let users = |user: &str, hash: &str| {
+            load_str(&format!("[http.basic_auth_users]\n\"{user}\" = \"{hash}\""))
+        };
+        assert!(users("prometheus", &hash).is_ok());
+        for (user, hash) in [
+            ("a:b", hash.clone()),
+            ("", hash.clone()),
+            ("prometheus", hash.replacen("$04$", "$15$", 1)),
+        ] {
+            let err = users(user, &hash).unwrap_err().to_string();
+            assert!(err.contains("http.basic_auth_users"), "{err}");
+            assert!(!err.contains(&hash[7..]), "the hash is quoted: {err}");
+        }
+    }
+
+    #[test]
+    fn redaction_masks_password_hashes() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let config =
+            load_str(&format!("[http.basic_auth_users]\nprometheus = \"{hash}\"")).unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            printed.contains("prometheus") && !printed.contains(&hash[7..]),
+            "{printed}"
+        );
+    }
+
+    #[test]
     fn a_secret_field_prints_as_redacted() {
         #[derive(Debug, Deserialize)]
         struct Users {
@@ -1273,6 +1412,27 @@ mod tests {
             (
                 "[kafka.properties]\n\"sasl.password\" = \"a\\u0000b\"",
                 "kafka.properties.\"sasl.password\"",
+            ),
+            ("[http]\nmax_connections = 0", "http.max_connections"),
+            ("[http]\nmax_connections = 10001", "http.max_connections"),
+            (
+                "[http]\nheader_read_timeout = \"50ms\"",
+                "http.header_read_timeout",
+            ),
+            (
+                "[http]\nheader_read_timeout = \"2m\"",
+                "http.header_read_timeout",
+            ),
+            ("[http]\nidle_timeout = \"1h\"", "http.idle_timeout"),
+            (
+                "[http]\nlisten = \"0.0.0.0:9464\"\nprobe_listen = \"0.0.0.0:9464\"",
+                "http.probe_listen",
+            ),
+            ("[http]\ntls_cert_file = \"c.pem\"", "http.tls_key_file"),
+            ("[http]\ntls_key_file = \"k.pem\"", "http.tls_cert_file"),
+            (
+                "[http.basic_auth_users]\nprometheus = \"hunter2\"",
+                "http.basic_auth_users",
             ),
         ];
         for (toml, key) in cases {

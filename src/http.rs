@@ -3,26 +3,27 @@
 //! The handlers only read: the Prometheus registry (thread-safe) and the [`Status`] the
 //! consume loop publishes, so serving never waits on consumption.
 //!
-//! Every endpoint is a GET without a body, so the server refuses anything else early: a
-//! request body over 1 KiB is answered 413, another method 405, and a request that takes
-//! more than 10 s is answered 408. Malformed requests and oversized headers are refused by
-//! the HTTP parser (400, 431).
+//! Every endpoint is a GET without a body. What the server refuses, how many connections
+//! it keeps and for how long, TLS and basic authentication are in [`server`]; the
+//! certificate files in [`tls`], the password check in [`auth`].
+
+pub mod auth;
+pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::{self, Metrics};
 use crate::pipeline::Status;
+
+pub use server::Server;
+pub use tls::check_tls_files;
 
 #[derive(Clone)]
 struct Shared {
@@ -30,30 +31,23 @@ struct Shared {
     status: Arc<Status>,
 }
 
+/// Every endpoint.
 pub fn router(metrics: Arc<Metrics>, status: Arc<Status>) -> Router {
-    Router::new()
+    probe_router()
         .route("/metrics", get(serve_metrics))
         .route("/kpis", get(serve_kpis))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(serve_readyz))
         .with_state(Shared { metrics, status })
-        .layer(RequestBodyLimitLayer::new(1024))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(10),
-        ))
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    status: Arc<Status>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, status))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+/// The endpoints of the probe listener: liveness and readiness only.
+pub fn probes(metrics: Arc<Metrics>, status: Arc<Status>) -> Router {
+    probe_router().with_state(Shared { metrics, status })
+}
+
+fn probe_router() -> Router<Shared> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(serve_readyz))
 }
 
 async fn serve_metrics(State(shared): State<Shared>) -> Response {

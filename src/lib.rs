@@ -13,7 +13,8 @@
 //! - [`kafka`]: the settings and context of every Kafka client, errors logged once per kind
 //!   a minute.
 //! - [`exchange`]: components shared between instances over a compacted topic.
-//! - [`http`]: the HTTP endpoints.
+//! - [`http`]: the HTTP endpoints and their server: connection limits, timeouts, TLS and
+//!   basic authentication.
 //! - [`app`]: wiring and shutdown; [`clock`]: the wall clock; [`generate`]: synthetic
 //!   events.
 

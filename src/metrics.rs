@@ -84,6 +84,54 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     pub global_missing_partitions: IntGauge,
     pub global_components_age: prometheus::Gauge,
+    pub http: HttpMetrics,
+}
+
+/// The HTTP server's connections, timeouts and password checks.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    /// Open connections, by `listener` (`main`, `probe`).
+    pub connections: IntGaugeVec,
+    /// Connections closed on arrival because the listener had its maximum open.
+    pub refused: IntCounterVec,
+    /// Connections closed by a timeout, by `listener` and `timeout` (`header_read`, `idle`).
+    pub timeouts: IntCounterVec,
+    /// bcrypt verifications, by `result` (`admitted`, `refused`); a remembered verdict is not
+    /// counted.
+    pub password_verifications: IntCounterVec,
+}
+
+impl HttpMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+        };
+        Ok(HttpMetrics {
+            connections: gauge(
+                "kpi_http_connections",
+                "Open HTTP connections",
+                &["listener"],
+            )?,
+            refused: counter(
+                "kpi_http_connections_refused_total",
+                "HTTP connections closed on arrival because the listener had http.max_connections open",
+                &["listener"],
+            )?,
+            timeouts: counter(
+                "kpi_http_timeouts_total",
+                "HTTP connections closed by the header-read or the idle timeout",
+                &["listener", "timeout"],
+            )?,
+            password_verifications: counter(
+                "kpi_http_password_verifications_total",
+                "bcrypt verifications of basic-auth credentials not seen before, by result",
+                &["result"],
+            )?,
+        })
+    }
 }
 
 impl Metrics {
@@ -329,6 +377,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
+        let http = HttpMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             dimension_names: dimension_names.to_vec(),
@@ -357,6 +406,7 @@ impl Metrics {
             assigned_partitions,
             global_missing_partitions,
             global_components_age,
+            http,
         })
     }
 

@@ -184,3 +184,22 @@ async fn a_wrappers_own_variables_are_not_configuration() {
     assert_eq!(code, 2);
     assert!(stderr.contains("KPI_STREAM_KAFKA__BROKERS"), "{stderr}");
 }
+
+#[tokio::test]
+async fn password_hashes_are_not_printed_and_missing_certificates_exit_2() {
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let users = format!("{{prometheus=\"{hash}\"}}");
+    let (code, stdout, _) = check_config(&[("KPI_STREAM_HTTP__BASIC_AUTH_USERS", &users)]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("prometheus") && !stdout.contains(&hash[7..]),
+        "{stdout}"
+    );
+    let (code, _, stderr) = check_config(&[
+        ("KPI_STREAM_HTTP__TLS_CERT_FILE", "/nonexistent/cert.pem"),
+        ("KPI_STREAM_HTTP__TLS_KEY_FILE", "/nonexistent/key.pem"),
+    ])
+    .await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("http.tls_cert_file"), "{stderr}");
+}

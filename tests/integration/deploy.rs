@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use figment::providers::{Format as _, Toml};
 use kpi_core::aggregate::Aggregates;
 use kpi_core::event::{Event, Family, Payload, Survey};
 use kpi_core::partition::PartitionId;
@@ -273,5 +274,23 @@ fn the_deployment_files_parse_and_refer_to_files_that_exist() {
         Some("/readyz")
     );
     assert_eq!(container["ports"][0]["containerPort"].as_i64(), Some(9464));
+    // The probes go to the port of http.probe_listen in the ConfigMap's configuration.
+    let (_, configmap) = kinds.iter().find(|(k, _)| k == "ConfigMap").unwrap();
+    let toml = configmap["data"]["kpi-stream.toml"].as_str().unwrap();
+    let config: Config = figment::Figment::new()
+        .merge(Toml::string(toml))
+        .extract()
+        .unwrap();
+    let probe_port = config.http.probe_listen.map(|a| i64::from(a.port()));
+    let ports = container["ports"].as_vec().unwrap();
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let name = container[probe]["httpGet"]["port"].as_str().unwrap();
+        let port = ports.iter().find(|p| p["name"].as_str() == Some(name));
+        assert_eq!(
+            port.and_then(|p| p["containerPort"].as_i64()),
+            probe_port,
+            "{probe}"
+        );
+    }
     assert!(!container["resources"]["limits"]["memory"].is_badvalue());
 }

@@ -262,6 +262,15 @@ pub async fn produce_stamped(
         .unwrap();
 }
 
+/// A port on 127.0.0.1 that nothing listens on (at the time of the call).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running `kpi-stream run`, killed when dropped.
 pub struct Service {
     child: Child,
@@ -279,11 +288,7 @@ impl Service {
     }
 
     fn spawn(env: &[(String, String)], stderr: Stdio) -> Service {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
             .arg("run")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -297,6 +302,10 @@ impl Service {
             child,
             http: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
