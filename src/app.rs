@@ -11,8 +11,9 @@ use tracing::warn;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::exchange::read_components;
+use crate::http::ServedState;
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Status};
+use crate::pipeline::Pipeline;
 use kpi_core::components::ReceivedComponents;
 use kpi_core::event::Family;
 
@@ -35,7 +36,7 @@ pub async fn run(
         )
         .context("registering metrics")?,
     );
-    let status = Arc::new(Status::new());
+    let status = Arc::new(ServedState::new());
     let server = crate::http::Server::bind(&config.http, metrics.clone(), status.clone())?;
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(server.serve(http_stop.clone()));

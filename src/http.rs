@@ -1,6 +1,6 @@
 //! HTTP endpoints: `/metrics`, `/kpis`, `/healthz`, `/readyz`.
 //!
-//! The handlers only read: the Prometheus registry (thread-safe) and the [`Status`] the
+//! The handlers only read: the Prometheus registry (thread-safe) and the [`ServedState`] the
 //! consume loop publishes, so serving never waits on consumption.
 //!
 //! Every endpoint is a GET without a body. What the server refuses, how many connections
@@ -12,27 +12,67 @@ pub mod server;
 pub mod tls;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tokio::sync::watch;
 
 use crate::metrics::{self, Metrics};
-use crate::pipeline::Status;
 
 pub use server::Server;
 pub use tls::check_tls_files;
 
+/// What the HTTP endpoints serve from the consume loop: readiness and the current KPI records
+/// as JSON. The loop writes it; the handlers only read it, so serving never waits on
+/// consumption.
+#[derive(Debug)]
+pub struct ServedState {
+    /// Every assigned partition has reached the end offset seen when it was assigned.
+    pub caught_up: AtomicBool,
+    /// The consumer reaches at least one broker.
+    pub broker_up: AtomicBool,
+    /// An input partition has been paused for longer than `kafka.max_pause`: the KPIs no
+    /// longer follow its newer events.
+    pub paused_too_long: AtomicBool,
+    /// Rendered `GET /kpis` body, the global values; empty until they are first complete.
+    pub kpis: watch::Sender<Arc<Vec<u8>>>,
+}
+
+impl ServedState {
+    pub fn new() -> Self {
+        ServedState {
+            caught_up: AtomicBool::new(false),
+            broker_up: AtomicBool::new(true),
+            paused_too_long: AtomicBool::new(false),
+            kpis: watch::Sender::new(Arc::new(Vec::new())),
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+            && self.broker_up.load(Ordering::Relaxed)
+            && !self.paused_too_long.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for ServedState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
     metrics: Arc<Metrics>,
-    status: Arc<Status>,
+    status: Arc<ServedState>,
 }
 
 /// Every endpoint.
-pub fn router(metrics: Arc<Metrics>, status: Arc<Status>) -> Router {
+pub fn router(metrics: Arc<Metrics>, status: Arc<ServedState>) -> Router {
     probe_router()
         .route("/metrics", get(serve_metrics))
         .route("/kpis", get(serve_kpis))
@@ -40,7 +80,7 @@ pub fn router(metrics: Arc<Metrics>, status: Arc<Status>) -> Router {
 }
 
 /// The endpoints of the probe listener: liveness and readiness only.
-pub fn probes(metrics: Arc<Metrics>, status: Arc<Status>) -> Router {
+pub fn probes(metrics: Arc<Metrics>, status: Arc<ServedState>) -> Router {
     probe_router().with_state(Shared { metrics, status })
 }
 

@@ -218,6 +218,80 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_clients_get_secret_properties_that_printing_hides() {
+        let config = Config::from_toml(
+            "[kafka.properties]\n\"sasl.password\" = \"hunter1\"\n\"security.protocol\" = \"SASL_SSL\"",
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hunter1"));
+        let client = client_config(&config, &[]);
+        assert_eq!(client.get("sasl.password"), Some("hunter1"));
+        assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+    }
+
+    #[test]
+    fn the_clients_librdkafka_refuses_name_the_key() {
+        let cases = [
+            (
+                "[kafka.properties]\n\"no.such.property\" = \"1\"",
+                "kafka.properties.\"no.such.property\"",
+            ),
+            // Out of librdkafka's range.
+            (
+                "[kafka.properties]\n\"session.timeout.ms\" = \"0\"",
+                "kafka.properties.\"session.timeout.ms\"",
+            ),
+            // librdkafka's max.poll.interval.ms (5 minutes) must be at least the session timeout.
+            (
+                "[kafka]\nsession_timeout_ms = 300001",
+                "kafka.session_timeout_ms",
+            ),
+            (
+                "[kafka.properties]\n\"max.poll.interval.ms\" = \"6000\"\n[kafka]\nsession_timeout_ms = 10000",
+                "kafka.properties.\"max.poll.interval.ms\"",
+            ),
+            (
+                "[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.key.pem\" = \"-----BEGIN PRIVATE KEY-----\\nnot a key\\n-----END PRIVATE KEY-----\"",
+                "kafka.properties.\"ssl.key.pem\"",
+            ),
+            (
+                "[kafka.properties]\n\"compression.type\" = \"zip\"",
+                "kafka.properties.\"compression.type\"",
+            ),
+            // librdkafka names the service's session.timeout.ms, but the user's setting is
+            // what conflicts with it.
+            (
+                "[kafka.properties]\n\"group.protocol\" = \"consumer\"",
+                "kafka.properties.\"group.protocol\"",
+            ),
+        ];
+        for (toml, key) in cases {
+            let config = Config::from_toml(toml).unwrap();
+            match check_clients(&config) {
+                Err(ConfigError::Invalid {
+                    key: refused,
+                    message,
+                }) => {
+                    assert_eq!(refused, key, "{toml}: {message}");
+                    assert!(!message.contains("not a key"), "{message}");
+                }
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
+        let mut valid = Config::from_toml("[kafka]\nsession_timeout_ms = 300000").unwrap();
+        check_clients(&valid).unwrap();
+        // A broker list that resolves nowhere is not contacted by the check.
+        valid.kafka.brokers = "kpi-stream-check.invalid:9092".into();
+        let started = std::time::Instant::now();
+        check_clients(&valid).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn each_kind_is_logged_once_a_minute_with_the_repeats_left_out() {
         let log = ErrorLog::default();
         let t0 = Instant::now();

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use kpi_stream::clock::wall_clock;
 use kpi_stream::config::{ClientKind, Config, ConfigError};
 use kpi_stream::generate;
+use kpi_stream::http::check_tls_files;
 use kpi_stream::kafka::{check_clients, generator_producer_config};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -119,7 +120,10 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
             config.validate()?;
             config.check_client(ClientKind::Producer, &generator_producer_config(&config))?;
         }
-        Command::Run { .. } | Command::CheckConfig => check_clients(&config)?,
+        Command::Run { .. } | Command::CheckConfig => {
+            check_clients(&config)?;
+            check_tls_files(&config.http)?;
+        }
     }
     Ok(config)
 }

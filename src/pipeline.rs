@@ -26,7 +26,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -34,6 +34,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::deadletter::{DeadLetters, Letter};
 use crate::exchange::ComponentsWriter;
+use crate::http::ServedState;
 use crate::kafka::{ErrorLog, Producer, group_consumer_config, producer};
 use crate::metrics::Metrics;
 use kpi_core::aggregate::Aggregates;
@@ -45,43 +46,6 @@ use kpi_core::policy::{self, History, SentValues, UNKNOWN_END};
 
 /// Messages handled per wake-up of the consume loop, at most; a batch shares one clock read.
 const BATCH: usize = 512;
-
-/// What the HTTP endpoints read: readiness and the current KPI records as JSON.
-#[derive(Debug)]
-pub struct Status {
-    /// Every assigned partition has reached the end offset seen when it was assigned.
-    pub caught_up: AtomicBool,
-    /// The consumer reaches at least one broker.
-    pub broker_up: AtomicBool,
-    /// An input partition has been paused for longer than `kafka.max_pause`: the KPIs no
-    /// longer follow its newer events.
-    pub paused_too_long: AtomicBool,
-    /// Rendered `GET /kpis` body, the global values; empty until they are first complete.
-    pub kpis: watch::Sender<Arc<Vec<u8>>>,
-}
-
-impl Status {
-    pub fn new() -> Self {
-        Status {
-            caught_up: AtomicBool::new(false),
-            broker_up: AtomicBool::new(true),
-            paused_too_long: AtomicBool::new(false),
-            kpis: watch::Sender::new(Arc::new(Vec::new())),
-        }
-    }
-
-    pub fn ready(&self) -> bool {
-        self.caught_up.load(Ordering::Relaxed)
-            && self.broker_up.load(Ordering::Relaxed)
-            && !self.paused_too_long.load(Ordering::Relaxed)
-    }
-}
-
-impl Default for Status {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Where the replay of one assigned partition starts and ends.
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +87,7 @@ pub struct ConsumerCallbacks {
     changes: Mutex<Vec<Rebalance>>,
     changed: Notify,
     pending: AtomicBool,
-    status: Arc<Status>,
+    status: Arc<ServedState>,
     /// High watermark of each partition the client fetches from, as of its last fetch
     /// (statistics, every second). A paused partition is not fetched: its figure is stale.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
@@ -389,7 +353,7 @@ pub struct Pipeline {
     producer: Producer,
     aggregates: Aggregates,
     metrics: Arc<Metrics>,
-    status: Arc<Status>,
+    status: Arc<ServedState>,
     clock: Clock,
     limits: Limits,
     assigned: HashMap<PartitionId, Replay>,
@@ -397,7 +361,7 @@ pub struct Pipeline {
     joined: bool,
     /// Whether the partition counts of every input topic have been read (they only grow).
     partitions_known: bool,
-    /// Every assigned partition has caught up; mirrored to [`Status`] after each publish,
+    /// Every assigned partition has caught up; mirrored to [`ServedState`] after each publish,
     /// so /readyz never reports ready before the values it would serve exist.
     caught_up: bool,
     dead_letters: Arc<DeadLetters>,
@@ -431,7 +395,7 @@ impl Pipeline {
     pub fn new(
         config: Arc<Config>,
         metrics: Arc<Metrics>,
-        status: Arc<Status>,
+        status: Arc<ServedState>,
         received: Arc<Mutex<ReceivedComponents>>,
         clock: Clock,
     ) -> anyhow::Result<Self> {

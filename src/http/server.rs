@@ -48,8 +48,8 @@ use tracing::{debug, info, warn};
 
 use super::auth::{BasicAuth, Verified};
 use crate::config::HttpConfig;
+use crate::http::ServedState;
 use crate::metrics::{HttpMetrics, Metrics};
-use crate::pipeline::Status;
 
 /// Connections of the probe listener. Probes (kubelet's among them) open one connection
 /// per probe, and without keep-alive each is held at most the header-read timeout.
@@ -81,7 +81,7 @@ impl Server {
     pub fn bind(
         config: &HttpConfig,
         metrics: Arc<Metrics>,
-        status: Arc<Status>,
+        status: Arc<ServedState>,
     ) -> anyhow::Result<Server> {
         let probe_connections = if config.probe_listen.is_some() {
             PROBE_CONNECTIONS
