@@ -506,8 +506,9 @@ pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
 
 /// Every KPI value and component gauge (not counters, not the service's own health).
 pub fn kpi_values(metrics: &Metrics) -> std::collections::BTreeMap<String, f64> {
-    const HEALTH: [&str; 12] = [
+    const HEALTH: [&str; 13] = [
         "kpi_global_",
+        "kpi_http_",
         "kpi_assigned_partitions",
         "kpi_consumer_lag",
         "kpi_newest_event_timestamp_seconds",
