@@ -19,6 +19,20 @@ fn nps(metrics: &Metrics, window: &str, segment: &str) -> (Option<f64>, Option<f
     )
 }
 
+/// Produces an NPS answer of customer `c` in segment `smb`, keyed by the customer.
+async fn produce_answer(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    id: &str,
+    at_ms: i64,
+    score: u8,
+) {
+    let answer = json!({"event_id": id, "type": "survey.responded",
+        "occurred_at": rfc3339(at_ms), "customer_id": "c", "segment": "smb",
+        "survey": "nps", "score": score});
+    produce(producer, topic, Some("c"), answer.to_string().as_bytes()).await;
+}
+
 fn dead_letter_reasons(topic: &str) -> Vec<String> {
     let mut reasons: Vec<String> = read_all(topic)
         .into_iter()
@@ -38,16 +52,8 @@ async fn messages_stamped_ahead_of_the_clock_erase_no_answer() {
     let mut minutes: Vec<i64> = (1..=10).collect();
     minutes.push(56);
     for m in &minutes {
-        let answer = json!({"event_id": format!("a{m}"), "type": "survey.responded",
-            "occurred_at": rfc3339(now - m * MINUTE), "customer_id": "c", "segment": "smb",
-            "survey": "nps", "score": 10});
-        produce(
-            &producer,
-            &topics.surveys,
-            Some("c"),
-            answer.to_string().as_bytes(),
-        )
-        .await;
+        let id = format!("a{m}");
+        produce_answer(&producer, &topics.surveys, &id, now - m * MINUTE, 10).await;
     }
     // A message stamped 59.5 minutes ahead, dated 64 minutes ahead; and a producer whose
     // clock runs 10 minutes fast, stamping and dating its answer by it.
@@ -182,16 +188,7 @@ async fn a_missing_output_topic_is_logged_once_and_gets_every_value_once_created
     let producer = producer();
     let now = now_ms();
     for (id, score) in [("a", 10), ("b", 3)] {
-        let answer = json!({"event_id": id, "type": "survey.responded",
-            "occurred_at": rfc3339(now - MINUTE), "customer_id": "c", "survey": "nps",
-            "score": score});
-        produce(
-            &producer,
-            &topics.surveys,
-            Some("c"),
-            answer.to_string().as_bytes(),
-        )
-        .await;
+        produce_answer(&producer, &topics.surveys, id, now - MINUTE, score).await;
     }
     let mut env = topics.env();
     // Fail output deliveries after 2 s instead of 30 s.
