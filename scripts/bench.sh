@@ -12,8 +12,14 @@
 # measures, BENCH_ROUNDS times each, median reported:
 #   a. the ceiling: Kafka's ConsumerPerformance reading the three topics from the beginning;
 #   b. `kpi-stream run --exit-when-caught-up` from the beginning to the end: events/s, CPU
-#      seconds per million events (user+sys), peak RSS, time until caught up (ready);
-#   c. the ratio b/a.
+#      seconds per million events (user+sys), peak RSS, time until caught up (ready), with
+#      every core and one worker per core (the default);
+#   c. the ratio b/a;
+#   d. the same catch-up on one core (`taskset -c 0`, hence one worker), and the speedup of
+#      every core over one;
+#   e. the same catch-up on every core with one worker (processing.workers = 1), and the
+#      speedup of the default workers over one.
+# The runs of b, d and e are interleaved, one of each per round.
 # Then the latency: with the generator producing 20,000 events/s and a publish interval of
 # 1 s, the delay from a probe event's produce time to its effect on the output topic and in
 # /metrics (benches/latency.rs), p50 and p99 over BENCH_PROBES probes (default 60).
@@ -74,29 +80,41 @@ for round in $(seq "$rounds"); do
 done
 ceiling=$(printf '%s\n' "${ceiling_rounds[@]}" | median)
 
-# b. kpi-stream catching up from the beginning, a fresh consumer group each round.
-rate_rounds=()
-cpu_rounds=()
-rss_rounds=()
-ready_rounds=()
-for round in $(seq "$rounds"); do
+# b, d, e. kpi-stream catching up from the beginning, a fresh consumer group each run:
+# `catch_up NAME ROUND [PREFIX...]` runs `PREFIX... kpi-stream run --exit-when-caught-up` and
+# appends its events/s, CPU per event, peak RSS and seconds to NAME_rate etc.
+rate_all=() cpu_all=() rss_all=() ready_all=()
+rate_one_core=() cpu_one_core=() rss_one_core=() ready_one_core=()
+rate_one_worker=() cpu_one_worker=() rss_one_worker=() ready_one_worker=()
+catch_up() {
+    local name=$1 round=$2
+    shift 2
     /usr/bin/time -f '%e %U %S %M' -o "$out/time.txt" \
-        env KPI_STREAM_KAFKA__GROUP_ID="$id-run-$round" "$bin" run --exit-when-caught-up
+        env KPI_STREAM_KAFKA__GROUP_ID="$id-$name-$round" "$@" "$bin" run --exit-when-caught-up
+    local wall user sys rss_kb rate cpu
     read -r wall user sys rss_kb <"$out/time.txt"
     rate=$(calc "$events / $wall")
     cpu=$(calc "($user + $sys) * 1000000 / $events")
-    printf 'bench: kpi-stream round %d: %.2f s, %.0f events/s, %.3f CPU s per million events, peak RSS %d KB\n' \
-        "$round" "$wall" "$rate" "$cpu" "$rss_kb"
-    rate_rounds+=("$rate")
-    cpu_rounds+=("$cpu")
-    rss_rounds+=("$rss_kb")
-    ready_rounds+=("$wall")
+    printf 'bench: kpi-stream %s round %d: %.2f s, %.0f events/s, %.3f CPU s per million events, peak RSS %d KB\n' \
+        "$name" "$round" "$wall" "$rate" "$cpu" "$rss_kb"
+    eval "rate_$name+=($rate) cpu_$name+=($cpu) rss_$name+=($rss_kb) ready_$name+=($wall)"
+}
+for round in $(seq "$rounds"); do
+    catch_up all "$round"
+    catch_up one_core "$round" taskset -c 0
+    catch_up one_worker "$round" env KPI_STREAM_PROCESSING__WORKERS=1
 done
-rate=$(printf '%s\n' "${rate_rounds[@]}" | median)
-cpu=$(printf '%s\n' "${cpu_rounds[@]}" | median)
-rss=$(printf '%s\n' "${rss_rounds[@]}" | median)
-ready=$(printf '%s\n' "${ready_rounds[@]}" | median)
+rate=$(printf '%s\n' "${rate_all[@]}" | median)
+cpu=$(printf '%s\n' "${cpu_all[@]}" | median)
+rss=$(printf '%s\n' "${rss_all[@]}" | median)
+ready=$(printf '%s\n' "${ready_all[@]}" | median)
 ratio=$(calc "$rate / $ceiling")
+rate_1c=$(printf '%s\n' "${rate_one_core[@]}" | median)
+cpu_1c=$(printf '%s\n' "${cpu_one_core[@]}" | median)
+rate_1w=$(printf '%s\n' "${rate_one_worker[@]}" | median)
+cpu_1w=$(printf '%s\n' "${cpu_one_worker[@]}" | median)
+speedup_cores=$(calc "$rate / $rate_1c")
+speedup_workers=$(calc "$rate / $rate_1w")
 
 # Latency under a steady 20,000 events/s.
 probes=${BENCH_PROBES:-60}
@@ -124,6 +142,12 @@ cat >"$out/result.json" <<JSON
  "cpu_microseconds_per_event": $(printf '%.3f' "$cpu"),
  "peak_rss_kb": $rss, "seconds_to_ready": $ready,
  "ratio": $(printf '%.3f' "$ratio"),
+ "one_core_events_per_second": $(printf '%.0f' "$rate_1c"),
+ "one_core_cpu_microseconds_per_event": $(printf '%.3f' "$cpu_1c"),
+ "speedup_all_cores_over_one_core": $(printf '%.3f' "$speedup_cores"),
+ "one_worker_events_per_second": $(printf '%.0f' "$rate_1w"),
+ "one_worker_cpu_microseconds_per_event": $(printf '%.3f' "$cpu_1w"),
+ "speedup_workers_over_one_worker": $(printf '%.3f' "$speedup_workers"),
  "latency_at_20000_per_second": $latency,
  "machine": "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"}
 JSON
@@ -134,6 +158,12 @@ printf '%-42s %15.3f\n' "   CPU s per million events" "$cpu"
 printf '%-42s %15d\n' "   peak RSS, KB" "$rss"
 printf '%-42s %15.2f\n' "   seconds until caught up" "$ready"
 printf '%-42s %15.3f\n' "c. ratio b/a" "$ratio"
+printf '%-42s %15.0f\n' "d. one core (taskset -c 0), events/s" "$rate_1c"
+printf '%-42s %15.3f\n' "   CPU s per million events" "$cpu_1c"
+printf '%-42s %15.3f\n' "   speedup of $(nproc) cores over one" "$speedup_cores"
+printf '%-42s %15.0f\n' "e. one worker, events/s" "$rate_1w"
+printf '%-42s %15.3f\n' "   CPU s per million events" "$cpu_1w"
+printf '%-42s %15.3f\n' "   speedup of the workers over one" "$speedup_workers"
 printf '%-42s %15s\n' "latency ms at 20,000/s (1 s publish)" "$latency"
 echo "bench: result in $out/result.json"
 

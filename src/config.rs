@@ -43,10 +43,11 @@ pub const ENV_PREFIX: &str = "KPI_STREAM_";
 const MIN_MAX_PAUSE: Duration = Duration::from_secs(1);
 const MAX_MAX_PAUSE: Duration = Duration::from_secs(7 * 86_400);
 /// The sections of the configuration, as named in `KPI_STREAM_<SECTION>__<KEY>`.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "kafka",
     "topics",
     "events",
+    "processing",
     "windows",
     "dimensions",
     "billing",
@@ -54,6 +55,10 @@ const SECTIONS: [&str; 9] = [
     "http",
     "generate",
 ];
+
+/// Workers of the consume loop. Each is a task with the state of its partitions; more
+/// workers than input partitions or cores only add idle tasks.
+pub const WORKERS: RangeInclusive<usize> = 1..=64;
 
 /// The largest window: every start replays this much of the survey and ticket topics, which
 /// must retain it.
@@ -163,6 +168,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub topics: TopicsConfig,
     pub events: EventsConfig,
+    pub processing: ProcessingConfig,
     pub windows: WindowsConfig,
     pub dimensions: DimensionsConfig,
     pub billing: BillingConfig,
@@ -226,6 +232,14 @@ pub struct EventsConfig {
     /// A consumer group without committed offsets also counts and dead-letters the messages
     /// that were on its partitions before its first assignment.
     pub report_history: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingConfig {
+    /// Workers that parse and aggregate the input partitions in parallel, each owning the
+    /// state of its partitions; not set: one per available core.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -772,6 +786,14 @@ impl Config {
             return Err(invalid("kafka.max_pause", "must be between 1s and 7d"));
         }
         self.validate_events(&windows)?;
+        if let Some(workers) = self.processing.workers {
+            bounded(
+                "processing.workers",
+                workers,
+                WORKERS,
+                "each worker is a task holding the state of its partitions",
+            )?;
+        }
         self.validate_rings(&windows)?;
         for (i, name) in self.dimensions.names.iter().enumerate() {
             if !DIMENSION_FIELDS.contains(&name.as_str()) {
@@ -1167,6 +1189,16 @@ impl Config {
         text
     }
 
+    /// The number of workers of the consume loop: `processing.workers`, or one per core
+    /// available to the process (at most the largest number allowed).
+    pub fn workers(&self) -> usize {
+        self.processing.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(*WORKERS.end())
+        })
+    }
+
     pub fn rates(&self) -> Rates {
         Rates::new(&self.billing.base_currency, &self.billing.rates)
     }
@@ -1360,6 +1392,14 @@ mod tests {
     }
 
     #[test]
+    fn workers_default_to_the_available_cores() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(Config::default().workers(), cores.min(64));
+        let set = load_str("[processing]\nworkers = 3").unwrap();
+        assert_eq!(set.workers(), 3);
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let err = load_str("[kafka]\nbrokerz = \"x\"")
             .unwrap_err()
@@ -1545,6 +1585,16 @@ mod tests {
                 "[dimensions]\nmax_values = 1022".into(),
                 "[dimensions]\nmax_values = 1023".into(),
                 "dimensions.max_values",
+            ),
+            (
+                "[processing]\nworkers = 1".into(),
+                "[processing]\nworkers = 0".into(),
+                "processing.workers",
+            ),
+            (
+                "[processing]\nworkers = 64".into(),
+                "[processing]\nworkers = 65".into(),
+                "processing.workers",
             ),
             (
                 "[dimensions]\nmax_values = 1".into(),

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use prometheus::core::Collector;
+use prometheus::local::LocalIntCounter;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -29,21 +30,85 @@ fn register<C: Collector + Clone + 'static>(
     Ok(collector)
 }
 
-/// Counters of one input topic, resolved once.
+/// Counters of one input topic, resolved once. A worker of the consume loop keeps its own
+/// ([`TopicCounters::local`]) and adds them to the shared ones in batches.
 #[derive(Debug, Clone)]
-pub struct TopicCounters {
-    pub consumed: IntCounter,
-    pub processed: IntCounter,
-    pub late: IntCounter,
-    pub duplicate: IntCounter,
+pub struct TopicCounters<C = IntCounter> {
+    pub consumed: C,
+    pub processed: C,
+    pub late: C,
+    pub duplicate: C,
     /// Indexed like [`Reason::ALL`].
-    pub rejected: Vec<IntCounter>,
+    pub rejected: Vec<C>,
+}
+
+impl<C> TopicCounters<C> {
+    pub fn rejected(&self, reason: Reason) -> &C {
+        let index = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        &self.rejected[index]
+    }
 }
 
 impl TopicCounters {
-    pub fn rejected(&self, reason: Reason) -> &IntCounter {
-        let index = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        &self.rejected[index]
+    /// Counters of one thread, added to these by [`TopicCounters::flush`].
+    pub fn local(&self) -> TopicCounters<LocalIntCounter> {
+        TopicCounters {
+            consumed: self.consumed.local(),
+            processed: self.processed.local(),
+            late: self.late.local(),
+            duplicate: self.duplicate.local(),
+            rejected: self.rejected.iter().map(IntCounter::local).collect(),
+        }
+    }
+}
+
+impl TopicCounters<LocalIntCounter> {
+    /// Adds the counts to the shared counters and starts again from 0.
+    pub fn flush(&self) {
+        for counter in [&self.consumed, &self.processed, &self.late, &self.duplicate]
+            .into_iter()
+            .chain(&self.rejected)
+        {
+            counter.flush();
+        }
+    }
+}
+
+/// Survey responses by survey and score, resolved once; local to a worker like
+/// [`TopicCounters`].
+#[derive(Debug, Clone)]
+pub struct SurveyResponses<C = IntCounter> {
+    /// Indexed by survey (like [`Survey::ALL`]), then by score minus the scale's low end.
+    by_survey: Vec<Vec<C>>,
+}
+
+impl<C> SurveyResponses<C> {
+    /// The counter of `score` in `survey`; the score is within the survey's scale (the
+    /// event contract checks it).
+    pub fn get(&self, survey: Survey, score: u8) -> &C {
+        let index = Survey::ALL.iter().position(|s| *s == survey).unwrap_or(0);
+        &self.by_survey[index][usize::from(score - survey.scale().0)]
+    }
+}
+
+impl SurveyResponses {
+    pub fn local(&self) -> SurveyResponses<LocalIntCounter> {
+        SurveyResponses {
+            by_survey: self
+                .by_survey
+                .iter()
+                .map(|scores| scores.iter().map(IntCounter::local).collect())
+                .collect(),
+        }
+    }
+}
+
+impl SurveyResponses<LocalIntCounter> {
+    pub fn flush(&self) {
+        self.by_survey
+            .iter()
+            .flatten()
+            .for_each(LocalIntCounter::flush);
     }
 }
 
@@ -61,8 +126,7 @@ pub struct Metrics {
     kpi_series: Mutex<HashSet<Vec<String>>>,
     /// Indexed like [`Family::ALL`].
     topics: Vec<TopicCounters>,
-    /// Indexed by survey (like [`Survey::ALL`]), then by score minus the scale's low end.
-    survey_responses: Vec<Vec<IntCounter>>,
+    pub survey_responses: SurveyResponses,
     /// Every resolution, each counted once: `histogram_quantile()` over summed instances.
     pub resolution_time: Histogram,
     pub consumer_lag: IntGaugeVec,
@@ -82,6 +146,8 @@ pub struct Metrics {
     pub components_invalid: IntCounter,
     pub global_publisher: IntGauge,
     pub assigned_partitions: IntGauge,
+    /// Messages read by each worker of the consume loop, by `worker` (its index).
+    pub worker_messages: IntCounterVec,
     pub global_missing_partitions: IntGauge,
     pub global_components_age: prometheus::Gauge,
     pub http: HttpMetrics,
@@ -241,15 +307,17 @@ impl Metrics {
             "Survey responses by survey and score, each counted once",
             &["survey", "score"],
         )?;
-        let survey_responses = Survey::ALL
-            .iter()
-            .map(|s| {
-                let (low, high) = s.scale();
-                (low..=high)
-                    .map(|score| responses.with_label_values(&[s.name(), &score.to_string()]))
-                    .collect()
-            })
-            .collect();
+        let survey_responses = SurveyResponses {
+            by_survey: Survey::ALL
+                .iter()
+                .map(|s| {
+                    let (low, high) = s.scale();
+                    (low..=high)
+                        .map(|score| responses.with_label_values(&[s.name(), &score.to_string()]))
+                        .collect()
+                })
+                .collect(),
+        };
 
         let consumer_lag = register(
             &registry,
@@ -355,6 +423,11 @@ impl Metrics {
             "kpi_assigned_partitions",
             "Input partitions the consumer group assigned to this instance",
         )?;
+        let worker_messages = counter(
+            "kpi_worker_messages_total",
+            "Input messages read by each worker of the consume loop, replays included",
+            &["worker"],
+        )?;
         let global_missing_partitions = int_gauge(
             "kpi_global_missing_partitions",
             "Input partitions without recent components at the last publish; global values wait for them",
@@ -404,6 +477,7 @@ impl Metrics {
             components_invalid,
             global_publisher,
             assigned_partitions,
+            worker_messages,
             global_missing_partitions,
             global_components_age,
             http,
@@ -412,11 +486,6 @@ impl Metrics {
 
     pub fn topic(&self, family: Family) -> &TopicCounters {
         &self.topics[family.index()]
-    }
-
-    pub fn survey_response(&self, survey: Survey, score: u8) -> &IntCounter {
-        let index = Survey::ALL.iter().position(|s| *s == survey).unwrap_or(0);
-        &self.survey_responses[index][usize::from(score - survey.scale().0)]
     }
 
     /// Sets the KPI gauges from a snapshot. A value that is undefined removes its series, so

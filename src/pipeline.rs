@@ -1,7 +1,12 @@
 //! The Kafka adapter: the consume-process-publish loop around the pure core.
 //!
-//! One task owns the [`Aggregates`] and selects over messages, rebalance notices, the publish
-//! tick and shutdown, so no lock is taken per event. The Kafka log is the source of truth:
+//! A fixed set of workers ([`worker`]) parse and aggregate the input partitions in parallel:
+//! each partition is routed to one worker, which owns its state and reads it from the
+//! partition's own librdkafka queue, so no lock is taken per event and each partition is
+//! read in order. The loop itself selects over rebalance notices, dead-letter failures, the
+//! publish tick and shutdown; at each publish it asks every worker for its partitions'
+//! progress and components and merges them, as it merges those of other instances. The
+//! Kafka log is the source of truth:
 //! whenever partitions are assigned, survey and ticket partitions seek to the first offset
 //! within the largest window (plus one bucket) and billing partitions to their beginning,
 //! and the state of each partition is rebuilt from there. Offsets are committed for lag
@@ -9,13 +14,14 @@
 //! messages an earlier run already counted, dead-lettered or reported, so a restart does not
 //! count them twice.
 
+mod worker;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use futures_util::FutureExt as _;
+use anyhow::{Context as _, anyhow};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
@@ -26,25 +32,30 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::deadletter::{DeadLetters, Letter};
+use crate::deadletter::DeadLetters;
 use crate::exchange::ComponentsWriter;
 use crate::http::ServedState;
 use crate::kafka::{ErrorLog, Producer, group_consumer_config, producer};
 use crate::metrics::Metrics;
 use kpi_core::aggregate::Aggregates;
 use kpi_core::components::{Incomplete, PartitionComponents, ReceivedComponents};
-use kpi_core::event::{self, Family, Limits, Payload, Rejection};
+use kpi_core::event::Family;
 use kpi_core::kpi::KpiRecord;
 use kpi_core::partition::PartitionId;
 use kpi_core::policy::{self, History, SentValues, UNKNOWN_END};
+use worker::{CaughtUp, Command, Queue, Worker, worker_of};
 
-/// Messages handled per wake-up of the consume loop, at most; a batch shares one clock read.
+/// The group consumer of the input topics.
+type GroupConsumer = StreamConsumer<ConsumerCallbacks>;
+
+/// Messages handled per wake-up of a worker, at most; a batch shares one clock read.
 const BATCH: usize = 512;
 
 /// Where the replay of one assigned partition starts and ends.
@@ -69,7 +80,8 @@ impl Replay {
 enum Rebalance {
     /// The group gave this instance an assignment (possibly empty).
     Joined,
-    Assigned(PartitionId, Replay),
+    /// With the partition's own queue, split off before the partition was assigned.
+    Assigned(PartitionId, Replay, Option<Queue>),
     Revoked(PartitionId),
     /// The group took the partitions away without a handover (the session timed out, for
     /// instance during a broker outage): the values are frozen until a new assignment has
@@ -80,6 +92,9 @@ enum Rebalance {
 /// librdkafka callbacks: rebalances (with the replay seek), statistics and errors. They run
 /// on the consumer's poll, inside `recv()`, and hand their findings to the loop.
 pub struct ConsumerCallbacks {
+    /// The consumer these callbacks serve, to split the queue of each partition it is
+    /// assigned; set once it exists.
+    consumer: OnceLock<Weak<GroupConsumer>>,
     topics: [(String, Family); 3],
     replay_span_ms: i64,
     timeout: Duration,
@@ -196,6 +211,7 @@ impl ConsumerCallbacks {
             let count_from =
                 policy::count_from(committed_of(&topic, partition), start, high, history);
             let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
+            let queue = self.split_queue(&topic, partition);
             info!(
                 topic,
                 partition,
@@ -211,8 +227,27 @@ impl ConsumerCallbacks {
                     count_from,
                     position: start,
                 },
+                queue,
             ));
         }
+    }
+
+    /// Gives a partition about to be assigned a queue of its own. librdkafka then never
+    /// forwards the partition's messages to the consumer's main queue: only the worker that
+    /// owns the partition reads them.
+    fn split_queue(&self, topic: &str, partition: i32) -> Option<Queue> {
+        let queue = self
+            .consumer
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|consumer| consumer.split_partition_queue(topic, partition));
+        if queue.is_none() {
+            error!(
+                topic,
+                partition, "no queue of its own for the partition; it is read from the main queue"
+            );
+        }
+        queue
     }
 }
 
@@ -346,17 +381,36 @@ impl OutputHealth {
     }
 }
 
+/// An assigned partition as the loop knows it: as planned, then as its worker reports it.
+#[derive(Debug, Clone, Copy)]
+struct Assigned {
+    replay: Replay,
+    /// Next offset to commit: one past the last message handled live.
+    next_offset: Option<i64>,
+    /// Tells this assignment of the partition from earlier ones in a worker's notices.
+    generation: u64,
+}
+
 /// Everything the loop owns.
 pub struct Pipeline {
     config: Arc<Config>,
-    consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
+    consumer: Arc<GroupConsumer>,
     producer: Producer,
-    aggregates: Aggregates,
+    /// Holds no partition: the windows and CLV window that merged components are computed
+    /// with.
+    kpis: Aggregates,
     metrics: Arc<Metrics>,
     status: Arc<ServedState>,
     clock: Clock,
-    limits: Limits,
-    assigned: HashMap<PartitionId, Replay>,
+    /// The workers, until `run` starts them.
+    idle: Vec<Worker>,
+    /// Where each worker takes its commands, indexed like the workers.
+    workers: Vec<mpsc::UnboundedSender<Command>>,
+    /// Partitions that caught up, as their workers tell.
+    caught_up_partitions: mpsc::UnboundedReceiver<CaughtUp>,
+    assigned: HashMap<PartitionId, Assigned>,
+    /// The generation of the latest assignment.
+    generation: u64,
     /// Whether the group has assigned partitions at least once.
     joined: bool,
     /// Whether the partition counts of every input topic have been read (they only grow).
@@ -368,8 +422,6 @@ pub struct Pipeline {
     components: ComponentsWriter,
     /// Components received from the other instances, and the input partition counts.
     received: Arc<Mutex<ReceivedComponents>>,
-    /// Next offset to commit per partition: one past the last message handled live.
-    next_offset: HashMap<PartitionId, i64>,
     /// Partitions paused because their dead letters cannot be delivered, each with when
     /// its pause began (Unix ms).
     paused: HashMap<(String, i32), i64>,
@@ -388,7 +440,6 @@ pub struct Pipeline {
     /// Received components computed longer ago than this are missing, not merely stale.
     stale_after_ms: i64,
     newest_event_ms: [Option<i64>; 3],
-    overflow_reported: Vec<u64>,
 }
 
 impl Pipeline {
@@ -402,6 +453,7 @@ impl Pipeline {
         let settings = config.state_settings()?;
         let replay_span_ms = settings.replay_span_ms();
         let events = ConsumerCallbacks {
+            consumer: OnceLock::new(),
             topics: Family::ALL.map(|f| (config.topic(f).to_owned(), f)),
             replay_span_ms,
             timeout: Duration::from_millis(u64::from(config.kafka.request_timeout_ms)),
@@ -415,36 +467,57 @@ impl Pipeline {
             report_history: config.events.report_history,
             first_assignment: AtomicBool::new(true),
         };
-        let consumer: StreamConsumer<ConsumerCallbacks> = group_consumer_config(&config)
-            .create_with_context(events)
-            .context("creating the Kafka consumer")?;
-        let overflow_reported = vec![0; settings.dimensions.len()];
+        let consumer: Arc<GroupConsumer> = Arc::new(
+            group_consumer_config(&config)
+                .create_with_context(events)
+                .context("creating the Kafka consumer")?,
+        );
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let producer = producer(&config, &[])?;
         let dead_letters = Arc::new(DeadLetters::new(
             producer.clone(),
             config.topics.deadletter.clone(),
             metrics.clone(),
         ));
+        let (tell_caught_up, caught_up_partitions) = mpsc::unbounded_channel();
+        let mut workers = Vec::new();
+        let mut idle = Vec::new();
+        for index in 0..config.workers() {
+            let (commands, received_commands) = mpsc::unbounded_channel();
+            workers.push(commands);
+            idle.push(Worker::new(worker::Setup {
+                index,
+                config: config.clone(),
+                consumer: consumer.clone(),
+                metrics: metrics.clone(),
+                dead_letters: dead_letters.clone(),
+                clock: clock.clone(),
+                commands: received_commands,
+                caught_up: tell_caught_up.clone(),
+            })?);
+        }
         let components = ComponentsWriter::new(config.clone(), metrics.clone())?;
         let stale_after_ms =
             (2 * config.publish.snapshot_interval + config.publish.interval).as_millis() as i64;
         Ok(Pipeline {
             components,
             received,
-            limits: config.limits(),
-            aggregates: Aggregates::new(settings),
+            kpis: Aggregates::new(settings),
             producer,
-            consumer: Arc::new(consumer),
+            consumer,
             config,
             metrics,
             status,
             clock,
+            idle,
+            workers,
+            caught_up_partitions,
             assigned: HashMap::new(),
+            generation: 0,
             joined: false,
             partitions_known: false,
             caught_up: false,
             dead_letters,
-            next_offset: HashMap::new(),
             paused: HashMap::new(),
             looked_up_ends: HashMap::new(),
             sent: SentValues::default(),
@@ -453,7 +526,6 @@ impl Pipeline {
             output: Arc::new(OutputHealth::default()),
             stale_after_ms,
             newest_event_ms: [None; 3],
-            overflow_reported,
         })
     }
 
@@ -468,8 +540,13 @@ impl Pipeline {
         self.consumer
             .subscribe(&topics)
             .context("subscribing to the input topics")?;
-        info!(?topics, "consuming");
-        // The loop borrows messages from its own handle, so `self` stays free to mutate.
+        info!(?topics, workers = self.workers.len(), "consuming");
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut self.idle)
+            .into_iter()
+            .map(|worker| tokio::spawn(worker.run()))
+            .collect();
+        // Rebalances run inside the main queue's `recv()`, on a handle of the loop's own, so
+        // that `self` stays free to mutate.
         let consumer = self.consumer.clone();
         let mut tick = tokio::time::interval(self.config.publish.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -480,27 +557,16 @@ impl Pipeline {
                 _ = consumer.context().changed.notified() => self.apply_changes(),
                 _ = self.dead_letters.changed.notified() => self.pause_failing(false),
                 _ = tick.tick() => {
-                    self.refresh_replays();
-                    self.publish(false).await;
+                    self.learn_ends();
+                    self.publish(false, false).await?;
+                }
+                Some(partition) = self.caught_up_partitions.recv() => {
+                    self.note_caught_up(&partition);
                 }
                 message = consumer.recv() => match message {
                     Ok(message) => {
                         self.apply_changes();
-                        let now = (self.clock)();
-                        self.handle(&message, now);
-                        drop(message);
-                        // Take what is already fetched without going back through the
-                        // select: one clock read and one wake-up per batch, not per message.
-                        for _ in 0..BATCH {
-                            match consumer.recv().now_or_never() {
-                                Some(Ok(message)) => {
-                                    // A rebalance can run inside recv(): see it first.
-                                    self.apply_changes();
-                                    self.handle(&message, now);
-                                }
-                                _ => break,
-                            }
-                        }
+                        self.forward(&message);
                     }
                     Err(e) => {
                         consumer.context().errors.report("consume error", &e, "");
@@ -510,14 +576,16 @@ impl Pipeline {
             }
             if self.update_readiness() {
                 // Publish everything at once when catching up, not at the next tick.
-                self.publish(true).await;
+                self.publish(true, false).await?;
                 if exit_when_caught_up {
                     break;
                 }
             }
         }
         info!("stopping: final snapshot, flush, commit");
-        self.publish(true).await;
+        // The workers stop reading once they have reported: nothing is handled that this
+        // snapshot and the offsets committed below do not include.
+        self.publish(true, true).await?;
         // Dead letters not delivered by then are sent again by the next run, which replays
         // from the committed offset, itself never past an unacknowledged dead letter.
         self.dead_letters.drain(Duration::from_secs(4)).await;
@@ -529,7 +597,30 @@ impl Pipeline {
             // Nothing stored since the last commit is not an error worth failing on.
             debug!(error = %e, "final commit");
         }
+        self.workers.clear();
+        for task in tasks {
+            task.await.context("a worker of the consume loop failed")?;
+        }
+        // Queues of assignments not applied hold the consumer, which would then never close.
+        if let Ok(mut changes) = consumer.context().changes.lock() {
+            changes.clear();
+        }
         Ok(())
+    }
+
+    /// Sends `command` to the worker of `partition`. A worker that is gone is noticed at the
+    /// next publish, which waits for its report.
+    fn command(&self, partition: PartitionId, command: Command) {
+        let _ = self.workers[worker_of(partition, self.workers.len())].send(command);
+    }
+
+    /// A message on the consumer's main queue: that of a partition that has no queue of its
+    /// own, for its worker.
+    fn forward(&self, message: &BorrowedMessage<'_>) {
+        if let Some(family) = self.config.family_of(message.topic()) {
+            let partition = PartitionId::new(family, message.partition());
+            self.command(partition, Command::Message(message.detach()));
+        }
     }
 
     fn apply_changes(&mut self) {
@@ -548,14 +639,30 @@ impl Pipeline {
                     self.joined = true;
                     reassigned = true;
                 }
-                Rebalance::Assigned(partition, replay) => {
-                    self.aggregates.drop_partition(partition);
-                    self.assigned.insert(partition, replay);
+                Rebalance::Assigned(partition, replay, queue) => {
+                    self.generation += 1;
+                    let generation = self.generation;
+                    self.assigned.insert(
+                        partition,
+                        Assigned {
+                            replay,
+                            next_offset: None,
+                            generation,
+                        },
+                    );
+                    self.command(
+                        partition,
+                        Command::Take {
+                            partition,
+                            replay,
+                            queue,
+                            generation,
+                        },
+                    );
                 }
                 Rebalance::Revoked(partition) => {
-                    self.aggregates.drop_partition(partition);
                     self.assigned.remove(&partition);
-                    self.next_offset.remove(&partition);
+                    self.command(partition, Command::Drop(partition));
                     // Revoking resumes a paused partition; pause it again if reassigned.
                     let topic = self.config.topic(partition.family).to_owned();
                     self.paused.remove(&(topic, partition.partition));
@@ -572,34 +679,28 @@ impl Pipeline {
         }
     }
 
-    /// Advances each replay to the consumer's position, which also moves past offsets that
-    /// deliver no message (transaction markers, compacted or deleted records), and reads the
-    /// end offsets that were unknown at assignment.
-    fn refresh_replays(&mut self) {
-        if let Ok(positions) = self.consumer.position() {
-            for e in positions.elements() {
-                let (Some(family), Offset::Offset(position)) =
-                    (self.config.family_of(e.topic()), e.offset())
-                else {
-                    continue;
-                };
-                if let Some(replay) = self
-                    .assigned
-                    .get_mut(&PartitionId::new(family, e.partition()))
-                {
-                    replay.position = replay.position.max(position);
-                }
-            }
+    /// A worker's notice that a partition caught up; one about an earlier assignment of the
+    /// partition is out of date.
+    fn note_caught_up(&mut self, notice: &CaughtUp) {
+        if let Some(assigned) = self.assigned.get_mut(&notice.partition)
+            && assigned.generation == notice.generation
+        {
+            assigned.replay.position = assigned.replay.position.max(notice.position);
         }
-        for (partition, replay) in self.assigned.iter_mut() {
-            if replay.end == UNKNOWN_END {
+    }
+
+    /// Reads the end offsets that were unknown at assignment; the workers learn them at the
+    /// next report.
+    fn learn_ends(&mut self) {
+        for (partition, assigned) in self.assigned.iter_mut() {
+            if assigned.replay.end == UNKNOWN_END {
                 let topic = self.config.topic(partition.family);
                 if let Ok((_, high)) = self.consumer.fetch_watermarks(
                     topic,
                     partition.partition,
                     Duration::from_secs(1),
                 ) {
-                    replay.end = high;
+                    assigned.replay.end = high;
                 }
             }
         }
@@ -616,8 +717,9 @@ impl Pipeline {
                 .map(|received| received.partitions_known())
                 .unwrap_or(false);
         }
-        let caught_up =
-            self.partitions_known && self.joined && self.assigned.values().all(Replay::caught_up);
+        let caught_up = self.partitions_known
+            && self.joined
+            && self.assigned.values().all(|a| a.replay.caught_up());
         let turned = caught_up && !self.caught_up;
         if turned {
             info!(partitions = self.assigned.len(), "caught up");
@@ -627,95 +729,6 @@ impl Pipeline {
             self.status.caught_up.store(false, Ordering::Relaxed);
         }
         turned
-    }
-
-    fn handle(&mut self, message: &BorrowedMessage<'_>, now: i64) {
-        let topic = message.topic();
-        let Some(family) = self.config.family_of(topic) else {
-            return;
-        };
-        let partition = PartitionId::new(family, message.partition());
-        let offset = message.offset();
-        let Some(replay) = self.assigned.get_mut(&partition) else {
-            // Fetched before its partition was revoked.
-            return;
-        };
-        replay.position = offset + 1;
-        let live = offset >= replay.count_from;
-        let counters = self.metrics.topic(family);
-        counters.consumed.inc();
-        let bytes = message.payload().unwrap_or_default();
-        let reference = event::reference_time(message.timestamp().to_millis(), now);
-        let result = event::parse(bytes, family, reference, &self.limits).and_then(|event| {
-            let outcome = self.aggregates.record(partition, &event, now)?;
-            Ok((event, outcome))
-        });
-        let late_to_deadletter = self.config.events.late_to_deadletter;
-        let report = match &result {
-            Ok((_, outcome)) => policy::report(Ok(*outcome), family, live, late_to_deadletter),
-            Err(rejection) => {
-                policy::report(Err(rejection.reason), family, live, late_to_deadletter)
-            }
-        };
-        if report.processed {
-            counters.processed.inc();
-        }
-        if report.late {
-            counters.late.inc();
-        }
-        if report.duplicate {
-            counters.duplicate.inc();
-        }
-        if let Ok((event, _)) = &result {
-            if report.counted {
-                let newest = &mut self.newest_event_ms[family.index()];
-                *newest =
-                    Some(newest.map_or(event.occurred_at_ms, |n| n.max(event.occurred_at_ms)));
-            }
-            if report.input {
-                self.count_input(event);
-            }
-        }
-        if let Some(reason) = report.rejected {
-            counters.rejected(reason).inc();
-            debug!(topic, offset, reason = reason.code(), "rejected");
-            let rejection = match result {
-                Err(rejection) => rejection,
-                Ok(_) => Rejection {
-                    reason,
-                    detail: "occurred_at is older than the largest window".into(),
-                },
-            };
-            self.dead_letter(message, &rejection);
-        }
-        if live {
-            self.next_offset.insert(partition, offset + 1);
-        }
-    }
-
-    /// Counters of raw inputs, each event counted once.
-    fn count_input(&self, event: &event::Event<'_>) {
-        match event.payload {
-            Payload::SurveyResponded { survey, score } => {
-                self.metrics.survey_response(survey, score).inc();
-            }
-            Payload::TicketResolved { opened_at_ms, .. } => {
-                let seconds = (event.occurred_at_ms - opened_at_ms) as f64 / 1000.0;
-                self.metrics.resolution_time.observe(seconds);
-            }
-            _ => {}
-        }
-    }
-
-    fn dead_letter(&self, message: &BorrowedMessage<'_>, rejection: &Rejection) {
-        self.dead_letters.send(Letter {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
-            rejection: rejection.clone(),
-        });
     }
 
     /// Pauses the assigned partitions whose dead letters keep failing (`again`: also those
@@ -775,13 +788,13 @@ impl Pipeline {
     /// the broker has not acknowledged.
     fn store_offsets(&self) {
         let mut tpl = TopicPartitionList::new();
-        for (partition, replay) in &self.assigned {
+        for (partition, assigned) in &self.assigned {
             let topic = self.config.topic(partition.family);
             let Some(safe) = policy::commit_offset(
-                self.next_offset.get(partition).copied(),
-                replay.caught_up(),
+                assigned.next_offset,
+                assigned.replay.caught_up(),
                 self.dead_letters.oldest_pending(topic, partition.partition),
-                replay.count_from,
+                assigned.replay.count_from,
             ) else {
                 continue;
             };
@@ -796,21 +809,17 @@ impl Pipeline {
 
     /// Writes the components of the partitions caught up on; once every assigned partition
     /// has caught up, updates the gauges with this instance's values and publishes the
-    /// global ones. Then commits the offsets that are safe to commit.
-    async fn publish(&mut self, full: bool) {
+    /// global ones. Then commits the offsets that are safe to commit. `last`: the workers
+    /// stop reading once they have reported. Fails if a worker is gone.
+    async fn publish(&mut self, full: bool, last: bool) -> anyhow::Result<()> {
         self.apply_changes();
         let now = (self.clock)();
-        let local: HashMap<PartitionId, PartitionComponents> = self
-            .assigned
-            .iter()
-            .filter(|(_, replay)| replay.caught_up())
-            .map(|(partition, _)| (*partition, self.aggregates.components(*partition, now)))
-            .collect();
+        let local = self.gather(now, last).await?;
         if self.joined {
             self.components.write(&local, now);
         }
         if self.caught_up {
-            let records = self.aggregates.records(local.values(), now);
+            let records = self.kpis.records(local.values(), now);
             self.metrics.update_kpis(&records);
             self.metrics.last_publish_time.set(now as f64 / 1000.0);
             self.publish_global(&local, now, full);
@@ -823,6 +832,57 @@ impl Pipeline {
             .caught_up
             .store(self.caught_up, Ordering::Relaxed);
         self.report_health(now);
+        Ok(())
+    }
+
+    /// Asks every worker for its partitions' progress and the components of those caught up
+    /// at `now`, and notes the progress; the components, by partition.
+    async fn gather(
+        &mut self,
+        now: i64,
+        last: bool,
+    ) -> anyhow::Result<HashMap<PartitionId, PartitionComponents>> {
+        let workers = self.workers.len();
+        let mut answers = Vec::with_capacity(workers);
+        for (index, commands) in self.workers.iter().enumerate() {
+            let ends = self
+                .assigned
+                .iter()
+                .filter(|(partition, _)| worker_of(**partition, workers) == index)
+                .map(|(partition, assigned)| (*partition, assigned.replay.end))
+                .collect();
+            let (reply, answer) = oneshot::channel();
+            commands
+                .send(Command::Report {
+                    now,
+                    ends,
+                    last,
+                    reply,
+                })
+                .map_err(|_| anyhow!("worker {index} of the consume loop stopped"))?;
+            answers.push(answer);
+        }
+        let mut local = HashMap::new();
+        for (index, answer) in answers.into_iter().enumerate() {
+            let report = answer
+                .await
+                .map_err(|_| anyhow!("worker {index} of the consume loop stopped"))?;
+            for part in report.partitions {
+                // The worker reports what it was last given, as the loop knows it.
+                let Some(assigned) = self.assigned.get_mut(&part.partition) else {
+                    continue;
+                };
+                assigned.replay.position = assigned.replay.position.max(part.position);
+                assigned.next_offset = part.next_offset;
+                if let Some(components) = part.components {
+                    local.insert(part.partition, components);
+                }
+            }
+            for (newest, reported) in self.newest_event_ms.iter_mut().zip(report.newest_event_ms) {
+                *newest = (*newest).max(reported);
+            }
+        }
+        Ok(local)
     }
 
     /// Computes the global values from this instance's components and those the others
@@ -840,9 +900,7 @@ impl Pipeline {
         self.metrics.global_publisher.set(i64::from(publisher));
         self.full_pending |= full;
         let result = match self.received.lock() {
-            Ok(received) => {
-                received.totals(self.aggregates.windows(), local, now - self.stale_after_ms)
-            }
+            Ok(received) => received.totals(self.kpis.windows(), local, now - self.stale_after_ms),
             Err(_) => return,
         };
         let (totals, oldest) = match result {
@@ -863,7 +921,7 @@ impl Pipeline {
         self.metrics
             .global_components_age
             .set(oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0));
-        let records = self.aggregates.records_of(&totals, now);
+        let records = self.kpis.records_of(&totals, now);
         let currency = &self.config.billing.base_currency;
         let body: Vec<Value> = records.iter().map(|r| r.to_json(now, currency)).collect();
         match serde_json::to_vec(&body) {
@@ -945,18 +1003,6 @@ impl Pipeline {
                     .set(ms as f64 / 1000.0);
             }
         }
-        let dims = self.aggregates.dimensions();
-        for (dim, name) in dims.names().enumerate() {
-            let total = dims.overflowed_events(dim);
-            let delta = total - self.overflow_reported[dim];
-            if delta > 0 {
-                self.metrics
-                    .dimension_overflow
-                    .with_label_values(&[name])
-                    .inc_by(delta);
-            }
-            self.overflow_reported[dim] = total;
-        }
         self.report_lag();
     }
 
@@ -995,7 +1041,8 @@ impl Pipeline {
             .map(|h| h.clone())
             .unwrap_or_default();
         self.metrics.consumer_lag.reset();
-        for (partition, replay) in &self.assigned {
+        for (partition, assigned) in &self.assigned {
+            let replay = &assigned.replay;
             let key = (
                 self.config.topic(partition.family).to_owned(),
                 partition.partition,

@@ -475,10 +475,8 @@ fn group_reader(group: &str) -> BaseConsumer {
         .unwrap()
 }
 
-/// The group's committed offsets equal the end of every partition of `topics`.
-pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
-    let consumer = group_reader(group);
-    let mut tpl = TopicPartitionList::new();
+/// The end offset of every partition of `topics`.
+fn partition_ends(consumer: &BaseConsumer, topics: &[&str]) -> HashMap<(String, i32), i64> {
     let mut ends = HashMap::new();
     for topic in topics {
         let metadata = consumer
@@ -489,8 +487,27 @@ pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
                 .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
                 .unwrap();
             ends.insert((topic.to_string(), p.id()), high);
-            tpl.add_partition(topic, p.id());
         }
+    }
+    ends
+}
+
+/// The messages in `topics`: the sum of their partitions' end offsets (new topics).
+pub fn end_offsets(brokers: &str, topics: &[&str]) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    partition_ends(&consumer, topics).values().sum()
+}
+
+/// The group's committed offsets equal the end of every partition of `topics`.
+pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
+    let consumer = group_reader(group);
+    let ends = partition_ends(&consumer, topics);
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in ends.keys() {
+        tpl.add_partition(topic, *partition);
     }
     let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
         return false;

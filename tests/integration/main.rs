@@ -13,3 +13,4 @@ mod prometheus;
 mod scale;
 mod security;
 mod surveys;
+mod workers;
