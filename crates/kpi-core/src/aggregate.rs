@@ -18,12 +18,12 @@ use crate::billing::{BillingLedger, BillingTally, Current, Rates};
 use crate::components::{FamilyTallies, PartitionComponents, SeriesComponents, Totals};
 use crate::dedup::SeenIds;
 use crate::dimension::Dimensions;
-use crate::event::{Event, Family, Payload, Reason, Rejection};
+use crate::event::{DIMENSION_FIELDS, Event, Family, Payload, Reason, Rejection};
 use crate::kpi::KpiRecord;
 use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
-use crate::window::{Tally, Window, WindowSpec};
+use crate::window::{Placement, Ring, Tally, Window, WindowSpec};
 
 /// A KPI series: overall, or one value of one dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,6 +31,36 @@ pub enum SeriesKey {
     Overall,
     /// Dimension index (configuration order) and interned value id.
     Dimension(u8, u32),
+}
+
+/// The series one event counts in: overall, then one per configured dimension. Inline and
+/// `Copy`, so that no event allocates for them, though a billing customer keeps those of
+/// its latest event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventSeries {
+    keys: [SeriesKey; 1 + DIMENSION_FIELDS.len()],
+    len: usize,
+}
+
+impl EventSeries {
+    /// The series of `event`, interning its dimension values.
+    fn of(dimensions: &mut Dimensions, event: &Event<'_>) -> Self {
+        let mut series = EventSeries {
+            keys: [SeriesKey::Overall; 1 + DIMENSION_FIELDS.len()],
+            len: 1,
+        };
+        // Dimensions holds each field at most once, so every one has a place.
+        for (key, dim) in series.keys[1..].iter_mut().zip(0..dimensions.len()) {
+            let raw = event.dimensions[dimensions.field(dim)].as_deref();
+            *key = SeriesKey::Dimension(dim as u8, dimensions.intern(dim, raw));
+            series.len += 1;
+        }
+        series
+    }
+
+    fn keys(&self) -> &[SeriesKey] {
+        self.keys.get(..self.len).unwrap_or_default()
+    }
 }
 
 /// What became of an event offered to [`Aggregates::record`].
@@ -60,7 +90,7 @@ struct PartitionState {
     tickets: FastMap<SeriesKey, SeriesWindows<TicketTally>>,
     billing: FastMap<SeriesKey, SeriesWindows<BillingTally>>,
     /// Current MRR per customer; each customer counts in the series of its latest event.
-    ledger: BillingLedger<Box<[SeriesKey]>>,
+    ledger: BillingLedger<EventSeries>,
 }
 
 impl PartitionState {
@@ -120,18 +150,20 @@ pub struct Aggregates {
     clv_window: usize,
     dedup_horizon_ms: i64,
     partitions: FastMap<PartitionId, PartitionState>,
-    /// Scratch list of the series an event updates; reused to keep the hot path free of
-    /// allocation.
-    touched: Vec<SeriesKey>,
+    /// The shape of each window's rings, in the order of `windows`.
+    rings: Vec<Ring>,
+    /// Scratch list of where an event lands in each window; reused to keep the hot path
+    /// free of allocation.
+    placements: Vec<Option<Placement>>,
 }
 
-/// Where one event lands: its series, time and the clock.
+/// Where one event lands: its series, and its bucket in each window (the same in every
+/// series, so computed once).
 struct Landing<'a> {
     windows: &'a [WindowSpec],
     lead_ms: i64,
-    touched: &'a [SeriesKey],
-    at_ms: i64,
-    now_ms: i64,
+    series: &'a [SeriesKey],
+    placements: &'a [Option<Placement>],
 }
 
 impl Landing<'_> {
@@ -141,7 +173,7 @@ impl Landing<'_> {
         map: &mut FastMap<SeriesKey, SeriesWindows<T>>,
         apply: impl Fn(&mut T),
     ) {
-        for key in self.touched {
+        for key in self.series {
             self.apply_to(map, *key, &apply);
         }
     }
@@ -160,8 +192,8 @@ impl Landing<'_> {
                 .map(|w| Window::new(w, self.lead_ms))
                 .collect(),
         });
-        for (spec, window) in self.windows.iter().zip(series.windows.iter_mut()) {
-            if let Some(tally) = window.bucket_mut(spec, self.at_ms, self.now_ms) {
+        for (placement, window) in self.placements.iter().zip(series.windows.iter_mut()) {
+            if let Some(tally) = placement.and_then(|p| window.bucket_at(p)) {
                 apply(tally);
             }
         }
@@ -181,12 +213,13 @@ impl Aggregates {
         Aggregates {
             clv_window,
             dedup_horizon_ms,
-            windows,
             lead_ms,
             dimensions,
             rates,
             partitions: FastMap::default(),
-            touched: Vec::new(),
+            rings: windows.iter().map(|w| w.ring(lead_ms)).collect(),
+            placements: Vec::new(),
+            windows,
         }
     }
 
@@ -233,11 +266,6 @@ impl Aggregates {
                 ),
             });
         }
-        let late = event.occurred_at_ms < self.horizon_ms(now_ms);
-        let billing = event.payload.family() == Family::Billing;
-        if late && !billing {
-            return Ok(Outcome::Late);
-        }
         // Disjoint borrows of the fields: one partition lookup per event.
         let Aggregates {
             windows,
@@ -245,23 +273,33 @@ impl Aggregates {
             dimensions,
             rates,
             partitions,
-            touched,
+            rings,
+            placements,
             dedup_horizon_ms,
             ..
         } = self;
+        placements.clear();
+        placements.extend(rings.iter().map(|r| r.place(event.occurred_at_ms, now_ms)));
+        // No event is beyond the lead here (checked above), so an event without a bucket in
+        // any window is older than the largest one: late.
+        let late = placements.iter().all(Option::is_none);
+        let billing = event.payload.family() == Family::Billing;
+        if late && !billing {
+            return Ok(Outcome::Late);
+        }
         let state = partitions
             .entry(partition)
             .or_insert_with(|| PartitionState::new(*dedup_horizon_ms));
-        if state.seen.seen(&event.event_id) {
+        let id = state.seen.hash(&event.event_id);
+        if state.seen.seen(id) {
             return Ok(Outcome::Duplicate);
         }
-        collect_series(dimensions, touched, event);
+        let series = EventSeries::of(dimensions, event);
         let landing = Landing {
             windows,
             lead_ms: *lead_ms,
-            touched,
-            at_ms: event.occurred_at_ms,
-            now_ms,
+            series: series.keys(),
+            placements,
         };
         match event.payload {
             Payload::SurveyResponded { survey, score } => {
@@ -287,11 +325,9 @@ impl Aggregates {
             | Payload::SubscriptionChanged(_)
             | Payload::SubscriptionCanceled { .. }
             | Payload::SubscriptionRenewed { .. } => {
-                let applied = state
-                    .ledger
-                    .apply(event, rates, touched.as_slice().into())?;
+                let applied = state.ledger.apply(event, rates, series)?;
                 if let Some((from, mrr)) = &applied.moved_from {
-                    for (old, new) in from.iter().zip(touched.iter()) {
+                    for (old, new) in from.keys().iter().zip(series.keys()) {
                         if old != new {
                             landing.apply_to(&mut state.billing, *old, |t| t.record_move_out(*mrr));
                             landing.apply_to(&mut state.billing, *new, |t| t.record_move_in(*mrr));
@@ -302,7 +338,7 @@ impl Aggregates {
             }
         }
         // Only an applied event is remembered: a corrected resend of a rejected one applies.
-        state.seen.remember(&event.event_id, event.occurred_at_ms);
+        state.seen.remember(id, event.occurred_at_ms);
         Ok(if late {
             Outcome::Late
         } else {
@@ -358,7 +394,7 @@ impl Aggregates {
         let mut current: HashMap<SeriesKey, Current> = HashMap::new();
         if partition.family == Family::Billing {
             for (mrr, series) in state.ledger.customers() {
-                for key in series.iter() {
+                for key in series.keys() {
                     current.entry(*key).or_default().add(mrr);
                 }
             }
@@ -421,17 +457,6 @@ impl Aggregates {
                 .collect();
             (*key, tallies)
         })
-    }
-}
-
-/// Fills `touched` with the series `event` belongs to: overall, then one per dimension.
-fn collect_series(dimensions: &mut Dimensions, touched: &mut Vec<SeriesKey>, event: &Event<'_>) {
-    touched.clear();
-    touched.push(SeriesKey::Overall);
-    for dim in 0..dimensions.len() {
-        let raw = event.dimensions[dimensions.field(dim)].as_deref();
-        let key = SeriesKey::Dimension(dim as u8, dimensions.intern(dim, raw));
-        touched.push(key);
     }
 }
 

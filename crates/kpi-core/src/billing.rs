@@ -41,18 +41,29 @@ const RATE_SCALE: i128 = 1_000_000_000_000;
 #[derive(Debug, Clone)]
 pub struct Rates {
     pub base: String,
-    /// Base-currency units x 1e12 per major unit of each currency.
-    scaled: HashMap<String, i128>,
+    /// Per currency code: base-currency units x 1e12 per major unit, and the number of
+    /// minor units per major unit (10^exponent), looked up once here rather than per event.
+    /// Configured, so a few entries: a fast hash cannot be made to degrade.
+    scaled: HashMap<String, (i128, i128), foldhash::fast::RandomState>,
 }
 
 impl Rates {
     /// `rates`: base-currency major units per major unit of each other currency.
     pub fn new(base: &str, rates: &BTreeMap<String, f64>) -> Self {
-        let mut scaled: HashMap<String, i128> = rates
+        let minor_units = |code: &str| {
+            let exponent = iso_currency::Currency::from_code(code)
+                .and_then(|c| c.exponent())
+                .unwrap_or(2);
+            10i128.pow(u32::from(exponent))
+        };
+        let mut scaled: HashMap<String, (i128, i128), _> = rates
             .iter()
-            .map(|(code, rate)| (code.clone(), (rate * RATE_SCALE as f64).round() as i128))
+            .map(|(code, rate)| {
+                let rate = (rate * RATE_SCALE as f64).round() as i128;
+                (code.clone(), (rate, minor_units(code)))
+            })
             .collect();
-        scaled.insert(base.to_owned(), RATE_SCALE);
+        scaled.insert(base.to_owned(), (RATE_SCALE, minor_units(base)));
         Rates {
             base: base.to_owned(),
             scaled,
@@ -63,13 +74,10 @@ impl Rates {
     /// price x quantity / months in the interval, converted at the fixed rate.
     pub fn mrr(&self, terms: &SubscriptionTerms<'_>) -> Result<Micros, Rejection> {
         let code = terms.currency.as_ref();
-        let rate = self.scaled.get(code).ok_or_else(|| Rejection {
+        let (rate, minor_units) = self.scaled.get(code).ok_or_else(|| Rejection {
             reason: Reason::UnknownCurrency,
             detail: format!("no conversion rate from {code} to {}", self.base),
         })?;
-        let exponent = iso_currency::Currency::from_code(code)
-            .and_then(|c| c.exponent())
-            .unwrap_or(2);
         let months = match terms.interval {
             Interval::Month => i128::from(terms.interval_count),
             Interval::Year => 12 * i128::from(terms.interval_count),
@@ -79,8 +87,7 @@ impl Rates {
             .checked_mul(i128::from(terms.quantity))
             .and_then(|n| n.checked_mul(*rate))
             .ok_or_else(out_of_range)?;
-        let denominator =
-            10i128.pow(u32::from(exponent)) * months * (RATE_SCALE / i128::from(MICROS_PER_UNIT));
+        let denominator = minor_units * months * (RATE_SCALE / i128::from(MICROS_PER_UNIT));
         // Round half up; amounts are never negative.
         let micros = (2 * numerator + denominator) / (2 * denominator);
         i64::try_from(micros).map_err(|_| out_of_range())
@@ -188,24 +195,25 @@ impl<S> Default for BillingLedger<S> {
     }
 }
 
-impl<S: Clone + PartialEq> BillingLedger<S> {
-    /// The subscription an event refers to, which must have started and not be canceled.
-    fn active(&self, id: &str) -> Result<&Subscription, Rejection> {
-        match self.subscriptions.get(id) {
-            None => Err(Rejection {
-                reason: Reason::UnknownSubscription,
-                detail: format!("no subscription.started was seen for subscription {id:?}"),
-            }),
-            Some(s) if s.canceled => Err(Rejection {
-                reason: Reason::CanceledSubscription,
-                detail: format!(
-                    "subscription {id:?} was canceled; only a subscription.started brings it back"
-                ),
-            }),
-            Some(s) => Ok(s),
-        }
+/// The subscription an event other than `subscription.started` refers to must have started
+/// and not be canceled.
+fn check_active(subscription: Option<&Subscription>, id: &str) -> Result<(), Rejection> {
+    match subscription {
+        None => Err(Rejection {
+            reason: Reason::UnknownSubscription,
+            detail: format!("no subscription.started was seen for subscription {id:?}"),
+        }),
+        Some(s) if s.canceled => Err(Rejection {
+            reason: Reason::CanceledSubscription,
+            detail: format!(
+                "subscription {id:?} was canceled; only a subscription.started brings it back"
+            ),
+        }),
+        Some(_) => Ok(()),
     }
+}
 
+impl<S: Clone + PartialEq> BillingLedger<S> {
     /// Applies a billing event; `series` is where the customer's values count from now on.
     /// A change, renewal or cancellation of an unknown or canceled subscription is rejected:
     /// a second cancellation would count twice, and a renewal of a dead subscription would
@@ -216,28 +224,14 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         rates: &Rates,
         series: S,
     ) -> Result<Applied<S>, Rejection> {
-        let (subscription_id, new_mrr, renewal, cancellation) = match &event.payload {
-            Payload::SubscriptionStarted(terms) => (
-                terms.subscription_id.as_ref(),
-                Some(rates.mrr(terms)?),
-                false,
-                false,
-            ),
-            Payload::SubscriptionChanged(terms) => {
-                self.active(&terms.subscription_id)?;
-                (
-                    terms.subscription_id.as_ref(),
-                    Some(rates.mrr(terms)?),
-                    false,
-                    false,
-                )
+        let (subscription_id, terms, renewal, cancellation) = match &event.payload {
+            Payload::SubscriptionStarted(terms) | Payload::SubscriptionChanged(terms) => {
+                (terms.subscription_id.as_ref(), Some(terms), false, false)
             }
             Payload::SubscriptionCanceled { subscription_id } => {
-                self.active(subscription_id)?;
-                (subscription_id.as_ref(), Some(0), false, true)
+                (subscription_id.as_ref(), None, false, true)
             }
             Payload::SubscriptionRenewed { subscription_id } => {
-                self.active(subscription_id)?;
                 (subscription_id.as_ref(), None, true, false)
             }
             _ => {
@@ -247,41 +241,62 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
                 });
             }
         };
-        // Check the change before touching the maps: a rejected event leaves no trace.
-        let (owner, old_mrr) = match self.subscriptions.get(subscription_id) {
-            Some(existing) => (existing.customer.clone(), existing.mrr),
-            None => match self.customers.get_key_value(event.customer_id.as_ref()) {
-                Some((known, _)) => (known.clone(), 0),
-                None => (Arc::from(event.customer_id.as_ref()), 0),
-            },
+        let BillingLedger {
+            customers,
+            subscriptions,
+            total,
+        } = self;
+        // One lookup of the subscription decides the rejections, the owner and the old MRR;
+        // the same entry is then updated.
+        let mut subscription = subscriptions.get_mut(subscription_id);
+        if !matches!(event.payload, Payload::SubscriptionStarted(_)) {
+            check_active(subscription.as_deref(), subscription_id)?;
+        }
+        let new_mrr = match terms {
+            Some(terms) => Some(rates.mrr(terms)?),
+            None => cancellation.then_some(0),
         };
+        let old_mrr = subscription.as_ref().map_or(0, |s| s.mrr);
         // Both MRRs are in 0..=Micros::MAX, so their difference fits; the customer's and the
-        // partition's new totals are checked.
+        // partition's new totals are checked before anything changes: a rejected event
+        // leaves no trace.
         let delta = new_mrr.map_or(0, |m| m - old_mrr);
-        let before_check = self.customers.get(&owner).map_or(0, |c| c.mrr);
+        let before_check = match &subscription {
+            Some(s) => customers.get(&s.customer),
+            None => customers.get(event.customer_id.as_ref()),
+        }
+        .map_or(0, |c| c.mrr);
         before_check.checked_add(delta).ok_or_else(out_of_range)?;
-        let total = self.total.checked_add(delta).ok_or_else(out_of_range)?;
-        let subscription = self
-            .subscriptions
-            .entry(subscription_id.into())
-            .or_insert_with(|| Subscription {
-                customer: owner,
-                mrr: 0,
-                canceled: false,
-            });
-        let customer = self
-            .customers
-            .entry(subscription.customer.clone())
-            .or_insert_with(|| Customer {
-                mrr: 0,
-                ever_paid: false,
-                series: series.clone(),
-            });
+        *total = total.checked_add(delta).ok_or_else(out_of_range)?;
+        let owner = match &mut subscription {
+            Some(subscription) => {
+                subscription.mrr += delta;
+                subscription.canceled = cancellation;
+                Arc::clone(&subscription.customer)
+            }
+            None => {
+                let id = event.customer_id.as_ref();
+                let owner = customers
+                    .get_key_value(id)
+                    .map_or_else(|| Arc::from(id), |(known, _)| Arc::clone(known));
+                subscriptions.insert(
+                    subscription_id.into(),
+                    Subscription {
+                        customer: Arc::clone(&owner),
+                        mrr: delta,
+                        canceled: cancellation,
+                    },
+                );
+                owner
+            }
+        };
+        let customer = customers.entry(owner).or_insert_with(|| Customer {
+            mrr: 0,
+            ever_paid: false,
+            series: series.clone(),
+        });
         let before = customer.mrr;
         let after = before + delta;
-        subscription.mrr += delta;
-        subscription.canceled = cancellation;
-        self.total = total;
         let movement = classify(before, after, customer.ever_paid);
         customer.mrr = after;
         customer.ever_paid |= after > 0;

@@ -21,6 +21,10 @@ use nohash_hasher::IntSet;
 /// Generations per horizon: more means less memory past the horizon, more lookups.
 const GENERATIONS: i64 = 4;
 
+/// An event id as [`SeenIds`] keeps it: its keyed hash, computed once per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdHash(u64);
+
 /// The event ids seen on one partition within the horizon.
 #[derive(Debug, Clone)]
 pub struct SeenIds {
@@ -47,26 +51,26 @@ impl SeenIds {
         (self.horizon_ms / GENERATIONS).max(1)
     }
 
-    fn key(&self, event_id: &str) -> u64 {
-        self.keys.hash_one(event_id)
+    /// The key under which this partition's ids keep `event_id`.
+    pub fn hash(&self, event_id: &str) -> IdHash {
+        IdHash(self.keys.hash_one(event_id))
     }
 
-    /// Whether `event_id` was remembered within the horizon.
-    pub fn seen(&self, event_id: &str) -> bool {
+    /// Whether the id was remembered within the horizon.
+    pub fn seen(&self, id: IdHash) -> bool {
         if self.horizon_ms <= 0 {
             return false;
         }
-        let key = self.key(event_id);
-        self.generations.iter().any(|(_, ids)| ids.contains(&key))
+        self.generations.iter().any(|(_, ids)| ids.contains(&id.0))
     }
 
     /// Remembers an applied event. An event older than the horizon is not remembered, so
     /// its duplicates are not detected.
-    pub fn remember(&mut self, event_id: &str, occurred_at_ms: i64) {
+    pub fn remember(&mut self, id: IdHash, occurred_at_ms: i64) {
         if self.horizon_ms <= 0 || occurred_at_ms < self.newest_ms.saturating_sub(self.horizon_ms) {
             return;
         }
-        let key = self.key(event_id);
+        let IdHash(key) = id;
         self.newest_ms = self.newest_ms.max(occurred_at_ms);
         let generation = self.generation_ms();
         match self.generations.back_mut() {
@@ -109,10 +113,11 @@ mod tests {
     impl SeenIds {
         /// Check and remember in one step, as the aggregation does for an applied event.
         fn first_sighting(&mut self, event_id: &str, occurred_at_ms: i64) -> bool {
-            if self.seen(event_id) {
+            let id = self.hash(event_id);
+            if self.seen(id) {
                 return false;
             }
-            self.remember(event_id, occurred_at_ms);
+            self.remember(id, occurred_at_ms);
             true
         }
     }

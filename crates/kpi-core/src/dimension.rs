@@ -36,12 +36,15 @@ pub struct Dimensions {
 }
 
 impl Dimensions {
-    /// `names` are validated against [`DIMENSION_FIELDS`] when the configuration loads;
-    /// an unknown name here is skipped.
+    /// `names` are validated against [`DIMENSION_FIELDS`], and for repeats, when the
+    /// configuration loads; an unknown or repeated name here is skipped, so each field is
+    /// a dimension at most once.
     pub fn new(names: &[String], cap: usize) -> Self {
         let dims = names
             .iter()
-            .filter_map(|name| {
+            .enumerate()
+            .filter(|(i, name)| !names[..*i].contains(name))
+            .filter_map(|(_, name)| {
                 let field = DIMENSION_FIELDS.iter().position(|f| f == name)?;
                 Some(Dimension {
                     name: name.clone(),
@@ -145,6 +148,13 @@ mod tests {
         assert_ne!(d.intern(0, Some("smb")), other);
         assert_eq!(d.intern(0, Some("mid")), other);
         assert_eq!(d.overflowed_events(0), 1);
+    }
+
+    #[test]
+    fn a_repeated_name_is_one_dimension() {
+        let names = ["region", "segment", "region"].map(str::to_owned);
+        let d = Dimensions::new(&names, 10);
+        assert_eq!(d.names().collect::<Vec<_>>(), ["region", "segment"]);
     }
 
     #[test]

@@ -14,6 +14,9 @@ use serde::de::{self, Deserializer, Visitor};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod flat;
+mod timestamp;
+
 /// The family of an input topic; each accepts its own event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
@@ -317,11 +320,9 @@ fn too_deep(bytes: &[u8]) -> bool {
     false
 }
 
-/// Rejects a string field longer than [`MAX_FIELD_BYTES`].
-fn bounded<'a>(
-    value: Option<Cow<'a, str>>,
-    field: &str,
-) -> Result<Option<Cow<'a, str>>, Rejection> {
+/// Rejects a string field longer than [`MAX_FIELD_BYTES`]. It only looks at the value, so
+/// that the value is moved once, into the event.
+fn within_limit(value: Option<&str>, field: &str) -> Result<(), Rejection> {
     match value {
         Some(v) if v.len() > MAX_FIELD_BYTES => Err(Rejection::new(
             Reason::TooLong,
@@ -330,13 +331,14 @@ fn bounded<'a>(
                 v.len()
             ),
         )),
-        other => Ok(other),
+        _ => Ok(()),
     }
 }
 
 /// Every field the contract knows. Unknown fields are skipped; a field that appears twice
 /// is an error (`duplicate_field`), so a message cannot say two things at once.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Wire<'a> {
     #[serde(borrow, default, deserialize_with = "text")]
     event_id: Option<Cow<'a, str>>,
@@ -470,7 +472,8 @@ fn required<T>(value: Option<T>, field: &str) -> Result<T, Rejection> {
 }
 
 fn required_str<'a>(value: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>, Rejection> {
-    let value = required(bounded(value, field)?, field)?;
+    within_limit(value.as_deref(), field)?;
+    let value = required(value, field)?;
     if value.is_empty() {
         return Err(Rejection::new(
             Reason::InvalidValue,
@@ -503,6 +506,9 @@ fn positive(value: Option<i64>, field: &str) -> Result<u32, Rejection> {
 
 /// Parses an RFC 3339 timestamp with offset into Unix milliseconds.
 pub fn parse_timestamp(text: &str, field: &str) -> Result<i64, Rejection> {
+    if let Some(ms) = timestamp::unix_ms(text) {
+        return Ok(ms);
+    }
     let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
         Rejection::new(
             Reason::InvalidTimestamp,
@@ -569,6 +575,17 @@ pub fn parse<'a>(
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
+    let mut wire = Wire::default();
+    if flat::read(text, &mut wire).is_none() {
+        wire = read_any(text)?;
+    }
+    validate(wire, family, reference_ms, limits)
+}
+
+/// The reference parse of a message's text, which decides every message: whether it is one
+/// JSON object within the depth limit, and its contract fields ([`Wire`]). [`flat::read`]
+/// reads the common shape faster with the same result, and leaves everything else here.
+fn read_any(text: &str) -> Result<Wire<'_>, Rejection> {
     match text.trim_start().as_bytes().first() {
         Some(b'{') => {}
         Some(_) => {
@@ -579,14 +596,13 @@ pub fn parse<'a>(
         }
         None => return Err(Rejection::new(Reason::Empty, "only whitespace")),
     }
-    if too_deep(bytes) {
+    if too_deep(text.as_bytes()) {
         return Err(Rejection::new(
             Reason::TooDeep,
             format!("JSON nested deeper than {MAX_DEPTH} levels"),
         ));
     }
-    let wire: Wire<'a> = serde_json::from_str(text).map_err(classify_json_error)?;
-    validate(wire, family, reference_ms, limits)
+    serde_json::from_str(text).map_err(classify_json_error)
 }
 
 fn validate<'a>(
@@ -730,15 +746,14 @@ fn validate<'a>(
             ),
         ));
     }
+    within_limit(wire.segment.as_deref(), "segment")?;
+    within_limit(wire.region.as_deref(), "region")?;
+    within_limit(wire.channel.as_deref(), "channel")?;
     Ok(Event {
         event_id,
         occurred_at_ms,
         customer_id,
-        dimensions: [
-            bounded(wire.segment, "segment")?,
-            bounded(wire.region, "region")?,
-            bounded(wire.channel, "channel")?,
-        ],
+        dimensions: [wire.segment, wire.region, wire.channel],
         payload,
     })
 }
@@ -757,6 +772,12 @@ mod tests {
         format!(
             r#"{{"event_id":"e1","type":"survey.responded","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c1"{extra}}}"#
         )
+    }
+
+    /// The fields the fast reader reads, if it takes the text.
+    fn fast(text: &str) -> Option<Wire<'_>> {
+        let mut wire = Wire::default();
+        flat::read(text, &mut wire).map(|()| wire)
     }
 
     fn reject(bytes: &[u8], family: Family) -> Reason {
@@ -1022,6 +1043,117 @@ mod tests {
         assert_eq!(codes.len(), Reason::ALL.len());
     }
 
+    #[test]
+    fn the_common_shape_is_read_without_serde_and_borrowed() {
+        let text = survey(
+            r#","survey":"nps","score":-0,"segment":"smb","channel":null,"comment":"Ünïcode [ok]","extra":true,"n":-12,"s":"x""#,
+        );
+        let wire = fast(&text).expect("the common shape");
+        assert_eq!(Ok(&wire), read_any(&text).as_ref());
+        assert!(matches!(wire.event_id, Some(Cow::Borrowed("e1"))));
+        assert!(matches!(wire.segment, Some(Cow::Borrowed("smb"))));
+        assert_eq!((wire.score, &wire.channel), (Some(0), &None));
+        // Whitespace around every token, and an empty object.
+        let spaced = " \t{ \"event_id\" :\r\n\"e\" , \"score\" : 7 }\n ";
+        assert_eq!(fast(spaced).and_then(|w| w.score), Some(7));
+        assert_eq!(fast("{}"), Some(Wire::default()));
+    }
+
+    #[test]
+    fn anything_outside_the_common_shape_is_left_to_serde() {
+        for extra in [
+            r#","segment":"sm\u0062""#,
+            r#","sm\u0062":"x""#,
+            r#","score":9.0"#,
+            r#","score":1e3"#,
+            r#","score":01"#,
+            r#","score":1234567890123456789"#,
+            r#","score":"9""#,
+            r#","segment":5"#,
+            r#","segment":true"#,
+            r#","extra":{"x":1}"#,
+            r#","extra":[1]"#,
+            r#","extra":1.5"#,
+            r#","segment":"a","segment":"b""#,
+            r#","segment":null,"segment":"b""#,
+            ",\"comment\":\"tab\there\"",
+            r#","score":NaN"#,
+            r#","score":nul"#,
+            r#","#,
+        ] {
+            let text = survey(extra);
+            assert_eq!(fast(&text), None, "{text}");
+        }
+        for text in [
+            "",
+            "[]",
+            "\u{feff}{}",
+            "{} {}",
+            "{\"a\":1",
+            "{\"a\" 1}",
+            "{\u{a0}}",
+        ] {
+            assert_eq!(fast(text), None, "{text}");
+        }
+        // A repeated unknown field is not a duplicate.
+        assert!(fast(r#"{"x":1,"x":"y"}"#).is_some());
+    }
+
+    #[test]
+    fn common_timestamps_are_read_as_time_reads_them() {
+        for (text, ms) in [
+            ("2026-01-01T00:00:00Z", NOW),
+            ("2025-12-31T23:00:00.5+01:00", NOW - 7_200_000 + 500),
+            ("2026-01-01T00:00:00.123456789-00:30", NOW + 1_800_123),
+            ("1970-01-01T00:00:00Z", 0),
+            // Before 1970 the milliseconds are truncated toward zero, as time's are.
+            ("1969-12-31T23:59:58.9995Z", -1_000),
+            ("0000-03-01T00:00:00Z", -62_162_035_200_000),
+            ("2024-02-29T12:00:00Z", 1_709_208_000_000),
+        ] {
+            assert_eq!(timestamp::unix_ms(text), Some(ms), "{text}");
+            assert_eq!(parse_timestamp(text, "t"), Ok(ms), "{text}");
+        }
+        // Left to time: it accepts some of these and rejects the others.
+        for text in [
+            "2026-01-01t00:00:00Z",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01T00:00:00z",
+            "2016-12-31T23:59:60Z",
+            "2026-01-01T00:00:00.1234567891Z",
+            "2025-02-29T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00+24:00",
+            "2026-01-01T00:00:00+01:60",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T24:00:00Z",
+        ] {
+            assert_eq!(timestamp::unix_ms(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_timestamp("2016-12-31T23:59:60Z", "t"),
+            Ok(1_483_228_799_999)
+        );
+    }
+
+    #[test]
+    fn every_day_is_read_as_time_reads_it() {
+        // Every month and day number of the years around now and of every century year,
+        // where the leap-year rule has its exceptions.
+        let years = (1895..=2105).chain((0..=9900).step_by(100));
+        for year in years {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let text = format!("{year:04}-{month:02}-{day:02}T12:00:00Z");
+                    let reference = OffsetDateTime::parse(&text, &Rfc3339)
+                        .ok()
+                        .map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64);
+                    assert_eq!(timestamp::unix_ms(&text), reference, "{text}");
+                }
+            }
+        }
+    }
+
     mod fuzz {
         //! Parser fuzzing as property tests: bounded in the test suite (proptest's default
         //! 256 cases each), longer by hand with `PROPTEST_CASES=1000000 cargo test --release
@@ -1029,7 +1161,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
-        use super::{LIMITS, NOW};
+        use super::{LIMITS, NOW, fast};
 
         const VALID: &str = r#"{"event_id":"e1","type":"ticket.resolved","occurred_at":"2025-12-31T23:00:00+01:00","customer_id":"c1","segment":"smb","ticket_id":"t","opened_at":"2025-12-30T10:00:00Z","agent_replies":1,"reopens":0,"survey":"nps","score":9}"#;
 
@@ -1078,6 +1210,184 @@ mod tests {
                     Err(rejection) => prop_assert!(!rejection.detail.is_empty()),
                 }
             }
+
+            /// Whatever the fast reader takes, the reference parse reads the same fields
+            /// from: arbitrary text over JSON's alphabet.
+            #[test]
+            fn the_fast_reader_agrees_with_the_reference_on_json_text(
+                text in r#"[{}\[\]":,0-9a-z .+\-eE\\]{0,200}"#,
+            ) {
+                agree(&text)?;
+            }
+
+            /// ... on objects of contract and unknown fields with values of every JSON type,
+            /// repeated fields and spacing included.
+            #[test]
+            fn the_fast_reader_agrees_with_the_reference_on_objects(
+                fields in prop::collection::vec((member(), spacing()), 0..7),
+                end in spacing(),
+            ) {
+                let members: Vec<String> = fields
+                    .iter()
+                    .map(|((name, value), space)| format!("{space}\"{name}\"{space}:{space}{value}"))
+                    .collect();
+                agree(&format!("{{{}{end}}}{end}", members.join(",")))?;
+            }
+
+            /// ... on random edits of valid events of every family.
+            #[test]
+            fn the_fast_reader_agrees_with_the_reference_on_mutated_events(
+                base in prop::sample::select(&EVENTS[..]),
+                edits in prop::collection::vec((0..400usize, prop::sample::select(&EDIT_BYTES[..]), 0..3u8), 1..6),
+            ) {
+                let mut bytes = base.as_bytes().to_vec();
+                for (at, byte, op) in edits {
+                    let at = at.min(bytes.len());
+                    match op {
+                        0 => bytes.insert(at, byte),
+                        1 if at < bytes.len() => { bytes.remove(at); }
+                        _ if at < bytes.len() => bytes[at] = byte,
+                        _ => {}
+                    }
+                }
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    agree(text)?;
+                }
+            }
+
+            /// Whatever the fast timestamp reader takes, time reads as the same millisecond.
+            #[test]
+            fn the_fast_timestamp_reader_agrees_with_time(
+                year in prop_oneof![0..=9999i32, (0..=99i32).prop_map(|c| c * 100)],
+                (month, day) in (0..=13u8, prop_oneof![0..=32u8, 28..=31u8]),
+                (hour, minute, second) in (0..=24u8, 0..=60u8, prop_oneof![0..=61u8, 58..=61u8]),
+                fraction in "(\\.[0-9]{0,11})?",
+                separator in prop::sample::select(&["T", "T", "T", "t", " "][..]),
+                offset in prop_oneof![
+                    3 => Just("Z".to_owned()),
+                    1 => Just("z".to_owned()),
+                    4 => "[+-](0[0-9]|1[0-9]|2[0-6]):[0-6][0-9]",
+                ],
+            ) {
+                let text = format!("{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}{fraction}{offset}");
+                agree_on_time(&text)?;
+            }
+
+            #[test]
+            fn the_fast_timestamp_reader_agrees_with_time_on_any_text(
+                text in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.Z+\\-]{8,20}",
+            ) {
+                agree_on_time(&text)?;
+            }
+        }
+
+        /// Valid events of every type, with unknown and null fields.
+        const EVENTS: [&str; 4] = [
+            VALID,
+            r#"{"event_id":"e","type":"survey.responded","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","survey":"ces","score":7,"comment":"ok","region":null,"x":true}"#,
+            r#"{"event_id":"e","type":"subscription.changed","occurred_at":"2025-12-31T23:00:00.250Z","customer_id":"c","subscription_id":"s","plan":"p","price":4900,"quantity":3,"currency":"EUR","interval":"year","interval_count":2,"y":-1}"#,
+            r#" { "event_id" : "e" , "type" : "ticket.opened" , "occurred_at" : "2025-12-31T23:00:00-05:00" , "customer_id" : "c" , "ticket_id" : "t" , "z" : false } "#,
+        ];
+
+        /// Bytes that change what JSON means, to edit events with.
+        const EDIT_BYTES: [u8; 24] = [
+            b'"', b'\\', b',', b':', b'{', b'}', b'[', b']', b'-', b'0', b'1', b'.', b'e', b'n',
+            b' ', b'\t', b'\n', 0x01, 0x7f, b'u', b'a', b'Z', b'T', b'+',
+        ];
+
+        /// A field and its value: mostly of the field's JSON type, so that whole objects
+        /// are often of the shape the fast reader takes, sometimes anything.
+        fn member() -> impl Strategy<Value = (String, String)> {
+            let text = prop_oneof![
+                8 => "\"[a-z0-9 .:-]{0,8}\"",
+                1 => Just("null".to_owned()),
+                1 => value(),
+            ];
+            let integer = prop_oneof![
+                6 => "-?(0|[1-9][0-9]{0,17})",
+                3 => "-?[0-9]{1,21}",
+                1 => "-?[0-9]{1,3}[.eE][0-9+\\-]{0,3}",
+                1 => Just("null".to_owned()),
+                1 => value(),
+            ];
+            prop_oneof![
+                4 => (prop::sample::select(&TEXT_FIELDS[..]).prop_map(str::to_owned), text),
+                3 => (prop::sample::select(&INTEGER_FIELDS[..]).prop_map(str::to_owned), integer),
+                2 => ("[a-z_]{1,6}", value()),
+                1 => (Just("sco\\u0072e".to_owned()), value()),
+            ]
+        }
+
+        const TEXT_FIELDS: [&str; 15] = [
+            "event_id",
+            "type",
+            "occurred_at",
+            "customer_id",
+            "segment",
+            "region",
+            "channel",
+            "survey",
+            "comment",
+            "ticket_id",
+            "opened_at",
+            "subscription_id",
+            "plan",
+            "currency",
+            "interval",
+        ];
+
+        const INTEGER_FIELDS: [&str; 6] = [
+            "score",
+            "agent_replies",
+            "reopens",
+            "price",
+            "quantity",
+            "interval_count",
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\"[a-z .\\\\/\"\\[{]{0,8}\"",
+                "-?[0-9]{1,20}(\\.[0-9]{0,2})?([eE][+-]?[0-9]{0,2})?",
+                prop::sample::select(
+                    &[
+                        "null",
+                        "true",
+                        "false",
+                        "nul",
+                        "[]",
+                        "{}",
+                        "[1,{\"a\":2}]",
+                        "\"\\u00e9\"",
+                        "\"\\ud800\"",
+                        "-",
+                        "-0",
+                        "\"\u{1}\""
+                    ][..]
+                )
+                .prop_map(str::to_owned),
+            ]
+        }
+
+        fn spacing() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(&["", "", " ", "\n\t", "\r ", "\u{a0}", "\u{b}", "\u{c}"][..])
+        }
+
+        fn agree(text: &str) -> Result<(), TestCaseError> {
+            if let Some(wire) = fast(text) {
+                prop_assert_eq!(read_any(text), Ok(wire), "{}", text);
+            }
+            Ok(())
+        }
+
+        fn agree_on_time(text: &str) -> Result<(), TestCaseError> {
+            if let Some(ms) = timestamp::unix_ms(text) {
+                let at = OffsetDateTime::parse(text, &Rfc3339);
+                prop_assert!(at.is_ok(), "{} accepted, time says {:?}", text, at);
+                let reference = at.map(|at| at.unix_timestamp_nanos() / 1_000_000);
+                prop_assert_eq!(reference, Ok(i128::from(ms)), "{}", text);
+            }
+            Ok(())
         }
     }
 }

@@ -72,6 +72,51 @@ impl WindowSpec {
     pub fn contains(&self, at_ms: i64, now_ms: i64) -> bool {
         at_ms >= self.start_ms(now_ms)
     }
+
+    /// The shape of this window's rings whose events may be up to `lead_ms` ahead (those
+    /// [`Window::new`] makes with `lead_ms`).
+    pub fn ring(&self, lead_ms: i64) -> Ring {
+        Ring {
+            bucket_ms: self.bucket_ms,
+            buckets: self.buckets(),
+            lead_buckets: self.lead_buckets(lead_ms),
+            slots: self.ring_slots(lead_ms),
+        }
+    }
+}
+
+/// The shape of the rings of one window and lead: what placing an event needs, worked out
+/// once rather than for every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ring {
+    bucket_ms: i64,
+    buckets: i64,
+    lead_buckets: i64,
+    slots: i64,
+}
+
+impl Ring {
+    /// Where an event at `at_ms` lands at `now_ms` in every ring of this shape; `None` when
+    /// its bucket has left the window or lies further ahead than the lead. The same for
+    /// every series, so an event's placement is computed once.
+    pub fn place(&self, at_ms: i64, now_ms: i64) -> Option<Placement> {
+        let index = at_ms.div_euclid(self.bucket_ms);
+        let now_index = now_ms.div_euclid(self.bucket_ms);
+        if index <= now_index - self.buckets || index > now_index + self.lead_buckets {
+            return None;
+        }
+        Some(Placement {
+            index,
+            slot: index.rem_euclid(self.slots) as usize,
+        })
+    }
+}
+
+/// The bucket an event lands in, and the ring slot that holds it ([`Ring::place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    index: i64,
+    slot: usize,
 }
 
 /// One bucket slot of the ring: the bucket index it currently holds, and its tally.
@@ -111,15 +156,22 @@ impl<T: Tally> Window<T> {
     /// window's buckets and the lead's, and a bucket beyond would take the slot of one still
     /// inside the window.
     pub fn bucket_mut(&mut self, spec: &WindowSpec, at_ms: i64, now_ms: i64) -> Option<&mut T> {
-        let index = spec.bucket_index(at_ms);
-        if index < spec.oldest_index(now_ms) || index > spec.bucket_index(now_ms) + self.lead {
-            return None;
-        }
-        let len = self.slots.len() as i64;
-        let slot = &mut self.slots[index.rem_euclid(len) as usize];
-        if slot.index != index {
+        let ring = Ring {
+            bucket_ms: spec.bucket_ms,
+            buckets: spec.buckets(),
+            lead_buckets: self.lead,
+            slots: self.slots.len() as i64,
+        };
+        self.bucket_at(ring.place(at_ms, now_ms)?)
+    }
+
+    /// The tally of the bucket at `placement`, made by the [`Ring`] of this ring's window
+    /// and lead (`None` only for a placement made for another ring size).
+    pub fn bucket_at(&mut self, placement: Placement) -> Option<&mut T> {
+        let slot = self.slots.get_mut(placement.slot)?;
+        if slot.index != placement.index {
             // The slot still holds a bucket that has left the window: recycle it.
-            slot.index = index;
+            slot.index = placement.index;
             slot.tally = T::default();
         }
         Some(&mut slot.tally)
