@@ -164,6 +164,23 @@ struct Customer<S> {
     series: S,
 }
 
+impl<S> Customer<S> {
+    fn new(series: S) -> Self {
+        Customer {
+            mrr: 0,
+            ever_paid: false,
+            series,
+        }
+    }
+}
+
+/// The partition's total MRR after a customer at `before` changes by `delta`; both the
+/// customer's new MRR and the new total must fit.
+fn checked_total(before: Micros, total: Micros, delta: Micros) -> Result<Micros, Rejection> {
+    before.checked_add(delta).ok_or_else(out_of_range)?;
+    total.checked_add(delta).ok_or_else(out_of_range)
+}
+
 #[derive(Debug, Clone)]
 struct Subscription {
     /// The same string as the customer's key: one copy of a customer id however many
@@ -248,7 +265,7 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         } = self;
         // One lookup of the subscription decides the rejections, the owner and the old MRR;
         // the same entry is then updated.
-        let mut subscription = subscriptions.get_mut(subscription_id);
+        let subscription = subscriptions.get_mut(subscription_id);
         if !matches!(event.payload, Payload::SubscriptionStarted(_)) {
             check_active(subscription.as_deref(), subscription_id)?;
         }
@@ -261,24 +278,25 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         // partition's new totals are checked before anything changes: a rejected event
         // leaves no trace.
         let delta = new_mrr.map_or(0, |m| m - old_mrr);
-        let before_check = match &subscription {
-            Some(s) => customers.get(&s.customer),
-            None => customers.get(event.customer_id.as_ref()),
-        }
-        .map_or(0, |c| c.mrr);
-        before_check.checked_add(delta).ok_or_else(out_of_range)?;
-        *total = total.checked_add(delta).ok_or_else(out_of_range)?;
-        let owner = match &mut subscription {
+        let customer = match subscription {
             Some(subscription) => {
+                // A known subscription's customer is in the ledger: both are added together
+                // and neither is ever removed, so this entry inserts nothing.
+                let customer = customers
+                    .entry(Arc::clone(&subscription.customer))
+                    .or_insert_with(|| Customer::new(series.clone()));
+                *total = checked_total(customer.mrr, *total, delta)?;
                 subscription.mrr += delta;
                 subscription.canceled = cancellation;
-                Arc::clone(&subscription.customer)
+                customer
             }
             None => {
                 let id = event.customer_id.as_ref();
-                let owner = customers
-                    .get_key_value(id)
-                    .map_or_else(|| Arc::from(id), |(known, _)| Arc::clone(known));
+                let (owner, before) = match customers.get_key_value(id) {
+                    Some((known, customer)) => (Arc::clone(known), customer.mrr),
+                    None => (Arc::from(id), 0),
+                };
+                *total = checked_total(before, *total, delta)?;
                 subscriptions.insert(
                     subscription_id.into(),
                     Subscription {
@@ -287,14 +305,11 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
                         canceled: cancellation,
                     },
                 );
-                owner
+                customers
+                    .entry(owner)
+                    .or_insert_with(|| Customer::new(series.clone()))
             }
         };
-        let customer = customers.entry(owner).or_insert_with(|| Customer {
-            mrr: 0,
-            ever_paid: false,
-            series: series.clone(),
-        });
         let before = customer.mrr;
         let after = before + delta;
         let movement = classify(before, after, customer.ever_paid);
