@@ -15,7 +15,6 @@
 //! else.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -183,9 +182,9 @@ fn checked_total(before: Micros, total: Micros, delta: Micros) -> Result<Micros,
 
 #[derive(Debug, Clone)]
 struct Subscription {
-    /// The same string as the customer's key: one copy of a customer id however many
-    /// subscriptions it has, and no allocation to look the customer up.
-    customer: Arc<str>,
+    /// The customer's position in [`BillingLedger::customers`]: an event for a known
+    /// subscription finds its customer without hashing the customer id again.
+    customer: usize,
     mrr: Micros,
     /// Canceled and not started again: it can no longer change, renew or cancel.
     canceled: bool,
@@ -195,7 +194,12 @@ struct Subscription {
 /// customer's current values are reported (its KPI series).
 #[derive(Debug, Clone)]
 pub struct BillingLedger<S> {
-    customers: HashMap<Arc<str>, Customer<S>>,
+    /// Every customer that ever had a subscription here, in the order they came; never
+    /// removed, so a position stays valid.
+    customers: Vec<Customer<S>>,
+    /// The position in `customers` of each customer id: one copy of an id however many
+    /// subscriptions it has.
+    customer_ids: HashMap<Box<str>, usize>,
     subscriptions: HashMap<Box<str>, Subscription>,
     /// The sum of every customer's MRR, kept within [`Micros`] so that each series' current
     /// MRR (a part of it) fits too.
@@ -205,7 +209,8 @@ pub struct BillingLedger<S> {
 impl<S> Default for BillingLedger<S> {
     fn default() -> Self {
         BillingLedger {
-            customers: HashMap::new(),
+            customers: Vec::new(),
+            customer_ids: HashMap::new(),
             subscriptions: HashMap::new(),
             total: 0,
         }
@@ -260,6 +265,7 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         };
         let BillingLedger {
             customers,
+            customer_ids,
             subscriptions,
             total,
         } = self;
@@ -280,11 +286,7 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         let delta = new_mrr.map_or(0, |m| m - old_mrr);
         let customer = match subscription {
             Some(subscription) => {
-                // A known subscription's customer is in the ledger: both are added together
-                // and neither is ever removed, so this entry inserts nothing.
-                let customer = customers
-                    .entry(Arc::clone(&subscription.customer))
-                    .or_insert_with(|| Customer::new(series.clone()));
+                let customer = &mut customers[subscription.customer];
                 *total = checked_total(customer.mrr, *total, delta)?;
                 subscription.mrr += delta;
                 subscription.canceled = cancellation;
@@ -292,22 +294,23 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
             }
             None => {
                 let id = event.customer_id.as_ref();
-                let (owner, before) = match customers.get_key_value(id) {
-                    Some((known, customer)) => (Arc::clone(known), customer.mrr),
-                    None => (Arc::from(id), 0),
-                };
+                let known = customer_ids.get(id).copied();
+                let before = known.map_or(0, |position| customers[position].mrr);
                 *total = checked_total(before, *total, delta)?;
+                let position = known.unwrap_or_else(|| {
+                    customer_ids.insert(id.into(), customers.len());
+                    customers.push(Customer::new(series.clone()));
+                    customers.len() - 1
+                });
                 subscriptions.insert(
                     subscription_id.into(),
                     Subscription {
-                        customer: Arc::clone(&owner),
+                        customer: position,
                         mrr: delta,
                         canceled: cancellation,
                     },
                 );
-                customers
-                    .entry(owner)
-                    .or_insert_with(|| Customer::new(series.clone()))
+                &mut customers[position]
             }
         };
         let before = customer.mrr;
@@ -334,7 +337,7 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
 
     /// Every customer's current MRR with its series.
     pub fn customers(&self) -> impl Iterator<Item = (Micros, &S)> {
-        self.customers.values().map(|c| (c.mrr, &c.series))
+        self.customers.iter().map(|c| (c.mrr, &c.series))
     }
 }
 
