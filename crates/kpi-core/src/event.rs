@@ -1165,6 +1165,24 @@ mod tests {
 
         const VALID: &str = r#"{"event_id":"e1","type":"ticket.resolved","occurred_at":"2025-12-31T23:00:00+01:00","customer_id":"c1","segment":"smb","ticket_id":"t","opened_at":"2025-12-30T10:00:00Z","agent_replies":1,"reopens":0,"survey":"nps","score":9}"#;
 
+        /// `text` with each edit applied in turn: (position, byte, 0 insert / 1 remove /
+        /// 2 replace), positions clamped to the text.
+        fn mutated(text: &str, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+            let mut bytes = text.as_bytes().to_vec();
+            for &(at, byte, op) in edits {
+                let at = at.min(bytes.len());
+                match op {
+                    0 => bytes.insert(at, byte),
+                    1 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ if at < bytes.len() => bytes[at] = byte,
+                    _ => {}
+                }
+            }
+            bytes
+        }
+
         fn family() -> impl Strategy<Value = Family> {
             prop_oneof![
                 Just(Family::Surveys),
@@ -1189,16 +1207,7 @@ mod tests {
             fn mutated_events_are_accepted_valid_or_rejected_with_a_reason(
                 edits in prop::collection::vec((0..VALID.len(), any::<u8>(), 0..3u8), 1..6),
             ) {
-                let mut bytes = VALID.as_bytes().to_vec();
-                for (at, byte, op) in edits {
-                    let at = at.min(bytes.len());
-                    match op {
-                        0 => bytes.insert(at, byte),
-                        1 if at < bytes.len() => { bytes.remove(at); }
-                        _ if at < bytes.len() => bytes[at] = byte,
-                        _ => {}
-                    }
-                }
+                let bytes = mutated(VALID, &edits);
                 match parse(&bytes, Family::Tickets, NOW, &LIMITS) {
                     Ok(event) => {
                         prop_assert!(!event.event_id.is_empty() && !event.customer_id.is_empty());
@@ -1240,16 +1249,7 @@ mod tests {
                 base in prop::sample::select(&EVENTS[..]),
                 edits in prop::collection::vec((0..400usize, prop::sample::select(&EDIT_BYTES[..]), 0..3u8), 1..6),
             ) {
-                let mut bytes = base.as_bytes().to_vec();
-                for (at, byte, op) in edits {
-                    let at = at.min(bytes.len());
-                    match op {
-                        0 => bytes.insert(at, byte),
-                        1 if at < bytes.len() => { bytes.remove(at); }
-                        _ if at < bytes.len() => bytes[at] = byte,
-                        _ => {}
-                    }
-                }
+                let bytes = mutated(base, &edits);
                 if let Ok(text) = std::str::from_utf8(&bytes) {
                     agree(text)?;
                 }
