@@ -1157,7 +1157,8 @@ mod tests {
     mod fuzz {
         //! Parser fuzzing as property tests: bounded in the test suite (proptest's default
         //! 256 cases each), longer by hand with `PROPTEST_CASES=1000000 cargo test --release
-        //! --lib event::tests::fuzz`.
+        //! -p kpi-core --lib event::tests::fuzz`. The fast readers are held to the reference
+        //! parsers (serde_json, time) on inputs they often take.
         use proptest::prelude::*;
 
         use super::super::*;
@@ -1212,15 +1213,7 @@ mod tests {
             }
 
             /// Whatever the fast reader takes, the reference parse reads the same fields
-            /// from: arbitrary text over JSON's alphabet.
-            #[test]
-            fn the_fast_reader_agrees_with_the_reference_on_json_text(
-                text in r#"[{}\[\]":,0-9a-z .+\-eE\\]{0,200}"#,
-            ) {
-                agree(&text)?;
-            }
-
-            /// ... on objects of contract and unknown fields with values of every JSON type,
+            /// from: objects of contract and unknown fields with values of every JSON type,
             /// repeated fields and spacing included.
             #[test]
             fn the_fast_reader_agrees_with_the_reference_on_objects(
@@ -1273,13 +1266,39 @@ mod tests {
                 agree_on_time(&text)?;
             }
 
+            /// ... and on random edits of timestamps it takes.
             #[test]
-            fn the_fast_timestamp_reader_agrees_with_time_on_any_text(
-                text in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.Z+\\-]{8,20}",
+            fn the_fast_timestamp_reader_agrees_with_time_on_edited_timestamps(
+                base in prop::sample::select(&TIMESTAMPS[..]),
+                edits in prop::collection::vec((0..32usize, prop::sample::select(&TIMESTAMP_BYTES[..]), 0..3u8), 1..3),
             ) {
-                agree_on_time(&text)?;
+                let mut bytes = base.as_bytes().to_vec();
+                for (at, byte, op) in edits {
+                    let at = at.min(bytes.len());
+                    match op {
+                        0 => bytes.insert(at, byte),
+                        1 if at < bytes.len() => { bytes.remove(at); }
+                        _ if at < bytes.len() => bytes[at] = byte,
+                        _ => {}
+                    }
+                }
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    agree_on_time(text)?;
+                }
             }
         }
+
+        const TIMESTAMPS: [&str; 4] = [
+            "2025-12-31T23:00:00Z",
+            "2024-02-29T12:30:45.123+05:30",
+            "1969-12-31T23:59:59.999999999-00:01",
+            "2000-01-01T00:00:00.5Z",
+        ];
+
+        const TIMESTAMP_BYTES: [u8; 16] = [
+            b'0', b'1', b'2', b'3', b'5', b'9', b'-', b':', b'.', b'T', b't', b'Z', b'z', b'+',
+            b' ', b'6',
+        ];
 
         /// Valid events of every type, with unknown and null fields.
         const EVENTS: [&str; 4] = [
@@ -1370,7 +1389,10 @@ mod tests {
         }
 
         fn spacing() -> impl Strategy<Value = &'static str> {
-            prop::sample::select(&["", "", " ", "\n\t", "\r ", "\u{a0}", "\u{b}", "\u{c}"][..])
+            prop_oneof![
+                12 => prop::sample::select(&["", " ", "\n\t", "\r "][..]),
+                1 => prop::sample::select(&["\u{a0}", "\u{b}", "\u{c}"][..]),
+            ]
         }
 
         fn agree(text: &str) -> Result<(), TestCaseError> {
