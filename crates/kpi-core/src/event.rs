@@ -1190,16 +1190,7 @@ mod tests {
             fn mutated_events_are_accepted_valid_or_rejected_with_a_reason(
                 edits in prop::collection::vec((0..VALID.len(), any::<u8>(), 0..3u8), 1..6),
             ) {
-                let mut bytes = VALID.as_bytes().to_vec();
-                for (at, byte, op) in edits {
-                    let at = at.min(bytes.len());
-                    match op {
-                        0 => bytes.insert(at, byte),
-                        1 if at < bytes.len() => { bytes.remove(at); }
-                        _ if at < bytes.len() => bytes[at] = byte,
-                        _ => {}
-                    }
-                }
+                let bytes = edited(VALID, &edits);
                 match parse(&bytes, Family::Tickets, NOW, &LIMITS) {
                     Ok(event) => {
                         prop_assert!(!event.event_id.is_empty() && !event.customer_id.is_empty());
@@ -1233,16 +1224,7 @@ mod tests {
                 base in prop::sample::select(&EVENTS[..]),
                 edits in prop::collection::vec((0..400usize, prop::sample::select(&EDIT_BYTES[..]), 0..3u8), 1..6),
             ) {
-                let mut bytes = base.as_bytes().to_vec();
-                for (at, byte, op) in edits {
-                    let at = at.min(bytes.len());
-                    match op {
-                        0 => bytes.insert(at, byte),
-                        1 if at < bytes.len() => { bytes.remove(at); }
-                        _ if at < bytes.len() => bytes[at] = byte,
-                        _ => {}
-                    }
-                }
+                let bytes = edited(base, &edits);
                 if let Ok(text) = std::str::from_utf8(&bytes) {
                     agree(text)?;
                 }
@@ -1272,16 +1254,7 @@ mod tests {
                 base in prop::sample::select(&TIMESTAMPS[..]),
                 edits in prop::collection::vec((0..32usize, prop::sample::select(&TIMESTAMP_BYTES[..]), 0..3u8), 1..3),
             ) {
-                let mut bytes = base.as_bytes().to_vec();
-                for (at, byte, op) in edits {
-                    let at = at.min(bytes.len());
-                    match op {
-                        0 => bytes.insert(at, byte),
-                        1 if at < bytes.len() => { bytes.remove(at); }
-                        _ if at < bytes.len() => bytes[at] = byte,
-                        _ => {}
-                    }
-                }
+                let bytes = edited(base, &edits);
                 if let Ok(text) = std::str::from_utf8(&bytes) {
                     agree_on_time(text)?;
                 }
@@ -1299,6 +1272,24 @@ mod tests {
             b'0', b'1', b'2', b'3', b'5', b'9', b'-', b':', b'.', b'T', b't', b'Z', b'z', b'+',
             b' ', b'6',
         ];
+
+        /// `text` with each edit applied in turn: insert, remove or replace (op 0, 1, 2) the
+        /// byte at a position, clamped to the text's length.
+        fn edited(text: &str, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+            let mut bytes = text.as_bytes().to_vec();
+            for &(at, byte, op) in edits {
+                let at = at.min(bytes.len());
+                match op {
+                    0 => bytes.insert(at, byte),
+                    1 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ if at < bytes.len() => bytes[at] = byte,
+                    _ => {}
+                }
+            }
+            bytes
+        }
 
         /// Valid events of every type, with unknown and null fields.
         const EVENTS: [&str; 4] = [
