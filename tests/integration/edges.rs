@@ -91,6 +91,14 @@ async fn messages_stamped_ahead_of_the_clock_erase_no_answer() {
         dead_letter_reasons(&topics.deadletter),
         ["future_timestamp", "future_timestamp"]
     );
+    // Killed only once the offsets past the acknowledged dead letters are committed: a crash
+    // before that hands them again to the next run (at least once), which is not under test.
+    eventually(
+        "offsets committed",
+        std::time::Duration::from_secs(30),
+        async || crate::harness::committed_to_end(&topics.group, &[&topics.surveys]).then_some(()),
+    )
+    .await;
     // A replay, within minutes, still has both stamps ahead of its clock.
     service.kill();
     let service = Service::start(&topics.env());
