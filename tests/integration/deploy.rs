@@ -93,6 +93,15 @@ fn names_in(expr: &str) -> Vec<String> {
     names
 }
 
+/// A value for each variable the dashboard's expressions use, in either of Grafana's forms
+/// (`$name`, `${name}`): its own (`window`, `segment`, `period`) and Grafana's.
+const DASHBOARD_VARIABLES: [(&str, &str); 4] = [
+    ("period", "month"),
+    ("window", "24h"),
+    ("segment", ""),
+    ("__rate_interval", "1m"),
+];
+
 fn dashboard_exprs() -> Vec<String> {
     let text = std::fs::read_to_string(format!("{ROOT}/deploy/grafana/dashboards/kpi-stream.json"))
         .unwrap();
@@ -119,13 +128,20 @@ fn every_dashboard_expression_parses_and_uses_known_metrics() {
             );
         }
     }
-    // promtool parses each expression as a recording rule, variables filled in.
+    // promtool parses each expression as a recording rule, variables filled in. A variable
+    // left in a label value would still parse, so none may be left.
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, expr) in exprs.iter().enumerate() {
-        let concrete = expr
-            .replace("$window", "24h")
-            .replace("$segment", "")
-            .replace("$__rate_interval", "1m");
+        let mut concrete = expr.clone();
+        for (name, value) in DASHBOARD_VARIABLES {
+            concrete = concrete
+                .replace(&format!("${{{name}}}"), value)
+                .replace(&format!("${name}"), value);
+        }
+        let unfilled = concrete.split('$').skip(1).find(|rest| {
+            rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '{')
+        });
+        assert!(unfilled.is_none(), "a variable is not filled in: {expr}");
         rules.push_str(&format!(
             "      - record: dashboard:expr_{i}:check\n        expr: {}\n",
             serde_json::to_string(&concrete).unwrap()
