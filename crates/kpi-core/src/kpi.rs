@@ -590,13 +590,10 @@ fn number(v: f64) -> Value {
 }
 
 /// Unix milliseconds as an RFC 3339 UTC timestamp with millisecond precision.
+/// An instant outside the years jiff represents (about ±9999) prints as the epoch.
 pub fn rfc3339(ms: i64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    at.format(&format).unwrap_or_default()
+    let at = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    format!("{at:.3}")
 }
 
 #[cfg(test)]
@@ -613,6 +610,17 @@ mod tests {
             components: vec![Some(2.0), Some(1.0), Some(1.0), Some(4.0)],
             window_start_ms: 0,
             window_end_ms: 3_600_000,
+        }
+    }
+
+    #[test]
+    fn instants_are_written_in_utc_with_milliseconds() {
+        assert_eq!(rfc3339(1_793_487_600_000), "2026-10-31T23:00:00.000Z");
+        assert_eq!(rfc3339(1_793_487_600_042), "2026-10-31T23:00:00.042Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(253_402_207_200_000), "9999-12-30T22:00:00.000Z");
+        for outside in [253_402_207_200_001, i64::MAX, i64::MIN] {
+            assert_eq!(rfc3339(outside), "1970-01-01T00:00:00.000Z");
         }
     }
 

@@ -6,6 +6,8 @@
 //!
 //! - [`event`]: the event contract v1, parsing and validation with reason codes.
 //! - [`window`]: rolling windows as rings of mergeable time buckets.
+//! - [`calendar`]: calendar periods (day, week, month, quarter, year) in the company's time
+//!   zone: their windows, local day and month buckets and DST-correct boundaries.
 //! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
 //! - [`ticket`]: ticket counts, first-contact resolution and resolution time.
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
@@ -21,6 +23,7 @@
 
 pub mod aggregate;
 pub mod billing;
+pub mod calendar;
 pub mod components;
 pub mod dedup;
 pub mod dimension;
