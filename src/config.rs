@@ -30,11 +30,16 @@ use serde::{Deserialize, Deserializer};
 
 use kpi_core::aggregate::StateSettings;
 use kpi_core::billing::{BillingTally, Rates};
+use kpi_core::calendar::Calendar;
 use kpi_core::dimension::Dimensions;
 use kpi_core::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
 use kpi_core::survey::SurveyTally;
 use kpi_core::ticket::TicketTally;
 use kpi_core::window::WindowSpec;
+
+mod calendar;
+
+pub use calendar::CalendarConfig;
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "KPI_STREAM_";
@@ -43,12 +48,13 @@ pub const ENV_PREFIX: &str = "KPI_STREAM_";
 const MIN_MAX_PAUSE: Duration = Duration::from_secs(1);
 const MAX_MAX_PAUSE: Duration = Duration::from_secs(7 * 86_400);
 /// The sections of the configuration, as named in `KPI_STREAM_<SECTION>__<KEY>`.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "kafka",
     "topics",
     "events",
     "processing",
     "windows",
+    "calendar",
     "dimensions",
     "billing",
     "publish",
@@ -170,6 +176,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub processing: ProcessingConfig,
     pub windows: WindowsConfig,
+    pub calendar: CalendarConfig,
     pub dimensions: DimensionsConfig,
     pub billing: BillingConfig,
     pub publish: PublishConfig,
@@ -781,6 +788,7 @@ impl Config {
     /// bounds of every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let windows = self.window_specs()?;
+        let calendar = self.calendar.calendar()?;
         self.validate_kafka()?;
         if !(MIN_MAX_PAUSE..=MAX_MAX_PAUSE).contains(&self.kafka.max_pause) {
             return Err(invalid("kafka.max_pause", "must be between 1s and 7d"));
@@ -794,7 +802,7 @@ impl Config {
                 "each worker is a task holding the state of its partitions",
             )?;
         }
-        self.validate_rings(&windows)?;
+        self.validate_rings(&windows, calendar.as_ref())?;
         for (i, name) in self.dimensions.names.iter().enumerate() {
             if !DIMENSION_FIELDS.contains(&name.as_str()) {
                 return Err(invalid(
@@ -812,7 +820,7 @@ impl Config {
         if self.dimensions.max_values == 0 {
             return Err(invalid("dimensions.max_values", "must be at least 1"));
         }
-        self.validate_series(&windows)?;
+        self.validate_series(&windows, calendar.as_ref())?;
         let is_code = |c: &str| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase());
         if !is_code(&self.billing.base_currency) {
             return Err(invalid(
@@ -953,10 +961,18 @@ impl Config {
 
     /// The ring slots of a series, over all its windows: allocated whole when the series
     /// first appears, in each family.
-    fn validate_rings(&self, windows: &[WindowSpec]) -> Result<(), ConfigError> {
+    fn validate_rings(
+        &self,
+        windows: &[WindowSpec],
+        calendar: Option<&Calendar>,
+    ) -> Result<(), ConfigError> {
         let skew_ms = self.events.max_future_skew.as_millis() as i64;
-        let bucket_slots: i64 = windows.iter().map(|w| w.ring_slots(0)).sum();
-        let slots: i64 = windows.iter().map(|w| w.ring_slots(skew_ms)).sum();
+        // Each calendar period keeps the previous, the current and the next period.
+        let calendar_slots = calendar.map_or(0, |c| 3 * c.settings().periods.len() as i64);
+        let bucket_slots: i64 =
+            windows.iter().map(|w| w.ring_slots(0)).sum::<i64>() + calendar_slots;
+        let slots: i64 =
+            windows.iter().map(|w| w.ring_slots(skew_ms)).sum::<i64>() + calendar_slots;
         if slots <= MAX_RING_SLOTS {
             return Ok(());
         }
@@ -980,14 +996,19 @@ impl Config {
     }
 
     /// Series per input partition times windows: what one partition's components hold.
-    fn validate_series(&self, windows: &[WindowSpec]) -> Result<(), ConfigError> {
+    fn validate_series(
+        &self,
+        windows: &[WindowSpec],
+        calendar: Option<&Calendar>,
+    ) -> Result<(), ConfigError> {
+        let windows = windows.len() + calendar.map_or(0, |c| c.windows().len());
         let dimensions = &self.dimensions;
         let series = dimensions
             .max_values
             .saturating_add(1)
             .saturating_mul(dimensions.names.len())
             .saturating_add(1);
-        let total = series.saturating_mul(windows.len());
+        let total = series.saturating_mul(windows);
         if total <= MAX_SERIES_WINDOWS {
             return Ok(());
         }
@@ -997,10 +1018,9 @@ impl Config {
                 "{series} series per partition (overall, and {} values and \"other\" for \
                  each of {:?}) in {} windows make {total}; at most {MAX_SERIES_WINDOWS} fit \
                  a partition's components in one message of the components topic (about 1.8 \
-                 KB per series and window for tickets, 16 MiB a message)",
-                dimensions.max_values,
-                dimensions.names,
-                windows.len()
+                 KB per series and window for tickets, 16 MiB a message); the windows are \
+                 windows.spans and two per calendar.periods",
+                dimensions.max_values, dimensions.names, windows
             ),
         ))
     }
@@ -1103,6 +1123,7 @@ impl Config {
             rates: self.rates(),
             clv_window,
             dedup_horizon_ms: self.events.dedup_horizon.as_millis() as i64,
+            calendar: self.calendar.calendar()?,
         })
     }
 
@@ -1497,23 +1518,51 @@ mod tests {
                 format!("{one_hour}[events]\nmax_future_skew = \"1h 1ms\""),
                 "events.max_future_skew",
             ),
-            // Ring slots: 1m window of 1 s buckets, 2h window of 2 min buckets:
-            // (60 + 3941 + 1) + (60 + 33 + 1) = 4096 slots; one more second of skew needs
-            // one more slot in the 1m window.
+            // Ring slots: 1m window of 1 s buckets, 2h window of 2 min buckets, the three
+            // default calendar periods of 3 slots each:
+            // (60 + 3932 + 1) + (60 + 33 + 1) + 9 = 4096 slots; one more second of skew
+            // needs one more slot in the 1m window.
             (
                 "[windows]\nspans = [\"1m\", \"2h\"]\n[billing]\nclv_window = \"2h\"\n\
-                 [events]\nmax_future_skew = \"3941s\""
+                 [events]\nmax_future_skew = \"3932s\""
                     .into(),
                 "[windows]\nspans = [\"1m\", \"2h\"]\n[billing]\nclv_window = \"2h\"\n\
-                 [events]\nmax_future_skew = \"3942s\""
+                 [events]\nmax_future_skew = \"3933s\""
                     .into(),
                 "events.max_future_skew",
             ),
-            // The default windows with 1,000 buckets and 5 minutes of skew: 4,094 slots.
+            // The default windows with 1,000 buckets and 5 minutes of skew, without calendar
+            // periods: 4,094 slots.
             (
-                "[windows]\nbuckets = 1000".into(),
-                "[windows]\nbuckets = 1001".into(),
+                "[windows]\nbuckets = 1000\n[calendar]\nperiods = []".into(),
+                "[windows]\nbuckets = 1001\n[calendar]\nperiods = []".into(),
                 "windows.buckets",
+            ),
+            // Calendar keys.
+            (
+                "[calendar]\ngrace = \"31d\"".into(),
+                "[calendar]\ngrace = \"31d 1ms\"".into(),
+                "calendar.grace",
+            ),
+            (
+                "[calendar]\ntimezone = \"Australia/Lord_Howe\"".into(),
+                "[calendar]\ntimezone = \"Europe/Atlantis\"".into(),
+                "calendar.timezone",
+            ),
+            (
+                "[calendar]\nweek_start = \"sunday\"".into(),
+                "[calendar]\nweek_start = \"saturday\"".into(),
+                "calendar.week_start",
+            ),
+            (
+                "[calendar]\nperiods = [\"day\", \"week\", \"month\", \"quarter\", \"year\"]".into(),
+                "[calendar]\nperiods = [\"day\", \"fortnight\"]".into(),
+                "calendar.periods",
+            ),
+            (
+                "[calendar]\nperiods = [\"year\"]".into(),
+                "[calendar]\nperiods = [\"year\", \"year\"]".into(),
+                "calendar.periods",
             ),
             // Five windows of 1,000 buckets need 5,005 slots whatever the skew.
             (
@@ -1582,8 +1631,15 @@ mod tests {
             ),
             // One dimension: 1 + (1,022 + 1) = 1,024 series in 4 windows.
             (
-                "[dimensions]\nmax_values = 1022".into(),
-                "[dimensions]\nmax_values = 1023".into(),
+                "[dimensions]\nmax_values = 1022\n[calendar]\nperiods = []".into(),
+                "[dimensions]\nmax_values = 1023\n[calendar]\nperiods = []".into(),
+                "dimensions.max_values",
+            ),
+            // With the three default calendar periods, 10 windows: 1 + (407 + 1) = 409
+            // series.
+            (
+                "[dimensions]\nmax_values = 407".into(),
+                "[dimensions]\nmax_values = 408".into(),
                 "dimensions.max_values",
             ),
             (

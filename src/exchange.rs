@@ -374,7 +374,7 @@ mod tests {
                 let shared = instances[owner].record(partition, &event, at);
                 prop_assert_eq!(alone, shared);
             }
-            let windows = config.window_specs().unwrap();
+            let windows = single.window_names().to_vec();
             let mut received = every_partition_received();
             for instance in &instances[1..] {
                 for partition in instance.partitions() {

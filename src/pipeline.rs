@@ -44,7 +44,7 @@ use crate::exchange::ComponentsWriter;
 use crate::http::ServedState;
 use crate::kafka::{ErrorLog, Producer, group_consumer_config, producer};
 use crate::metrics::Metrics;
-use kpi_core::aggregate::Aggregates;
+use kpi_core::aggregate::{Aggregates, ReplayHorizon};
 use kpi_core::components::{Incomplete, PartitionComponents, ReceivedComponents};
 use kpi_core::event::Family;
 use kpi_core::kpi::KpiRecord;
@@ -96,7 +96,7 @@ pub struct ConsumerCallbacks {
     /// assigned; set once it exists.
     consumer: OnceLock<Weak<GroupConsumer>>,
     topics: [(String, Family); 3],
-    replay_span_ms: i64,
+    replay: ReplayHorizon,
     timeout: Duration,
     clock: Clock,
     changes: Mutex<Vec<Rebalance>>,
@@ -144,7 +144,7 @@ impl ConsumerCallbacks {
 
     /// Sets the start offset of every partition in `tpl` and reports the assignments.
     fn plan_replay(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let since = (self.clock)() - self.replay_span_ms;
+        let since = self.replay.since_ms((self.clock)());
         let partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()
@@ -451,11 +451,11 @@ impl Pipeline {
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let settings = config.state_settings()?;
-        let replay_span_ms = settings.replay_span_ms();
+        let replay = settings.replay_horizon();
         let events = ConsumerCallbacks {
             consumer: OnceLock::new(),
             topics: Family::ALL.map(|f| (config.topic(f).to_owned(), f)),
-            replay_span_ms,
+            replay,
             timeout: Duration::from_millis(u64::from(config.kafka.request_timeout_ms)),
             clock: clock.clone(),
             changes: Mutex::new(Vec::new()),
@@ -900,7 +900,9 @@ impl Pipeline {
         self.metrics.global_publisher.set(i64::from(publisher));
         self.full_pending |= full;
         let result = match self.received.lock() {
-            Ok(received) => received.totals(self.kpis.windows(), local, now - self.stale_after_ms),
+            Ok(received) => {
+                received.totals(self.kpis.window_names(), local, now - self.stale_after_ms)
+            }
             Err(_) => return,
         };
         let (totals, oldest) = match result {

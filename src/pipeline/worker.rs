@@ -519,7 +519,7 @@ impl Owned {
                 Err(rejection) => rejection,
                 Ok(_) => Rejection {
                     reason,
-                    detail: "occurred_at is older than the largest window".into(),
+                    detail: policy::late_detail(reason).into(),
                 },
             };
             dead_letters.send(Letter {

@@ -30,6 +30,7 @@ fn exported() -> BTreeSet<String> {
             survey: Survey::Nps,
             score: 9,
         },
+        reference_ms: 0,
     };
     state
         .record(PartitionId::new(Family::Surveys, 0), &event, 0)

@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod hostile;
 mod http;
+mod periods;
 mod prometheus;
 mod scale;
 mod security;

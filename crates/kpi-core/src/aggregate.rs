@@ -15,7 +15,10 @@ use std::collections::HashMap;
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::billing::{BillingLedger, BillingTally, Current, Rates};
-use crate::components::{FamilyTallies, PartitionComponents, SeriesComponents, Totals};
+use crate::calendar::{Calendar, PeriodKind, PeriodWindow};
+use crate::components::{
+    FamilyTallies, PartitionComponents, SeriesComponents, Totals, WindowFrame,
+};
 use crate::dedup::SeenIds;
 use crate::dimension::Dimensions;
 use crate::event::{DIMENSION_FIELDS, Event, Family, Payload, Reason, Rejection};
@@ -23,7 +26,7 @@ use crate::kpi::KpiRecord;
 use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
-use crate::window::{Placement, Ring, Tally, Window, WindowSpec};
+use crate::window::{IndexRing, Placement, Ring, Tally, Window, WindowSpec};
 
 /// A KPI series: overall, or one value of one dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,6 +66,12 @@ impl EventSeries {
     }
 }
 
+/// A calendar period's ring: the previous period, the current one and, for events within
+/// the accepted skew, the next. Each period of each kind is one bucket, so that whether a
+/// message came too late is decided for the period itself (an answer too late for its day
+/// may still count in its week).
+const PERIOD_RING: IndexRing = IndexRing::new(2, 1);
+
 /// What became of an event offered to [`Aggregates::record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -73,9 +82,14 @@ pub enum Outcome {
     Late,
     /// Its `event_id` was already applied within the deduplication horizon: nothing changed.
     Duplicate,
+    /// It counts in the rolling windows (or, for a billing event, at least in the current
+    /// MRR), but its message came after the end of its calendar period plus the grace: the
+    /// period was closed, and it does not count there.
+    LateForPeriod,
 }
 
-/// One window ring per configured window, for one series.
+/// The rings of one series: one per rolling window, in configuration order, then one per
+/// calendar period, in configuration order. An event's placements follow the same order.
 #[derive(Debug, Clone)]
 struct SeriesWindows<T> {
     windows: Box<[Window<T>]>,
@@ -123,6 +137,8 @@ pub struct StateSettings {
     /// A repeated `event_id` within this much event time is a duplicate; 0 turns duplicate
     /// detection off.
     pub dedup_horizon_ms: i64,
+    /// The calendar periods beside the rolling windows; `None` when none is configured.
+    pub calendar: Option<Calendar>,
 }
 
 impl StateSettings {
@@ -137,12 +153,52 @@ impl StateSettings {
             .unwrap_or(0)
             + self.lead_ms
     }
+
+    /// Where a replay starts to rebuild every window, rolling and calendar.
+    pub fn replay_horizon(&self) -> ReplayHorizon {
+        ReplayHorizon {
+            rolling_span_ms: self.replay_span_ms(),
+            lead_ms: self.lead_ms,
+            calendar: self.calendar.clone(),
+        }
+    }
+}
+
+/// How far back a replay of the input starts: the rolling windows need a fixed span, a
+/// calendar period reaches back to the start of the previous period, which depends on the
+/// date.
+#[derive(Debug, Clone)]
+pub struct ReplayHorizon {
+    rolling_span_ms: i64,
+    lead_ms: i64,
+    calendar: Option<Calendar>,
+}
+
+impl ReplayHorizon {
+    /// The earliest message time a replay at `now_ms` reads from. A calendar period needs
+    /// every event dated from its start, and an event may be dated up to the lead after its
+    /// message was written.
+    pub fn since_ms(&self, now_ms: i64) -> i64 {
+        let rolling = now_ms.saturating_sub(self.rolling_span_ms);
+        self.calendar
+            .as_ref()
+            .and_then(|c| c.oldest_start_ms(now_ms))
+            .map_or(rolling, |start| {
+                rolling.min(start.saturating_sub(self.lead_ms))
+            })
+    }
 }
 
 /// The service's whole KPI state.
 #[derive(Debug)]
 pub struct Aggregates {
     windows: Vec<WindowSpec>,
+    calendar: Option<Calendar>,
+    /// The calendar periods, in configuration order: each has a ring of its own in a series.
+    periods: Vec<PeriodKind>,
+    /// The names of the rolling windows then of the calendar windows: the order of every
+    /// list of tallies in components.
+    names: Vec<String>,
     lead_ms: i64,
     dimensions: Dimensions,
     rates: Rates,
@@ -161,6 +217,7 @@ pub struct Aggregates {
 /// series, so computed once).
 struct Landing<'a> {
     windows: &'a [WindowSpec],
+    periods: usize,
     lead_ms: i64,
     series: &'a [SeriesKey],
     placements: &'a [Option<Placement>],
@@ -190,6 +247,7 @@ impl Landing<'_> {
                 .windows
                 .iter()
                 .map(|w| Window::new(w, self.lead_ms))
+                .chain((0..self.periods).map(|_| Window::calendar(&PERIOD_RING)))
                 .collect(),
         });
         for (placement, window) in self.placements.iter().zip(series.windows.iter_mut()) {
@@ -209,8 +267,24 @@ impl Aggregates {
             rates,
             clv_window,
             dedup_horizon_ms,
+            calendar,
         } = settings;
+        let names = windows
+            .iter()
+            .map(|w| w.name.clone())
+            .chain(
+                calendar
+                    .iter()
+                    .flat_map(|c| c.windows().iter().map(|w| w.name.clone())),
+            )
+            .collect();
         Aggregates {
+            periods: calendar
+                .as_ref()
+                .map(|c| c.settings().periods.clone())
+                .unwrap_or_default(),
+            names,
+            calendar,
             clv_window,
             dedup_horizon_ms,
             lead_ms,
@@ -229,6 +303,54 @@ impl Aggregates {
 
     pub fn windows(&self) -> &[WindowSpec] {
         &self.windows
+    }
+
+    /// The names of every window, rolling then calendar: the order of the tallies in
+    /// components.
+    pub fn window_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Every window's name and time range at `now_ms`, in the order of
+    /// [`Aggregates::window_names`].
+    pub fn frames(&self, now_ms: i64) -> Vec<WindowFrame> {
+        let mut frames: Vec<WindowFrame> = self
+            .windows
+            .iter()
+            .map(|w| WindowFrame {
+                name: w.name.clone(),
+                start_ms: w.start_ms(now_ms),
+                end_ms: now_ms,
+                followed_by: None,
+            })
+            .collect();
+        if let Some(calendar) = &self.calendar {
+            let first = frames.len();
+            for window in calendar.windows() {
+                // Outside the calendar's range (year 9999), an empty range at now.
+                let (start_ms, end_ms) = calendar
+                    .span(window, now_ms)
+                    .map_or((now_ms, now_ms), |s| (s.start_ms, s.end_ms));
+                // A previous period is followed until now by the same period's to-date
+                // window.
+                let followed_by = (window.which == PeriodWindow::Previous)
+                    .then(|| {
+                        calendar
+                            .windows()
+                            .iter()
+                            .position(|w| w.kind == window.kind && w.which == PeriodWindow::ToDate)
+                    })
+                    .flatten()
+                    .map(|to_date| first + to_date);
+                frames.push(WindowFrame {
+                    name: window.name.clone(),
+                    start_ms,
+                    end_ms,
+                    followed_by,
+                });
+            }
+        }
+        frames
     }
 
     /// Start of the largest window at `now_ms`: events older than this are late.
@@ -269,6 +391,8 @@ impl Aggregates {
         // Disjoint borrows of the fields: one partition lookup per event.
         let Aggregates {
             windows,
+            calendar,
+            periods,
             lead_ms,
             dimensions,
             rates,
@@ -280,6 +404,25 @@ impl Aggregates {
         } = self;
         placements.clear();
         placements.extend(rings.iter().map(|r| r.place(event.occurred_at_ms, now_ms)));
+        let mut late_for_period = false;
+        if let Some(calendar) = calendar {
+            let at = calendar.locate(event.occurred_at_ms);
+            let now = calendar.locate(now_ms);
+            for &kind in periods.iter() {
+                let placement = at.zip(now).and_then(|(at, now)| {
+                    let period = calendar.period_of(kind, &at);
+                    let placement = PERIOD_RING.place(period, calendar.period_of(kind, &now))?;
+                    // Decided from the message, never from when it is read, so that a
+                    // replay decides as the live run did.
+                    if calendar.written_late(kind, event.occurred_at_ms, &at, event.reference_ms) {
+                        late_for_period = true;
+                        return None;
+                    }
+                    Some(placement)
+                });
+                placements.push(placement);
+            }
+        }
         // No event is beyond the lead here (checked above), so an event without a bucket in
         // any window is older than the largest one: late.
         let late = placements.iter().all(Option::is_none);
@@ -297,6 +440,7 @@ impl Aggregates {
         let series = EventSeries::of(dimensions, event);
         let landing = Landing {
             windows,
+            periods: periods.len(),
             lead_ms: *lead_ms,
             series: series.keys(),
             placements,
@@ -341,6 +485,8 @@ impl Aggregates {
         state.seen.remember(id, event.occurred_at_ms);
         Ok(if late {
             Outcome::Late
+        } else if late_for_period {
+            Outcome::LateForPeriod
         } else {
             Outcome::Counted
         })
@@ -363,7 +509,7 @@ impl Aggregates {
         parts: impl IntoIterator<Item = &'p PartitionComponents>,
         now_ms: i64,
     ) -> Vec<KpiRecord> {
-        let mut totals = Totals::new(&self.windows);
+        let mut totals = Totals::new(&self.names);
         for part in parts {
             // Cannot mismatch: the windows are this instance's.
             let _ = totals.add(part);
@@ -373,7 +519,7 @@ impl Aggregates {
 
     /// The records of `totals`, with this instance's windows and CLV window.
     pub fn records_of(&self, totals: &Totals, now_ms: i64) -> Vec<KpiRecord> {
-        totals.records(&self.windows, Some(self.clv_window), now_ms)
+        totals.records(&self.frames(now_ms), Some(self.clv_window), now_ms)
     }
 
     /// The partitions holding state.
@@ -384,7 +530,7 @@ impl Aggregates {
     /// The tallies of one partition folded over each window at `now_ms`; no series for a
     /// partition without state (it had no event yet, which is still a known value: empty).
     pub fn components(&self, partition: PartitionId, now_ms: i64) -> PartitionComponents {
-        let windows = self.windows.iter().map(|w| w.name.clone()).collect();
+        let windows = self.names.clone();
         let Some(state) = self.partitions.get(&partition) else {
             return PartitionComponents {
                 windows,
@@ -438,14 +584,15 @@ impl Aggregates {
         }
     }
 
-    /// Every series' tally per window at `now_ms`.
+    /// Every series' tally per window at `now_ms`, rolling then calendar windows.
     fn fold<'s, T: Tally>(
         &'s self,
         map: &'s FastMap<SeriesKey, SeriesWindows<T>>,
         now_ms: i64,
     ) -> impl Iterator<Item = (SeriesKey, Vec<T>)> + 's {
+        let periods = self.period_buckets(now_ms);
         map.iter().map(move |(key, series)| {
-            let tallies = self
+            let rolling = self
                 .windows
                 .iter()
                 .zip(series.windows.iter())
@@ -453,12 +600,39 @@ impl Aggregates {
                     let mut tally = T::default();
                     window.fold_into(spec, now_ms, &mut tally);
                     tally
-                })
-                .collect();
-            (*key, tallies)
+                });
+            let calendar = periods.iter().map(|period| {
+                let mut tally = T::default();
+                if let Some((ring, index)) = period
+                    && let Some(window) = series.windows.get(*ring)
+                {
+                    window.fold_indices(*index, *index, &mut tally);
+                }
+                tally
+            });
+            (*key, rolling.chain(calendar).collect())
         })
+    }
+
+    /// For each calendar window at `now_ms`: the position of its period's ring in a series'
+    /// rings and the number of its bucket; `None` outside the calendar's range.
+    fn period_buckets(&self, now_ms: i64) -> Vec<Option<(usize, i64)>> {
+        let Some(calendar) = &self.calendar else {
+            return Vec::new();
+        };
+        calendar
+            .windows()
+            .iter()
+            .map(|window| {
+                let span = calendar.span(window, now_ms)?;
+                let kind = self.periods.iter().position(|k| *k == window.kind)?;
+                Some((self.windows.len() + kind, span.period))
+            })
+            .collect()
     }
 }
 
+#[cfg(test)]
+mod period_tests;
 #[cfg(test)]
 mod tests;

@@ -470,8 +470,25 @@ impl Current {
     }
 }
 
-/// The revenue KPIs of one window, from its activity and the current totals. The state at
-/// the start of the window is the current state minus the window's changes.
+/// The MRR and active customers of a series at the end of a window: the current ones for a
+/// window that ends now, those at its end for a closed calendar period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtEnd {
+    pub mrr: MicrosSum,
+    pub active_customers: i64,
+}
+
+impl From<&Current> for AtEnd {
+    fn from(current: &Current) -> Self {
+        AtEnd {
+            mrr: current.mrr,
+            active_customers: i64::try_from(current.active_customers).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// The revenue KPIs of one window, from its activity and the state at its end. The state at
+/// the start of the window is the state at its end minus the window's changes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowRevenue {
     pub mrr_at_start: MicrosSum,
@@ -480,16 +497,31 @@ pub struct WindowRevenue {
 }
 
 impl WindowRevenue {
-    /// The start of the window is the current state less every change inside the window:
-    /// movements, and customers moved in or out of the series.
+    /// A window that ends now: its start is the current state less every change inside the
+    /// window, movements and customers moved in or out of the series.
     pub fn new(current: &Current, window: &BillingTally) -> Self {
-        let active_at_end = current.active_customers as i64;
+        WindowRevenue::ending_at(AtEnd::from(current), window)
+    }
+
+    /// A window whose end state is `end`. A closed calendar period ends where the same
+    /// period's to-date window starts, so its end is the current state less that window's
+    /// changes ([`WindowRevenue::at_start`]).
+    pub fn ending_at(end: AtEnd, window: &BillingTally) -> Self {
+        let active_at_end = end.active_customers;
         WindowRevenue {
-            mrr_at_start: current.mrr - window.net_new() - window.moved_in + window.moved_out,
+            mrr_at_start: end.mrr - window.net_new() - window.moved_in + window.moved_out,
             active_at_start: active_at_end - window.acquired_customers() as i64
                 + window.churned_customers as i64
                 + window.moved_out_customers as i64,
             active_at_end,
+        }
+    }
+
+    /// The state at the window's start.
+    pub fn at_start(&self) -> AtEnd {
+        AtEnd {
+            mrr: self.mrr_at_start,
+            active_customers: self.active_at_start,
         }
     }
 
@@ -580,6 +612,7 @@ mod tests {
             customer_id: Cow::Owned(customer.to_owned()),
             dimensions: [None, None, None],
             payload,
+            reference_ms: 0,
         }
     }
 

@@ -202,9 +202,11 @@ pub struct LocalBuckets {
     pub month_end_ms: i64,
 }
 
-/// The buckets and boundaries of one calendar window at an instant.
+/// The period, local dates and boundaries of one calendar window at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeriodSpan {
+    /// The period's number among those of its kind ([`Calendar::period_of`]).
+    pub period: i64,
     pub unit: BucketUnit,
     /// First bucket index (a day or month index as in [`LocalBuckets`]), inclusive.
     pub first: i64,
@@ -294,12 +296,14 @@ impl Calendar {
         match window.which {
             PeriodWindow::ToDate => {
                 let day = local_day(zone, now_ms)?;
-                let (first, _) = grain.buckets(grain.key(day)?)?;
+                let period = grain.key(day)?;
+                let (first, _) = grain.buckets(period)?;
                 let last = match unit {
                     BucketUnit::Day => day,
                     BucketUnit::Month => month_of_day(day)?,
                 };
                 Some(PeriodSpan {
+                    period,
                     unit,
                     first,
                     last,
@@ -309,8 +313,10 @@ impl Calendar {
             }
             PeriodWindow::Previous => {
                 let before = start_ms.checked_sub(1)?;
-                let (first, last) = grain.buckets(grain.key(local_day(zone, before)?)?)?;
+                let period = grain.key(local_day(zone, before)?)?;
+                let (first, last) = grain.buckets(period)?;
                 Some(PeriodSpan {
+                    period,
                     unit,
                     first,
                     last,
@@ -330,25 +336,45 @@ impl Calendar {
         run_end(&self.settings.zone, self.grain(kind), at_ms)
     }
 
-    /// How many buckets of `unit`, behind and including the one holding now, a ring must
-    /// keep so that every configured window's buckets are there: for days 14 with weeks (the
-    /// previous week and up to 7 days of the current one), else 2 with days; for months 24
-    /// with years, else 6 with quarters, else 2 with months; otherwise 0.
-    pub fn kept(&self, unit: BucketUnit) -> i64 {
-        let has = |kind| self.settings.periods.contains(&kind);
-        let needs = match unit {
-            BucketUnit::Day => [(PeriodKind::Week, 14), (PeriodKind::Day, 2)].as_slice(),
-            BucketUnit::Month => [
-                (PeriodKind::Year, 24),
-                (PeriodKind::Quarter, 6),
-                (PeriodKind::Month, 2),
-            ]
-            .as_slice(),
+    /// The number of the period of `kind` holding a located instant. Consecutive periods of
+    /// a kind have consecutive numbers (but for a date a zone skipped), so a period's state
+    /// is a bucket numbered by it, and the previous period's is the one before.
+    pub fn period_of(&self, kind: PeriodKind, at: &LocalBuckets) -> i64 {
+        match kind {
+            PeriodKind::Day => at.day,
+            PeriodKind::Week => (at.day + self.settings.week_start.shift()).div_euclid(7),
+            PeriodKind::Month => at.month,
+            PeriodKind::Quarter => at.month.div_euclid(3),
+            PeriodKind::Year => at.month.div_euclid(12),
+        }
+    }
+
+    /// Whether an event at `at_ms` (located at `at`) whose message was written at
+    /// `written_ms` came after its period of `kind` closed: after the period's end plus the
+    /// grace. A period ends no earlier than the day or month holding the event, so only a
+    /// message late for those needs the period's own end, which is converted then.
+    pub fn written_late(
+        &self,
+        kind: PeriodKind,
+        at_ms: i64,
+        at: &LocalBuckets,
+        written_ms: i64,
+    ) -> bool {
+        let grace = self.settings.grace_ms;
+        let bucket_end = match kind.unit() {
+            BucketUnit::Day => at.day_end_ms,
+            BucketUnit::Month => at.month_end_ms,
         };
-        needs
-            .iter()
-            .find(|(kind, _)| has(*kind))
-            .map_or(0, |&(_, kept)| kept)
+        if written_ms <= bucket_end.saturating_add(grace) {
+            return false;
+        }
+        match kind {
+            PeriodKind::Day | PeriodKind::Month => true,
+            // Outside jiff's range there is no later end to wait for.
+            _ => self
+                .period_end_ms(kind, at_ms)
+                .is_none_or(|end| written_ms > end.saturating_add(grace)),
+        }
     }
 
     /// The earliest instant any calendar window needs at `now_ms`, the start of the oldest

@@ -15,13 +15,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::billing::{self, BillingTally, Current, MicrosSum, WindowRevenue};
+use crate::billing::{self, AtEnd, BillingTally, Current, MicrosSum, WindowRevenue};
 use crate::event::Family;
 use crate::kpi::{self, KpiRecord};
 use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
-use crate::window::{Tally, WindowSpec};
+use crate::window::Tally;
 
 /// The tallies of one input partition, each folded over every window at `as_of_ms`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +119,19 @@ impl SeriesTotals {
     }
 }
 
+/// A window's name and time range at the instant records are computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowFrame {
+    pub name: String,
+    pub start_ms: i64,
+    /// Now for a rolling or to-date window, the period's end for a closed one.
+    pub end_ms: i64,
+    /// For a closed period, the index of the window that runs from its end until now (the
+    /// same period's to-date window): the revenue state at the period's end is the current
+    /// one less that window's changes.
+    pub followed_by: Option<usize>,
+}
+
 /// The components of a set of input partitions added up, per series.
 #[derive(Debug, Clone)]
 pub struct Totals {
@@ -128,13 +141,13 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Totals of no partition: the overall series with empty tallies.
-    pub fn new(windows: &[WindowSpec]) -> Self {
-        let names: Vec<String> = windows.iter().map(|w| w.name.clone()).collect();
+    /// Totals of no partition over the windows named `windows`: the overall series with
+    /// empty tallies.
+    pub fn new(windows: &[String]) -> Self {
         let mut series = BTreeMap::new();
-        series.insert(None, SeriesTotals::new(names.len()));
+        series.insert(None, SeriesTotals::new(windows.len()));
         Totals {
-            windows: names,
+            windows: windows.to_vec(),
             series,
         }
     }
@@ -161,32 +174,33 @@ impl Totals {
         Ok(())
     }
 
-    /// The value of every KPI, window and series. `clv_window` is the index of the window
-    /// whose customer churn ratio divides ARPA into CLV.
+    /// The value of every KPI, window and series. `windows` gives each window's range at
+    /// `now_ms`, in the order of the names the totals were made with; `clv_window` is the
+    /// index of the window whose customer churn ratio divides ARPA into CLV.
     pub fn records(
         &self,
-        windows: &[WindowSpec],
+        windows: &[WindowFrame],
         clv_window: Option<usize>,
         now_ms: i64,
     ) -> Vec<KpiRecord> {
         let mut records = Vec::new();
         for (dimension, totals) in &self.series {
             let mut clv_churn = None;
-            for (index, spec) in windows.iter().enumerate().take(self.windows.len()) {
+            for (index, window) in windows.iter().enumerate().take(self.windows.len()) {
                 let frame = Frame {
-                    window: &spec.name,
+                    window: &window.name,
                     dimension,
-                    start_ms: spec.start_ms(now_ms),
-                    end_ms: now_ms,
+                    start_ms: window.start_ms,
+                    end_ms: window.end_ms,
                 };
                 survey_records(&totals.surveys[index], &frame, &mut records);
                 ticket_records(&totals.tickets[index], &frame, &mut records);
-                let churn = billing_records(
-                    &totals.billing[index],
-                    &totals.current,
-                    &frame,
-                    &mut records,
-                );
+                let now = AtEnd::from(&totals.current);
+                let at_end = match window.followed_by.and_then(|i| totals.billing.get(i)) {
+                    Some(after) => WindowRevenue::ending_at(now, after).at_start(),
+                    None => now,
+                };
+                let churn = billing_records(&totals.billing[index], at_end, &frame, &mut records);
                 if Some(index) == clv_window {
                     clv_churn = churn;
                 }
@@ -257,7 +271,7 @@ impl ReceivedComponents {
     /// if one is missing, nothing.
     pub fn totals(
         &self,
-        windows: &[WindowSpec],
+        windows: &[String],
         local: &HashMap<PartitionId, PartitionComponents>,
         fresh_since_ms: i64,
     ) -> Result<(Totals, Option<i64>), Incomplete> {
@@ -353,7 +367,7 @@ fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecor
 /// Pushes the windowed revenue records; returns the window's customer churn ratio.
 fn billing_records(
     tally: &BillingTally,
-    now: &Current,
+    at_end: AtEnd,
     frame: &Frame<'_>,
     out: &mut Vec<KpiRecord>,
 ) -> Option<f64> {
@@ -382,7 +396,7 @@ fn billing_records(
         movements,
         Vec::new(),
     ));
-    let w = WindowRevenue::new(now, tally);
+    let w = WindowRevenue::ending_at(at_end, tally);
     let active_at_start = Some(w.active_at_start as f64);
     let churn = w.customer_churn_ratio(tally);
     out.push(frame.record(
@@ -513,17 +527,19 @@ mod tests {
         }
     }
 
-    fn one_window() -> Vec<WindowSpec> {
-        vec![WindowSpec::new(
-            "1h",
-            std::time::Duration::from_secs(3600),
-            std::time::Duration::from_secs(60),
-        )]
+    fn one_window() -> Vec<String> {
+        vec!["1h".to_owned()]
     }
 
     fn nps_responses(totals: &Totals) -> Option<f64> {
+        let frame = WindowFrame {
+            name: "1h".into(),
+            start_ms: NOW - 3_600_000,
+            end_ms: NOW,
+            followed_by: None,
+        };
         totals
-            .records(&one_window(), None, NOW)
+            .records(&[frame], None, NOW)
             .iter()
             .find(|r| r.key() == "nps/1h")
             .and_then(|r| r.components[3])

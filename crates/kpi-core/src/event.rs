@@ -69,10 +69,12 @@ pub enum Reason {
     UnknownSubscription,
     CanceledSubscription,
     Late,
+    /// Counted in the rolling windows, but written after its calendar period closed.
+    LateForPeriod,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::TooDeep,
@@ -94,6 +96,7 @@ impl Reason {
         Reason::UnknownSubscription,
         Reason::CanceledSubscription,
         Reason::Late,
+        Reason::LateForPeriod,
     ];
 
     pub fn code(self) -> &'static str {
@@ -119,6 +122,7 @@ impl Reason {
             Reason::UnknownSubscription => "unknown_subscription",
             Reason::CanceledSubscription => "canceled_subscription",
             Reason::Late => "late",
+            Reason::LateForPeriod => "late_for_period",
         }
     }
 }
@@ -250,6 +254,11 @@ pub struct Event<'a> {
     /// `segment`, `region`, `channel`, when present.
     pub dimensions: [Option<Cow<'a, str>>; 3],
     pub payload: Payload<'a>,
+    /// When the message was written, as far as the log tells: its timestamp, never later
+    /// than the service clock ([`reference_time`]). Whether the event came after its
+    /// calendar period closed is decided from it, so that a replay decides as the live run
+    /// did.
+    pub reference_ms: i64,
 }
 
 /// Limits applied while parsing, from the configuration.
@@ -747,6 +756,7 @@ fn validate<'a>(
         customer_id,
         dimensions: [wire.segment, wire.region, wire.channel],
         payload,
+        reference_ms,
     })
 }
 

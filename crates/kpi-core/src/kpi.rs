@@ -413,7 +413,7 @@ pub const CUSTOMER_RETENTION: KpiDef = kpi(
         component(
             "active_at_end",
             "kpi_customers_active_at_window_end",
-            "Customers with MRR > 0 at the end of the window (now)",
+            "Customers with MRR > 0 at the end of the window (now, or a closed period's end)",
         ),
         component(
             "acquired",

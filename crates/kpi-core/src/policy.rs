@@ -118,10 +118,32 @@ pub fn report(
                 ..Report::default()
             }
         }
+        // Counted everywhere but in its closed calendar period: processed, and reported
+        // late, and dead-lettered when asked, so that the period's owners can see what it
+        // left out.
+        Ok(Outcome::LateForPeriod) => Report {
+            processed: true,
+            counted: true,
+            input: live,
+            late: live,
+            rejected: (live && late_to_deadletter).then_some(Reason::LateForPeriod),
+            ..Report::default()
+        },
         Err(reason) => Report {
             rejected: live.then_some(reason),
             ..Report::default()
         },
+    }
+}
+
+/// The dead-letter detail of a valid event reported late (`reason` is [`Reason::Late`] or
+/// [`Reason::LateForPeriod`]): what it was left out of.
+pub fn late_detail(reason: Reason) -> &'static str {
+    match reason {
+        Reason::LateForPeriod => {
+            "written after its calendar period closed (the period's end plus the grace); counted in the rolling windows only"
+        }
+        _ => "occurred_at is older than the largest window",
     }
 }
 
@@ -302,6 +324,32 @@ mod tests {
                 ..Report::default()
             }
         );
+        // Late for its calendar period only: counted in the rolling windows, reported late,
+        // dead-lettered when asked, whatever its family; replayed, only counted again.
+        for family in [Surveys, Tickets, Billing] {
+            assert_eq!(
+                report(Ok(Outcome::LateForPeriod), family, true, false),
+                Report {
+                    late: true,
+                    ..counted
+                }
+            );
+            assert_eq!(
+                report(Ok(Outcome::LateForPeriod), family, true, true),
+                Report {
+                    late: true,
+                    rejected: Some(Reason::LateForPeriod),
+                    ..counted
+                }
+            );
+            assert_eq!(
+                report(Ok(Outcome::LateForPeriod), family, false, true),
+                Report {
+                    input: false,
+                    ..counted
+                }
+            );
+        }
         assert_eq!(
             report(Err(Reason::OutOfRange), Billing, true, false),
             Report {

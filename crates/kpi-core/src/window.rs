@@ -112,6 +112,45 @@ impl Ring {
     }
 }
 
+/// The shape of a ring of calendar buckets (local days, weeks, months...), numbered by the
+/// calendar rather than by a fixed width, since a local day lasts 23 to 25 hours and a
+/// month 28 to 31 days: it keeps `kept` buckets up to and including the one holding `now`,
+/// and `lead` buckets ahead of it for events within the accepted clock skew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRing {
+    kept: i64,
+    lead: i64,
+}
+
+impl IndexRing {
+    pub const fn new(kept: i64, lead: i64) -> Self {
+        IndexRing {
+            kept: if kept < 1 { 1 } else { kept },
+            lead: if lead < 0 { 0 } else { lead },
+        }
+    }
+
+    /// Every index the ring may hold at one time has its own slot.
+    pub fn slots(&self) -> i64 {
+        self.kept + self.lead
+    }
+
+    /// Where the bucket numbered `index` lands when the bucket holding `now` is `now_index`;
+    /// `None` when it is older than the ring keeps or further ahead than its lead, where it
+    /// would take the slot of a bucket still kept.
+    pub fn place(&self, index: i64, now_index: i64) -> Option<Placement> {
+        if index <= now_index.saturating_sub(self.kept)
+            || index > now_index.saturating_add(self.lead)
+        {
+            return None;
+        }
+        Some(Placement {
+            index,
+            slot: index.rem_euclid(self.slots()) as usize,
+        })
+    }
+}
+
 /// The bucket an event lands in, and the ring slot that holds it ([`Ring::place`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
@@ -151,6 +190,21 @@ impl<T: Tally> Window<T> {
         }
     }
 
+    /// A ring of calendar buckets of the shape `ring`.
+    pub fn calendar(ring: &IndexRing) -> Self {
+        Window {
+            lead: ring.lead,
+            slots: vec![
+                Slot {
+                    index: i64::MIN,
+                    tally: T::default(),
+                };
+                ring.slots() as usize
+            ]
+            .into_boxed_slice(),
+        }
+    }
+
     /// The tally of the bucket holding `at_ms`, or `None` when that bucket has left the
     /// window at `now_ms` or lies further ahead of it than the lead: the ring holds the
     /// window's buckets and the lead's, and a bucket beyond would take the slot of one still
@@ -175,6 +229,18 @@ impl<T: Tally> Window<T> {
             slot.tally = T::default();
         }
         Some(&mut slot.tally)
+    }
+
+    /// Merges the buckets numbered `first` to `last` (inclusive) into `into`: the buckets of
+    /// one calendar period.
+    pub fn fold_indices(&self, first: i64, last: i64, into: &mut T) {
+        for slot in self
+            .slots
+            .iter()
+            .filter(|s| (first..=last).contains(&s.index))
+        {
+            into.merge(&slot.tally);
+        }
     }
 
     /// Merges every bucket inside the window at `now_ms` into `into`.
@@ -286,6 +352,47 @@ mod tests {
         assert_eq!(total(&w, &spec, now), 60);
         assert!(add(&mut w, &spec, now + 5 * MINUTE + 59_999, now));
         assert_eq!(total(&w, &spec, now), 61);
+    }
+
+    #[test]
+    fn a_calendar_ring_keeps_its_buckets_and_refuses_those_that_would_erase_one() {
+        // Two days kept (yesterday and today), one ahead.
+        let ring = IndexRing::new(2, 1);
+        let mut w = Window::<Count>::calendar(&ring);
+        let today = 20_000;
+        let mut add = |day: i64, now: i64| -> bool {
+            ring.place(day, now)
+                .and_then(|p| w.bucket_at(p))
+                .map(|c| c.0 += 1)
+                .is_some()
+        };
+        assert!(add(today - 1, today));
+        assert!(add(today, today));
+        assert!(add(today + 1, today));
+        // The day before yesterday and the day after tomorrow share slots with kept days.
+        assert!(!add(today - 2, today));
+        assert!(!add(today + 2, today));
+        assert!(!add(i64::MIN, today));
+        assert!(!add(i64::MAX, today));
+        let fold = |w: &Window<Count>, first, last| {
+            let mut c = Count::default();
+            w.fold_indices(first, last, &mut c);
+            c.0
+        };
+        assert_eq!(fold(&w, today - 1, today - 1), 1);
+        assert_eq!(fold(&w, today - 1, today + 1), 3);
+        // A day later, tomorrow's bucket is today's, and its slot is reused for the new
+        // tomorrow only once that day comes.
+        let mut add_later = |day: i64| -> bool {
+            ring.place(day, today + 1)
+                .and_then(|p| w.bucket_at(p))
+                .map(|c| c.0 += 1)
+                .is_some()
+        };
+        assert!(add_later(today + 2));
+        assert!(!add_later(today - 1));
+        assert_eq!(fold(&w, today, today + 2), 3);
+        assert_eq!(fold(&w, today - 1, today - 1), 0);
     }
 
     #[test]

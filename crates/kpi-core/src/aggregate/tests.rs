@@ -36,6 +36,7 @@ fn aggregates(cap: usize) -> Aggregates {
         rates: Rates::new("USD", &rates),
         clv_window: 1,
         dedup_horizon_ms: 0,
+        calendar: None,
     })
 }
 
@@ -46,6 +47,7 @@ fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Ev
         customer_id: Cow::Borrowed("c"),
         dimensions: [segment.map(Cow::Borrowed), None, None],
         payload: Payload::SurveyResponded { survey, score },
+        reference_ms: at,
     }
 }
 
@@ -132,6 +134,7 @@ fn ticket_event(at: i64, payload: Payload<'static>) -> Event<'static> {
         customer_id: Cow::Borrowed("c"),
         dimensions: [Some(Cow::Borrowed("smb")), None, None],
         payload,
+        reference_ms: at,
     }
 }
 
@@ -284,6 +287,7 @@ fn billing_event(
         customer_id: Cow::Borrowed(customer),
         dimensions: [Some(Cow::Borrowed(segment)), None, None],
         payload,
+        reference_ms: at,
     }
 }
 

@@ -183,9 +183,26 @@ fn civil_reference(
         BucketUnit::Day => day_number(date),
         BucketUnit::Month => month_number(date),
     };
+    // Periods numbered by their first date: every week's first date is 3 (from Monday) or 4
+    // (from Sunday) days before a multiple of 7 days after the Thursday 1970-01-01.
+    let number = |first: Date| match kind {
+        PeriodKind::Day => day_number(first),
+        PeriodKind::Week => {
+            let shift = if week_start == WeekStart::Monday {
+                3
+            } else {
+                4
+            };
+            (day_number(first) + shift).div_euclid(7)
+        }
+        PeriodKind::Month => month_number(first),
+        PeriodKind::Quarter => month_number(first).div_euclid(3),
+        PeriodKind::Year => month_number(first).div_euclid(12),
+    };
     let current = first_date(today);
     match which {
         PeriodWindow::ToDate => PeriodSpan {
+            period: number(current),
             unit: kind.unit(),
             first: bucket(current),
             last: bucket(today),
@@ -195,6 +212,7 @@ fn civil_reference(
         PeriodWindow::Previous => {
             let previous = current.checked_sub(length).unwrap();
             PeriodSpan {
+                period: number(previous),
                 unit: kind.unit(),
                 first: bucket(previous),
                 last: bucket(current.yesterday().unwrap()),
@@ -463,7 +481,14 @@ fn an_instant_on_a_boundary_belongs_to_the_period_that_starts_there() {
         ),
     ];
     for (kind, which, at_ms, first, last, start_ms, end_ms) in cases {
+        // Month numbers; a quarter's or a year's number counts quarters or years.
+        let period = match kind {
+            PeriodKind::Quarter => first.div_euclid(3),
+            PeriodKind::Year => first.div_euclid(12),
+            _ => first,
+        };
         let expected = PeriodSpan {
+            period,
             unit: BucketUnit::Month,
             first,
             last,
@@ -701,35 +726,65 @@ fn a_fold_across_midnight_repeats_the_end_of_a_day() {
 }
 
 #[test]
-fn kept_buckets_by_configuration() {
+fn a_message_is_late_only_after_its_own_period_ended_plus_the_grace() {
     use PeriodKind::{Day, Month, Quarter, Week, Year};
-    let kept = |periods: &[PeriodKind]| {
-        let calendar = calendar("UTC", WeekStart::Monday, periods);
-        (
-            calendar.kept(BucketUnit::Day),
-            calendar.kept(BucketUnit::Month),
-        )
+    let mut calendar = all_periods("Europe/Rome");
+    let rome = |text| local("Europe/Rome", text);
+    let late = |calendar: &mut Calendar, kind, at: i64, written: i64| {
+        let located = calendar.locate(at).unwrap();
+        calendar.written_late(kind, at, &located, written)
     };
-    assert_eq!(kept(&[]), (0, 0));
-    assert_eq!(kept(&[Day]), (2, 0));
-    assert_eq!(kept(&[Week]), (14, 0));
-    assert_eq!(kept(&[Day, Week]), (14, 0));
-    assert_eq!(kept(&[Month]), (0, 2));
-    assert_eq!(kept(&[Quarter]), (0, 6));
-    assert_eq!(kept(&[Month, Quarter]), (0, 6));
-    assert_eq!(kept(&[Year, Month]), (0, 24));
-    assert_eq!(kept(&[Day, Month, Quarter]), (2, 6));
-    assert_eq!(kept(&PeriodKind::ALL), (14, 24));
-    // The bound is reached: on the last day of a week, of a quarter and of a year.
-    let calendar = all_periods("Europe/Rome");
-    let sunday = local("Europe/Rome", "2026-12-27T12:00");
-    let previous_week = span(&calendar, Week, PeriodWindow::Previous, sunday);
-    assert_eq!(previous_week.first, date_number("2026-12-27") - 13);
-    let last_day = local("Europe/Rome", "2026-12-31T12:00");
-    let previous_quarter = span(&calendar, Quarter, PeriodWindow::Previous, last_day);
-    assert_eq!(previous_quarter.first, 2026 * 12 + 11 - 5);
-    let previous_year = span(&calendar, Year, PeriodWindow::Previous, last_day);
-    assert_eq!(previous_year.first, 2026 * 12 + 11 - 23);
+    // Monday 30 November 2026: the week ends on Monday 7 December, the month on 1 December.
+    let monday = rome("2026-11-30T10:00");
+    let tuesday = rome("2026-12-01T02:00");
+    assert!(late(&mut calendar, Day, monday, tuesday));
+    assert!(late(&mut calendar, Month, monday, tuesday));
+    assert!(!late(&mut calendar, Week, monday, tuesday));
+    assert!(!late(&mut calendar, Quarter, monday, tuesday));
+    assert!(!late(&mut calendar, Day, monday, rome("2026-12-01T01:00")));
+    assert!(!late(&mut calendar, Week, monday, rome("2026-12-07T01:00")));
+    assert!(late(
+        &mut calendar,
+        Week,
+        monday,
+        rome("2026-12-07T01:00") + 1
+    ));
+    // 15 January: late for its month in February, for its quarter after 1 April 01:00 (the
+    // grace of an hour), for its year after 1 January 01:00.
+    let january = rome("2026-01-15T12:00");
+    let february = rome("2026-02-10T12:00");
+    assert!(late(&mut calendar, Month, january, february));
+    assert!(!late(&mut calendar, Quarter, january, february));
+    assert!(!late(
+        &mut calendar,
+        Quarter,
+        january,
+        rome("2026-04-01T01:00")
+    ));
+    assert!(late(
+        &mut calendar,
+        Quarter,
+        january,
+        rome("2026-04-01T01:00") + 1
+    ));
+    assert!(!late(
+        &mut calendar,
+        Year,
+        january,
+        rome("2026-04-01T02:00")
+    ));
+    assert!(!late(
+        &mut calendar,
+        Year,
+        january,
+        rome("2027-01-01T01:00")
+    ));
+    assert!(late(
+        &mut calendar,
+        Year,
+        january,
+        rome("2027-01-01T01:00") + 1
+    ));
 }
 
 #[test]
@@ -1010,25 +1065,26 @@ proptest! {
         }
     }
 
-    /// The buckets every configured window needs are within `kept` of the one holding now.
+    /// A window's period number is the number of the period holding its instants, and the
+    /// previous period is numbered one less.
     #[test]
-    fn kept_buckets_hold_every_configured_window(
+    fn period_numbers_follow_the_windows(
         zone_index in 0..ORDINARY_ZONES.len(),
         now in utc("1970-01-01T00:00:00Z")..utc("2100-01-01T00:00:00Z"),
-        chosen in prop::sample::subsequence(PeriodKind::ALL.to_vec(), 0..=5),
         sunday in any::<bool>(),
     ) {
         let week_start = if sunday { WeekStart::Sunday } else { WeekStart::Monday };
-        let mut calendar = calendar(ORDINARY_ZONES[zone_index], week_start, &chosen);
-        let now_buckets = calendar.locate(now).unwrap();
-        for window in calendar.windows() {
-            let s = calendar.span(window, now).unwrap();
-            let current = match s.unit {
-                BucketUnit::Day => now_buckets.day,
-                BucketUnit::Month => now_buckets.month,
-            };
-            let kept = calendar.kept(s.unit);
-            prop_assert!(s.first > current - kept && s.last <= current, "{} {:?}", window.name, s);
+        let mut calendar = calendar(ORDINARY_ZONES[zone_index], week_start, &PeriodKind::ALL);
+        let located = calendar.locate(now).unwrap();
+        for kind in PeriodKind::ALL {
+            let to_date = span(&calendar, kind, PeriodWindow::ToDate, now);
+            let previous = span(&calendar, kind, PeriodWindow::Previous, now);
+            prop_assert_eq!(calendar.period_of(kind, &located), to_date.period);
+            prop_assert_eq!(previous.period, to_date.period - 1);
+            for at in [previous.start_ms, previous.end_ms - 1] {
+                let located = calendar.locate(at).unwrap();
+                prop_assert_eq!(calendar.period_of(kind, &located), previous.period);
+            }
         }
     }
 }
