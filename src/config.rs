@@ -1555,7 +1555,8 @@ mod tests {
                 "calendar.week_start",
             ),
             (
-                "[calendar]\nperiods = [\"day\", \"week\", \"month\", \"quarter\", \"year\"]".into(),
+                "[calendar]\nperiods = [\"day\", \"week\", \"month\", \"quarter\", \"year\"]"
+                    .into(),
                 "[calendar]\nperiods = [\"day\", \"fortnight\"]".into(),
                 "calendar.periods",
             ),
