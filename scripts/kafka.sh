@@ -7,8 +7,8 @@
 #   scripts/kafka.sh status    exit 0 and say so when the broker answers, 1 otherwise
 #   scripts/kafka.sh clean     stop, then delete the broker's data
 #   scripts/kafka.sh topics PREFIX N      create PREFIX{surveys,tickets,billing} with N partitions,
-#                                         PREFIXdeadletter and the compacted PREFIXkpis and
-#                                         PREFIXkpi-components, if missing
+#                                         PREFIXdeadletter and the compacted PREFIXkpis,
+#                                         PREFIXkpi-components and PREFIXkpi-periods, if missing
 #   eval "$(scripts/kafka.sh env PREFIX)" point kpi-stream at those topics (KPI_STREAM_TOPICS__*)
 #   scripts/kafka.sh tool CLASS ARGS...   run a Kafka command-line class (TopicCommand, ConsumerPerformance, ...)
 #
@@ -208,6 +208,8 @@ topics)
     create --topic "${prefix}kpis" --partitions 1 --config cleanup.policy=compact
     create --topic "${prefix}kpi-components" --partitions 1 --config cleanup.policy=compact \
         --config max.message.bytes=16777216
+    create --topic "${prefix}kpi-periods" --partitions 1 --config cleanup.policy=compact \
+        --config max.message.bytes=16777216
     ;;
 env)
     prefix=${2:?usage: $0 env PREFIX}
@@ -216,6 +218,7 @@ env)
     done
     printf 'export KPI_STREAM_TOPICS__OUTPUT=%q\n' "${prefix}kpis"
     printf 'export KPI_STREAM_TOPICS__COMPONENTS=%q\n' "${prefix}kpi-components"
+    printf 'export KPI_STREAM_TOPICS__PERIODS=%q\n' "${prefix}kpi-periods"
     ;;
 tool)
     shift

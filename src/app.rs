@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::exchange::read_components;
 use crate::http::ServedState;
 use crate::metrics::Metrics;
+use crate::periods::{PeriodStore, read_periods};
 use crate::pipeline::Pipeline;
 use kpi_core::components::ReceivedComponents;
 use kpi_core::event::Family;
@@ -55,7 +56,20 @@ pub async fn run(
             .spawn(move || read_components(config, received, metrics, stop))
             .context("starting the components reader")?
     };
-    let pipeline = Pipeline::new(config, metrics, status, received, clock)?;
+    let periods = Arc::new(PeriodStore::default());
+    let periods_reader = {
+        let (config, periods, metrics, stop) = (
+            config.clone(),
+            periods.clone(),
+            metrics.clone(),
+            reader_stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name("periods".into())
+            .spawn(move || read_periods(config, periods, metrics, stop))
+            .context("starting the periods reader")?
+    };
+    let pipeline = Pipeline::new(config, metrics, status, received, periods, clock)?;
     let result = pipeline.run(shutdown, exit_when_caught_up).await;
     // HTTP and the components reader stay up until the final snapshot is published.
     reader_stop.cancel();
@@ -64,16 +78,22 @@ pub async fn run(
     // The reader stops within one poll, unless a metadata call is waiting for an absent
     // broker: then the process exits without it rather than outlast its grace period.
     let deadline = tokio::time::Instant::now() + READER_GRACE;
-    while !reader.is_finished() && tokio::time::Instant::now() < deadline {
+    let readers = [("components", reader), ("periods", periods_reader)];
+    while readers.iter().any(|(_, r)| !r.is_finished()) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if reader.is_finished() {
-        match reader.join() {
-            Ok(read) => read?,
-            Err(_) => anyhow::bail!("the components reader panicked"),
+    for (name, reader) in readers {
+        if reader.is_finished() {
+            match reader.join() {
+                Ok(read) => read?,
+                Err(_) => anyhow::bail!("the {name} reader panicked"),
+            }
+        } else {
+            warn!(
+                reader = name,
+                "reader still waiting for the broker; exiting without it"
+            );
         }
-    } else {
-        warn!("components reader still waiting for the broker; exiting without it");
     }
     result
 }

@@ -223,6 +223,9 @@ pub struct TopicsConfig {
     pub output: String,
     /// KPI components per input partition, shared by the instances of the group.
     pub components: String,
+    /// Each input partition's components per calendar period, kept beyond the input
+    /// topics' retention.
+    pub periods: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +361,7 @@ impl Default for TopicsConfig {
             deadletter: "cs.deadletter".into(),
             output: "cs.kpis".into(),
             components: "cs.kpi-components".into(),
+            periods: "cs.kpi-periods".into(),
         }
     }
 }
@@ -864,6 +868,7 @@ impl Config {
             ("topics.deadletter", &self.topics.deadletter),
             ("topics.output", &self.topics.output),
             ("topics.components", &self.topics.components),
+            ("topics.periods", &self.topics.periods),
         ];
         for (i, (key, topic)) in topics.iter().enumerate() {
             let legal = topic

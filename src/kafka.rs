@@ -125,6 +125,7 @@ pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
     config.check_client(ClientKind::Consumer, &group_consumer_config(config))?;
     config.check_client(ClientKind::Producer, &producer_config(config, &[]))?;
     config.check_client(ClientKind::Consumer, &components_consumer_config(config))?;
+    config.check_client(ClientKind::Consumer, &periods_consumer_config(config))?;
     config.check_client(ClientKind::Producer, &components_producer_config(config))
 }
 
@@ -210,6 +211,20 @@ pub fn components_consumer_config(config: &Config) -> ClientConfig {
         &[
             // Never joins nor commits: the group id only names the client to the broker.
             ("group.id", format!("{}.components", config.kafka.group_id)),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("fetch.queue.backoff.ms", "10".into()),
+        ],
+    )
+}
+
+/// The settings of the consumer that reads every instance's period records.
+pub fn periods_consumer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            // Never joins nor commits: the group id only names the client to the broker.
+            ("group.id", format!("{}.periods", config.kafka.group_id)),
             ("enable.auto.commit", "false".into()),
             ("enable.auto.offset.store", "false".into()),
             ("fetch.queue.backoff.ms", "10".into()),

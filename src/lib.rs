@@ -27,4 +27,5 @@ pub mod generate;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod periods;
 pub mod pipeline;

@@ -144,6 +144,9 @@ pub struct Metrics {
     pub components_sent: IntCounter,
     pub components_failures: IntCounter,
     pub components_invalid: IntCounter,
+    pub periods_written: IntCounter,
+    pub periods_failures: IntCounter,
+    pub periods_invalid: IntCounter,
     pub global_publisher: IntGauge,
     pub assigned_partitions: IntGauge,
     /// Messages read by each worker of the consume loop, by `worker` (its index).
@@ -414,6 +417,18 @@ impl Metrics {
             "kpi_components_invalid_total",
             "Messages read from the components topic that could not be decoded",
         )?;
+        let periods_written = single(
+            "kpi_periods_written_total",
+            "Period records (one input partition's tallies for one calendar period) acknowledged by the broker",
+        )?;
+        let periods_failures = single(
+            "kpi_periods_failures_total",
+            "Period records not queued or not acknowledged (each is written again)",
+        )?;
+        let periods_invalid = single(
+            "kpi_periods_invalid_total",
+            "Messages read from the periods topic that could not be decoded",
+        )?;
         let int_gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help)?);
         let global_publisher = int_gauge(
             "kpi_global_publisher",
@@ -475,6 +490,9 @@ impl Metrics {
             components_sent,
             components_failures,
             components_invalid,
+            periods_written,
+            periods_failures,
+            periods_invalid,
             global_publisher,
             assigned_partitions,
             worker_messages,

@@ -42,13 +42,17 @@ use crate::config::Config;
 use crate::deadletter::DeadLetters;
 use crate::exchange::ComponentsWriter;
 use crate::http::ServedState;
-use crate::kafka::{ErrorLog, Producer, group_consumer_config, producer};
+use crate::kafka::{
+    ErrorLog, Producer, components_producer_settings, group_consumer_config, producer,
+};
 use crate::metrics::Metrics;
+use crate::periods::{Due, PeriodStore, PeriodWriter};
 use kpi_core::aggregate::{Aggregates, ReplayHorizon};
 use kpi_core::components::{Incomplete, PartitionComponents, ReceivedComponents};
 use kpi_core::event::Family;
 use kpi_core::kpi::KpiRecord;
 use kpi_core::partition::PartitionId;
+use kpi_core::period_components::{PeriodComponents, Restored};
 use kpi_core::policy::{self, History, SentValues, UNKNOWN_END};
 use worker::{CaughtUp, Command, Queue, Worker, worker_of};
 
@@ -80,8 +84,9 @@ impl Replay {
 enum Rebalance {
     /// The group gave this instance an assignment (possibly empty).
     Joined,
-    /// With the partition's own queue, split off before the partition was assigned.
-    Assigned(PartitionId, Replay, Option<Queue>),
+    /// With the partition's own queue, split off before the partition was assigned, and the
+    /// records its calendar periods are restored from.
+    Assigned(PartitionId, Replay, Option<Queue>, Vec<PeriodComponents>),
     Revoked(PartitionId),
     /// The group took the partitions away without a handover (the session timed out, for
     /// instance during a broker outage): the values are frozen until a new assignment has
@@ -97,6 +102,8 @@ pub struct ConsumerCallbacks {
     consumer: OnceLock<Weak<GroupConsumer>>,
     topics: [(String, Family); 3],
     replay: ReplayHorizon,
+    /// The period records every replay restores from.
+    periods: Arc<PeriodStore>,
     timeout: Duration,
     clock: Clock,
     changes: Mutex<Vec<Rebalance>>,
@@ -144,17 +151,39 @@ impl ConsumerCallbacks {
 
     /// Sets the start offset of every partition in `tpl` and reports the assignments.
     fn plan_replay(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let since = self.replay.since_ms((self.clock)());
+        let now = (self.clock)();
+        let wanted = self.replay.wanted(now);
         let partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
+        // The periods each partition restores from their records, which need no replay of
+        // their start.
+        let mut restored: HashMap<(String, i32), Vec<PeriodComponents>> = HashMap::new();
         let mut by_time = TopicPartitionList::new();
         for (topic, partition) in &partitions {
+            let records: Vec<PeriodComponents> = self
+                .periods
+                .records(topic, *partition, &wanted)
+                .into_iter()
+                .filter(|r| self.replay.matches(r))
+                .collect();
+            let marks: Vec<Restored> = records
+                .iter()
+                .filter_map(|r| {
+                    Some(Restored {
+                        kind: r.kind()?,
+                        number: r.number,
+                        through_offset: r.through_offset,
+                    })
+                })
+                .collect();
             if self.family(topic) != Some(Family::Billing) {
+                let since = self.replay.since_ms_restored(now, &marks);
                 let _ = by_time.add_partition_offset(topic, *partition, Offset::Offset(since));
             }
+            restored.insert((topic.clone(), *partition), records);
         }
         // An assignment of billing partitions only has nothing to look up (and librdkafka
         // refuses an empty list).
@@ -207,7 +236,11 @@ impl ConsumerCallbacks {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
-            let start = policy::replay_start(family, by_time, low);
+            let records = restored
+                .remove(&(topic.clone(), partition))
+                .unwrap_or_default();
+            let through = records.iter().map(|r| r.through_offset).min();
+            let start = policy::replay_start(family, by_time, low, through);
             let count_from =
                 policy::count_from(committed_of(&topic, partition), start, high, history);
             let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
@@ -218,6 +251,7 @@ impl ConsumerCallbacks {
                 start,
                 end = high,
                 count_from,
+                restored_periods = records.len(),
                 "partition assigned, replaying"
             );
             self.push(Rebalance::Assigned(
@@ -228,6 +262,7 @@ impl ConsumerCallbacks {
                     position: start,
                 },
                 queue,
+                records,
             ));
         }
     }
@@ -420,6 +455,8 @@ pub struct Pipeline {
     caught_up: bool,
     dead_letters: Arc<DeadLetters>,
     components: ComponentsWriter,
+    period_writer: PeriodWriter,
+    periods: Arc<PeriodStore>,
     /// Components received from the other instances, and the input partition counts.
     received: Arc<Mutex<ReceivedComponents>>,
     /// Partitions paused because their dead letters cannot be delivered, each with when
@@ -448,6 +485,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         status: Arc<ServedState>,
         received: Arc<Mutex<ReceivedComponents>>,
+        periods: Arc<PeriodStore>,
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let settings = config.state_settings()?;
@@ -456,6 +494,7 @@ impl Pipeline {
             consumer: OnceLock::new(),
             topics: Family::ALL.map(|f| (config.topic(f).to_owned(), f)),
             replay,
+            periods: periods.clone(),
             timeout: Duration::from_millis(u64::from(config.kafka.request_timeout_ms)),
             clock: clock.clone(),
             changes: Mutex::new(Vec::new()),
@@ -497,10 +536,18 @@ impl Pipeline {
             })?);
         }
         let components = ComponentsWriter::new(config.clone(), metrics.clone())?;
+        // Records as large as components: one tally per series of a partition.
+        let period_writer = PeriodWriter::new(
+            config.clone(),
+            crate::kafka::producer(&config, &components_producer_settings())?,
+            metrics.clone(),
+        );
         let stale_after_ms =
             (2 * config.publish.snapshot_interval + config.publish.interval).as_millis() as i64;
         Ok(Pipeline {
             components,
+            period_writer,
+            periods,
             received,
             kpis: Aggregates::new(settings),
             producer,
@@ -536,6 +583,14 @@ impl Pipeline {
         shutdown: CancellationToken,
         exit_when_caught_up: bool,
     ) -> anyhow::Result<()> {
+        // The first replay restores the periods written before this start.
+        let limit = 3 * Duration::from_millis(u64::from(self.config.kafka.request_timeout_ms));
+        if !self.periods.wait_loaded(limit).await {
+            warn!(
+                topic = self.config.topics.periods,
+                "the periods topic was not read to its end in time; periods it holds are replayed instead"
+            );
+        }
         let topics: Vec<&str> = Family::ALL.iter().map(|f| self.config.topic(*f)).collect();
         self.consumer
             .subscribe(&topics)
@@ -639,7 +694,7 @@ impl Pipeline {
                     self.joined = true;
                     reassigned = true;
                 }
-                Rebalance::Assigned(partition, replay, queue) => {
+                Rebalance::Assigned(partition, replay, queue, restored) => {
                     self.generation += 1;
                     let generation = self.generation;
                     self.assigned.insert(
@@ -657,6 +712,7 @@ impl Pipeline {
                             replay,
                             queue,
                             generation,
+                            restored,
                         },
                     );
                 }
@@ -844,7 +900,13 @@ impl Pipeline {
     ) -> anyhow::Result<HashMap<PartitionId, PartitionComponents>> {
         let workers = self.workers.len();
         let mut answers = Vec::with_capacity(workers);
-        for (index, commands) in self.workers.iter().enumerate() {
+        let mut written: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+        for w in self.period_writer.take_written() {
+            if let Some(of_worker) = written.get_mut(worker_of(w.partition, workers)) {
+                of_worker.push(w);
+            }
+        }
+        for ((index, commands), written) in self.workers.iter().enumerate().zip(written) {
             let ends = self
                 .assigned
                 .iter()
@@ -857,12 +919,14 @@ impl Pipeline {
                     now,
                     ends,
                     last,
+                    written,
                     reply,
                 })
                 .map_err(|_| anyhow!("worker {index} of the consume loop stopped"))?;
             answers.push(answer);
         }
         let mut local = HashMap::new();
+        let mut due = Vec::new();
         for (index, answer) in answers.into_iter().enumerate() {
             let report = answer
                 .await
@@ -877,10 +941,18 @@ impl Pipeline {
                 if let Some(components) = part.components {
                     local.insert(part.partition, components);
                 }
+                due.extend(part.periods.into_iter().map(|(components, version)| Due {
+                    partition: part.partition,
+                    components,
+                    version,
+                }));
             }
             for (newest, reported) in self.newest_event_ms.iter_mut().zip(report.newest_event_ms) {
                 *newest = (*newest).max(reported);
             }
+        }
+        if self.joined {
+            self.period_writer.write(due);
         }
         Ok(local)
     }

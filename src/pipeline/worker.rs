@@ -27,7 +27,10 @@ use kpi_core::aggregate::Aggregates;
 use kpi_core::components::PartitionComponents;
 use kpi_core::event::{self, Family, Limits, Payload, Rejection};
 use kpi_core::partition::PartitionId;
+use kpi_core::period_components::PeriodComponents;
 use kpi_core::policy;
+
+use crate::periods::Written;
 
 /// A partition's own queue of fetched messages.
 pub(super) type Queue = StreamPartitionQueue<ConsumerCallbacks>;
@@ -56,6 +59,8 @@ pub(super) enum Command {
         queue: Option<Queue>,
         /// Tells this assignment of the partition from earlier ones in [`CaughtUp`].
         generation: u64,
+        /// The records its calendar periods are restored from before the replay.
+        restored: Vec<PeriodComponents>,
     },
     /// Forget a revoked partition.
     Drop(PartitionId),
@@ -66,6 +71,8 @@ pub(super) enum Command {
         now: i64,
         ends: Vec<(PartitionId, i64)>,
         last: bool,
+        /// Period records the broker acknowledged since the last report.
+        written: Vec<Written>,
         reply: oneshot::Sender<WorkerReport>,
     },
     /// A message of a partition without a queue of its own, read from the main queue.
@@ -88,6 +95,9 @@ pub(super) struct PartitionReport {
     pub next_offset: Option<i64>,
     /// Only for a partition that has caught up.
     pub components: Option<PartitionComponents>,
+    /// Its period records due to be written, with the versions that confirm them; only for
+    /// a partition that has caught up.
+    pub periods: Vec<(PeriodComponents, u64)>,
 }
 
 /// A worker's answer to [`Command::Report`].
@@ -269,7 +279,12 @@ impl Worker {
                 replay,
                 queue,
                 generation,
-            } => self.take(partition, replay, queue, generation).await,
+                restored,
+            } => {
+                self.take(partition, replay, queue, generation).await;
+                let now = (self.owned.clock)();
+                self.owned.aggregates.restore(partition, &restored, now);
+            }
             Command::Drop(partition) => {
                 self.owned.aggregates.drop_partition(partition);
                 self.owned.partitions.remove(&partition);
@@ -279,8 +294,16 @@ impl Worker {
                 now,
                 ends,
                 last,
+                written,
                 reply,
             } => {
+                for w in written {
+                    self.owned.aggregates.periods_written(
+                        w.partition,
+                        &[(w.kind, w.number, w.version)],
+                        now,
+                    );
+                }
                 // The loop waits for the answer; if it is gone, so is the reason to run.
                 let _ = reply.send(self.owned.report(now, &ends));
                 return !last;
@@ -483,7 +506,7 @@ impl Owned {
         let bytes = message.payload().unwrap_or_default();
         let reference = event::reference_time(message.timestamp().to_millis(), now);
         let result = event::parse(bytes, family, reference, limits).and_then(|event| {
-            let outcome = aggregates.record(partition, &event, now)?;
+            let outcome = aggregates.record_at(partition, &event, offset, now)?;
             Ok((event, outcome))
         });
         let late_to_deadletter = config.events.late_to_deadletter;
@@ -573,6 +596,12 @@ impl Owned {
                     position: progress.replay.position,
                     next_offset: progress.next_offset,
                     components: caught_up.then(|| self.aggregates.components(*partition, now)),
+                    periods: if caught_up {
+                        self.aggregates
+                            .period_components(*partition, progress.replay.position, now)
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect();

@@ -71,6 +71,7 @@ pub struct Topics {
     pub deadletter: String,
     pub output: String,
     pub components: String,
+    pub periods: String,
     pub group: String,
 }
 
@@ -107,6 +108,7 @@ impl Topics {
             deadletter: format!("deadletter-{id}"),
             output: format!("kpis-{id}"),
             components: format!("components-{id}"),
+            periods: format!("periods-{id}"),
             group: format!("group-{id}"),
         };
         let mut specs = vec![
@@ -115,6 +117,7 @@ impl Topics {
             (topics.billing.as_str(), partitions[2]),
             (topics.output.as_str(), 1),
             (topics.components.as_str(), 1),
+            (topics.periods.as_str(), 1),
         ];
         if with_deadletter {
             specs.push((topics.deadletter.as_str(), 1));
@@ -135,6 +138,7 @@ impl Topics {
             deadletter: format!("deadletter-{id}"),
             output: format!("kpis-{id}"),
             components: format!("components-{id}"),
+            periods: format!("periods-{id}"),
             group: format!("group-{id}"),
         };
         create_topics(
@@ -143,6 +147,7 @@ impl Topics {
                 (reference.deadletter.as_str(), 1),
                 (reference.output.as_str(), 1),
                 (reference.components.as_str(), 1),
+                (reference.periods.as_str(), 1),
             ],
         )
         .await;
@@ -161,6 +166,7 @@ impl Topics {
             ("KPI_STREAM_TOPICS__DEADLETTER", self.deadletter.clone()),
             ("KPI_STREAM_TOPICS__OUTPUT", self.output.clone()),
             ("KPI_STREAM_TOPICS__COMPONENTS", self.components.clone()),
+            ("KPI_STREAM_TOPICS__PERIODS", self.periods.clone()),
             ("KPI_STREAM_PUBLISH__INTERVAL", "1s".into()),
             // Tests produce their messages before the first start of a new group, and
             // check that they are counted and dead-lettered.
@@ -212,6 +218,22 @@ pub async fn create_topic_with_config(brokers: &str, topic: &str, config: &[(&st
         .unwrap()
     {
         result.unwrap();
+    }
+}
+
+/// Deletes the messages of `topic` below `offsets` (partition, offset), as retention would.
+pub async fn delete_records(brokers: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .unwrap();
+    }
+    let deleted = admin(brokers)
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .unwrap();
+    for e in deleted.elements() {
+        e.error().unwrap();
     }
 }
 

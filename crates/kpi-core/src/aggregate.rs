@@ -15,7 +15,7 @@ use std::collections::HashMap;
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::billing::{BillingLedger, BillingTally, Current, Rates};
-use crate::calendar::{Calendar, PeriodKind, PeriodWindow};
+use crate::calendar::{Calendar, CalendarWindowSpec, PeriodKind, PeriodWindow};
 use crate::components::{
     FamilyTallies, PartitionComponents, SeriesComponents, Totals, WindowFrame,
 };
@@ -24,6 +24,7 @@ use crate::dimension::Dimensions;
 use crate::event::{DIMENSION_FIELDS, Event, Family, Payload, Reason, Rejection};
 use crate::kpi::KpiRecord;
 use crate::partition::PartitionId;
+use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents, Restored};
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
 use crate::window::{IndexRing, Placement, Ring, Tally, Window, WindowSpec};
@@ -71,6 +72,7 @@ impl EventSeries {
 /// message came too late is decided for the period itself (an answer too late for its day
 /// may still count in its week).
 const PERIOD_RING: IndexRing = IndexRing::new(2, 1);
+const PERIOD_SLOTS: usize = PERIOD_RING.slots() as usize;
 
 /// What became of an event offered to [`Aggregates::record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,16 +107,45 @@ struct PartitionState {
     billing: FastMap<SeriesKey, SeriesWindows<BillingTally>>,
     /// Current MRR per customer; each customer counts in the series of its latest event.
     ledger: BillingLedger<EventSeries>,
+    /// For each calendar period, in configuration order, what is known of the period in
+    /// each slot of its ring: whether it changed since written, and up to which offset a
+    /// restored record counts.
+    marks: Vec<[PeriodMark; PERIOD_SLOTS]>,
 }
 
 impl PartitionState {
-    fn new(dedup_horizon_ms: i64) -> Self {
+    fn new(dedup_horizon_ms: i64, periods: usize) -> Self {
         PartitionState {
             seen: SeenIds::new(dedup_horizon_ms),
             surveys: FastMap::default(),
             tickets: FastMap::default(),
             billing: FastMap::default(),
             ledger: BillingLedger::default(),
+            marks: vec![[PeriodMark::new(i64::MIN); PERIOD_SLOTS]; periods],
+        }
+    }
+}
+
+/// What is known of one period of a partition beside its tallies.
+#[derive(Debug, Clone, Copy)]
+struct PeriodMark {
+    number: i64,
+    /// Counts the events applied to the period; `written` is the count its last record had.
+    version: u64,
+    written: u64,
+    written_at_ms: Option<i64>,
+    /// Messages below this offset are in the restored record already.
+    restored_through: i64,
+}
+
+impl PeriodMark {
+    const fn new(number: i64) -> Self {
+        PeriodMark {
+            number,
+            version: 0,
+            written: 0,
+            written_at_ms: None,
+            restored_through: i64::MIN,
         }
     }
 }
@@ -179,13 +210,49 @@ impl ReplayHorizon {
     /// every event dated from its start, and an event may be dated up to the lead after its
     /// message was written.
     pub fn since_ms(&self, now_ms: i64) -> i64 {
+        self.since_ms_restored(now_ms, &[])
+    }
+
+    /// The earliest message time a replay at `now_ms` reads from, when the periods in
+    /// `restored` are restored from their records: those need no replay of their start
+    /// (the replay must then also start no later than their offsets).
+    pub fn since_ms_restored(&self, now_ms: i64, restored: &[Restored]) -> i64 {
         let rolling = now_ms.saturating_sub(self.rolling_span_ms);
-        self.calendar
-            .as_ref()
-            .and_then(|c| c.oldest_start_ms(now_ms))
-            .map_or(rolling, |start| {
-                rolling.min(start.saturating_sub(self.lead_ms))
+        let Some(calendar) = &self.calendar else {
+            return rolling;
+        };
+        calendar
+            .windows()
+            .iter()
+            .filter_map(|window| calendar.span(window, now_ms).map(|s| (window.kind, s)))
+            .filter(|(kind, span)| {
+                !restored
+                    .iter()
+                    .any(|r| r.kind == *kind && r.number == span.period)
             })
+            .map(|(_, span)| span.start_ms.saturating_sub(self.lead_ms))
+            .fold(rolling, i64::min)
+    }
+
+    /// The periods whose records a replay at `now_ms` can restore: the current and the
+    /// previous period of each configured kind.
+    pub fn wanted(&self, now_ms: i64) -> Vec<(PeriodKind, i64)> {
+        let Some(calendar) = &self.calendar else {
+            return Vec::new();
+        };
+        calendar
+            .windows()
+            .iter()
+            .filter_map(|w| Some((w.kind, calendar.span(w, now_ms)?.period)))
+            .collect()
+    }
+
+    /// Whether a record was numbered in this calendar: its time zone and week start.
+    pub fn matches(&self, record: &PeriodComponents) -> bool {
+        self.calendar.as_ref().is_some_and(|c| {
+            c.zone_name() == Some(record.timezone.as_str())
+                && c.settings().week_start.name() == record.week_start
+        })
     }
 }
 
@@ -224,6 +291,22 @@ struct Landing<'a> {
 }
 
 impl Landing<'_> {
+    /// The rings of one series, made when the series first appears.
+    fn series_windows<'m, T: Tally>(
+        &self,
+        map: &'m mut FastMap<SeriesKey, SeriesWindows<T>>,
+        key: SeriesKey,
+    ) -> &'m mut SeriesWindows<T> {
+        map.entry(key).or_insert_with(|| SeriesWindows {
+            windows: self
+                .windows
+                .iter()
+                .map(|w| Window::new(w, self.lead_ms))
+                .chain((0..self.periods).map(|_| Window::calendar(&PERIOD_RING)))
+                .collect(),
+        })
+    }
+
     /// Applies `apply` to the bucket holding the event in every window of every series.
     fn apply<T: Tally>(
         &self,
@@ -235,6 +318,29 @@ impl Landing<'_> {
         }
     }
 
+    /// Adds a restored period's tally (the first of `tallies`) into ring `ring` of one
+    /// series, at `placement`.
+    fn restore<T: Tally>(
+        &self,
+        map: &mut FastMap<SeriesKey, SeriesWindows<T>>,
+        key: SeriesKey,
+        ring: usize,
+        placement: Placement,
+        tallies: &[T],
+    ) {
+        let Some(restored) = tallies.first() else {
+            return;
+        };
+        let series = self.series_windows(map, key);
+        if let Some(tally) = series
+            .windows
+            .get_mut(ring)
+            .and_then(|w| w.bucket_at(placement))
+        {
+            tally.merge(restored);
+        }
+    }
+
     /// Applies `apply` to the bucket holding the event in every window of one series.
     fn apply_to<T: Tally>(
         &self,
@@ -242,14 +348,7 @@ impl Landing<'_> {
         key: SeriesKey,
         apply: impl Fn(&mut T),
     ) {
-        let series = map.entry(key).or_insert_with(|| SeriesWindows {
-            windows: self
-                .windows
-                .iter()
-                .map(|w| Window::new(w, self.lead_ms))
-                .chain((0..self.periods).map(|_| Window::calendar(&PERIOD_RING)))
-                .collect(),
-        });
+        let series = self.series_windows(map, key);
         for (placement, window) in self.placements.iter().zip(series.windows.iter_mut()) {
             if let Some(tally) = placement.and_then(|p| window.bucket_at(p)) {
                 apply(tally);
@@ -367,6 +466,219 @@ impl Aggregates {
         self.partitions.remove(&partition);
     }
 
+    /// Restores periods of `partition` from their records, before its replay: each record
+    /// of this calendar whose period a window holds at `now_ms` becomes that period's
+    /// tallies, and messages below its offset will not count in it again
+    /// ([`Aggregates::record_at`]). Others are ignored; the replay rebuilds their periods.
+    pub fn restore(&mut self, partition: PartitionId, records: &[PeriodComponents], now_ms: i64) {
+        let Aggregates {
+            windows,
+            calendar,
+            periods,
+            lead_ms,
+            dimensions,
+            partitions,
+            dedup_horizon_ms,
+            ..
+        } = self;
+        let Some(calendar) = calendar else {
+            return;
+        };
+        let Some(now) = calendar.locate(now_ms) else {
+            return;
+        };
+        let zone = calendar.zone_name().unwrap_or_default().to_owned();
+        let week_start = calendar.settings().week_start.name();
+        let state = partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(*dedup_horizon_ms, periods.len()));
+        for record in records {
+            if record.timezone != zone || record.week_start != week_start {
+                continue;
+            }
+            let Some(kind) = record.kind() else { continue };
+            let Some(k) = periods.iter().position(|p| *p == kind) else {
+                continue;
+            };
+            let Some(placement) = PERIOD_RING.place(record.number, calendar.period_of(kind, &now))
+            else {
+                continue;
+            };
+            let landing = Landing {
+                windows,
+                periods: periods.len(),
+                lead_ms: *lead_ms,
+                series: &[],
+                placements: &[],
+            };
+            for series in &record.series {
+                let key = match &series.dimension {
+                    None => SeriesKey::Overall,
+                    Some((name, value)) => {
+                        let Some(dim) = dimensions.names().position(|n| n == name) else {
+                            continue;
+                        };
+                        SeriesKey::Dimension(dim as u8, dimensions.intern(dim, Some(value)))
+                    }
+                };
+                let ring = windows.len() + k;
+                match &series.tallies {
+                    FamilyTallies::Surveys(t) => {
+                        landing.restore(&mut state.surveys, key, ring, placement, t)
+                    }
+                    FamilyTallies::Tickets(t) => {
+                        landing.restore(&mut state.tickets, key, ring, placement, t)
+                    }
+                    FamilyTallies::Billing { windows: t, .. } => {
+                        landing.restore(&mut state.billing, key, ring, placement, t)
+                    }
+                }
+            }
+            if let Some(mark) = state.marks[k].get_mut(placement.slot()) {
+                *mark = PeriodMark {
+                    written_at_ms: Some(now_ms),
+                    restored_through: record.through_offset,
+                    ..PeriodMark::new(record.number)
+                };
+            }
+        }
+    }
+
+    /// The records of `partition`'s periods due to be written at `now_ms`, each with the
+    /// version to confirm once written ([`Aggregates::periods_written`]): a closed period
+    /// that changed since written, and an open one that changed and was last written a
+    /// [`CHECKPOINT_INTERVAL_MS`] ago or never. `through_offset` is the partition's next
+    /// offset, every message below which has been handled.
+    pub fn period_components(
+        &self,
+        partition: PartitionId,
+        through_offset: i64,
+        now_ms: i64,
+    ) -> Vec<(PeriodComponents, u64)> {
+        let (Some(calendar), Some(state)) = (&self.calendar, self.partitions.get(&partition))
+        else {
+            return Vec::new();
+        };
+        let mut due = Vec::new();
+        for (k, kind) in self.periods.iter().enumerate() {
+            for which in [PeriodWindow::Previous, PeriodWindow::ToDate] {
+                let Some(span) = calendar.span(&CalendarWindowSpec::new(*kind, which), now_ms)
+                else {
+                    continue;
+                };
+                let slot = span.period.rem_euclid(PERIOD_SLOTS as i64) as usize;
+                let Some(mark) = state.marks[k].get(slot) else {
+                    continue;
+                };
+                let closed = which == PeriodWindow::Previous
+                    && now_ms > span.end_ms.saturating_add(calendar.grace_ms());
+                let checkpoint = mark
+                    .written_at_ms
+                    .is_none_or(|at| now_ms.saturating_sub(at) >= CHECKPOINT_INTERVAL_MS);
+                if mark.number != span.period || mark.version <= mark.written {
+                    continue;
+                }
+                if !(closed || checkpoint) {
+                    continue;
+                }
+                let ring = self.windows.len() + k;
+                let series = self.period_series(state, partition.family, ring, span.period);
+                due.push((
+                    PeriodComponents {
+                        period: kind.name().to_owned(),
+                        number: span.period,
+                        timezone: calendar.zone_name().unwrap_or_default().to_owned(),
+                        week_start: calendar.settings().week_start.name().to_owned(),
+                        start_ms: span.start_ms,
+                        end_ms: match which {
+                            PeriodWindow::Previous => span.end_ms,
+                            PeriodWindow::ToDate => calendar
+                                .period_end_ms(*kind, span.start_ms)
+                                .unwrap_or(span.end_ms),
+                        },
+                        closed,
+                        through_offset,
+                        series,
+                    },
+                    mark.version,
+                ));
+            }
+        }
+        due
+    }
+
+    /// Notes that the records of `partition`'s periods with these versions were written at
+    /// `now_ms`.
+    pub fn periods_written(
+        &mut self,
+        partition: PartitionId,
+        written: &[(PeriodKind, i64, u64)],
+        now_ms: i64,
+    ) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        for (kind, number, version) in written {
+            let Some(k) = self.periods.iter().position(|p| p == kind) else {
+                continue;
+            };
+            let slot = number.rem_euclid(PERIOD_SLOTS as i64) as usize;
+            if let Some(mark) = state.marks[k].get_mut(slot)
+                && mark.number == *number
+            {
+                mark.written = mark.written.max(*version);
+                mark.written_at_ms = Some(now_ms);
+            }
+        }
+    }
+
+    /// Every series' tally of one period of a partition.
+    fn period_series(
+        &self,
+        state: &PartitionState,
+        family: Family,
+        ring: usize,
+        number: i64,
+    ) -> Vec<SeriesComponents> {
+        fn one<T: Tally>(
+            map: &FastMap<SeriesKey, SeriesWindows<T>>,
+            ring: usize,
+            number: i64,
+        ) -> impl Iterator<Item = (SeriesKey, T)> + '_ {
+            map.iter().map(move |(key, series)| {
+                let mut tally = T::default();
+                if let Some(window) = series.windows.get(ring) {
+                    window.fold_indices(number, number, &mut tally);
+                }
+                (*key, tally)
+            })
+        }
+        let tallies: Vec<(SeriesKey, FamilyTallies)> = match family {
+            Family::Surveys => one(&state.surveys, ring, number)
+                .map(|(k, t)| (k, FamilyTallies::Surveys(vec![t])))
+                .collect(),
+            Family::Tickets => one(&state.tickets, ring, number)
+                .map(|(k, t)| (k, FamilyTallies::Tickets(vec![t])))
+                .collect(),
+            Family::Billing => one(&state.billing, ring, number)
+                .map(|(k, t)| {
+                    let tallies = FamilyTallies::Billing {
+                        windows: vec![t],
+                        current: Current::default(),
+                    };
+                    (k, tallies)
+                })
+                .collect(),
+        };
+        tallies
+            .into_iter()
+            .map(|(key, tallies)| SeriesComponents {
+                dimension: self.dimension_label(key),
+                tallies,
+            })
+            .collect()
+    }
+
     /// Applies one valid event read from `partition`. Billing events always update the
     /// current MRR, even when too old for any window; a billing event that cannot apply (an
     /// unknown subscription or currency) is rejected and changes nothing.
@@ -374,6 +686,19 @@ impl Aggregates {
         &mut self,
         partition: PartitionId,
         event: &Event<'_>,
+        now_ms: i64,
+    ) -> Result<Outcome, Rejection> {
+        self.record_at(partition, event, i64::MAX, now_ms)
+    }
+
+    /// [`Aggregates::record`] for the message at `offset` of `partition`: a message below
+    /// the offset of a period restored from its record ([`Aggregates::restore`]) does not
+    /// count in that period again.
+    pub fn record_at(
+        &mut self,
+        partition: PartitionId,
+        event: &Event<'_>,
+        offset: i64,
         now_ms: i64,
     ) -> Result<Outcome, Rejection> {
         // Parsing judged the skew against the message's timestamp bounded by the clock; this
@@ -432,10 +757,26 @@ impl Aggregates {
         }
         let state = partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(*dedup_horizon_ms));
+            .or_insert_with(|| PartitionState::new(*dedup_horizon_ms, periods.len()));
         let id = state.seen.hash(&event.event_id);
         if state.seen.seen(id) {
             return Ok(Outcome::Duplicate);
+        }
+        // A message below a restored record's offset is in that record already.
+        let rolling = windows.len();
+        for (marks, slot) in state.marks.iter_mut().zip(&mut placements[rolling..]) {
+            let Some(placement) = *slot else { continue };
+            let Some(mark) = marks.get_mut(placement.slot()) else {
+                continue;
+            };
+            if mark.number != placement.index() {
+                *mark = PeriodMark::new(placement.index());
+            }
+            if offset < mark.restored_through {
+                *slot = None;
+            } else {
+                mark.version += 1;
+            }
         }
         let series = EventSeries::of(dimensions, event);
         let landing = Landing {

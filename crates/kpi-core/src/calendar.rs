@@ -263,6 +263,11 @@ impl Calendar {
         &self.settings
     }
 
+    /// The time zone's IANA name, as the tz database spells it.
+    pub fn zone_name(&self) -> Option<&str> {
+        self.settings.zone.iana_name()
+    }
+
     pub fn grace_ms(&self) -> i64 {
         self.settings.grace_ms
     }

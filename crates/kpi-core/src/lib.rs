@@ -14,6 +14,8 @@
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`dedup`]: duplicate detection by `event_id` within a horizon of event time.
 //! - [`partition`]: the input partition, the unit of state.
+//! - [`period_components`]: one partition's components for one calendar period, as the
+//!   periods topic keeps them.
 //! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
 //! - [`components`]: per-partition KPI components, their merge and the records computed
 //!   from them; the same path for one instance's values and the global ones.
@@ -30,6 +32,7 @@ pub mod dimension;
 pub mod event;
 pub mod kpi;
 pub mod partition;
+pub mod period_components;
 pub mod policy;
 pub mod survey;
 pub mod ticket;

@@ -24,11 +24,17 @@ pub const UNKNOWN_END: i64 = i64::MAX;
 /// anything: it, and no answer at all, replay from the beginning, which with the retention
 /// the topic needs costs at most one bucket more than the replay span. Replaying more than
 /// needed is safe; less is not.
-pub fn replay_start(family: Family, by_time: Option<i64>, low: i64) -> i64 {
-    match (family, by_time) {
+///
+/// `restored`: the lowest offset the partition's restored period records count up to. The
+/// replay starts no later, so that every message past a record counts in its period; a
+/// record below the low watermark misses what retention deleted after it, which no replay
+/// can bring back.
+pub fn replay_start(family: Family, by_time: Option<i64>, low: i64, restored: Option<i64>) -> i64 {
+    let start = match (family, by_time) {
         (Family::Billing, _) | (_, None) => low,
         (_, Some(offset)) => offset.max(low),
-    }
+    };
+    restored.map_or(start, |through| start.min(through.max(low)))
 }
 
 /// Whether the messages a partition held before this run's first assignment are reported
@@ -223,13 +229,24 @@ mod tests {
 
     #[test]
     fn billing_replays_from_the_beginning_and_the_others_from_the_time_found() {
-        assert_eq!(replay_start(Family::Billing, Some(500), 10), 10);
-        assert_eq!(replay_start(Family::Surveys, Some(500), 10), 500);
-        assert_eq!(replay_start(Family::Tickets, Some(500), 10), 500);
+        assert_eq!(replay_start(Family::Billing, Some(500), 10, None), 10);
+        assert_eq!(replay_start(Family::Surveys, Some(500), 10, None), 500);
+        assert_eq!(replay_start(Family::Tickets, Some(500), 10, None), 500);
         // An offset below the low watermark (deleted since) starts at the watermark.
-        assert_eq!(replay_start(Family::Tickets, Some(3), 10), 10);
+        assert_eq!(replay_start(Family::Tickets, Some(3), 10, None), 10);
         // No answer, or "nothing at or after that time": from the beginning.
-        assert_eq!(replay_start(Family::Surveys, None, 10), 10);
+        assert_eq!(replay_start(Family::Surveys, None, 10, None), 10);
+    }
+
+    #[test]
+    fn a_replay_starts_no_later_than_its_restored_periods_count() {
+        // A record counting up to 400 needs the messages from 400 on.
+        assert_eq!(replay_start(Family::Surveys, Some(500), 10, Some(400)), 400);
+        // One counting further changes nothing: the messages before it are skipped there.
+        assert_eq!(replay_start(Family::Surveys, Some(500), 10, Some(700)), 500);
+        // Below the low watermark, the watermark: nothing older is left to read.
+        assert_eq!(replay_start(Family::Tickets, Some(500), 10, Some(3)), 10);
+        assert_eq!(replay_start(Family::Billing, Some(500), 10, Some(400)), 10);
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl IndexRing {
     }
 
     /// Every index the ring may hold at one time has its own slot.
-    pub fn slots(&self) -> i64 {
+    pub const fn slots(&self) -> i64 {
         self.kept + self.lead
     }
 
@@ -156,6 +156,18 @@ impl IndexRing {
 pub struct Placement {
     index: i64,
     slot: usize,
+}
+
+impl Placement {
+    /// The bucket's number.
+    pub fn index(&self) -> i64 {
+        self.index
+    }
+
+    /// The ring slot that holds it.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
 }
 
 /// One bucket slot of the ring: the bucket index it currently holds, and its tally.

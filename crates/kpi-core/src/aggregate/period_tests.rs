@@ -13,6 +13,7 @@ use super::*;
 use crate::calendar::{CalendarSettings, PeriodKind, WeekStart, time_zone};
 use crate::event::Survey;
 use crate::kpi::KpiRecord;
+use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents};
 use crate::survey::SurveyTally;
 
 const MINUTE: i64 = 60_000;
@@ -315,4 +316,131 @@ fn the_previous_month_starts_from_the_mrr_at_its_local_start() {
     let to_date = find(&r, "mrr_new/month_to_date");
     assert_eq!(to_date.window_start_ms, instant("2026-10-31T23:00:00Z"));
     assert_eq!(to_date.window_end_ms, now);
+}
+
+fn month_values(agg: &Aggregates, now: i64) -> Vec<(String, Option<f64>, u64)> {
+    let records = agg.snapshot(now);
+    ["nps/month_to_date", "nps/previous_month", "nps/1h"]
+        .iter()
+        .map(|key| {
+            let r = find(&records, key);
+            ((*key).to_owned(), r.value, r.samples)
+        })
+        .collect()
+}
+
+proptest! {
+    /// A restart that restores the periods from their records and replays from any offset
+    /// up to the records' gives the values of a replay of every message: a message below a
+    /// record's offset counts in its period once, from the record.
+    #[test]
+    fn restored_periods_and_a_partial_replay_equal_a_full_replay(
+        answers in prop::collection::vec((0..41 * DAY, 0..=10u8), 1..80),
+        written_after in any::<prop::sample::Index>(),
+        replay_from in any::<prop::sample::Index>(),
+        later in prop::collection::vec((0..41 * DAY, 0..=10u8), 0..20),
+    ) {
+        let now = instant("2026-11-10T12:00:00Z");
+        let p = PartitionId::new(Family::Surveys, 0);
+        // Messages at offsets 0.., dated up to 41 days back: October and November in Rome.
+        let messages: Vec<Event<'static>> = answers
+            .iter()
+            .chain(&later)
+            .map(|(age, score)| nps_answer(now - age, *score, now - age))
+            .collect();
+        let mut full = aggregates("Europe/Rome", WeekStart::Monday, &[PeriodKind::Month]);
+        for (offset, m) in messages.iter().enumerate() {
+            let _ = full.record_at(p, m, offset as i64, now);
+        }
+        // The live run wrote its records after `through` messages.
+        let through = written_after.index(answers.len() + 1);
+        let mut live = aggregates("Europe/Rome", WeekStart::Monday, &[PeriodKind::Month]);
+        for (offset, m) in messages[..through].iter().enumerate() {
+            let _ = live.record_at(p, m, offset as i64, now);
+        }
+        let records: Vec<PeriodComponents> = live
+            .period_components(p, through as i64, now)
+            .into_iter()
+            .map(|(record, _)| record)
+            .collect();
+        let json = serde_json::to_string(&records).unwrap();
+        let records: Vec<PeriodComponents> = serde_json::from_str(&json).unwrap();
+        // The restart restores them and replays from any offset up to theirs.
+        let start = replay_from.index(through + 1);
+        let mut restarted = aggregates("Europe/Rome", WeekStart::Monday, &[PeriodKind::Month]);
+        restarted.restore(p, &records, now);
+        for (offset, m) in messages.iter().enumerate().skip(start) {
+            let _ = restarted.record_at(p, m, offset as i64, now);
+        }
+        let expected = month_values(&full, now);
+        let restored = month_values(&restarted, now);
+        prop_assert_eq!(&restored[..2], &expected[..2]);
+    }
+}
+
+#[test]
+fn records_are_due_when_closed_or_at_checkpoints_and_not_again_once_written() {
+    let mut agg = aggregates("Europe/Rome", WeekStart::Monday, &[PeriodKind::Month]);
+    let p = PartitionId::new(Family::Surveys, 0);
+    let october = instant("2026-10-20T10:00:00Z");
+    let november = instant("2026-11-02T10:00:00Z");
+    // 10 minutes after the month turned in Rome: October is not closed before its grace.
+    let now = instant("2026-10-31T23:10:00Z");
+    agg.record_at(p, &nps_answer(october, 9, october), 0, now)
+        .unwrap();
+    let due = agg.period_components(p, 1, now);
+    // October is open still (grace), never written: due as a checkpoint.
+    assert_eq!(due.len(), 1);
+    let (record, version) = &due[0];
+    assert_eq!(
+        (record.period.as_str(), record.closed, record.through_offset),
+        ("month", false, 1)
+    );
+    assert_eq!(record.start_ms, instant("2026-09-30T22:00:00Z"));
+    assert_eq!(record.end_ms, instant("2026-10-31T23:00:00Z"));
+    agg.periods_written(p, &[(PeriodKind::Month, record.number, *version)], now);
+    assert!(agg.period_components(p, 1, now).is_empty());
+    // After the grace, October is closed; unchanged since written, it is not due again.
+    let later = instant("2026-11-03T00:00:00Z");
+    assert!(agg.period_components(p, 1, later).is_empty());
+    // November changes: due at once (never written); October changes: due as closed.
+    agg.record_at(p, &nps_answer(november, 3, november), 1, later)
+        .unwrap();
+    agg.record_at(p, &nps_answer(october, 10, october), 2, later)
+        .unwrap();
+    let due = agg.period_components(p, 3, later);
+    let closed: Vec<bool> = due.iter().map(|(r, _)| r.closed).collect();
+    assert_eq!(closed, [true, false]);
+    for (record, version) in &due {
+        agg.periods_written(p, &[(PeriodKind::Month, record.number, *version)], later);
+    }
+    // November changes again within the hour: not due until the checkpoint interval.
+    agg.record_at(p, &nps_answer(november, 4, november), 3, later)
+        .unwrap();
+    assert!(agg.period_components(p, 4, later + 60_000).is_empty());
+    let due = agg.period_components(p, 4, later + CHECKPOINT_INTERVAL_MS);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].0.through_offset, 4);
+}
+
+#[test]
+fn a_record_of_another_calendar_is_not_restored() {
+    let now = instant("2026-11-10T12:00:00Z");
+    let p = PartitionId::new(Family::Surveys, 0);
+    let mut rome = aggregates("Europe/Rome", WeekStart::Monday, &[PeriodKind::Month]);
+    let at = instant("2026-11-05T10:00:00Z");
+    rome.record_at(p, &nps_answer(at, 10, at), 0, now).unwrap();
+    let records: Vec<PeriodComponents> = rome
+        .period_components(p, 1, now)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    let mut new_york = aggregates("America/New_York", WeekStart::Monday, &[PeriodKind::Month]);
+    new_york.restore(p, &records, now);
+    let r = new_york.snapshot(now);
+    assert_eq!(find(&r, "nps/month_to_date").samples, 0);
+    let mut again = aggregates("Europe/Rome", WeekStart::Monday, &[PeriodKind::Month]);
+    again.restore(p, &records, now);
+    let r = again.snapshot(now);
+    assert_eq!(find(&r, "nps/month_to_date").samples, 1);
 }
