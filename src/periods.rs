@@ -9,8 +9,7 @@
 //! to it is restored from what its former owner wrote.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,7 +17,6 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -55,8 +53,8 @@ type PartitionPeriods = HashMap<(String, i64), PeriodComponents>;
 pub struct PeriodStore {
     records: Mutex<HashMap<(String, i32), PartitionPeriods>>,
     /// The topic has been read to the end it had when reading began.
-    loaded: AtomicBool,
-    loaded_changed: Notify,
+    loaded: Mutex<bool>,
+    loaded_changed: Condvar,
 }
 
 impl PeriodStore {
@@ -91,24 +89,23 @@ impl PeriodStore {
     }
 
     fn set_loaded(&self) {
-        if !self.loaded.swap(true, Ordering::AcqRel) {
-            self.loaded_changed.notify_waiters();
+        if let Ok(mut loaded) = self.loaded.lock() {
+            *loaded = true;
+            self.loaded_changed.notify_all();
         }
     }
 
-    /// Waits until the topic has been read to the end it had when reading began, at most
-    /// `limit`; whether it has.
-    pub async fn wait_loaded(&self, limit: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.loaded_changed.notified();
-                if self.loaded.load(Ordering::Acquire) {
-                    return;
-                }
-                notified.await;
-            }
+    /// Blocks until the topic has been read to the end it had when reading began, at most
+    /// `limit`; whether it has. Called where a partition is assigned, inside librdkafka's
+    /// rebalance callback: an assignment means a broker answers, and the records written
+    /// before this start are then read within a fetch or two.
+    pub fn wait_loaded(&self, limit: Duration) -> bool {
+        let Ok(loaded) = self.loaded.lock() else {
+            return false;
         };
-        tokio::time::timeout(limit, wait).await.is_ok()
+        self.loaded_changed
+            .wait_timeout_while(loaded, limit, |loaded| !*loaded)
+            .is_ok_and(|(loaded, _)| *loaded)
     }
 }
 

@@ -151,6 +151,12 @@ impl ConsumerCallbacks {
 
     /// Sets the start offset of every partition in `tpl` and reports the assignments.
     fn plan_replay(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        // The first replay restores the periods written before this start.
+        if !self.periods.wait_loaded(self.timeout) {
+            warn!(
+                "the periods topic was not read to its end in time; its periods are replayed instead"
+            );
+        }
         let now = (self.clock)();
         let wanted = self.replay.wanted(now);
         let partitions: Vec<(String, i32)> = tpl
@@ -456,7 +462,6 @@ pub struct Pipeline {
     dead_letters: Arc<DeadLetters>,
     components: ComponentsWriter,
     period_writer: PeriodWriter,
-    periods: Arc<PeriodStore>,
     /// Components received from the other instances, and the input partition counts.
     received: Arc<Mutex<ReceivedComponents>>,
     /// Partitions paused because their dead letters cannot be delivered, each with when
@@ -494,7 +499,7 @@ impl Pipeline {
             consumer: OnceLock::new(),
             topics: Family::ALL.map(|f| (config.topic(f).to_owned(), f)),
             replay,
-            periods: periods.clone(),
+            periods,
             timeout: Duration::from_millis(u64::from(config.kafka.request_timeout_ms)),
             clock: clock.clone(),
             changes: Mutex::new(Vec::new()),
@@ -547,7 +552,6 @@ impl Pipeline {
         Ok(Pipeline {
             components,
             period_writer,
-            periods,
             received,
             kpis: Aggregates::new(settings),
             producer,
@@ -583,14 +587,6 @@ impl Pipeline {
         shutdown: CancellationToken,
         exit_when_caught_up: bool,
     ) -> anyhow::Result<()> {
-        // The first replay restores the periods written before this start.
-        let limit = 3 * Duration::from_millis(u64::from(self.config.kafka.request_timeout_ms));
-        if !self.periods.wait_loaded(limit).await {
-            warn!(
-                topic = self.config.topics.periods,
-                "the periods topic was not read to its end in time; periods it holds are replayed instead"
-            );
-        }
         let topics: Vec<&str> = Family::ALL.iter().map(|f| self.config.topic(*f)).collect();
         self.consumer
             .subscribe(&topics)
