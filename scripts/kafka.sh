@@ -6,9 +6,10 @@
 #   scripts/kafka.sh stop      stop the broker this script started (by its pid)
 #   scripts/kafka.sh status    exit 0 and say so when the broker answers, 1 otherwise
 #   scripts/kafka.sh clean     stop, then delete the broker's data
-#   scripts/kafka.sh topics PREFIX N      create PREFIX{surveys,tickets,billing} with N partitions,
-#                                         PREFIXdeadletter and the compacted PREFIXkpis,
-#                                         PREFIXkpi-components and PREFIXkpi-periods, if missing
+#   scripts/kafka.sh topics PREFIX N      create PREFIX{surveys,tickets,billing} with N partitions
+#                                         (kept 367 days), PREFIXdeadletter and the compacted
+#                                         PREFIXkpis, PREFIXkpi-components and PREFIXkpi-periods,
+#                                         if missing
 #   eval "$(scripts/kafka.sh env PREFIX)" point kpi-stream at those topics (KPI_STREAM_TOPICS__*)
 #   scripts/kafka.sh tool CLASS ARGS...   run a Kafka command-line class (TopicCommand, ConsumerPerformance, ...)
 #
@@ -201,8 +202,10 @@ topics)
         tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
             --create --if-not-exists --replication-factor 1 "$@" >/dev/null
     }
+    # Brokers delete by message timestamp: input topics keep 367 days, longer than the
+    # longest history (366 days) `kpi-stream generate --span` stamps with its events' times.
     for family in surveys tickets billing; do
-        create --topic "$prefix$family" --partitions "$partitions"
+        create --topic "$prefix$family" --partitions "$partitions" --config retention.ms=31708800000
     done
     create --topic "${prefix}deadletter" --partitions 1
     create --topic "${prefix}kpis" --partitions 1 --config cleanup.policy=compact

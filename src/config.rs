@@ -324,12 +324,16 @@ pub struct GenerateConfig {
     pub seed: u64,
     /// Events per second; 0 means as fast as possible.
     pub rate: u32,
-    /// Events to produce; 0 means until stopped.
+    /// Events to produce after the history; 0 means until stopped.
     pub count: u64,
+    /// Events of a history produced first, as fast as possible, spread over `span`; the
+    /// counted events then happen as they are produced, from the same customers.
+    pub history: u64,
     /// Share of deliberately malformed events, 0..1.
     pub malformed_ratio: f64,
-    /// With a `count`, spread `occurred_at` evenly over this much time before the start,
-    /// oldest first, like a topic's history; 0: each event happens when it is produced.
+    /// The length of the history: its events, or without them the counted ones, have their
+    /// `occurred_at` spread evenly over this much time before the start, oldest first; 0:
+    /// each event happens when it is produced.
     #[serde(deserialize_with = "duration")]
     pub span: Duration,
     pub customers: u32,
@@ -518,6 +522,7 @@ impl Default for GenerateConfig {
             seed: 42,
             rate: 1000,
             count: 0,
+            history: 0,
             malformed_ratio: 0.01,
             span: Duration::ZERO,
             customers: 5000,
@@ -1041,6 +1046,12 @@ impl Config {
             Duration::ZERO..=MAX_SPAN,
             "history older than the largest window a configuration can have is late",
         )?;
+        if generate.history > 0 && generate.span.is_zero() {
+            return Err(invalid(
+                "generate.history",
+                "a history needs a generate.span to spread over",
+            ));
+        }
         bounded(
             "generate.customers",
             generate.customers,
@@ -1697,6 +1708,11 @@ mod tests {
                 "[generate]\nspan = \"366d\"".into(),
                 "[generate]\nspan = \"366d 1ms\"".into(),
                 "generate.span",
+            ),
+            (
+                "[generate]\nhistory = 1\nspan = \"1ms\"".into(),
+                "[generate]\nhistory = 1\nspan = \"0s\"".into(),
+                "generate.history",
             ),
             (
                 format!("[topics]\noutput = \"{long_topic}\""),

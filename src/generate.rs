@@ -3,7 +3,9 @@
 //! [`EventSource`] is pure and seeded: the same seed and clock give the same events. Half
 //! the events are survey answers, 40% ticket lifecycle events and 10% billing events; a
 //! configured share is deliberately malformed, one of several ways, to exercise the
-//! dead-letter path. The producer adapter paces them at a rate.
+//! dead-letter path. The producer adapter can first write a history, its events spread over
+//! a span before now and their messages stamped with the events' times, then paces the
+//! following events at a rate.
 
 use std::time::{Duration, Instant};
 
@@ -313,19 +315,19 @@ impl EventSource {
     }
 }
 
-/// When events happen with `generate.span`: `count` events evenly over the span before the
-/// start, oldest first.
+/// When the events of a history happen: evenly over the span before the start, oldest first.
 struct History {
     start_ms: i64,
     step_ms: f64,
 }
 
 impl History {
-    fn new(config: &crate::config::GenerateConfig, now_ms: i64) -> Option<History> {
-        let span_ms = config.span.as_millis() as i64;
-        (span_ms > 0 && config.count > 0).then(|| History {
+    /// `events` events over `span` ending at `now_ms`; none without a span or events.
+    fn new(span: Duration, events: u64, now_ms: i64) -> Option<History> {
+        let span_ms = span.as_millis() as i64;
+        (span_ms > 0 && events > 0).then(|| History {
             start_ms: now_ms - span_ms,
-            step_ms: span_ms as f64 / config.count as f64,
+            step_ms: span_ms as f64 / events as f64,
         })
     }
 
@@ -335,32 +337,104 @@ impl History {
     }
 }
 
-/// Produces events to the configured topics until `count` is reached or `shutdown`.
+/// A run of events the generator produces.
+struct Phase {
+    /// Events to produce; 0: until stopped.
+    events: u64,
+    /// Events per second; 0: as fast as possible.
+    rate: u64,
+    /// When the events happen; without one, each happens as it is produced.
+    history: Option<History>,
+}
+
+/// Produces events to the configured topics: first the `generate.history` events, as fast as
+/// possible and spread over `generate.span`, then `count` more at `rate` (0: until
+/// `shutdown`), from the same customers, subscriptions and open tickets.
 pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = generator_producer_config(&config)
         .create()
         .context("creating the Kafka producer")?;
     let mut source = EventSource::new(&config);
-    let rate = u64::from(config.generate.rate);
-    let count = config.generate.count;
+    let g = &config.generate;
+    let started = Instant::now();
+    let mut sent = 0;
+    if g.history > 0 {
+        let past = Phase {
+            events: g.history,
+            rate: 0,
+            history: History::new(g.span, g.history, clock()),
+        };
+        info!(events = g.history, span = ?g.span, "generating a history");
+        sent += produce(&producer, &mut source, &config, &clock, past, &shutdown).await?;
+        producer
+            .flush(Duration::from_secs(30))
+            .context("flushing the history")?;
+        info!(
+            sent,
+            seconds = started.elapsed().as_secs_f64(),
+            "history produced"
+        );
+    }
+    let rest = Phase {
+        events: g.count,
+        rate: u64::from(g.rate),
+        // Without a `history`, `span` spreads the counted events themselves.
+        history: if g.history == 0 {
+            History::new(g.span, g.count, clock())
+        } else {
+            None
+        },
+    };
+    info!(rate = rest.rate, count = rest.events, "generating events");
+    if !shutdown.is_cancelled() {
+        sent += produce(&producer, &mut source, &config, &clock, rest, &shutdown).await?;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing generated events")?;
+    let secs = started.elapsed().as_secs_f64();
+    info!(
+        sent,
+        seconds = secs,
+        per_second = sent as f64 / secs.max(1e-9),
+        "generation finished"
+    );
+    Ok(())
+}
+
+/// Produces the events of `phase` until it ends or `shutdown`; returns how many it sent. Each
+/// message is stamped with the time its event happens, as a producer writing events when they
+/// happen would have stamped it: a history's messages carry their past times, so the service
+/// judges them as it would have judged them then, not as written late for their period.
+async fn produce(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    source: &mut EventSource,
+    config: &Config,
+    clock: &Clock,
+    phase: Phase,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<u64> {
     let started = Instant::now();
     let mut sent: u64 = 0;
     let mut last_report = Instant::now();
-    let history = History::new(&config.generate, clock());
-    info!(rate, count, "generating events");
-    while (count == 0 || sent < count) && !shutdown.is_cancelled() {
-        if rate > 0 {
-            let due = started.elapsed().as_secs_f64() * rate as f64;
+    while (phase.events == 0 || sent < phase.events) && !shutdown.is_cancelled() {
+        if phase.rate > 0 {
+            let due = started.elapsed().as_secs_f64() * phase.rate as f64;
             if (sent as f64) >= due {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
         }
-        let generated = source.next_event(history.as_ref().map_or_else(|| clock(), |h| h.at(sent)));
+        let at_ms = phase
+            .history
+            .as_ref()
+            .map_or_else(|| clock(), |h| h.at(sent));
+        let generated = source.next_event(at_ms);
         let topic = config.topic(generated.family);
         let mut record = BaseRecord::to(topic)
             .key(&generated.key)
-            .payload(&generated.payload);
+            .payload(&generated.payload)
+            .timestamp(at_ms);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -380,17 +454,7 @@ pub async fn run(config: Config, clock: Clock, shutdown: CancellationToken) -> a
             tokio::task::yield_now().await;
         }
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .context("flushing generated events")?;
-    let secs = started.elapsed().as_secs_f64();
-    info!(
-        sent,
-        seconds = secs,
-        per_second = sent as f64 / secs.max(1e-9),
-        "generation finished"
-    );
-    Ok(())
+    Ok(sent)
 }
 
 #[cfg(test)]
@@ -414,14 +478,12 @@ mod tests {
 
     #[test]
     fn a_history_spreads_the_events_evenly_over_the_span_ending_now() {
-        let mut c = config(0.0);
-        c.generate.count = 4;
-        c.generate.span = Duration::from_secs(40);
-        let history = History::new(&c.generate, NOW).unwrap();
+        let span = Duration::from_secs(40);
+        let history = History::new(span, 4, NOW).unwrap();
         let times: Vec<i64> = (0..4).map(|n| history.at(n)).collect();
         assert_eq!(times, [NOW - 30_000, NOW - 20_000, NOW - 10_000, NOW]);
-        c.generate.count = 0;
-        assert!(History::new(&c.generate, NOW).is_none());
+        assert!(History::new(span, 0, NOW).is_none());
+        assert!(History::new(Duration::ZERO, 4, NOW).is_none());
     }
 
     #[test]

@@ -42,11 +42,15 @@ enum Command {
         rate: Option<u32>,
         #[arg(long)]
         count: Option<u64>,
+        /// Events of a history (spread over --span) produced first, as fast as possible.
+        #[arg(long)]
+        history: Option<u64>,
         #[arg(long)]
         seed: Option<u64>,
         #[arg(long)]
         malformed_ratio: Option<f64>,
-        /// Spread occurred_at over this much history before now (e.g. 30d), oldest first.
+        /// Spread occurred_at over this much history before now (e.g. 30d), oldest first: the
+        /// --history events, or without them the --count ones.
         #[arg(long, value_parser = humantime::parse_duration)]
         span: Option<std::time::Duration>,
     },
@@ -107,6 +111,7 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
         Command::Generate {
             rate,
             count,
+            history,
             seed,
             malformed_ratio,
             span,
@@ -114,6 +119,7 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
             let g = &mut config.generate;
             g.rate = rate.unwrap_or(g.rate);
             g.count = count.unwrap_or(g.count);
+            g.history = history.unwrap_or(g.history);
             g.seed = seed.unwrap_or(g.seed);
             g.malformed_ratio = malformed_ratio.unwrap_or(g.malformed_ratio);
             g.span = span.unwrap_or(g.span);

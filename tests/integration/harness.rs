@@ -434,6 +434,8 @@ pub struct Read {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
+    /// The message's timestamp, Unix milliseconds.
+    pub timestamp: Option<i64>,
 }
 
 /// Reads every message of a topic from the beginning up to its current end.
@@ -483,6 +485,7 @@ pub fn read_all_on(brokers: &str, topic: &str) -> Vec<Read> {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
                 headers,
+                timestamp: m.timestamp().to_millis(),
             });
             remaining -= 1;
         }

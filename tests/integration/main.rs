@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod edges;
 mod faults;
+mod generator;
 mod harness;
 mod hostile;
 mod http;
