@@ -13,13 +13,28 @@
 #   a. the ceiling: Kafka's ConsumerPerformance reading the three topics from the beginning;
 #   b. `kpi-stream run --exit-when-caught-up` from the beginning to the end: events/s, CPU
 #      seconds per million events (user+sys), peak RSS, time until caught up (ready), with
-#      every core and one worker per core (the default);
+#      every core, one worker per core and the default calendar periods (day, month,
+#      quarter), as configured by default;
 #   c. the ratio b/a;
 #   d. the same catch-up on one core (`taskset -c 0`, hence one worker), and the speedup of
 #      every core over one;
 #   e. the same catch-up on every core with one worker (processing.workers = 1), and the
-#      speedup of the default workers over one.
-# The runs of b, d and e are interleaved, one of each per round.
+#      speedup of the default workers over one;
+#   f. the catch-up of b without calendar periods (calendar.periods = []);
+#   g. the catch-up of b with all five periods (day, week, month, quarter, year); for f and
+#      g the same figures as for b, and the slowdown of b and g over f: their seconds until
+#      caught up over f's (at most 1.2 is the aim).
+# The runs of b, d, e, f and g are interleaved, one of each per round.
+# A replay selects survey and ticket messages by their Kafka timestamp, and the generator
+# leaves it at the time of producing, whatever the occurred_at: every run therefore reads
+# every preloaded message, with or without periods and whatever BENCH_SPAN (with periods, a
+# replay starts from the local start of the oldest previous period, at most 184 days back for
+# previous_quarter and two years for previous_year, all before the preload). For the same
+# reason an event of a period that ended more than calendar.grace (1h) before the preload is
+# late for that period and lands in no bucket of it: the previous_<period> windows stay
+# empty, and how many events land in <period>_to_date depends on the date of the run (on
+# the 1st of a month, month_to_date holds that day's only). A topic written live and replayed
+# after a restart fills the previous periods too.
 # Then the latency: with the generator producing 20,000 events/s and a publish interval of
 # 1 s, the delay from a probe event's produce time to its effect on the output topic and in
 # /metrics (benches/latency.rs), p50 and p99 over BENCH_PROBES probes (default 60).
@@ -46,6 +61,11 @@ export KPI_STREAM_HTTP__LISTEN=127.0.0.1:0
 export RUST_LOG=warn
 
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# The median of the array named NAME: `median_of NAME`.
+median_of() {
+    local -n values=$1
+    printf '%s\n' "${values[@]}" | median
+}
 calc() { awk "BEGIN {printf \"%.6f\", $*}"; }
 # Messages in a topic: the sum of its partitions' end offsets (the topics are new).
 messages_in() {
@@ -80,12 +100,14 @@ for round in $(seq "$rounds"); do
 done
 ceiling=$(printf '%s\n' "${ceiling_rounds[@]}" | median)
 
-# b, d, e. kpi-stream catching up from the beginning, a fresh consumer group each run:
+# b, d, e, f, g. kpi-stream catching up from the beginning, a fresh consumer group each run:
 # `catch_up NAME ROUND [PREFIX...]` runs `PREFIX... kpi-stream run --exit-when-caught-up` and
-# appends its events/s, CPU per event, peak RSS and seconds to NAME_rate etc.
+# appends its events/s, CPU per event, peak RSS and seconds to rate_NAME etc.
 rate_all=() cpu_all=() rss_all=() ready_all=()
 rate_one_core=() cpu_one_core=() rss_one_core=() ready_one_core=()
 rate_one_worker=() cpu_one_worker=() rss_one_worker=() ready_one_worker=()
+rate_no_periods=() cpu_no_periods=() rss_no_periods=() ready_no_periods=()
+rate_all_periods=() cpu_all_periods=() rss_all_periods=() ready_all_periods=()
 catch_up() {
     local name=$1 round=$2
     shift 2
@@ -101,20 +123,30 @@ catch_up() {
 }
 for round in $(seq "$rounds"); do
     catch_up all "$round"
+    catch_up no_periods "$round" env KPI_STREAM_CALENDAR__PERIODS='[]'
+    catch_up all_periods "$round" \
+        env KPI_STREAM_CALENDAR__PERIODS='["day", "week", "month", "quarter", "year"]'
     catch_up one_core "$round" taskset -c 0
     catch_up one_worker "$round" env KPI_STREAM_PROCESSING__WORKERS=1
 done
-rate=$(printf '%s\n' "${rate_all[@]}" | median)
-cpu=$(printf '%s\n' "${cpu_all[@]}" | median)
-rss=$(printf '%s\n' "${rss_all[@]}" | median)
-ready=$(printf '%s\n' "${ready_all[@]}" | median)
+# `medians NAME SUFFIX` sets rateSUFFIX, cpuSUFFIX, rssSUFFIX and readySUFFIX to the medians
+# of run NAME's rounds.
+medians() {
+    local measure
+    for measure in rate cpu rss ready; do
+        printf -v "$measure$2" '%s' "$(median_of "${measure}_$1")"
+    done
+}
+medians all ""
+medians one_core _1c
+medians one_worker _1w
+medians no_periods _np
+medians all_periods _ap
 ratio=$(calc "$rate / $ceiling")
-rate_1c=$(printf '%s\n' "${rate_one_core[@]}" | median)
-cpu_1c=$(printf '%s\n' "${cpu_one_core[@]}" | median)
-rate_1w=$(printf '%s\n' "${rate_one_worker[@]}" | median)
-cpu_1w=$(printf '%s\n' "${cpu_one_worker[@]}" | median)
 speedup_cores=$(calc "$rate / $rate_1c")
 speedup_workers=$(calc "$rate / $rate_1w")
+slowdown_default=$(calc "$ready / $ready_np")
+slowdown_all=$(calc "$ready_ap / $ready_np")
 
 # Latency under a steady 20,000 events/s.
 probes=${BENCH_PROBES:-60}
@@ -148,6 +180,14 @@ cat >"$out/result.json" <<JSON
  "one_worker_events_per_second": $(printf '%.0f' "$rate_1w"),
  "one_worker_cpu_microseconds_per_event": $(printf '%.3f' "$cpu_1w"),
  "speedup_workers_over_one_worker": $(printf '%.3f' "$speedup_workers"),
+ "no_periods_events_per_second": $(printf '%.0f' "$rate_np"),
+ "no_periods_cpu_microseconds_per_event": $(printf '%.3f' "$cpu_np"),
+ "no_periods_peak_rss_kb": $rss_np, "no_periods_seconds_to_ready": $ready_np,
+ "all_periods_events_per_second": $(printf '%.0f' "$rate_ap"),
+ "all_periods_cpu_microseconds_per_event": $(printf '%.3f' "$cpu_ap"),
+ "all_periods_peak_rss_kb": $rss_ap, "all_periods_seconds_to_ready": $ready_ap,
+ "slowdown_default_periods_over_no_periods": $(printf '%.3f' "$slowdown_default"),
+ "slowdown_all_periods_over_no_periods": $(printf '%.3f' "$slowdown_all"),
  "latency_at_20000_per_second": $latency,
  "machine": "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"}
 JSON
@@ -164,6 +204,16 @@ printf '%-42s %15.3f\n' "   speedup of $(nproc) cores over one" "$speedup_cores"
 printf '%-42s %15.0f\n' "e. one worker, events/s" "$rate_1w"
 printf '%-42s %15.3f\n' "   CPU s per million events" "$cpu_1w"
 printf '%-42s %15.3f\n' "   speedup of the workers over one" "$speedup_workers"
+printf '%-42s %15.0f\n' "f. no calendar periods, events/s" "$rate_np"
+printf '%-42s %15.3f\n' "   CPU s per million events" "$cpu_np"
+printf '%-42s %15d\n' "   peak RSS, KB" "$rss_np"
+printf '%-42s %15.2f\n' "   seconds until caught up" "$ready_np"
+printf '%-42s %15.0f\n' "g. all five calendar periods, events/s" "$rate_ap"
+printf '%-42s %15.3f\n' "   CPU s per million events" "$cpu_ap"
+printf '%-42s %15d\n' "   peak RSS, KB" "$rss_ap"
+printf '%-42s %15.2f\n' "   seconds until caught up" "$ready_ap"
+printf '%-42s %15.3f\n' "   slowdown b/f (default periods)" "$slowdown_default"
+printf '%-42s %15.3f\n' "   slowdown g/f (all five)" "$slowdown_all"
 printf '%-42s %15s\n' "latency ms at 20,000/s (1 s publish)" "$latency"
 echo "bench: result in $out/result.json"
 
