@@ -56,6 +56,12 @@ cargo bench --quiet --no-run --bench latency 2>/dev/null
 bin=$root/target/release/kpi-stream
 id=bench-$(date +%s)
 scripts/kafka.sh topics "$id." 6
+# The input topics keep a year of messages: each run's are deleted when it ends.
+delete_topics() {
+    scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 \
+        --delete --topic "${id//./\\.}\\..*" >/dev/null 2>&1 || true
+}
+trap delete_topics EXIT
 eval "$(scripts/kafka.sh env "$id.")"
 export KPI_STREAM_HTTP__LISTEN=127.0.0.1:0
 export RUST_LOG=warn
@@ -153,7 +159,7 @@ probes=${BENCH_PROBES:-60}
 KPI_STREAM_KAFKA__GROUP_ID="$id-latency" KPI_STREAM_PUBLISH__INTERVAL=1s \
     KPI_STREAM_HTTP__LISTEN=127.0.0.1:9471 "$bin" run >"$out/latency-service.log" 2>&1 &
 service=$!
-trap 'kill -TERM $service ${generator:-} 2>/dev/null || true' EXIT
+trap 'kill -TERM $service ${generator:-} 2>/dev/null || true; delete_topics' EXIT
 until curl -fs http://127.0.0.1:9471/readyz >/dev/null; do sleep 0.5; done
 "$bin" generate --rate 20000 --count $((20000 * (probes * 2 + 60))) --seed 7 \
     >"$out/latency-generate.log" 2>&1 &
