@@ -25,16 +25,11 @@
 #      g the same figures as for b, and the slowdown of b and g over f: their seconds until
 #      caught up over f's (at most 1.2 is the aim).
 # The runs of b, d, e, f and g are interleaved, one of each per round.
-# A replay selects survey and ticket messages by their Kafka timestamp, and the generator
-# leaves it at the time of producing, whatever the occurred_at: every run therefore reads
-# every preloaded message, with or without periods and whatever BENCH_SPAN (with periods, a
-# replay starts from the local start of the oldest previous period, at most 184 days back for
-# previous_quarter and two years for previous_year, all before the preload). For the same
-# reason an event of a period that ended more than calendar.grace (1h) before the preload is
-# late for that period and lands in no bucket of it: the previous_<period> windows stay
-# empty, and how many events land in <period>_to_date depends on the date of the run (on
-# the 1st of a month, month_to_date holds that day's only). A topic written live and replayed
-# after a restart fills the previous periods too.
+# The generator stamps each preloaded message with its event's time, as a producer that
+# writes events when they happen does, so every period the preload reaches (the previous
+# day and month included) is filled, and every run reads every preloaded message: they are
+# all within the 30 days the rolling windows replay. The input topics keep a year (the
+# broker deletes by message timestamp); they are deleted when the run ends.
 # Then the latency: with the generator producing 20,000 events/s and a publish interval of
 # 1 s, the delay from a probe event's produce time to its effect on the output topic and in
 # /metrics (benches/latency.rs), p50 and p99 over BENCH_PROBES probes (default 60).

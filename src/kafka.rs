@@ -206,11 +206,17 @@ pub fn components_producer_config(config: &Config) -> ClientConfig {
 
 /// The settings of the consumer that reads every instance's components.
 pub fn components_consumer_config(config: &Config) -> ClientConfig {
+    whole_topic_reader_config(config, "components")
+}
+
+/// The settings of a consumer that reads a topic whole, assigned: it never joins nor
+/// commits, and the group id (the group's, with `purpose` added) only names the client to
+/// the broker.
+fn whole_topic_reader_config(config: &Config, purpose: &str) -> ClientConfig {
     client_config(
         config,
         &[
-            // Never joins nor commits: the group id only names the client to the broker.
-            ("group.id", format!("{}.components", config.kafka.group_id)),
+            ("group.id", format!("{}.{purpose}", config.kafka.group_id)),
             ("enable.auto.commit", "false".into()),
             ("enable.auto.offset.store", "false".into()),
             ("fetch.queue.backoff.ms", "10".into()),
@@ -220,16 +226,7 @@ pub fn components_consumer_config(config: &Config) -> ClientConfig {
 
 /// The settings of the consumer that reads every instance's period records.
 pub fn periods_consumer_config(config: &Config) -> ClientConfig {
-    client_config(
-        config,
-        &[
-            // Never joins nor commits: the group id only names the client to the broker.
-            ("group.id", format!("{}.periods", config.kafka.group_id)),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("fetch.queue.backoff.ms", "10".into()),
-        ],
-    )
+    whole_topic_reader_config(config, "periods")
 }
 
 /// The settings of the generator's producer.

@@ -230,21 +230,9 @@ fn period_records(topic: &str) -> HashMap<(i64, String, i64), i64> {
         .collect()
 }
 
-#[tokio::test]
-async fn closed_and_open_periods_outlive_the_input_messages() {
-    let topics = Topics::create("periods-kept").await;
-    let now = now_ms();
-    let (month_start, _) = rome_months(now);
-    let this_month = month_start + (now - month_start).min(30 * MINUTE) / 2;
-    let last_month = month_start - 30 * MINUTE;
-    let producer = producer();
-    // Last month on partitions 0 and 1, this month on partitions 1 and 2.
-    produce_to(&producer, &topics.surveys, 0, "p1", last_month, 10).await;
-    produce_to(&producer, &topics.surveys, 1, "p2", last_month + MINUTE, 9).await;
-    let last_month_ends = ends(&topics.surveys, 3);
-    produce_to(&producer, &topics.surveys, 1, "d1", this_month, 3).await;
-    produce_to(&producer, &topics.surveys, 2, "n1", this_month, 8).await;
-    let all_ends = ends(&topics.surveys, 3);
+/// The environment of a service with months and quarters in Rome, no grace, and a rolling
+/// window that holds the whole previous month.
+fn months_and_quarters_in_rome(topics: &Topics) -> Vec<(String, String)> {
     let mut env = topics.env();
     env.retain(|(k, _)| k != "KPI_STREAM_CALENDAR__PERIODS");
     env.extend([
@@ -260,25 +248,35 @@ async fn closed_and_open_periods_outlive_the_input_messages() {
         ),
         ("KPI_STREAM_BILLING__CLV_WINDOW".into(), "40d".into()),
     ]);
-    let mut service = Service::start(&env);
-    service.wait_ready().await;
+    env
+}
 
-    // Every partition's records of the months and quarters it holds answers of, each
-    // counting up to the partition's end.
-    let month = |at: i64| {
-        let (start, _) = rome_months(at);
-        // The month of `at`, numbered as the records number it.
-        let calendar = rome_calendar();
-        calendar
-            .span(
-                &CalendarWindowSpec::new(PeriodKind::Month, PeriodWindow::ToDate),
-                start,
-            )
-            .unwrap()
-            .period
-    };
-    let (last, this) = (month(last_month), month(this_month));
-    let expected: Vec<(i64, String, i64)> = [(0, last), (1, last), (1, this), (2, this)]
+/// Half an hour before the current month started in Rome, and an instant of this month
+/// before now that is still last month in UTC.
+fn around_the_month_start() -> (i64, i64) {
+    let now = now_ms();
+    let (month_start, _) = rome_months(now);
+    (
+        month_start - 30 * MINUTE,
+        month_start + (now - month_start).min(30 * MINUTE) / 2,
+    )
+}
+
+/// The number of the local month in Rome holding `at`, as the records number it.
+fn month_number(at: i64) -> i64 {
+    rome_calendar()
+        .span(
+            &CalendarWindowSpec::new(PeriodKind::Month, PeriodWindow::ToDate),
+            at,
+        )
+        .unwrap()
+        .period
+}
+
+/// Waits until the periods topic holds, for each (partition, month) of `held`, the records
+/// of that month and its quarter, each counting up to the partition's end in `ends`.
+async fn wait_for_records(topics: &Topics, held: &[(i64, i64)], ends: &[i64]) {
+    let expected: Vec<(i64, String, i64)> = held
         .iter()
         .flat_map(|&(p, m)| {
             [
@@ -294,9 +292,36 @@ async fn closed_and_open_periods_outlive_the_input_messages() {
             let records = period_records(&topics.periods);
             expected
                 .iter()
-                .all(|key| records.get(key) == Some(&all_ends[key.0 as usize]))
+                .all(|key| records.get(key) == Some(&ends[key.0 as usize]))
                 .then_some(())
         },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn closed_and_open_periods_outlive_the_input_messages() {
+    let topics = Topics::create("periods-kept").await;
+    let (last_month, this_month) = around_the_month_start();
+    let producer = producer();
+    // Last month on partitions 0 and 1, this month on partitions 1 and 2.
+    produce_to(&producer, &topics.surveys, 0, "p1", last_month, 10).await;
+    produce_to(&producer, &topics.surveys, 1, "p2", last_month + MINUTE, 9).await;
+    let last_month_ends = ends(&topics.surveys, 3);
+    produce_to(&producer, &topics.surveys, 1, "d1", this_month, 3).await;
+    produce_to(&producer, &topics.surveys, 2, "n1", this_month, 8).await;
+    let all_ends = ends(&topics.surveys, 3);
+    let env = months_and_quarters_in_rome(&topics);
+    let mut service = Service::start(&env);
+    service.wait_ready().await;
+
+    // Every partition's records of the months and quarters it holds answers of, each
+    // counting up to the partition's end.
+    let (last, this) = (month_number(last_month), month_number(this_month));
+    wait_for_records(
+        &topics,
+        &[(0, last), (1, last), (1, this), (2, this)],
+        &all_ends,
     )
     .await;
     service.kill();
@@ -359,10 +384,7 @@ async fn global_nps(service: &Service, window: &str) -> Option<(Value, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_keep_the_periods_of_deleted_messages() {
     let topics = Topics::create_with(&brokers(), "periods-three", [6, 2, 2], true).await;
-    let now = now_ms();
-    let (month_start, _) = rome_months(now);
-    let this_month = month_start + (now - month_start).min(30 * MINUTE) / 2;
-    let last_month = month_start - 30 * MINUTE;
+    let (last_month, this_month) = around_the_month_start();
     let producer = producer();
     // A promoter last month on every partition; this month a detractor on the even ones
     // and a passive on the odd ones.
@@ -391,51 +413,16 @@ async fn three_instances_one_killed_keep_the_periods_of_deleted_messages() {
         .await;
     }
     let all_ends = ends(&topics.surveys, 6);
-    let mut env = topics.env();
-    env.retain(|(k, _)| k != "KPI_STREAM_CALENDAR__PERIODS");
-    env.extend([
-        ("KPI_STREAM_CALENDAR__TIMEZONE".into(), "Europe/Rome".into()),
-        (
-            "KPI_STREAM_CALENDAR__PERIODS".into(),
-            "[\"month\", \"quarter\"]".into(),
-        ),
-        ("KPI_STREAM_CALENDAR__GRACE".into(), "0s".into()),
-    ]);
+    let env = months_and_quarters_in_rome(&topics);
     let mut first = Service::start(&env);
     let second = Service::start(&env);
     let third = Service::start(&env);
     for service in [&first, &second, &third] {
         service.wait_ready().await;
     }
-    let number = |at: i64| {
-        rome_calendar()
-            .span(
-                &CalendarWindowSpec::new(PeriodKind::Month, PeriodWindow::ToDate),
-                at,
-            )
-            .unwrap()
-            .period
-    };
-    let (last, this) = (number(last_month), number(this_month));
-    let mut expected: Vec<(i64, String, i64)> = Vec::new();
-    for p in 0..6 {
-        for m in [last, this] {
-            expected.push((p, "month".into(), m));
-            expected.push((p, "quarter".into(), m.div_euclid(3)));
-        }
-    }
-    eventually(
-        "every period of every partition written",
-        Duration::from_secs(60),
-        async || {
-            let records = period_records(&topics.periods);
-            expected
-                .iter()
-                .all(|key| records.get(key) == Some(&all_ends[key.0 as usize]))
-                .then_some(())
-        },
-    )
-    .await;
+    let (last, this) = (month_number(last_month), month_number(this_month));
+    let held: Vec<(i64, i64)> = (0..6).flat_map(|p| [(p, last), (p, this)]).collect();
+    wait_for_records(&topics, &held, &all_ends).await;
     first.kill();
     let deleted: Vec<(i32, i64)> = (0..6).map(|p| (p, last_month_ends[p as usize])).collect();
     delete_records(&brokers(), &topics.surveys, &deleted).await;
