@@ -24,6 +24,7 @@ pub mod config;
 pub mod deadletter;
 pub mod exchange;
 pub mod generate;
+pub mod history;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

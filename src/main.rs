@@ -1,4 +1,4 @@
-//! The `kpi-stream` command: `run`, `check-config`, `generate`.
+//! The `kpi-stream` command: `run`, `check-config`, `generate`, `history`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -54,6 +54,36 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         span: Option<std::time::Duration>,
     },
+    /// Evaluate every KPI at past instants, from contract-v1 events in a JSON-lines file,
+    /// exactly as the live service would have published them (docs/history.md).
+    History {
+        /// Events, one JSON object per line, in the order they were written; `-` or none:
+        /// standard input.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// The first instant: RFC 3339, or a duration before now (`30d`).
+        #[arg(long, default_value = "30d")]
+        from: String,
+        /// The last instant: RFC 3339, or a duration before now; now when not given.
+        #[arg(long)]
+        to: Option<String>,
+        /// Between two instants.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        step: std::time::Duration,
+        /// `jsonl`: the output topic's objects, one per line.
+        #[arg(long, value_enum, default_value_t = HistoryFormat::Jsonl)]
+        format: HistoryFormat,
+        /// Where to write; standard output when not given.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// What `history` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HistoryFormat {
+    /// The output topic's JSON objects, one per line, `window_end` the instant.
+    Jsonl,
 }
 
 /// Exit code of an unusable configuration.
@@ -69,6 +99,29 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Command::History {
+        input,
+        from,
+        to,
+        step,
+        format: HistoryFormat::Jsonl,
+        output,
+    } = &cli.command
+    {
+        return match history_args(input, from, to.as_deref(), *step, output) {
+            Ok(args) => match kpi_stream::history::run(&config, &args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kpi-stream history: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("kpi-stream history: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
     if let Command::CheckConfig = cli.command {
         // Secrets are `Secret` values: they print as `<redacted>`. A closed pipe (`| head`)
         // is the reader's choice, not an error.
@@ -90,7 +143,7 @@ fn main() -> ExitCode {
                 exit_when_caught_up,
             } => kpi_stream::app::run(config, wall_clock(), shutdown, exit_when_caught_up).await,
             Command::Generate { .. } => generate::run(config, wall_clock(), shutdown).await,
-            Command::CheckConfig => Ok(()),
+            Command::CheckConfig | Command::History { .. } => Ok(()),
         }
     });
     match result {
@@ -100,6 +153,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The arguments of `history`, its times read against the wall clock.
+fn history_args(
+    input: &Option<PathBuf>,
+    from: &str,
+    to: Option<&str>,
+    step: std::time::Duration,
+    output: &Option<PathBuf>,
+) -> anyhow::Result<kpi_stream::history::HistoryArgs> {
+    let now = wall_clock()();
+    let from_ms = kpi_stream::history::parse_instant(from, now)?;
+    let to_ms = match to {
+        Some(to) => kpi_stream::history::parse_instant(to, now)?,
+        None => now,
+    };
+    Ok(kpi_stream::history::HistoryArgs {
+        input: input.clone().filter(|p| p.as_os_str() != "-"),
+        from_ms,
+        to_ms,
+        step_ms: i64::try_from(step.as_millis())?,
+        output: output.clone(),
+    })
 }
 
 /// Loads the configuration, applies the command line's overrides, and checks the librdkafka
@@ -130,6 +206,8 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
             check_clients(&config)?;
             check_tls_files(&config.http)?;
         }
+        // Reads a file and writes one: no Kafka client, no listener.
+        Command::History { .. } => {}
     }
     Ok(config)
 }

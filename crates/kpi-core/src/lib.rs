@@ -19,6 +19,7 @@
 //! - [`aggregate`]: per-partition windowed state and the merged KPI snapshot.
 //! - [`components`]: per-partition KPI components, their merge and the records computed
 //!   from them; the same path for one instance's values and the global ones.
+//! - [`history`]: the live core replayed at past instants (`kpi-stream history`).
 //! - [`kpi`]: the published record shape shared by /metrics, /kpis and the output topic.
 //! - [`policy`]: the consume loop's decisions: replay start, what an outcome reports, the
 //!   safe commit offset, the publisher, full snapshots and changed values.
@@ -30,6 +31,7 @@ pub mod components;
 pub mod dedup;
 pub mod dimension;
 pub mod event;
+pub mod history;
 pub mod kpi;
 pub mod partition;
 pub mod period_components;

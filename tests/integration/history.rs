@@ -1,0 +1,154 @@
+//! `kpi-stream history` against a live run over the same events: at the live run's last
+//! publish, the same objects as its output topic.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Service, Topics, committed_to_end, eventually, read_all, wait};
+
+/// The objects of a JSON-lines text or of output messages, without `emitted_at` (the time
+/// each was produced), sorted.
+fn comparable(objects: impl Iterator<Item = Value>) -> Vec<String> {
+    let mut out: Vec<String> = objects
+        .map(|mut v| {
+            if let Some(object) = v.as_object_mut() {
+                object.remove("emitted_at");
+            }
+            v.to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_at_the_last_publish_equals_the_live_output() {
+    let topics = Topics::create("history").await;
+    let mut env = topics.env();
+    // Every publish sends every value, so the output topic's newest messages are all of
+    // the last one.
+    env.push(("KPI_STREAM_PUBLISH__SNAPSHOT_INTERVAL".into(), "1s".into()));
+    let generator = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+        .args([
+            "generate", "--count", "4000", "--rate", "2000", "--seed", "5",
+        ])
+        .args(["--malformed-ratio", "0"])
+        .envs(env.clone())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut service = Service::start(&env);
+    assert!(wait(generator).await.success());
+    service.wait_ready().await;
+    eventually(
+        "every event handled and committed",
+        Duration::from_secs(60),
+        async || committed_to_end(&topics.group, &topics.inputs()).then_some(()),
+    )
+    .await;
+    // The final publish is a full snapshot of everything read.
+    let (status, _) = service.terminate();
+    assert!(status.success());
+    let live: Vec<Value> = crate::harness::latest_output(&topics.output)
+        .into_values()
+        .collect();
+    let last_publish = live
+        .iter()
+        .filter_map(|v| v["emitted_at"].as_str())
+        .max()
+        .unwrap()
+        .to_owned();
+
+    // The input topics, one event per line, each partition in order.
+    let input = std::env::temp_dir().join(format!("history-{}.jsonl", topics.group));
+    let mut file = std::fs::File::create(&input).unwrap();
+    for topic in topics.inputs() {
+        for message in read_all(topic) {
+            file.write_all(&message.payload.unwrap()).unwrap();
+            file.write_all(b"\n").unwrap();
+        }
+    }
+    drop(file);
+    let output = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+        .arg("history")
+        .args(["--input", input.to_str().unwrap()])
+        .args(["--from", &last_publish, "--to", &last_publish])
+        .args(["--format", "jsonl"])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let history: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        history
+            .iter()
+            .all(|v| v["emitted_at"] == last_publish.as_str())
+    );
+    let (live, history) = (
+        comparable(live.into_iter()),
+        comparable(history.into_iter()),
+    );
+    assert!(live.len() > 100, "{} objects", live.len());
+    let differing: Vec<_> = live
+        .iter()
+        .filter(|l| !history.contains(l))
+        .take(3)
+        .collect();
+    assert_eq!(live.len(), history.len(), "first differing: {differing:?}");
+    assert_eq!(live, history, "first differing: {differing:?}");
+}
+
+#[test]
+fn bad_events_are_counted_and_a_file_that_is_not_json_lines_names_its_line() {
+    let dir = std::env::temp_dir();
+    let run = |name: &str, text: &str| {
+        let path = dir.join(format!("history-{name}-{}.jsonl", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+            .arg("history")
+            .args(["--input", path.to_str().unwrap()])
+            .args([
+                "--from",
+                "2026-11-30T12:00:00Z",
+                "--to",
+                "2026-11-30T12:00:00Z",
+            ])
+            .output()
+            .unwrap()
+    };
+    let good = r#"{"event_id":"a","type":"survey.responded","occurred_at":"2026-11-30T10:00:00Z","customer_id":"c","survey":"nps","score":10}"#;
+    let bad = format!("{good}\n[\"not an object\"]\n{{\"event_id\": \"cut\n\n{good}\n");
+    let counted = run("bad", &bad);
+    assert!(counted.status.success());
+    let stderr = String::from_utf8_lossy(&counted.stderr);
+    assert!(stderr.contains("1 events rejected: not_object"), "{stderr}");
+    assert!(
+        stderr.contains("1 events rejected: invalid_json"),
+        "{stderr}"
+    );
+    let nps: Vec<Value> = String::from_utf8_lossy(&counted.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| {
+            v["kpi"] == "nps" && v["window"] == "24h" && v["labels"] == serde_json::json!({})
+        })
+        .collect();
+    // The same answer twice: a duplicate.
+    assert_eq!(nps[0]["samples"], 1);
+    let csv = run("csv", &format!("{good}\nevent_id,type,score\n"));
+    assert!(!csv.status.success());
+    let stderr = String::from_utf8_lossy(&csv.stderr);
+    assert!(stderr.contains("line 2: not JSON"), "{stderr}");
+}
