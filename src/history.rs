@@ -26,6 +26,11 @@ use kpi_core::partition::PartitionId;
 /// How often a long run reports its progress on standard error.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// An event that occurred this long before the latest one read is out of order: an instant
+/// the run's clock had passed was evaluated without it. A producer writes its events about
+/// when they happen; a dump of several partitions one after the other does not.
+const OUT_OF_ORDER_MS: i64 = 3_600_000;
+
 /// What `history` reads, when it evaluates, and what it writes.
 pub struct HistoryArgs {
     /// `None`: standard input.
@@ -54,6 +59,9 @@ struct Tally {
     lines: u64,
     recorded: u64,
     rejected: BTreeMap<&'static str, u64>,
+    /// Events read more than [`OUT_OF_ORDER_MS`] after a later one.
+    out_of_order: u64,
+    latest_ms: Option<i64>,
 }
 
 /// Runs `history` with `config`'s windows, dimensions and calendar.
@@ -114,6 +122,14 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
                 // Written when it occurred: that is when it was received, and what lateness
                 // is judged against.
                 event.reference_ms = event.occurred_at_ms;
+                let at = event.occurred_at_ms;
+                if tally
+                    .latest_ms
+                    .is_some_and(|latest| at < latest.saturating_sub(OUT_OF_ORDER_MS))
+                {
+                    tally.out_of_order += 1;
+                }
+                tally.latest_ms = Some(tally.latest_ms.map_or(at, |latest| latest.max(at)));
                 let partition = PartitionId::new(family, 0);
                 let offset = i64::try_from(tally.lines).unwrap_or(i64::MAX);
                 match replay.offer(partition, &event, offset, event.occurred_at_ms, &mut emit) {
@@ -141,7 +157,15 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
         "history written"
     );
     for (reason, count) in &tally.rejected {
-        eprintln!("history: {count} events rejected: {reason}");
+        eprintln!("history: rejected, {reason}: {count}");
+    }
+    if tally.out_of_order > 0 {
+        eprintln!(
+            "history: warning: {} events occurred more than an hour before an event read earlier; \
+             the instants passed meanwhile were evaluated without them. Give the events in the \
+             order they were written (merge the partitions of a dump by occurred_at)",
+            tally.out_of_order
+        );
     }
     Ok(())
 }
