@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use tracing::info;
 
 use crate::config::Config;
+use crate::metrics::{KpiSamples, Metrics};
 use kpi_core::aggregate::Aggregates;
 use kpi_core::event::{self, Family, Reason};
 use kpi_core::history::{Instants, Replay};
@@ -31,8 +32,19 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// when they happen; a dump of several partitions one after the other does not.
 const OUT_OF_ORDER_MS: i64 = 3_600_000;
 
+/// What `history` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// /metrics' names, labels and help, each sample with its instant, ending with `# EOF`:
+    /// what `promtool tsdb create-blocks-from openmetrics` reads.
+    OpenMetrics,
+    /// The output topic's objects, one per line.
+    Jsonl,
+}
+
 /// What `history` reads, when it evaluates, and what it writes.
 pub struct HistoryArgs {
+    pub format: Format,
     /// `None`: standard input.
     pub input: Option<PathBuf>,
     pub from_ms: i64,
@@ -81,12 +93,20 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     };
     let mut out = BufWriter::new(output);
     let currency = config.billing.base_currency.clone();
+    let topics = Family::ALL.map(|f| config.topic(f));
+    let metrics = Metrics::new(&config.dimensions.names, topics, &currency)?;
+    let mut samples = OpenMetrics::default();
     let mut written: anyhow::Result<()> = Ok(());
-    let mut emit = |instant: i64, records: Vec<KpiRecord>| {
-        if written.is_err() {
-            return;
+    let mut emit = |instant: i64, records: Vec<KpiRecord>| match args.format {
+        Format::Jsonl => {
+            if written.is_ok() {
+                written = write_jsonl(&mut out, instant, &records, &currency);
+            }
         }
-        written = write_jsonl(&mut out, instant, &records, &currency);
+        Format::OpenMetrics => {
+            metrics.update_kpis(&records);
+            samples.add(instant, metrics.kpi_samples());
+        }
     };
     let limits = config.limits();
     let mut tally = Tally::default();
@@ -149,6 +169,9 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     }
     replay.finish(&mut emit);
     written?;
+    if args.format == Format::OpenMetrics {
+        samples.write(&mut out).context("writing the output")?;
+    }
     out.flush().context("writing the output")?;
     info!(
         lines = tally.lines,
@@ -221,4 +244,77 @@ fn write_jsonl(
         out.write_all(b"\n").context("writing the output")?;
     }
     Ok(())
+}
+
+/// The samples of every instant, grouped as OpenMetrics requires: all of a metric's samples
+/// together, each series' in time order. Held until the end, which is what the output
+/// costs in memory.
+#[derive(Default)]
+struct OpenMetrics {
+    families: BTreeMap<String, OpenMetricsFamily>,
+}
+
+#[derive(Default)]
+struct OpenMetricsFamily {
+    help: String,
+    /// Rendered labels to (instant, value).
+    series: BTreeMap<String, Vec<(i64, f64)>>,
+}
+
+impl OpenMetrics {
+    fn add(&mut self, instant: i64, samples: Vec<KpiSamples>) {
+        for metric in samples {
+            let family = self.families.entry(metric.name).or_default();
+            family.help = metric.help;
+            for (mut labels, value) in metric.series {
+                labels.sort();
+                family
+                    .series
+                    .entry(render_labels(&labels))
+                    .or_default()
+                    .push((instant, value));
+            }
+        }
+    }
+
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        for (name, family) in &self.families {
+            writeln!(out, "# HELP {name} {}", escape(&family.help, false))?;
+            writeln!(out, "# TYPE {name} gauge")?;
+            for (labels, samples) in &family.series {
+                for (instant, value) in samples {
+                    let seconds = instant.div_euclid(1000);
+                    let millis = instant.rem_euclid(1000);
+                    writeln!(out, "{name}{labels} {value} {seconds}.{millis:03}")?;
+                }
+            }
+        }
+        writeln!(out, "# EOF")
+    }
+}
+
+/// `{a="x",b="y"}`, values escaped as the exposition formats require.
+fn render_labels(labels: &[(String, String)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(name, value)| format!("{name}=\"{}\"", escape(value, true)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// A backslash and a line feed escaped, and in a label value a double quote too.
+fn escape(text: &str, quote: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -70,8 +70,9 @@ enum Command {
         /// Between two instants.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         step: std::time::Duration,
-        /// `jsonl`: the output topic's objects, one per line.
-        #[arg(long, value_enum, default_value_t = HistoryFormat::Jsonl)]
+        /// `openmetrics`: /metrics' gauges with timestamps, for `promtool tsdb
+        /// create-blocks-from openmetrics`; `jsonl`: the output topic's objects, one per line.
+        #[arg(long, value_enum, default_value_t = HistoryFormat::Openmetrics)]
         format: HistoryFormat,
         /// Where to write; standard output when not given.
         #[arg(long)]
@@ -82,6 +83,8 @@ enum Command {
 /// What `history` writes.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum HistoryFormat {
+    /// /metrics' KPI gauges, each sample with its instant, ending with `# EOF`.
+    Openmetrics,
     /// The output topic's JSON objects, one per line, `window_end` the instant.
     Jsonl,
 }
@@ -104,11 +107,15 @@ fn main() -> ExitCode {
         from,
         to,
         step,
-        format: HistoryFormat::Jsonl,
+        format,
         output,
     } = &cli.command
     {
-        return match history_args(input, from, to.as_deref(), *step, output) {
+        let format = match format {
+            HistoryFormat::Openmetrics => kpi_stream::history::Format::OpenMetrics,
+            HistoryFormat::Jsonl => kpi_stream::history::Format::Jsonl,
+        };
+        return match history_args(input, from, to.as_deref(), *step, format, output) {
             Ok(args) => match kpi_stream::history::run(&config, &args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -161,6 +168,7 @@ fn history_args(
     from: &str,
     to: Option<&str>,
     step: std::time::Duration,
+    format: kpi_stream::history::Format,
     output: &Option<PathBuf>,
 ) -> anyhow::Result<kpi_stream::history::HistoryArgs> {
     let now = wall_clock()();
@@ -170,6 +178,7 @@ fn history_args(
         None => now,
     };
     Ok(kpi_stream::history::HistoryArgs {
+        format,
         input: input.clone().filter(|p| p.as_os_str() != "-"),
         from_ms,
         to_ms,

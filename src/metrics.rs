@@ -203,6 +203,14 @@ impl HttpMetrics {
     }
 }
 
+/// One KPI gauge's series at one instant ([`Metrics::kpi_samples`]).
+pub struct KpiSamples {
+    pub name: String,
+    pub help: String,
+    /// Each series' labels, sorted by name, and its value.
+    pub series: Vec<(Vec<(String, String)>, f64)>,
+}
+
 impl Metrics {
     /// `topic_names` are the input topics in [`Family::ALL`] order; money is labelled with
     /// `currency` = `base_currency`.
@@ -564,6 +572,33 @@ impl Metrics {
             }
         }
         *exported = series;
+    }
+
+    /// Every KPI and component gauge as it stands after [`Metrics::update_kpis`]: each
+    /// metric's name, help and series (labels, constant ones included, and value). What
+    /// `history` writes for each instant, so that it has /metrics' names, labels and help.
+    pub fn kpi_samples(&self) -> Vec<KpiSamples> {
+        self.kpi_values
+            .values()
+            .chain(self.kpi_components.values())
+            .flat_map(|gauge| gauge.collect())
+            .map(|family| KpiSamples {
+                name: family.name().to_owned(),
+                help: family.help().to_owned(),
+                series: family
+                    .get_metric()
+                    .iter()
+                    .map(|m| {
+                        let labels = m
+                            .get_label()
+                            .iter()
+                            .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                            .collect();
+                        (labels, m.get_gauge().get_value())
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The text exposition of every metric.

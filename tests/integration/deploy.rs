@@ -239,8 +239,17 @@ fn the_deployment_files_parse_and_refer_to_files_that_exist() {
             let dockerfile = service["build"]["dockerfile"].as_str().unwrap();
             assert!(deploy.join(context).join(dockerfile).is_file(), "{name}");
         }
+        let named = &compose[0]["volumes"];
         for volume in service["volumes"].as_vec().into_iter().flatten() {
             let source = volume.as_str().unwrap().split(':').next().unwrap();
+            // A path is a file of deploy/; any other source is a volume the file declares.
+            if !source.starts_with('.') && !source.starts_with('/') {
+                assert!(
+                    !named[source].is_badvalue(),
+                    "{name} mounts the volume {source}, which the file does not declare"
+                );
+                continue;
+            }
             assert!(
                 deploy.join(source).exists(),
                 "{name} mounts {source}, which does not exist"

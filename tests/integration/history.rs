@@ -125,6 +125,7 @@ fn bad_events_are_counted_and_a_file_that_is_not_json_lines_names_its_line() {
                 "--to",
                 "2026-11-30T12:00:00Z",
             ])
+            .args(["--format", "jsonl"])
             .output()
             .unwrap()
     };
@@ -160,4 +161,137 @@ fn bad_events_are_counted_and_a_file_that_is_not_json_lines_names_its_line() {
     assert!(!csv.status.success());
     let stderr = String::from_utf8_lossy(&csv.stderr);
     assert!(stderr.contains("line 2: not JSON"), "{stderr}");
+}
+
+/// A value of an instant query against a Prometheus server.
+async fn query(prometheus: &str, expr: &str, at: &str) -> Option<f64> {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let url = format!(
+        "{prometheus}/api/v1/query?query={}&time={}",
+        encode(expr),
+        encode(at)
+    );
+    let body = reqwest::get(url).await.ok()?.text().await.ok()?;
+    let response: Value = serde_json::from_str(&body).ok()?;
+    let result = response["data"]["result"].as_array()?;
+    match result.as_slice() {
+        [] => None,
+        [one] => one["value"][1].as_str()?.parse().ok(),
+        _ => panic!("{expr}: several series: {result:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_history_loads_into_prometheus_with_the_values_at_each_instant() {
+    let dir = std::env::temp_dir().join(format!("history-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A subscription of 100 USD a month since October; a promoter before 12:00, a detractor
+    // and the subscription's cancellation before 13:00, a passive before 14:00.
+    let events = [
+        r#"{"event_id":"b1","type":"subscription.started","occurred_at":"2026-10-15T10:05:00Z","customer_id":"c1","segment":"smb","subscription_id":"sub-1","plan":"pro","price":10000,"quantity":1,"currency":"USD","interval":"month","interval_count":1}"#,
+        r#"{"event_id":"s1","type":"survey.responded","occurred_at":"2026-11-30T10:00:00Z","customer_id":"c1","survey":"nps","score":10,"segment":"smb"}"#,
+        r#"{"event_id":"s2","type":"survey.responded","occurred_at":"2026-11-30T12:30:00Z","customer_id":"c2","survey":"nps","score":2,"segment":"smb"}"#,
+        r#"{"event_id":"b2","type":"subscription.canceled","occurred_at":"2026-11-30T12:40:00Z","customer_id":"c1","segment":"smb","subscription_id":"sub-1"}"#,
+        r#"{"event_id":"s3","type":"survey.responded","occurred_at":"2026-11-30T13:10:00Z","customer_id":"c3","survey":"nps","score":8,"segment":"smb"}"#,
+    ];
+    let input = dir.join("events.jsonl");
+    std::fs::write(&input, events.join("\n")).unwrap();
+    let metrics = dir.join("history.om");
+    let history = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+        .arg("history")
+        .args(["--input", input.to_str().unwrap()])
+        .args([
+            "--from",
+            "2026-11-30T12:00:00Z",
+            "--to",
+            "2026-11-30T14:00:00Z",
+        ])
+        .args(["--step", "1h", "--output", metrics.to_str().unwrap()])
+        .env("KPI_STREAM_CALENDAR__PERIODS", "[]")
+        .output()
+        .unwrap();
+    assert!(
+        history.status.success(),
+        "{}",
+        String::from_utf8_lossy(&history.stderr)
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.ends_with("# EOF\n"));
+
+    let data = dir.join("data");
+    let blocks = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .args([metrics.to_str().unwrap(), data.to_str().unwrap()])
+        .output()
+        .expect("promtool is installed (scripts/setup.sh)");
+    assert!(
+        blocks.status.success(),
+        "{}",
+        String::from_utf8_lossy(&blocks.stderr)
+    );
+
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global: {}\n").unwrap();
+    let port = crate::harness::free_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg("--storage.tsdb.retention.time=100y")
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = format!("http://127.0.0.1:{port}");
+    let nps = r#"kpi_nps{window="24h",segment=""}"#;
+    eventually(
+        "Prometheus serving the blocks",
+        Duration::from_secs(60),
+        async || query(&server, nps, "2026-11-30T12:00:00Z").await,
+    )
+    .await;
+    let responses = r#"kpi_nps_responses{window="24h",segment=""}"#;
+    let mrr = r#"kpi_mrr{window="current",segment=""}"#;
+    let churn = r#"kpi_customer_churn_ratio{window="30d",segment=""}"#;
+    for (at, want_nps, want_responses, want_mrr, want_churn) in [
+        (
+            "2026-11-30T12:00:00Z",
+            Some(100.0),
+            Some(1.0),
+            Some(100.0),
+            Some(0.0),
+        ),
+        (
+            "2026-11-30T13:00:00Z",
+            Some(0.0),
+            Some(2.0),
+            Some(0.0),
+            Some(1.0),
+        ),
+        (
+            "2026-11-30T14:00:00Z",
+            Some(0.0),
+            Some(3.0),
+            Some(0.0),
+            Some(1.0),
+        ),
+    ] {
+        assert_eq!(query(&server, nps, at).await, want_nps, "{at}");
+        assert_eq!(query(&server, responses, at).await, want_responses, "{at}");
+        assert_eq!(query(&server, mrr, at).await, want_mrr, "{at}");
+        assert_eq!(query(&server, churn, at).await, want_churn, "{at}");
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
