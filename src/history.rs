@@ -21,7 +21,7 @@ use crate::metrics::{KpiSamples, Metrics};
 use kpi_core::aggregate::Aggregates;
 use kpi_core::event::{self, Family, Reason};
 use kpi_core::history::{Instants, Replay};
-use kpi_core::kpi::KpiRecord;
+use kpi_core::kpi::{self, KpiRecord};
 use kpi_core::partition::PartitionId;
 
 /// How often a long run reports its progress on standard error.
@@ -73,7 +73,6 @@ struct Tally {
     rejected: BTreeMap<&'static str, u64>,
     /// Events read more than [`OUT_OF_ORDER_MS`] after a later one.
     out_of_order: u64,
-    latest_ms: Option<i64>,
 }
 
 /// Runs `history` with `config`'s windows, dimensions and calendar.
@@ -143,16 +142,15 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
                 // is judged against.
                 event.reference_ms = event.occurred_at_ms;
                 let at = event.occurred_at_ms;
-                if tally
-                    .latest_ms
-                    .is_some_and(|latest| at < latest.saturating_sub(OUT_OF_ORDER_MS))
+                if replay
+                    .clock()
+                    .is_some_and(|clock| at < clock.saturating_sub(OUT_OF_ORDER_MS))
                 {
                     tally.out_of_order += 1;
                 }
-                tally.latest_ms = Some(tally.latest_ms.map_or(at, |latest| latest.max(at)));
                 let partition = PartitionId::new(family, 0);
                 let offset = i64::try_from(tally.lines).unwrap_or(i64::MAX);
-                match replay.offer(partition, &event, offset, event.occurred_at_ms, &mut emit) {
+                match replay.offer(partition, &event, offset, at, &mut emit) {
                     Ok(_) => tally.recorded += 1,
                     Err(rejection) => {
                         *tally.rejected.entry(rejection.reason.code()).or_default() += 1
@@ -164,7 +162,11 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             let rate = tally.lines as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            eprintln!("history: {} lines read, {rate:.0} lines/s", tally.lines);
+            let reached = replay.clock().map(kpi::rfc3339).unwrap_or_default();
+            eprintln!(
+                "history: {} lines read, at {reached}, {rate:.0} lines/s",
+                tally.lines
+            );
         }
     }
     replay.finish(&mut emit);

@@ -249,10 +249,7 @@ impl ReplayHorizon {
 
     /// Whether a record was numbered in this calendar: its time zone and week start.
     pub fn matches(&self, record: &PeriodComponents) -> bool {
-        self.calendar.as_ref().is_some_and(|c| {
-            c.zone_name() == Some(record.timezone.as_str())
-                && c.settings().week_start.name() == record.week_start
-        })
+        self.calendar.as_ref().is_some_and(|c| record.counted_in(c))
     }
 }
 
@@ -280,17 +277,16 @@ pub struct Aggregates {
     placements: Vec<Option<Placement>>,
 }
 
-/// Where one event lands: its series, and its bucket in each window (the same in every
-/// series, so computed once).
-struct Landing<'a> {
+/// The rings every series has: one per rolling window, with room for the lead, then one
+/// per calendar period.
+#[derive(Clone, Copy)]
+struct RingShapes<'a> {
     windows: &'a [WindowSpec],
     periods: usize,
     lead_ms: i64,
-    series: &'a [SeriesKey],
-    placements: &'a [Option<Placement>],
 }
 
-impl Landing<'_> {
+impl RingShapes<'_> {
     /// The rings of one series, made when the series first appears.
     fn series_windows<'m, T: Tally>(
         &self,
@@ -305,17 +301,6 @@ impl Landing<'_> {
                 .chain((0..self.periods).map(|_| Window::calendar(&PERIOD_RING)))
                 .collect(),
         })
-    }
-
-    /// Applies `apply` to the bucket holding the event in every window of every series.
-    fn apply<T: Tally>(
-        &self,
-        map: &mut FastMap<SeriesKey, SeriesWindows<T>>,
-        apply: impl Fn(&mut T),
-    ) {
-        for key in self.series {
-            self.apply_to(map, *key, &apply);
-        }
     }
 
     /// Adds a restored period's tally (the first of `tallies`) into ring `ring` of one
@@ -340,6 +325,27 @@ impl Landing<'_> {
             tally.merge(restored);
         }
     }
+}
+
+/// Where one event lands: its series, and its bucket in each window (the same in every
+/// series, so computed once).
+struct Landing<'a> {
+    shapes: RingShapes<'a>,
+    series: &'a [SeriesKey],
+    placements: &'a [Option<Placement>],
+}
+
+impl Landing<'_> {
+    /// Applies `apply` to the bucket holding the event in every window of every series.
+    fn apply<T: Tally>(
+        &self,
+        map: &mut FastMap<SeriesKey, SeriesWindows<T>>,
+        apply: impl Fn(&mut T),
+    ) {
+        for key in self.series {
+            self.apply_to(map, *key, &apply);
+        }
+    }
 
     /// Applies `apply` to the bucket holding the event in every window of one series.
     fn apply_to<T: Tally>(
@@ -348,7 +354,7 @@ impl Landing<'_> {
         key: SeriesKey,
         apply: impl Fn(&mut T),
     ) {
-        let series = self.series_windows(map, key);
+        let series = self.shapes.series_windows(map, key);
         for (placement, window) in self.placements.iter().zip(series.windows.iter_mut()) {
             if let Some(tally) = placement.and_then(|p| window.bucket_at(p)) {
                 apply(tally);
@@ -487,13 +493,11 @@ impl Aggregates {
         let Some(now) = calendar.locate(now_ms) else {
             return;
         };
-        let zone = calendar.zone_name().unwrap_or_default().to_owned();
-        let week_start = calendar.settings().week_start.name();
         let state = partitions
             .entry(partition)
             .or_insert_with(|| PartitionState::new(*dedup_horizon_ms, periods.len()));
         for record in records {
-            if record.timezone != zone || record.week_start != week_start {
+            if !record.counted_in(calendar) {
                 continue;
             }
             let Some(kind) = record.kind() else { continue };
@@ -504,12 +508,10 @@ impl Aggregates {
             else {
                 continue;
             };
-            let landing = Landing {
+            let shapes = RingShapes {
                 windows,
                 periods: periods.len(),
                 lead_ms: *lead_ms,
-                series: &[],
-                placements: &[],
             };
             for series in &record.series {
                 let key = match &series.dimension {
@@ -524,13 +526,13 @@ impl Aggregates {
                 let ring = windows.len() + k;
                 match &series.tallies {
                     FamilyTallies::Surveys(t) => {
-                        landing.restore(&mut state.surveys, key, ring, placement, t)
+                        shapes.restore(&mut state.surveys, key, ring, placement, t)
                     }
                     FamilyTallies::Tickets(t) => {
-                        landing.restore(&mut state.tickets, key, ring, placement, t)
+                        shapes.restore(&mut state.tickets, key, ring, placement, t)
                     }
                     FamilyTallies::Billing { windows: t, .. } => {
-                        landing.restore(&mut state.billing, key, ring, placement, t)
+                        shapes.restore(&mut state.billing, key, ring, placement, t)
                     }
                 }
             }
@@ -780,9 +782,11 @@ impl Aggregates {
         }
         let series = EventSeries::of(dimensions, event);
         let landing = Landing {
-            windows,
-            periods: periods.len(),
-            lead_ms: *lead_ms,
+            shapes: RingShapes {
+                windows,
+                periods: periods.len(),
+                lead_ms: *lead_ms,
+            },
             series: series.keys(),
             placements,
         };

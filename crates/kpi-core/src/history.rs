@@ -90,6 +90,11 @@ impl Replay {
         &self.aggregates
     }
 
+    /// The latest receipt time offered so far: how far the replay has come.
+    pub fn clock(&self) -> Option<i64> {
+        self.clock
+    }
+
     /// Offers the message at `offset` of `partition`, received at `received_ms`: first every
     /// instant before that time is evaluated and handed to `emit`, then the event is
     /// recorded as the live service records it on receipt.

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::calendar::PeriodKind;
+use crate::calendar::{Calendar, PeriodKind};
 use crate::components::SeriesComponents;
 
 /// How often an open period's components are written while they change: a restart then
@@ -49,6 +49,13 @@ impl PeriodComponents {
     /// The kind of period, if known.
     pub fn kind(&self) -> Option<PeriodKind> {
         self.period.parse().ok()
+    }
+
+    /// Whether the record was numbered in `calendar`: its time zone and week start. A
+    /// record of another calendar counts other periods under the same numbers.
+    pub fn counted_in(&self, calendar: &Calendar) -> bool {
+        calendar.zone_name() == Some(self.timezone.as_str())
+            && calendar.settings().week_start.name() == self.week_start
     }
 }
 
