@@ -1,12 +1,15 @@
-//! `kpi-stream history`: the KPIs at past instants, from contract-v1 events in a file, one
-//! JSON object per line (docs/history.md).
+//! `kpi-stream history`: the KPIs at past instants, from the input topics or from
+//! contract-v1 events in a file, one JSON object per line (docs/history.md).
 //!
-//! Each line is taken as a message written when its event occurred, read in file order, so
-//! [`kpi_core::history::Replay`] evaluates every instant exactly as the live service would
-//! have published it, having received the lines before it by then. Bad events are counted
-//! by reason and reported at the end, blank lines skipped; a line that is not JSON at all
-//! (nor an object cut short) means the file is not JSON lines, and stops the run naming the
-//! line.
+//! A topic's message is taken as received when it was written (its timestamp), the topics
+//! merged by that time ([`topics`]); a line of a file as a message written when its event
+//! occurred, read in file order. [`kpi_core::history::Replay`] then evaluates every instant
+//! exactly as the live service would have published it, having received those messages by
+//! then. Bad events are counted by reason and reported at the end, blank lines skipped; a
+//! line that is not JSON at all (nor an object cut short) means the file is not JSON lines,
+//! and stops the run naming the line.
+
+mod topics;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -42,11 +45,20 @@ pub enum Format {
     Jsonl,
 }
 
+/// Where `history` reads its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The configured input topics.
+    Topics,
+    /// Contract-v1 events, one JSON object per line.
+    File(PathBuf),
+    Stdin,
+}
+
 /// What `history` reads, when it evaluates, and what it writes.
 pub struct HistoryArgs {
     pub format: Format,
-    /// `None`: standard input.
-    pub input: Option<PathBuf>,
+    pub input: Input,
     pub from_ms: i64,
     pub to_ms: i64,
     pub step_ms: i64,
@@ -65,10 +77,10 @@ pub fn parse_instant(text: &str, now_ms: i64) -> anyhow::Result<i64> {
     Ok(now_ms.saturating_sub(ago))
 }
 
-/// What became of the lines read.
+/// What became of the messages read.
 #[derive(Debug, Default)]
 struct Tally {
-    lines: u64,
+    read: u64,
     recorded: u64,
     rejected: BTreeMap<&'static str, u64>,
     /// Events read more than [`OUT_OF_ORDER_MS`] after a later one.
@@ -78,11 +90,14 @@ struct Tally {
 /// Runs `history` with `config`'s windows, dimensions and calendar.
 pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let instants = Instants::new(args.from_ms, args.to_ms, args.step_ms)?;
-    let aggregates = Aggregates::new(config.state_settings()?);
-    let mut replay = Replay::new(aggregates, instants);
-    let input: Box<dyn Read> = match &args.input {
-        Some(path) => Box::new(open(path)?),
-        None => Box::new(std::io::stdin().lock()),
+    let settings = config.state_settings()?;
+    // A replay at the first instant starts here, as the live service's would.
+    let since_ms = settings.replay_horizon().since_ms(args.from_ms);
+    let mut feed = Feed {
+        replay: Replay::new(Aggregates::new(settings), instants),
+        tally: Tally::default(),
+        started: Instant::now(),
+        last_progress: Instant::now(),
     };
     let output: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
@@ -108,67 +123,29 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
         }
     };
     let limits = config.limits();
-    let mut tally = Tally::default();
-    let started = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut line = Vec::new();
-    let mut reader = BufReader::new(input);
-    loop {
-        line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
-            .context("reading the input")?;
-        if read == 0 {
-            break;
-        }
-        tally.lines += 1;
-        let bytes = trim(&line);
-        if bytes.is_empty() {
-            continue;
-        }
-        // A bad event is counted; a line that is not JSON at all, nor the start of an
-        // object cut short, means the file is something else (CSV, a pretty-printed array).
-        if bytes.first() != Some(&b'{')
-            && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
-        {
-            bail!(
-                "line {}: not JSON; the input must be JSON lines, one event per line",
-                tally.lines
-            );
-        }
-        match read_event(bytes, &limits) {
-            Ok((family, mut event)) => {
-                // Written when it occurred: that is when it was received, and what lateness
-                // is judged against.
-                event.reference_ms = event.occurred_at_ms;
-                let at = event.occurred_at_ms;
-                if replay
-                    .clock()
-                    .is_some_and(|clock| at < clock.saturating_sub(OUT_OF_ORDER_MS))
-                {
-                    tally.out_of_order += 1;
-                }
-                let partition = PartitionId::new(family, 0);
-                let offset = i64::try_from(tally.lines).unwrap_or(i64::MAX);
-                match replay.offer(partition, &event, offset, at, &mut emit) {
-                    Ok(_) => tally.recorded += 1,
-                    Err(rejection) => {
-                        *tally.rejected.entry(rejection.reason.code()).or_default() += 1
-                    }
-                }
+    match &args.input {
+        Input::Topics => topics::read(config, since_ms, args.to_ms, |message| {
+            let received = message.received_ms;
+            match event::parse(message.payload, message.partition.family, received, &limits) {
+                Ok(event) => feed.offer(
+                    message.partition,
+                    message.offset,
+                    &event,
+                    received,
+                    &mut emit,
+                ),
+                Err(rejection) => feed.reject(rejection.reason),
             }
-            Err(reason) => *tally.rejected.entry(reason.code()).or_default() += 1,
-        }
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            let rate = tally.lines as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            let reached = replay.clock().map(kpi::rfc3339).unwrap_or_default();
-            eprintln!(
-                "history: {} lines read, at {reached}, {rate:.0} lines/s",
-                tally.lines
-            );
-        }
+        })?,
+        Input::File(path) => read_lines(open(path)?, &limits, &mut feed, &mut emit)?,
+        Input::Stdin => read_lines(std::io::stdin().lock(), &limits, &mut feed, &mut emit)?,
     }
+    let Feed {
+        replay,
+        tally,
+        started,
+        ..
+    } = feed;
     replay.finish(&mut emit);
     written?;
     if args.format == Format::OpenMetrics {
@@ -176,7 +153,7 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     }
     out.flush().context("writing the output")?;
     info!(
-        lines = tally.lines,
+        read = tally.read,
         recorded = tally.recorded,
         seconds = started.elapsed().as_secs_f64(),
         "history written"
@@ -193,6 +170,110 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The replay and what became of the messages offered to it.
+struct Feed {
+    replay: Replay,
+    tally: Tally,
+    started: Instant,
+    last_progress: Instant,
+}
+
+impl Feed {
+    /// Offers one message's event, received at `received_ms`.
+    fn offer(
+        &mut self,
+        partition: PartitionId,
+        offset: i64,
+        event: &event::Event<'_>,
+        received_ms: i64,
+        emit: &mut impl FnMut(i64, Vec<KpiRecord>),
+    ) {
+        let behind = self
+            .replay
+            .clock()
+            .is_some_and(|clock| event.occurred_at_ms < clock.saturating_sub(OUT_OF_ORDER_MS));
+        if behind {
+            self.tally.out_of_order += 1;
+        }
+        match self
+            .replay
+            .offer(partition, event, offset, received_ms, emit)
+        {
+            Ok(_) => self.tally.recorded += 1,
+            Err(rejection) => self.count_rejected(rejection.reason),
+        }
+        self.progress();
+    }
+
+    /// A message whose event was rejected before it reached the replay.
+    fn reject(&mut self, reason: Reason) {
+        self.count_rejected(reason);
+        self.progress();
+    }
+
+    fn count_rejected(&mut self, reason: Reason) {
+        *self.tally.rejected.entry(reason.code()).or_default() += 1;
+    }
+
+    /// Counts a message read, and reports progress now and then.
+    fn progress(&mut self) {
+        self.tally.read += 1;
+        if self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.last_progress = Instant::now();
+            let rate = self.tally.read as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let reached = self.replay.clock().map(kpi::rfc3339).unwrap_or_default();
+            eprintln!(
+                "history: {} events read, at {reached}, {rate:.0} events/s",
+                self.tally.read
+            );
+        }
+    }
+}
+
+/// Offers each line of `input`, read as a message written when its event occurred.
+fn read_lines(
+    input: impl Read,
+    limits: &event::Limits,
+    feed: &mut Feed,
+    emit: &mut impl FnMut(i64, Vec<KpiRecord>),
+) -> anyhow::Result<()> {
+    let mut reader = BufReader::new(input);
+    let mut line = Vec::new();
+    let mut number: u64 = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .context("reading the input")?;
+        if read == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let bytes = trim(&line);
+        if bytes.is_empty() {
+            continue;
+        }
+        // A bad event is counted; a line that is not JSON at all, nor the start of an
+        // object cut short, means the file is something else (CSV, a pretty-printed array).
+        if bytes.first() != Some(&b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+        {
+            bail!("line {number}: not JSON; the input must be JSON lines, one event per line");
+        }
+        let offset = i64::try_from(number).unwrap_or(i64::MAX);
+        match read_event(bytes, limits) {
+            Ok((family, mut event)) => {
+                // Written when it occurred: that is when it was received, and what lateness
+                // is judged against.
+                event.reference_ms = event.occurred_at_ms;
+                let at = event.occurred_at_ms;
+                feed.offer(PartitionId::new(family, 0), offset, &event, at, emit);
+            }
+            Err(reason) => feed.reject(reason),
+        }
+    }
 }
 
 fn open(path: &Path) -> anyhow::Result<std::fs::File> {

@@ -126,6 +126,7 @@ pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
     config.check_client(ClientKind::Producer, &producer_config(config, &[]))?;
     config.check_client(ClientKind::Consumer, &components_consumer_config(config))?;
     config.check_client(ClientKind::Consumer, &periods_consumer_config(config))?;
+    config.check_client(ClientKind::Consumer, &history_consumer_config(config))?;
     config.check_client(ClientKind::Producer, &components_producer_config(config))
 }
 
@@ -227,6 +228,28 @@ fn whole_topic_reader_config(config: &Config, purpose: &str) -> ClientConfig {
 /// The settings of the consumer that reads every instance's period records.
 pub fn periods_consumer_config(config: &Config) -> ClientConfig {
     whole_topic_reader_config(config, "periods")
+}
+
+/// The settings of the consumer `history` reads the input topics with: assigned, each
+/// partition on a queue of its own, as the group consumer's.
+pub fn history_consumer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            ("group.id", format!("{}.history", config.kafka.group_id)),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            // Per partition, since each has its own queue: a run over 36 partitions
+            // prefetches at most about 72 MB, and a queue is refilled before the merge
+            // empties it.
+            ("queued.max.messages.kbytes", "2048".into()),
+            ("max.partition.fetch.bytes", (1 << 20).to_string()),
+            ("fetch.max.bytes", (16 << 20).to_string()),
+            ("fetch.wait.max.ms", "20".into()),
+            ("fetch.queue.backoff.ms", "2".into()),
+        ],
+    )
 }
 
 /// The settings of the generator's producer.

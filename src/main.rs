@@ -57,8 +57,8 @@ enum Command {
     /// Evaluate every KPI at past instants, from contract-v1 events in a JSON-lines file,
     /// exactly as the live service would have published them (docs/history.md).
     History {
-        /// Events, one JSON object per line, in the order they were written; `-` or none:
-        /// standard input.
+        /// Events, one JSON object per line, in the order they were written; `-`: standard
+        /// input. Without it, the configured input topics.
         #[arg(long)]
         input: Option<PathBuf>,
         /// The first instant: RFC 3339, or a duration before now (`30d`).
@@ -179,7 +179,11 @@ fn history_args(
     };
     Ok(kpi_stream::history::HistoryArgs {
         format,
-        input: input.clone().filter(|p| p.as_os_str() != "-"),
+        input: match input {
+            None => kpi_stream::history::Input::Topics,
+            Some(path) if path.as_os_str() == "-" => kpi_stream::history::Input::Stdin,
+            Some(path) => kpi_stream::history::Input::File(path.clone()),
+        },
         from_ms,
         to_ms,
         step_ms: i64::try_from(step.as_millis())?,

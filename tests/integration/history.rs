@@ -1,13 +1,19 @@
-//! `kpi-stream history` against a live run over the same events: at the live run's last
-//! publish, the same objects as its output topic.
+//! `kpi-stream history` against a live run over the same events (at the live run's last
+//! publish, the same objects as its output topic), and through promtool and a real
+//! Prometheus against values computed by hand and by a brute force over the events.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use kpi_core::event::{Event, Family, Interval, Limits, Payload, SubscriptionTerms, Survey, parse};
+use serde_json::{Value, json};
 
-use crate::harness::{Service, Topics, committed_to_end, eventually, read_all, wait};
+use crate::harness::{
+    Read, Service, Topics, committed_to_end, eventually, now_ms, produce_stamped, read_all,
+    rfc3339, wait,
+};
 
 /// The objects of a JSON-lines text or of output messages, without `emitted_at` (the time
 /// each was produced), sorted.
@@ -73,12 +79,39 @@ async fn history_at_the_last_publish_equals_the_live_output() {
         }
     }
     drop(file);
+    let instant = ["--from", &last_publish, "--to", &last_publish];
+    let from_file = history_jsonl(&["--input", input.to_str().unwrap()], &instant, &env);
+    // Without --input, the topics themselves, merged by message time.
+    let from_topics = history_jsonl(&[], &instant, &env);
+    for history in [&from_file, &from_topics] {
+        assert!(
+            history
+                .iter()
+                .all(|v| v["emitted_at"] == last_publish.as_str())
+        );
+    }
+    let live = comparable(live.into_iter());
+    assert!(live.len() > 100, "{} objects", live.len());
+    for history in [from_file, from_topics] {
+        let history = comparable(history.into_iter());
+        let differing: Vec<_> = live
+            .iter()
+            .filter(|l| !history.contains(l))
+            .take(3)
+            .collect();
+        assert_eq!(live.len(), history.len(), "first differing: {differing:?}");
+        assert_eq!(live, history, "first differing: {differing:?}");
+    }
+}
+
+/// The objects `history --format jsonl` writes with `input` and `instants`.
+fn history_jsonl(input: &[&str], instants: &[&str], env: &[(String, String)]) -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
         .arg("history")
-        .args(["--input", input.to_str().unwrap()])
-        .args(["--from", &last_publish, "--to", &last_publish])
+        .args(input)
+        .args(instants)
         .args(["--format", "jsonl"])
-        .envs(env)
+        .envs(env.iter().cloned())
         .output()
         .unwrap();
     assert!(
@@ -86,28 +119,11 @@ async fn history_at_the_last_publish_equals_the_live_output() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let history: Vec<Value> = String::from_utf8(output.stdout)
+    String::from_utf8(output.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(
-        history
-            .iter()
-            .all(|v| v["emitted_at"] == last_publish.as_str())
-    );
-    let (live, history) = (
-        comparable(live.into_iter()),
-        comparable(history.into_iter()),
-    );
-    assert!(live.len() > 100, "{} objects", live.len());
-    let differing: Vec<_> = live
-        .iter()
-        .filter(|l| !history.contains(l))
-        .take(3)
-        .collect();
-    assert_eq!(live.len(), history.len(), "first differing: {differing:?}");
-    assert_eq!(live, history, "first differing: {differing:?}");
+        .collect()
 }
 
 #[test]
@@ -161,6 +177,55 @@ fn bad_events_are_counted_and_a_file_that_is_not_json_lines_names_its_line() {
     assert!(!csv.status.success());
     let stderr = String::from_utf8_lossy(&csv.stderr);
     assert!(stderr.contains("line 2: not JSON"), "{stderr}");
+}
+
+/// A Prometheus server on the blocks promtool creates from an OpenMetrics file; stopped
+/// when dropped.
+struct Prometheus {
+    url: String,
+    process: std::process::Child,
+}
+
+impl Prometheus {
+    /// Creates the blocks of `metrics` in `dir`/data and serves them.
+    fn on_blocks_of(metrics: &std::path::Path, dir: &std::path::Path) -> Prometheus {
+        let text = std::fs::read_to_string(metrics).unwrap();
+        assert!(text.ends_with("# EOF\n"));
+        let data = dir.join("data");
+        let blocks = Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .args([metrics.to_str().unwrap(), data.to_str().unwrap()])
+            .output()
+            .expect("promtool is installed (scripts/setup.sh)");
+        assert!(
+            blocks.status.success(),
+            "{}",
+            String::from_utf8_lossy(&blocks.stderr)
+        );
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, "global: {}\n").unwrap();
+        let port = crate::harness::free_port();
+        let process = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg("--storage.tsdb.retention.time=100y")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Prometheus {
+            url: format!("http://127.0.0.1:{port}"),
+            process,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
 }
 
 /// A value of an instant query against a Prometheus server.
@@ -225,34 +290,8 @@ async fn openmetrics_history_loads_into_prometheus_with_the_values_at_each_insta
         "{}",
         String::from_utf8_lossy(&history.stderr)
     );
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    assert!(text.ends_with("# EOF\n"));
-
-    let data = dir.join("data");
-    let blocks = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .args([metrics.to_str().unwrap(), data.to_str().unwrap()])
-        .output()
-        .expect("promtool is installed (scripts/setup.sh)");
-    assert!(
-        blocks.status.success(),
-        "{}",
-        String::from_utf8_lossy(&blocks.stderr)
-    );
-
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global: {}\n").unwrap();
-    let port = crate::harness::free_port();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg("--storage.tsdb.retention.time=100y")
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = format!("http://127.0.0.1:{port}");
+    let prometheus = Prometheus::on_blocks_of(&metrics, &dir);
+    let server = prometheus.url.clone();
     let nps = r#"kpi_nps{window="24h",segment=""}"#;
     eventually(
         "Prometheus serving the blocks",
@@ -291,7 +330,259 @@ async fn openmetrics_history_loads_into_prometheus_with_the_values_at_each_insta
         assert_eq!(query(&server, mrr, at).await, want_mrr, "{at}");
         assert_eq!(query(&server, churn, at).await, want_churn, "{at}");
     }
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+    drop(prometheus);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const DAY: i64 = 86_400_000;
+
+/// Where a rolling window of `span_ms` in 60 buckets starts at `at` (docs/kpis.md, "What a
+/// window covers").
+fn window_start(at: i64, span_ms: i64) -> i64 {
+    let bucket = span_ms / 60;
+    (at.div_euclid(bucket) - 59) * bucket
+}
+
+/// The MRR of subscription terms in base-currency micros at the default rates (EUR 1.08,
+/// GBP 1.27), every amount of the generator's plans a whole number of micros.
+fn micros(terms: &SubscriptionTerms<'_>) -> i128 {
+    let hundredths: i128 = match terms.currency.as_ref() {
+        "USD" => 100,
+        "EUR" => 108,
+        "GBP" => 127,
+        other => panic!("no rate for {other}"),
+    };
+    let months = match terms.interval {
+        Interval::Month => i128::from(terms.interval_count),
+        Interval::Year => 12 * i128::from(terms.interval_count),
+    };
+    let numerator = i128::from(terms.price) * i128::from(terms.quantity) * hundredths * 100;
+    assert_eq!(numerator % months, 0, "whole micros");
+    numerator / months
+}
+
+/// What the events received before `at` give, computed directly from them: NPS over the
+/// 7d window, MRR, and customer churn over the 30d window.
+struct BruteForce {
+    nps_7d: Option<f64>,
+    mrr: f64,
+    churn_30d: Option<f64>,
+}
+
+impl BruteForce {
+    /// `events`: every event with its message timestamp, in the order of the timestamps.
+    fn at(events: &[(i64, Event<'_>)], at: i64) -> BruteForce {
+        let received: Vec<&Event<'_>> = events
+            .iter()
+            .filter(|(ts, _)| *ts < at)
+            .map(|(_, e)| e)
+            .collect();
+        let since_7d = window_start(at, 7 * DAY);
+        let (mut promoters, mut detractors, mut responses) = (0u64, 0u64, 0u64);
+        for event in &received {
+            if let Payload::SurveyResponded {
+                survey: Survey::Nps,
+                score,
+            } = event.payload
+                && event.occurred_at_ms >= since_7d
+            {
+                responses += 1;
+                promoters += u64::from(score >= 9);
+                detractors += u64::from(score <= 6);
+            }
+        }
+        let nps_7d = (responses > 0)
+            .then(|| 100.0 * (promoters as f64 - detractors as f64) / responses as f64);
+
+        let since_30d = window_start(at, 30 * DAY);
+        let mut subscriptions: HashMap<String, (String, i128)> = HashMap::new();
+        let customer_mrr = |subs: &HashMap<String, (String, i128)>, customer: &str| -> i128 {
+            subs.values()
+                .filter(|(c, _)| c == customer)
+                .map(|(_, m)| m)
+                .sum()
+        };
+        let mut active_at_start: Option<usize> = None;
+        let mut churned = 0u64;
+        for event in &received {
+            let (id, mrr) = match &event.payload {
+                Payload::SubscriptionStarted(terms) | Payload::SubscriptionChanged(terms) => {
+                    (terms.subscription_id.to_string(), micros(terms))
+                }
+                Payload::SubscriptionCanceled { subscription_id } => {
+                    (subscription_id.to_string(), 0)
+                }
+                _ => continue,
+            };
+            if event.occurred_at_ms >= since_30d && active_at_start.is_none() {
+                active_at_start = Some(active_customers(&subscriptions));
+            }
+            let customer = event.customer_id.to_string();
+            let before = customer_mrr(&subscriptions, &customer);
+            subscriptions.insert(id, (customer.clone(), mrr));
+            let after = customer_mrr(&subscriptions, &customer);
+            if event.occurred_at_ms >= since_30d && before > 0 && after == 0 {
+                churned += 1;
+            }
+        }
+        let active = active_at_start.unwrap_or_else(|| active_customers(&subscriptions));
+        let mrr: i128 = subscriptions.values().map(|(_, m)| m).sum();
+        BruteForce {
+            nps_7d,
+            mrr: mrr as f64 / 1_000_000.0,
+            churn_30d: (active > 0).then(|| churned as f64 / active as f64),
+        }
+    }
+}
+
+fn active_customers(subscriptions: &HashMap<String, (String, i128)>) -> usize {
+    let mut mrr: HashMap<&str, i128> = HashMap::new();
+    for (customer, micros) in subscriptions.values() {
+        *mrr.entry(customer).or_default() += micros;
+    }
+    mrr.values().filter(|m| **m > 0).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_generated_days_on_the_topics_give_prometheus_the_brute_force_values() {
+    let topics = Topics::create("history-30d").await;
+    // The default calendar periods too: a run as deployed.
+    let env: Vec<(String, String)> = topics
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "KPI_STREAM_CALENDAR__PERIODS")
+        .collect();
+    // Forty subscriptions older than the generated days, so that the 30d window has
+    // customers at its start at any instant of those days.
+    let producer = crate::harness::producer();
+    let prelude_ms = now_ms() - 60 * DAY;
+    for n in 0..40 {
+        let at = prelude_ms + n * 60_000;
+        let payload = json!({
+            "event_id": format!("early-{n}"),
+            "type": "subscription.started",
+            "occurred_at": rfc3339(at),
+            "customer_id": format!("early-{n}"),
+            "segment": "enterprise",
+            "subscription_id": format!("early-sub-{n}"),
+            "plan": "pro",
+            "price": 9_900 + n,
+            "quantity": 1,
+            "currency": "USD",
+            "interval": "month",
+            "interval_count": 1,
+        });
+        produce_stamped(
+            &producer,
+            &topics.billing,
+            Some(&format!("early-{n}")),
+            payload.to_string().as_bytes(),
+            Some(at),
+        )
+        .await;
+    }
+    let generator = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+        .args([
+            "generate", "--count", "30000", "--span", "30d", "--rate", "0",
+        ])
+        .args(["--seed", "11", "--malformed-ratio", "0"])
+        .envs(env.clone())
+        // Few customers: each has several billing events, some of them cancellations.
+        .env("KPI_STREAM_GENERATE__CUSTOMERS", "200")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait(generator).await.success());
+
+    let messages: Vec<(Family, Read)> = [
+        (Family::Surveys, &topics.surveys),
+        (Family::Tickets, &topics.tickets),
+        (Family::Billing, &topics.billing),
+    ]
+    .into_iter()
+    .flat_map(|(family, topic)| read_all(topic).into_iter().map(move |m| (family, m)))
+    .collect();
+    let limits = Limits {
+        max_event_bytes: 1 << 20,
+        max_future_skew_ms: 300_000,
+    };
+    let mut events: Vec<(i64, Event<'_>)> = messages
+        .iter()
+        .map(|(family, m)| {
+            let event = parse(m.payload.as_deref().unwrap(), *family, i64::MAX, &limits).unwrap();
+            (m.timestamp.unwrap(), event)
+        })
+        .collect();
+    // Stable: a partition's messages keep their order at equal times.
+    events.sort_by_key(|(ts, _)| *ts);
+    let first_generated = events
+        .iter()
+        .find(|(_, e)| !e.event_id.starts_with("early-"))
+        .unwrap()
+        .0;
+    // Three instants of the generated days, whole seconds, 12 hours apart on the run's
+    // grid: 10, 20 and 29 days in.
+    let first = (first_generated + 10 * DAY) / 1000 * 1000;
+    let instants = [first, first + 10 * DAY, first + 19 * DAY];
+
+    let dir = std::env::temp_dir().join(format!("history-30d-{}", topics.group));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let metrics = dir.join("history.om");
+    let history = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+        .arg("history")
+        .args([
+            "--from",
+            &rfc3339(instants[0]),
+            "--to",
+            &rfc3339(instants[2]),
+        ])
+        .args(["--step", "12h", "--output", metrics.to_str().unwrap()])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        history.status.success(),
+        "{}",
+        String::from_utf8_lossy(&history.stderr)
+    );
+    let prometheus = Prometheus::on_blocks_of(&metrics, &dir);
+    let server = prometheus.url.clone();
+    let mrr = r#"kpi_mrr{window="current",segment=""}"#;
+    eventually(
+        "Prometheus serving the blocks",
+        Duration::from_secs(60),
+        async || query(&server, mrr, &rfc3339(instants[0])).await,
+    )
+    .await;
+    let nps = r#"kpi_nps{window="7d",segment=""}"#;
+    let churn = r#"kpi_customer_churn_ratio{window="30d",segment=""}"#;
+    for at in instants {
+        let want = BruteForce::at(&events, at);
+        let time = rfc3339(at);
+        assert!(
+            want.nps_7d.is_some() && want.churn_30d.is_some_and(|c| c > 0.0),
+            "{time}: NPS {:?}, churn {:?}",
+            want.nps_7d,
+            want.churn_30d
+        );
+        assert_eq!(
+            query(&server, nps, &time).await,
+            want.nps_7d,
+            "NPS at {time}"
+        );
+        assert_eq!(
+            query(&server, mrr, &time).await,
+            Some(want.mrr),
+            "MRR at {time}"
+        );
+        assert_eq!(
+            query(&server, churn, &time).await,
+            want.churn_30d,
+            "churn at {time}"
+        );
+    }
+    drop(prometheus);
     let _ = std::fs::remove_dir_all(&dir);
 }
