@@ -24,7 +24,10 @@
 #   g. the catch-up of b with all five periods (day, week, month, quarter, year); for f and
 #      g the same figures as for b, and the slowdown of b and g over f: their seconds until
 #      caught up over f's (at most 1.2 is the aim).
-# The runs of b, d, e, f and g are interleaved, one of each per round.
+#   h. `kpi-stream history` reading the same topics, every KPI at each hour of the 30 days
+#      (721 instants), as jsonl and as openmetrics: events/s, peak RSS, output size, and
+#      the ratio to b (at least 0.5 is the aim).
+# The runs of b, d, e, f and g are interleaved, one of each per round, then those of h.
 # The generator stamps each preloaded message with its event's time, as a producer that
 # writes events when they happen does, so every period the preload reaches (the previous
 # day and month included) is filled, and every run reads every preloaded message: they are
@@ -130,6 +133,30 @@ for round in $(seq "$rounds"); do
     catch_up one_core "$round" taskset -c 0
     catch_up one_worker "$round" env KPI_STREAM_PROCESSING__WORKERS=1
 done
+# h. kpi-stream history reading the same topics, every KPI each hour of the 30 days:
+# `history_run FORMAT ROUND` appends its events/s, peak RSS and output size.
+rate_h_jsonl=() rss_h_jsonl=() size_h_jsonl=()
+rate_h_openmetrics=() rss_h_openmetrics=() size_h_openmetrics=()
+history_run() {
+    local format=$1 round=$2 wall user sys rss_kb rate
+    /usr/bin/time -f '%e %U %S %M' -o "$out/time.txt" \
+        "$bin" history --from 30d --step 1h --format "$format" --output "$out/history.$format" \
+        2>"$out/history-$format.log"
+    read -r wall user sys rss_kb <"$out/time.txt"
+    rate=$(calc "$events / $wall")
+    printf 'bench: history --format %s round %d: %.2f s, %.0f events/s, peak RSS %d KB, %d bytes\n' \
+        "$format" "$round" "$wall" "$rate" "$rss_kb" "$(stat -c %s "$out/history.$format")"
+    eval "rate_h_$format+=($rate) rss_h_$format+=($rss_kb) size_h_$format+=($(stat -c %s "$out/history.$format"))"
+    rm -f "$out/history.$format"
+}
+for round in $(seq "$rounds"); do
+    history_run jsonl "$round"
+    history_run openmetrics "$round"
+done
+rate_hj=$(median_of rate_h_jsonl) rss_hj=$(median_of rss_h_jsonl) size_hj=$(median_of size_h_jsonl)
+rate_ho=$(median_of rate_h_openmetrics) rss_ho=$(median_of rss_h_openmetrics)
+size_ho=$(median_of size_h_openmetrics)
+
 # `medians NAME SUFFIX` sets rateSUFFIX, cpuSUFFIX, rssSUFFIX and readySUFFIX to the medians
 # of run NAME's rounds.
 medians() {
@@ -148,6 +175,8 @@ speedup_cores=$(calc "$rate / $rate_1c")
 speedup_workers=$(calc "$rate / $rate_1w")
 slowdown_default=$(calc "$ready / $ready_np")
 slowdown_all=$(calc "$ready_ap / $ready_np")
+history_ratio_jsonl=$(calc "$rate_hj / $rate")
+history_ratio_openmetrics=$(calc "$rate_ho / $rate")
 
 # Latency under a steady 20,000 events/s.
 probes=${BENCH_PROBES:-60}
@@ -189,6 +218,11 @@ cat >"$out/result.json" <<JSON
  "all_periods_peak_rss_kb": $rss_ap, "all_periods_seconds_to_ready": $ready_ap,
  "slowdown_default_periods_over_no_periods": $(printf '%.3f' "$slowdown_default"),
  "slowdown_all_periods_over_no_periods": $(printf '%.3f' "$slowdown_all"),
+ "history_jsonl_events_per_second": $(printf '%.0f' "$rate_hj"), "history_jsonl_peak_rss_kb": $rss_hj,
+ "history_jsonl_bytes": $size_hj, "history_jsonl_over_catch_up": $(printf '%.3f' "$history_ratio_jsonl"),
+ "history_openmetrics_events_per_second": $(printf '%.0f' "$rate_ho"), "history_openmetrics_peak_rss_kb": $rss_ho,
+ "history_openmetrics_bytes": $size_ho,
+ "history_openmetrics_over_catch_up": $(printf '%.3f' "$history_ratio_openmetrics"),
  "latency_at_20000_per_second": $latency,
  "machine": "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"}
 JSON
@@ -215,6 +249,12 @@ printf '%-42s %15d\n' "   peak RSS, KB" "$rss_ap"
 printf '%-42s %15.2f\n' "   seconds until caught up" "$ready_ap"
 printf '%-42s %15.3f\n' "   slowdown b/f (default periods)" "$slowdown_default"
 printf '%-42s %15.3f\n' "   slowdown g/f (all five)" "$slowdown_all"
+printf '%-42s %15.0f\n' "h. history jsonl, 721 instants, events/s" "$rate_hj"
+printf '%-42s %15d\n' "   peak RSS, KB" "$rss_hj"
+printf '%-42s %15.3f\n' "   ratio h/b" "$history_ratio_jsonl"
+printf '%-42s %15.0f\n' "   history openmetrics, events/s" "$rate_ho"
+printf '%-42s %15d\n' "   peak RSS, KB" "$rss_ho"
+printf '%-42s %15.3f\n' "   ratio h/b" "$history_ratio_openmetrics"
 printf '%-42s %15s\n' "latency ms at 20,000/s (1 s publish)" "$latency"
 echo "bench: result in $out/result.json"
 

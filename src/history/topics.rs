@@ -47,11 +47,72 @@ struct Lane {
     end: i64,
 }
 
+/// Messages copied out of the consumer, handed from the reading thread to the replay's.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    messages: Vec<(PartitionId, i64, i64, std::ops::Range<usize>)>,
+}
+
+/// Messages per batch: enough that handing one over costs nothing per message, few enough
+/// that the batches in flight stay small.
+const BATCH: usize = 4096;
+
+/// Batches in flight between the two threads.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// [`read`] on a thread of its own, `deliver` called on this one: fetching, merging and
+/// copying the messages then runs beside the replay, on the other core.
+pub fn read_beside(
+    config: &Config,
+    since_ms: i64,
+    to_ms: i64,
+    mut deliver: impl FnMut(Delivery<'_>),
+) -> anyhow::Result<()> {
+    let (batches, received) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut batch = Batch::default();
+            let read = read(config, since_ms, to_ms, |message| {
+                let start = batch.bytes.len();
+                batch.bytes.extend_from_slice(message.payload);
+                batch.messages.push((
+                    message.partition,
+                    message.offset,
+                    message.received_ms,
+                    start..batch.bytes.len(),
+                ));
+                if batch.messages.len() >= BATCH {
+                    // The replay's side gone means it failed; the error is its own.
+                    let _ = batches.send(std::mem::take(&mut batch));
+                }
+            });
+            if !batch.messages.is_empty() {
+                let _ = batches.send(batch);
+            }
+            read
+        });
+        for batch in received {
+            for (partition, offset, received_ms, range) in &batch.messages {
+                deliver(Delivery {
+                    partition: *partition,
+                    offset: *offset,
+                    received_ms: *received_ms,
+                    payload: batch.bytes.get(range.clone()).unwrap_or_default(),
+                });
+            }
+        }
+        reader
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the topic reader failed")))
+    })
+}
+
 /// Reads the configured input topics, each non-billing partition from the first message
 /// written at or after `since_ms`, and hands every message to `deliver` in merged order
 /// until a message is stamped after `to_ms` (the instants up to then have what they need)
 /// or every partition has reached the end it had when reading began.
-pub fn read(
+fn read(
     config: &Config,
     since_ms: i64,
     to_ms: i64,
@@ -207,9 +268,16 @@ fn next_message<'q>(
     last_ms: i64,
     timeout: Duration,
 ) -> anyhow::Result<Option<BorrowedMessage<'q>>> {
+    // The common case first: a message already fetched.
+    match lane.queue.poll(Duration::ZERO) {
+        Some(Ok(message)) => return Ok(Some(message)),
+        Some(Err(e)) => tracing::debug!(topic = lane.topic, error = %e, "history consume error"),
+        None => {}
+    }
     let waiting_since = Instant::now();
     loop {
-        // The consumer's own queue serves its callbacks.
+        // The consumer's own queue serves its callbacks (errors, statistics): while the
+        // partition queues keep messages ready it has nothing to serve.
         let _ = consumer.poll(Duration::ZERO);
         match lane.queue.poll(timeout.min(Duration::from_secs(1))) {
             Some(Ok(message)) => return Ok(Some(message)),
