@@ -70,6 +70,9 @@ pub fn read_beside(
     mut deliver: impl FnMut(Delivery<'_>),
 ) -> anyhow::Result<()> {
     let (batches, received) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+    // Emptied batches go back to be filled again: the same few buffers the whole run,
+    // rather than memory allocated on one thread and freed on the other.
+    let (emptied, to_refill) = std::sync::mpsc::channel::<Batch>();
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut batch = Batch::default();
@@ -83,8 +86,9 @@ pub fn read_beside(
                     start..batch.bytes.len(),
                 ));
                 if batch.messages.len() >= BATCH {
+                    let next = to_refill.try_recv().unwrap_or_default();
                     // The replay's side gone means it failed; the error is its own.
-                    let _ = batches.send(std::mem::take(&mut batch));
+                    let _ = batches.send(std::mem::replace(&mut batch, next));
                 }
             });
             if !batch.messages.is_empty() {
@@ -92,7 +96,7 @@ pub fn read_beside(
             }
             read
         });
-        for batch in received {
+        for mut batch in received {
             for (partition, offset, received_ms, range) in &batch.messages {
                 deliver(Delivery {
                     partition: *partition,
@@ -101,6 +105,9 @@ pub fn read_beside(
                     payload: batch.bytes.get(range.clone()).unwrap_or_default(),
                 });
             }
+            batch.bytes.clear();
+            batch.messages.clear();
+            let _ = emptied.send(batch);
         }
         reader
             .join()
