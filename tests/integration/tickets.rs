@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rdkafka::producer::FutureProducer;
 use serde_json::{Value, json};
 
 use crate::harness::{
@@ -193,22 +194,27 @@ fn check_output(output: &HashMap<String, Value>) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_reply_time_end_to_end_and_after_sigkill() {
-    let topics = Topics::create("tickets").await;
-    let producer = producer();
-    let now = now_ms();
-    let events = events(now);
-    for event in &events {
+/// Produces `events` to the tickets topic, keyed by ticket.
+async fn produce_tickets(producer: &FutureProducer, topics: &Topics, events: &[Value]) {
+    for event in events {
         let key = event["ticket_id"].as_str().unwrap();
         produce(
-            &producer,
+            producer,
             &topics.tickets,
             Some(key),
             event.to_string().as_bytes(),
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_reply_time_end_to_end_and_after_sigkill() {
+    let topics = Topics::create("tickets").await;
+    let producer = producer();
+    let now = now_ms();
+    let events = events(now);
+    produce_tickets(&producer, &topics, &events).await;
     let mut service = Service::start(&topics.env());
     service.wait_ready().await;
     let metrics = service.metrics().await;
@@ -261,16 +267,7 @@ async fn first_reply_time_end_to_end_and_after_sigkill() {
             json!({"author": "agent"}),
         ),
     ];
-    for event in &after {
-        let key = event["ticket_id"].as_str().unwrap();
-        produce(
-            &producer,
-            &topics.tickets,
-            Some(key),
-            event.to_string().as_bytes(),
-        )
-        .await;
-    }
+    produce_tickets(&producer, &topics, &after).await;
     let mut service = Service::start(&topics.env());
     service.wait_ready().await;
     let metrics = service.metrics().await;

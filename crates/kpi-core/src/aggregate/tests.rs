@@ -794,19 +794,14 @@ fn first_reply_time_counts_at_the_reply_in_the_replys_series() {
     let mut agg = aggregates(10);
     let p = PartitionId::new(Family::Tickets, 0);
     let agent = |at, t| ticket_event(at, ticket_payload(2, t, at, Author::Agent, true));
+    let opened = |at, t| ticket_event(at, ticket_payload(0, t, 0, Author::Agent, true));
     let events = [
         // a: opened 3h ago, replied 2h ago (1h), again 1 minute ago (not a first reply).
-        ticket_event(
-            T0 - 3 * HOUR,
-            ticket_payload(0, "a", 0, Author::Agent, true),
-        ),
+        opened(T0 - 3 * HOUR, "a"),
         agent(T0 - 2 * HOUR, "a"),
         agent(T0 - MINUTE, "a"),
         // b: a customer and a private reply, then the agent's after 30 minutes.
-        ticket_event(
-            T0 - 40 * MINUTE,
-            ticket_payload(0, "b", 0, Author::Agent, true),
-        ),
+        opened(T0 - 40 * MINUTE, "b"),
         ticket_event(
             T0 - 35 * MINUTE,
             ticket_payload(2, "b", 0, Author::Customer, true),
@@ -827,19 +822,10 @@ fn first_reply_time_counts_at_the_reply_in_the_replys_series() {
             "mid",
             ticket_payload(2, "c", 0, Author::Agent, true),
         ),
-        ticket_event(
-            T0 - HOUR - 4 * MINUTE,
-            ticket_payload(0, "c", 0, Author::Agent, true),
-        ),
+        opened(T0 - HOUR - 4 * MINUTE, "c"),
         // d: never replied; e: reopened after its first reply, replied again.
-        ticket_event(
-            T0 - 5 * HOUR,
-            ticket_payload(0, "d", 0, Author::Agent, true),
-        ),
-        ticket_event(
-            T0 - 5 * HOUR,
-            ticket_payload(0, "e", 0, Author::Agent, true),
-        ),
+        opened(T0 - 5 * HOUR, "d"),
+        opened(T0 - 5 * HOUR, "e"),
         agent(T0 - 4 * HOUR, "e"),
         ticket_event(
             T0 - 3 * HOUR,
@@ -916,31 +902,31 @@ fn a_late_ticket_event_counts_in_no_window_but_opens_its_ticket() {
 
 #[test]
 fn a_ticket_open_past_the_maximum_age_is_abandoned() {
-    let mut settings_agg = aggregates(10);
+    let mut agg = aggregates(10);
     let p = PartitionId::new(Family::Tickets, 0);
     let at = T0 - 100 * DAY;
     let opened = ticket_event(at, ticket_payload(0, "a", 0, Author::Agent, true));
-    assert_eq!(settings_agg.record(p, &opened, at), Ok(Outcome::Counted));
-    assert_eq!(settings_agg.take_abandoned_tickets(), 0);
+    assert_eq!(agg.record(p, &opened, at), Ok(Outcome::Counted));
+    assert_eq!(agg.take_abandoned_tickets(), 0);
     let other = ticket_event(
         at + 90 * DAY + 1,
         ticket_payload(0, "b", 0, Author::Agent, true),
     );
-    settings_agg.record(p, &other, at + 90 * DAY + 1).unwrap();
+    agg.record(p, &other, at + 90 * DAY + 1).unwrap();
     let reply = ticket_event(
         at + 90 * DAY + 2,
         ticket_payload(2, "a", 0, Author::Agent, true),
     );
-    settings_agg.record(p, &reply, at + 90 * DAY + 2).unwrap();
-    assert_eq!(settings_agg.take_abandoned_tickets(), 1);
-    assert_eq!(settings_agg.take_abandoned_tickets(), 0);
-    let records = settings_agg.snapshot(at + 90 * DAY + 2);
+    agg.record(p, &reply, at + 90 * DAY + 2).unwrap();
+    assert_eq!(agg.take_abandoned_tickets(), 1);
+    assert_eq!(agg.take_abandoned_tickets(), 0);
+    let records = agg.snapshot(at + 90 * DAY + 2);
     assert_eq!(find(&records, "first_reply_time/24h").samples, 0);
 }
 
 #[test]
 fn tickets_replay_far_enough_for_every_open_ticket() {
-    let agg_settings = |max_open_age_ms| StateSettings {
+    let settings = |max_open_age_ms| StateSettings {
         windows: specs(),
         lead_ms: 5 * MINUTE,
         dimensions: Dimensions::new(&[], 1),
@@ -951,7 +937,7 @@ fn tickets_replay_far_enough_for_every_open_ticket() {
         max_open_age_ms,
     };
     let rolling = DAY + 1_440_000 + 5 * MINUTE;
-    let long = agg_settings(90 * DAY);
+    let long = settings(90 * DAY);
     assert_eq!(long.tickets_replay_span_ms(), 90 * DAY + 5 * MINUTE);
     let horizon = long.replay_horizon();
     assert_eq!(
@@ -960,7 +946,7 @@ fn tickets_replay_far_enough_for_every_open_ticket() {
     );
     assert_eq!(horizon.since_ms(Family::Surveys, T0), T0 - rolling);
     // A maximum age within the windows: the windows' replay.
-    let short = agg_settings(HOUR);
+    let short = settings(HOUR);
     assert_eq!(
         short.replay_horizon().since_ms(Family::Tickets, T0),
         T0 - rolling
