@@ -38,8 +38,10 @@ use kpi_core::ticket::TicketTally;
 use kpi_core::window::WindowSpec;
 
 mod calendar;
+mod sla;
 
 pub use calendar::CalendarConfig;
+pub use sla::SlaConfig;
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "KPI_STREAM_";
@@ -48,7 +50,7 @@ pub const ENV_PREFIX: &str = "KPI_STREAM_";
 const MIN_MAX_PAUSE: Duration = Duration::from_secs(1);
 const MAX_MAX_PAUSE: Duration = Duration::from_secs(7 * 86_400);
 /// The sections of the configuration, as named in `KPI_STREAM_<SECTION>__<KEY>`.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "kafka",
     "topics",
     "events",
@@ -57,6 +59,7 @@ const SECTIONS: [&str; 11] = [
     "calendar",
     "dimensions",
     "billing",
+    "sla",
     "publish",
     "http",
     "generate",
@@ -87,8 +90,9 @@ const SERIES_SLOT_BYTES: usize = size_of::<SurveyTally>()
     + 3 * size_of::<i64>();
 
 /// Series times windows per input partition. A ticket partition's components message holds
-/// about 1.8 KB per series and window (docs/scaling.md): at this cap about 7.4 MB, half the
-/// 16 MiB that the components producer and topic accept in one message.
+/// about 2.8 KB per series and window with both duration sketches full (docs/scaling.md): at
+/// this cap about 11.5 MB, within the 16 MiB that the components producer and topic accept
+/// in one message.
 const MAX_SERIES_WINDOWS: usize = 4_096;
 
 /// The defaults of the brokers' `group.min.session.timeout.ms` and
@@ -179,6 +183,7 @@ pub struct Config {
     pub calendar: CalendarConfig,
     pub dimensions: DimensionsConfig,
     pub billing: BillingConfig,
+    pub sla: SlaConfig,
     pub publish: PublishConfig,
     pub http: HttpConfig,
     pub generate: GenerateConfig,
@@ -798,6 +803,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let windows = self.window_specs()?;
         let calendar = self.calendar.calendar()?;
+        self.sla.max_open_age_ms()?;
         self.validate_kafka()?;
         if !(MIN_MAX_PAUSE..=MAX_MAX_PAUSE).contains(&self.kafka.max_pause) {
             return Err(invalid("kafka.max_pause", "must be between 1s and 7d"));
@@ -1027,7 +1033,7 @@ impl Config {
             format!(
                 "{series} series per partition (overall, and {} values and \"other\" for \
                  each of {:?}) in {} windows make {total}; at most {MAX_SERIES_WINDOWS} fit \
-                 a partition's components in one message of the components topic (about 1.8 \
+                 a partition's components in one message of the components topic (about 2.8 \
                  KB per series and window for tickets, 16 MiB a message); the windows are \
                  windows.spans and two per calendar.periods",
                 dimensions.max_values, dimensions.names, windows
@@ -1140,6 +1146,7 @@ impl Config {
             clv_window,
             dedup_horizon_ms: self.events.dedup_horizon.as_millis() as i64,
             calendar: self.calendar.calendar()?,
+            max_open_age_ms: self.sla.max_open_age_ms()?,
         })
     }
 
@@ -1553,6 +1560,16 @@ mod tests {
                 "[windows]\nbuckets = 1000\n[calendar]\nperiods = []".into(),
                 "[windows]\nbuckets = 1001\n[calendar]\nperiods = []".into(),
                 "windows.buckets",
+            ),
+            (
+                "[sla]\nmax_open_age = \"1h\"".into(),
+                "[sla]\nmax_open_age = \"59m 59s\"".into(),
+                "sla.max_open_age",
+            ),
+            (
+                "[sla]\nmax_open_age = \"366d\"".into(),
+                "[sla]\nmax_open_age = \"366d 1ms\"".into(),
+                "sla.max_open_age",
             ),
             // Calendar keys.
             (

@@ -193,8 +193,8 @@ pub fn producer_config(config: &Config, extra: &[(&str, String)]) -> ClientConfi
 /// What the components producer adds to the service's producer settings.
 pub fn components_producer_settings() -> [(&'static str, String); 2] {
     [
-        // A partition's components grow with its series (about 1.8 KB per series and
-        // window with ticket sketches); they compress well.
+        // A partition's components grow with its series (about 2.8 KB per series and
+        // window with full ticket sketches); they compress well.
         ("compression.type", "lz4".into()),
         ("message.max.bytes", (16 << 20).to_string()),
     ]

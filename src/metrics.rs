@@ -16,7 +16,7 @@ use prometheus::{
 
 use kpi_core::event::{Family, Reason, Survey};
 use kpi_core::kpi::{ConstLabel, KPIS, KpiRecord};
-use kpi_core::ticket::RESOLUTION_BOUNDS_SECONDS;
+use kpi_core::ticket::DURATION_BOUNDS_SECONDS;
 
 /// Content-Type of the classic text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -129,6 +129,8 @@ pub struct Metrics {
     pub survey_responses: SurveyResponses,
     /// Every resolution, each counted once: `histogram_quantile()` over summed instances.
     pub resolution_time: Histogram,
+    /// Tickets dropped from the open tickets after `sla.max_open_age`, each counted once.
+    pub tickets_abandoned: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub newest_event_time: GaugeVec,
     pub dimension_overflow: IntCounterVec,
@@ -258,12 +260,7 @@ impl Metrics {
                     "kpi_ticket_resolution_seconds",
                     "Resolution times of every ticket.resolved, each counted once",
                 )
-                .buckets(
-                    RESOLUTION_BOUNDS_SECONDS
-                        .iter()
-                        .map(|&b| b as f64)
-                        .collect(),
-                ),
+                .buckets(DURATION_BOUNDS_SECONDS.iter().map(|&b| b as f64).collect()),
             )?,
         )?;
 
@@ -391,6 +388,10 @@ impl Metrics {
                 "Input partitions paused for longer than kafka.max_pause; the service is not ready meanwhile",
             )?,
         )?;
+        let tickets_abandoned = single(
+            "kpi_tickets_abandoned_total",
+            "Tickets dropped from the open tickets after being open longer than sla.max_open_age",
+        )?;
         let output_failures = single(
             "kpi_output_failures_total",
             "Output-topic messages the broker did not acknowledge",
@@ -483,6 +484,7 @@ impl Metrics {
             topics,
             survey_responses,
             resolution_time,
+            tickets_abandoned,
             consumer_lag,
             newest_event_time,
             dimension_overflow,

@@ -185,8 +185,8 @@ impl ConsumerCallbacks {
                     })
                 })
                 .collect();
-            if self.family(topic) != Some(Family::Billing) {
-                let since = self.replay.since_ms_restored(now, &marks);
+            if let Some(family) = self.family(topic).filter(|f| *f != Family::Billing) {
+                let since = self.replay.since_ms_restored(family, now, &marks);
                 let _ = by_time.add_partition_offset(topic, *partition, Offset::Offset(since));
             }
             restored.insert((topic.clone(), *partition), records);

@@ -123,6 +123,7 @@ struct Counters {
     topics: Vec<TopicCounters<LocalIntCounter>>,
     survey_responses: SurveyResponses<LocalIntCounter>,
     resolution_time: LocalHistogram,
+    tickets_abandoned: LocalIntCounter,
     messages: LocalIntCounter,
 }
 
@@ -135,6 +136,7 @@ impl Counters {
                 .collect(),
             survey_responses: metrics.survey_responses.local(),
             resolution_time: metrics.resolution_time.local(),
+            tickets_abandoned: metrics.tickets_abandoned.local(),
             messages: metrics
                 .worker_messages
                 .with_label_values(&[&worker.to_string()])
@@ -148,6 +150,7 @@ impl Counters {
         }
         self.survey_responses.flush();
         self.resolution_time.flush();
+        self.tickets_abandoned.flush();
         self.messages.flush();
     }
 
@@ -509,6 +512,11 @@ impl Owned {
             let outcome = aggregates.record_at(partition, &event, offset, now)?;
             Ok((event, outcome))
         });
+        // A replayed message dropped the same tickets when it was live.
+        let abandoned = aggregates.take_abandoned_tickets();
+        if live {
+            counters.tickets_abandoned.inc_by(abandoned);
+        }
         let late_to_deadletter = config.events.late_to_deadletter;
         let report = match &result {
             Ok((_, outcome)) => policy::report(Ok(*outcome), family, live, late_to_deadletter),

@@ -16,4 +16,5 @@ mod prometheus;
 mod scale;
 mod security;
 mod surveys;
+mod tickets;
 mod workers;

@@ -23,6 +23,7 @@ use crate::dedup::SeenIds;
 use crate::dimension::Dimensions;
 use crate::event::{DIMENSION_FIELDS, Event, Family, Payload, Reason, Rejection};
 use crate::kpi::KpiRecord;
+use crate::open_tickets::{FirstReplyTime, OpenTicket, OpenTickets};
 use crate::partition::PartitionId;
 use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents, Restored};
 use crate::survey::SurveyTally;
@@ -47,12 +48,15 @@ struct EventSeries {
 }
 
 impl EventSeries {
+    /// The overall series alone.
+    const OVERALL: EventSeries = EventSeries {
+        keys: [SeriesKey::Overall; 1 + DIMENSION_FIELDS.len()],
+        len: 1,
+    };
+
     /// The series of `event`, interning its dimension values.
     fn of(dimensions: &mut Dimensions, event: &Event<'_>) -> Self {
-        let mut series = EventSeries {
-            keys: [SeriesKey::Overall; 1 + DIMENSION_FIELDS.len()],
-            len: 1,
-        };
+        let mut series = EventSeries::OVERALL;
         // Dimensions holds each field at most once, so every one has a place.
         for (key, dim) in series.keys[1..].iter_mut().zip(0..dimensions.len()) {
             let raw = event.dimensions[dimensions.field(dim)].as_deref();
@@ -74,13 +78,73 @@ impl EventSeries {
 const PERIOD_RING: IndexRing = IndexRing::new(2, 1);
 const PERIOD_SLOTS: usize = PERIOD_RING.slots() as usize;
 
+/// Where an event dated `at_ms`, whose message was written at `reference_ms`, lands at
+/// `now_ms` in each window, rolling then calendar, into `placements`. Returns whether its
+/// message came after one of its calendar periods had closed (it lands in none of those).
+fn place(
+    rings: &[Ring],
+    calendar: Option<&mut Calendar>,
+    periods: &[PeriodKind],
+    at_ms: i64,
+    reference_ms: i64,
+    now_ms: i64,
+    placements: &mut Vec<Option<Placement>>,
+) -> bool {
+    placements.clear();
+    placements.extend(rings.iter().map(|r| r.place(at_ms, now_ms)));
+    let mut late_for_period = false;
+    if let Some(calendar) = calendar {
+        let at = calendar.locate(at_ms);
+        let now = calendar.locate(now_ms);
+        for &kind in periods {
+            let placement = at.zip(now).and_then(|(at, now)| {
+                let period = calendar.period_of(kind, &at);
+                let placement = PERIOD_RING.place(period, calendar.period_of(kind, &now))?;
+                // Decided from the message, never from when it is read, so that a replay
+                // decides as the live run did.
+                if calendar.written_late(kind, at_ms, &at, reference_ms) {
+                    late_for_period = true;
+                    return None;
+                }
+                Some(placement)
+            });
+            placements.push(placement);
+        }
+    }
+    late_for_period
+}
+
+/// Notes a change by the message at `offset` in the calendar periods it lands in
+/// (`placements`, one per period): a message below a restored record's offset is in that
+/// record already, and its placement there is dropped.
+fn claim_periods(
+    marks: &mut [[PeriodMark; PERIOD_SLOTS]],
+    placements: &mut [Option<Placement>],
+    offset: i64,
+) {
+    for (marks, slot) in marks.iter_mut().zip(placements) {
+        let Some(placement) = *slot else { continue };
+        let Some(mark) = marks.get_mut(placement.slot()) else {
+            continue;
+        };
+        if mark.number != placement.index() {
+            *mark = PeriodMark::new(placement.index());
+        }
+        if offset < mark.restored_through {
+            *slot = None;
+        } else {
+            mark.version += 1;
+        }
+    }
+}
+
 /// What became of an event offered to [`Aggregates::record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// It changed the state.
     Counted,
-    /// Its `occurred_at` is older than the largest window: nothing changed (but for a
-    /// billing event, which still updated the current MRR).
+    /// Its `occurred_at` is older than the largest window: it counts in no window (but a
+    /// billing event still updated the current MRR, and a ticket event the open tickets).
     Late,
     /// Its `event_id` was already applied within the deduplication horizon: nothing changed.
     Duplicate,
@@ -107,6 +171,8 @@ struct PartitionState {
     billing: FastMap<SeriesKey, SeriesWindows<BillingTally>>,
     /// Current MRR per customer; each customer counts in the series of its latest event.
     ledger: BillingLedger<EventSeries>,
+    /// The open tickets of a tickets partition; a waiting reply keeps its series.
+    open_tickets: OpenTickets<EventSeries>,
     /// For each calendar period, in configuration order, what is known of the period in
     /// each slot of its ring: whether it changed since written, and up to which offset a
     /// restored record counts.
@@ -114,13 +180,14 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    fn new(dedup_horizon_ms: i64, periods: usize) -> Self {
+    fn new(dedup_horizon_ms: i64, max_open_age_ms: i64, periods: usize) -> Self {
         PartitionState {
             seen: SeenIds::new(dedup_horizon_ms),
             surveys: FastMap::default(),
             tickets: FastMap::default(),
             billing: FastMap::default(),
             ledger: BillingLedger::default(),
+            open_tickets: OpenTickets::new(max_open_age_ms),
             marks: vec![[PeriodMark::new(i64::MIN); PERIOD_SLOTS]; periods],
         }
     }
@@ -170,6 +237,9 @@ pub struct StateSettings {
     pub dedup_horizon_ms: i64,
     /// The calendar periods beside the rolling windows; `None` when none is configured.
     pub calendar: Option<Calendar>,
+    /// How long a ticket may stay open before it is dropped from the open tickets and
+    /// counted as abandoned (`sla.max_open_age`).
+    pub max_open_age_ms: i64,
 }
 
 impl StateSettings {
@@ -185,10 +255,20 @@ impl StateSettings {
             + self.lead_ms
     }
 
-    /// Where a replay starts to rebuild every window, rolling and calendar.
+    /// How far back the replay of a tickets partition starts: also every ticket that can
+    /// still be open, opened up to the maximum open age ago, and dated up to the lead after
+    /// its message.
+    pub fn tickets_replay_span_ms(&self) -> i64 {
+        self.replay_span_ms()
+            .max(self.max_open_age_ms.saturating_add(self.lead_ms))
+    }
+
+    /// Where a replay starts to rebuild every window, rolling and calendar, and the open
+    /// tickets.
     pub fn replay_horizon(&self) -> ReplayHorizon {
         ReplayHorizon {
             rolling_span_ms: self.replay_span_ms(),
+            tickets_span_ms: self.tickets_replay_span_ms(),
             lead_ms: self.lead_ms,
             calendar: self.calendar.clone(),
         }
@@ -201,23 +281,29 @@ impl StateSettings {
 #[derive(Debug, Clone)]
 pub struct ReplayHorizon {
     rolling_span_ms: i64,
+    /// A tickets partition also rebuilds its open tickets.
+    tickets_span_ms: i64,
     lead_ms: i64,
     calendar: Option<Calendar>,
 }
 
 impl ReplayHorizon {
-    /// The earliest message time a replay at `now_ms` reads from. A calendar period needs
-    /// every event dated from its start, and an event may be dated up to the lead after its
-    /// message was written.
-    pub fn since_ms(&self, now_ms: i64) -> i64 {
-        self.since_ms_restored(now_ms, &[])
+    /// The earliest message time a replay of a `family` partition at `now_ms` reads from.
+    /// A calendar period needs every event dated from its start, and an event may be dated
+    /// up to the lead after its message was written.
+    pub fn since_ms(&self, family: Family, now_ms: i64) -> i64 {
+        self.since_ms_restored(family, now_ms, &[])
     }
 
-    /// The earliest message time a replay at `now_ms` reads from, when the periods in
-    /// `restored` are restored from their records: those need no replay of their start
-    /// (the replay must then also start no later than their offsets).
-    pub fn since_ms_restored(&self, now_ms: i64, restored: &[Restored]) -> i64 {
-        let rolling = now_ms.saturating_sub(self.rolling_span_ms);
+    /// The earliest message time a replay of a `family` partition at `now_ms` reads from,
+    /// when the periods in `restored` are restored from their records: those need no replay
+    /// of their start (the replay must then also start no later than their offsets).
+    pub fn since_ms_restored(&self, family: Family, now_ms: i64, restored: &[Restored]) -> i64 {
+        let span_ms = match family {
+            Family::Tickets => self.tickets_span_ms,
+            Family::Surveys | Family::Billing => self.rolling_span_ms,
+        };
+        let rolling = now_ms.saturating_sub(span_ms);
         let Some(calendar) = &self.calendar else {
             return rolling;
         };
@@ -269,12 +355,18 @@ pub struct Aggregates {
     /// Index of the window whose customer churn ratio divides ARPA into CLV.
     clv_window: usize,
     dedup_horizon_ms: i64,
+    max_open_age_ms: i64,
+    /// Tickets dropped from the open tickets for their age, not yet taken.
+    abandoned_tickets: u64,
     partitions: FastMap<PartitionId, PartitionState>,
     /// The shape of each window's rings, in the order of `windows`.
     rings: Vec<Ring>,
     /// Scratch list of where an event lands in each window; reused to keep the hot path
     /// free of allocation.
     placements: Vec<Option<Placement>>,
+    /// The same for a first reply counted at its ticket's `ticket.opened`, which lands
+    /// where the reply's time does.
+    reply_placements: Vec<Option<Placement>>,
 }
 
 /// The rings every series has: one per rolling window, with room for the lead, then one
@@ -373,6 +465,7 @@ impl Aggregates {
             clv_window,
             dedup_horizon_ms,
             calendar,
+            max_open_age_ms,
         } = settings;
         let names = windows
             .iter()
@@ -392,12 +485,15 @@ impl Aggregates {
             calendar,
             clv_window,
             dedup_horizon_ms,
+            max_open_age_ms,
+            abandoned_tickets: 0,
             lead_ms,
             dimensions,
             rates,
             partitions: FastMap::default(),
             rings: windows.iter().map(|w| w.ring(lead_ms)).collect(),
             placements: Vec::new(),
+            reply_placements: Vec::new(),
             windows,
         }
     }
@@ -485,6 +581,7 @@ impl Aggregates {
             dimensions,
             partitions,
             dedup_horizon_ms,
+            max_open_age_ms,
             ..
         } = self;
         let Some(calendar) = calendar else {
@@ -493,9 +590,9 @@ impl Aggregates {
         let Some(now) = calendar.locate(now_ms) else {
             return;
         };
-        let state = partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState::new(*dedup_horizon_ms, periods.len()));
+        let state = partitions.entry(partition).or_insert_with(|| {
+            PartitionState::new(*dedup_horizon_ms, *max_open_age_ms, periods.len())
+        });
         for record in records {
             if !record.counted_in(calendar) {
                 continue;
@@ -726,89 +823,108 @@ impl Aggregates {
             partitions,
             rings,
             placements,
+            reply_placements,
             dedup_horizon_ms,
+            max_open_age_ms,
+            abandoned_tickets,
             ..
         } = self;
-        placements.clear();
-        placements.extend(rings.iter().map(|r| r.place(event.occurred_at_ms, now_ms)));
-        let mut late_for_period = false;
-        if let Some(calendar) = calendar {
-            let at = calendar.locate(event.occurred_at_ms);
-            let now = calendar.locate(now_ms);
-            for &kind in periods.iter() {
-                let placement = at.zip(now).and_then(|(at, now)| {
-                    let period = calendar.period_of(kind, &at);
-                    let placement = PERIOD_RING.place(period, calendar.period_of(kind, &now))?;
-                    // Decided from the message, never from when it is read, so that a
-                    // replay decides as the live run did.
-                    if calendar.written_late(kind, event.occurred_at_ms, &at, event.reference_ms) {
-                        late_for_period = true;
-                        return None;
-                    }
-                    Some(placement)
-                });
-                placements.push(placement);
-            }
-        }
+        let late_for_period = place(
+            rings,
+            calendar.as_mut(),
+            periods,
+            event.occurred_at_ms,
+            event.reference_ms,
+            now_ms,
+            placements,
+        );
         // No event is beyond the lead here (checked above), so an event without a bucket in
         // any window is older than the largest one: late.
         let late = placements.iter().all(Option::is_none);
-        let billing = event.payload.family() == Family::Billing;
-        if late && !billing {
+        let family = event.payload.family();
+        // A late billing event still changes the current MRR, a late ticket event the open
+        // tickets; a late survey answer changes nothing.
+        if late && family == Family::Surveys {
             return Ok(Outcome::Late);
         }
-        let state = partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState::new(*dedup_horizon_ms, periods.len()));
+        let state = partitions.entry(partition).or_insert_with(|| {
+            PartitionState::new(*dedup_horizon_ms, *max_open_age_ms, periods.len())
+        });
         let id = state.seen.hash(&event.event_id);
         if state.seen.seen(id) {
-            return Ok(Outcome::Duplicate);
-        }
-        // A message below a restored record's offset is in that record already.
-        let rolling = windows.len();
-        for (marks, slot) in state.marks.iter_mut().zip(&mut placements[rolling..]) {
-            let Some(placement) = *slot else { continue };
-            let Some(mark) = marks.get_mut(placement.slot()) else {
-                continue;
-            };
-            if mark.number != placement.index() {
-                *mark = PeriodMark::new(placement.index());
-            }
-            if offset < mark.restored_through {
-                *slot = None;
+            return Ok(if late && family == Family::Tickets {
+                Outcome::Late
             } else {
-                mark.version += 1;
-            }
+                Outcome::Duplicate
+            });
         }
-        let series = EventSeries::of(dimensions, event);
+        let rolling = windows.len();
+        claim_periods(&mut state.marks, &mut placements[rolling..], offset);
+        let shapes = RingShapes {
+            windows,
+            periods: periods.len(),
+            lead_ms: *lead_ms,
+        };
+        // A late ticket event counts in no window: its dimension values are not interned,
+        // and it makes no series.
+        let series = if late && family == Family::Tickets {
+            EventSeries::OVERALL
+        } else {
+            EventSeries::of(dimensions, event)
+        };
         let landing = Landing {
-            shapes: RingShapes {
-                windows,
-                periods: periods.len(),
-                lead_ms: *lead_ms,
-            },
+            shapes,
             series: series.keys(),
             placements,
         };
-        match event.payload {
+        let open = &mut state.open_tickets;
+        let at = event.occurred_at_ms;
+        let first_reply = match &event.payload {
             Payload::SurveyResponded { survey, score } => {
-                landing.apply(&mut state.surveys, |t| t.record(survey, score));
+                landing.apply(&mut state.surveys, |t| t.record(*survey, *score));
+                None
             }
-            Payload::TicketOpened { .. } => landing.apply(&mut state.tickets, |t| t.opened += 1),
-            Payload::TicketReopened { .. } => {
-                landing.apply(&mut state.tickets, |t| t.reopened += 1)
+            Payload::TicketOpened {
+                ticket_id,
+                priority,
+            } => {
+                if !late {
+                    landing.apply(&mut state.tickets, |t| t.opened += 1);
+                }
+                open.opened(ticket_id, at, *priority)
             }
+            Payload::TicketReopened {
+                ticket_id,
+                priority,
+            } => {
+                if !late {
+                    landing.apply(&mut state.tickets, |t| t.reopened += 1);
+                }
+                open.reopened(ticket_id, at, *priority);
+                None
+            }
+            Payload::TicketReplied {
+                ticket_id,
+                author,
+                public,
+                priority,
+            } => open.replied(ticket_id, at, *author, *public, *priority, series),
             Payload::TicketResolved {
+                ticket_id,
                 agent_replies,
                 reopens,
                 opened_at_ms,
                 ..
             } => {
-                // Validation guarantees opened_at <= occurred_at.
-                let duration_ms = u64::try_from(event.occurred_at_ms - opened_at_ms).unwrap_or(0);
-                landing.apply(&mut state.tickets, |t| {
-                    t.record_resolution(agent_replies, reopens, duration_ms)
-                });
+                if !late {
+                    // Validation guarantees opened_at <= occurred_at.
+                    let duration_ms = u64::try_from(at - opened_at_ms).unwrap_or(0);
+                    landing.apply(&mut state.tickets, |t| {
+                        t.record_resolution(*agent_replies, *reopens, duration_ms)
+                    });
+                }
+                open.resolved(ticket_id, at);
+                None
             }
             Payload::SubscriptionStarted(_)
             | Payload::SubscriptionChanged(_)
@@ -824,7 +940,39 @@ impl Aggregates {
                     }
                 }
                 landing.apply(&mut state.billing, |t| t.record(&applied.change));
+                None
             }
+        };
+        *abandoned_tickets += state.open_tickets.take_abandoned();
+        if let Some(FirstReplyTime {
+            replied_at_ms,
+            duration_ms,
+            series,
+        }) = first_reply
+        {
+            // Counted where the reply lands, in the reply's series: a reply that came before
+            // its ticket's `ticket.opened` is counted with the opening, at its own time.
+            let placements: &[Option<Placement>] = if replied_at_ms == at {
+                landing.placements
+            } else {
+                place(
+                    rings,
+                    calendar.as_mut(),
+                    periods,
+                    replied_at_ms,
+                    event.reference_ms,
+                    now_ms,
+                    reply_placements,
+                );
+                claim_periods(&mut state.marks, &mut reply_placements[rolling..], offset);
+                reply_placements
+            };
+            let reply_landing = Landing {
+                shapes,
+                series: series.keys(),
+                placements,
+            };
+            reply_landing.apply(&mut state.tickets, |t| t.first_reply.record(duration_ms));
         }
         // Only an applied event is remembered: a corrected resend of a rejected one applies.
         state.seen.remember(id, event.occurred_at_ms);
@@ -835,6 +983,17 @@ impl Aggregates {
         } else {
             Outcome::Counted
         })
+    }
+
+    /// Tickets dropped from the open tickets for their age since the last call, over every
+    /// partition.
+    pub fn take_abandoned_tickets(&mut self) -> u64 {
+        std::mem::take(&mut self.abandoned_tickets)
+    }
+
+    /// The open ticket `ticket_id` of `partition`, unless it has passed the maximum age.
+    pub fn open_ticket(&self, partition: PartitionId, ticket_id: &str) -> Option<&OpenTicket> {
+        self.partitions.get(&partition)?.open_tickets.get(ticket_id)
     }
 
     /// The value of every KPI, window and known series, merged over all partitions.

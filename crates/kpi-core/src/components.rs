@@ -20,7 +20,7 @@ use crate::event::Family;
 use crate::kpi::{self, KpiRecord};
 use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
-use crate::ticket::TicketTally;
+use crate::ticket::{Durations, TicketTally};
 use crate::window::Tally;
 
 /// The tallies of one input partition, each folded over every window at `as_of_ms`.
@@ -352,16 +352,30 @@ fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecor
         tally.resolved,
         counts([tally.first_contact, tally.resolved]),
     ));
-    let r = &tally.resolution;
+    out.push(duration_record(
+        &kpi::RESOLUTION_TIME,
+        &tally.resolution,
+        frame,
+    ));
+    out.push(duration_record(
+        &kpi::FIRST_REPLY_TIME,
+        &tally.first_reply,
+        frame,
+    ));
+}
+
+/// The record of a duration KPI: the mean, with count, sum, percentiles and cumulative
+/// bucket counts as components.
+fn duration_record(def: &'static kpi::KpiDef, times: &Durations, frame: &Frame<'_>) -> KpiRecord {
     let mut components = vec![
-        Some(r.count as f64),
-        Some(r.sum_ms as f64 / 1000.0),
-        r.quantile_seconds(0.5),
-        r.quantile_seconds(0.9),
-        r.quantile_seconds(0.99),
+        Some(times.count as f64),
+        Some(times.sum_ms as f64 / 1000.0),
+        times.quantile_seconds(0.5),
+        times.quantile_seconds(0.9),
+        times.quantile_seconds(0.99),
     ];
-    components.extend(r.cumulative().iter().map(|&c| Some(c as f64)));
-    out.push(frame.record(&kpi::RESOLUTION_TIME, r.mean_seconds(), r.count, components));
+    components.extend(times.cumulative().iter().map(|&c| Some(c as f64)));
+    frame.record(def, times.mean_seconds(), times.count, components)
 }
 
 /// Pushes the windowed revenue records; returns the window's customer churn ratio.

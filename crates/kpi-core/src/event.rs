@@ -176,6 +176,40 @@ impl Survey {
     }
 }
 
+/// A ticket's priority, as help desks grade it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 4] = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Urgent,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+/// Who wrote a ticket reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Author {
+    Agent,
+    Customer,
+}
+
 /// Billing interval of a subscription price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
@@ -206,15 +240,25 @@ pub enum Payload<'a> {
     },
     TicketOpened {
         ticket_id: Cow<'a, str>,
+        priority: Option<Priority>,
     },
     TicketReopened {
         ticket_id: Cow<'a, str>,
+        priority: Option<Priority>,
+    },
+    /// A reply on a ticket; only a public agent reply is a reply for the support KPIs.
+    TicketReplied {
+        ticket_id: Cow<'a, str>,
+        author: Author,
+        public: bool,
+        priority: Option<Priority>,
     },
     TicketResolved {
         ticket_id: Cow<'a, str>,
         opened_at_ms: i64,
         agent_replies: u32,
         reopens: u32,
+        priority: Option<Priority>,
     },
     SubscriptionStarted(SubscriptionTerms<'a>),
     SubscriptionChanged(SubscriptionTerms<'a>),
@@ -232,6 +276,7 @@ impl Payload<'_> {
             Payload::SurveyResponded { .. } => Family::Surveys,
             Payload::TicketOpened { .. }
             | Payload::TicketReopened { .. }
+            | Payload::TicketReplied { .. }
             | Payload::TicketResolved { .. } => Family::Tickets,
             Payload::SubscriptionStarted(_)
             | Payload::SubscriptionChanged(_)
@@ -290,7 +335,8 @@ pub fn reference_time(message_ms: Option<i64>, now_ms: i64) -> i64 {
 /// by the parser, hence this check.
 pub const MAX_DEPTH: usize = 32;
 
-/// Longest identifier (`event_id`, `customer_id`, `ticket_id`, `subscription_id`, `plan`) or
+/// Longest identifier (`event_id`, `customer_id`, `ticket_id`, `agent_id`, `subscription_id`,
+/// `plan`) or
 /// dimension value accepted, in bytes: these become map keys and label values.
 pub const MAX_FIELD_BYTES: usize = 256;
 
@@ -375,6 +421,14 @@ struct Wire<'a> {
     agent_replies: Option<i64>,
     #[serde(default, deserialize_with = "integer")]
     reopens: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    author: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    agent_id: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "boolean")]
+    public: Option<bool>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    priority: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text")]
     subscription_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text")]
@@ -474,6 +528,11 @@ fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D:
     deserializer.deserialize_option(Integer)
 }
 
+/// A boolean field; `null` is absent, as for every field.
+fn boolean<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    Option::<bool>::deserialize(deserializer)
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Rejection> {
     value.ok_or_else(|| Rejection::new(Reason::MissingField, format!("missing field `{field}`")))
 }
@@ -488,6 +547,49 @@ fn required_str<'a>(value: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, 
         ));
     }
     Ok(value)
+}
+
+/// An optional identifier: when present, non-empty and within [`MAX_FIELD_BYTES`].
+fn optional_id(value: Option<&str>, field: &str) -> Result<(), Rejection> {
+    within_limit(value, field)?;
+    if value.is_some_and(str::is_empty) {
+        return Err(Rejection::new(
+            Reason::InvalidValue,
+            format!("field `{field}` is empty"),
+        ));
+    }
+    Ok(())
+}
+
+/// The optional `priority` of a ticket event.
+fn priority(value: Option<&str>) -> Result<Option<Priority>, Rejection> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    match Priority::ALL.into_iter().find(|p| p.name() == text) {
+        Some(priority) => Ok(Some(priority)),
+        None => Err(Rejection::new(
+            Reason::InvalidValue,
+            format!(
+                "field `priority` = {:?} is not one of low, normal, high, urgent",
+                truncate(text.to_owned(), 40)
+            ),
+        )),
+    }
+}
+
+fn author(value: Option<Cow<'_, str>>) -> Result<Author, Rejection> {
+    match required(value, "author")?.as_ref() {
+        "agent" => Ok(Author::Agent),
+        "customer" => Ok(Author::Customer),
+        other => Err(Rejection::new(
+            Reason::InvalidValue,
+            format!(
+                "field `author` = {:?} is not one of agent, customer",
+                truncate(other.to_owned(), 40)
+            ),
+        )),
+    }
 }
 
 fn counter(value: Option<i64>, field: &str) -> Result<u32, Rejection> {
@@ -647,6 +749,9 @@ fn validate<'a>(
                     ),
                 ));
             }
+            // The ticket and agent an answer is about: checked, read by no KPI yet.
+            optional_id(wire.ticket_id.as_deref(), "ticket_id")?;
+            optional_id(wire.agent_id.as_deref(), "agent_id")?;
             Payload::SurveyResponded {
                 survey,
                 score: score as u8,
@@ -654,16 +759,36 @@ fn validate<'a>(
         }
         "ticket.opened" => Payload::TicketOpened {
             ticket_id: required_str(wire.ticket_id, "ticket_id")?,
+            priority: priority(wire.priority.as_deref())?,
         },
         "ticket.reopened" => Payload::TicketReopened {
             ticket_id: required_str(wire.ticket_id, "ticket_id")?,
+            priority: priority(wire.priority.as_deref())?,
         },
-        "ticket.resolved" => Payload::TicketResolved {
-            ticket_id: required_str(wire.ticket_id, "ticket_id")?,
-            opened_at_ms: parse_timestamp(&required(wire.opened_at, "opened_at")?, "opened_at")?,
-            agent_replies: counter(wire.agent_replies, "agent_replies")?,
-            reopens: counter(wire.reopens, "reopens")?,
-        },
+        "ticket.replied" => {
+            // The replying agent: checked, read by no KPI yet.
+            optional_id(wire.agent_id.as_deref(), "agent_id")?;
+            Payload::TicketReplied {
+                ticket_id: required_str(wire.ticket_id, "ticket_id")?,
+                author: author(wire.author)?,
+                public: wire.public.unwrap_or(true),
+                priority: priority(wire.priority.as_deref())?,
+            }
+        }
+        "ticket.resolved" => {
+            // The resolving agent: checked, read by no KPI yet.
+            optional_id(wire.agent_id.as_deref(), "agent_id")?;
+            Payload::TicketResolved {
+                ticket_id: required_str(wire.ticket_id, "ticket_id")?,
+                opened_at_ms: parse_timestamp(
+                    &required(wire.opened_at, "opened_at")?,
+                    "opened_at",
+                )?,
+                agent_replies: counter(wire.agent_replies, "agent_replies")?,
+                reopens: counter(wire.reopens, "reopens")?,
+                priority: priority(wire.priority.as_deref())?,
+            }
+        }
         "subscription.started" | "subscription.changed" => {
             let currency = required(wire.currency, "currency")?;
             if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -842,6 +967,10 @@ mod tests {
                 Family::Tickets,
             ),
             (
+                r#""type":"ticket.replied","ticket_id":"t","author":"agent""#,
+                Family::Tickets,
+            ),
+            (
                 r#""type":"subscription.started","subscription_id":"s","plan":"pro","price":4900,"currency":"USD","interval":"month""#,
                 Family::Billing,
             ),
@@ -961,6 +1090,223 @@ mod tests {
                 String::from_utf8_lossy(&bytes)
             );
         }
+    }
+
+    fn ticket(kind: &str, extra: &str) -> String {
+        let opened = if kind == "ticket.resolved" {
+            r#","opened_at":"2025-12-31T22:00:00Z","agent_replies":1,"reopens":0"#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"event_id":"e1","type":"{kind}","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c1","ticket_id":"t1"{opened}{extra}}}"#
+        )
+    }
+
+    fn accept(text: &str, family: Family) -> Payload<'_> {
+        parse(text.as_bytes(), family, NOW, &LIMITS)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .payload
+    }
+
+    #[test]
+    fn a_reply_carries_its_author_and_is_public_unless_said_otherwise() {
+        for (extra, author, public) in [
+            (r#","author":"agent""#, Author::Agent, true),
+            (r#","author":"agent","public":null"#, Author::Agent, true),
+            (r#","author":"agent","public":false"#, Author::Agent, false),
+            (
+                r#","author":"customer","public":true,"agent_id":"a7""#,
+                Author::Customer,
+                true,
+            ),
+        ] {
+            let text = ticket("ticket.replied", extra);
+            assert_eq!(
+                accept(&text, Family::Tickets),
+                Payload::TicketReplied {
+                    ticket_id: Cow::Borrowed("t1"),
+                    author,
+                    public,
+                    priority: None,
+                },
+                "{extra}"
+            );
+        }
+        // Read on the fast path, as every common message is.
+        let text = ticket("ticket.replied", r#","author":"agent","public":false"#);
+        assert_eq!(fast(&text).and_then(|w| w.public), Some(false));
+    }
+
+    #[test]
+    fn every_ticket_event_takes_a_priority() {
+        for kind in [
+            "ticket.opened",
+            "ticket.reopened",
+            "ticket.replied",
+            "ticket.resolved",
+        ] {
+            for expected in Priority::ALL {
+                let extra = format!(
+                    r#","author":"agent","agent_id":"a1","priority":"{}""#,
+                    expected.name()
+                );
+                let text = ticket(kind, &extra);
+                let found = match accept(&text, Family::Tickets) {
+                    Payload::TicketOpened { priority, .. }
+                    | Payload::TicketReopened { priority, .. }
+                    | Payload::TicketReplied { priority, .. }
+                    | Payload::TicketResolved { priority, .. } => priority,
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(found, Some(expected), "{kind}");
+            }
+            // Absent and null are the same: no priority.
+            for extra in [
+                r#","author":"agent""#,
+                r#","author":"agent","priority":null"#,
+            ] {
+                let text = ticket(kind, extra);
+                let found = match accept(&text, Family::Tickets) {
+                    Payload::TicketOpened { priority, .. }
+                    | Payload::TicketReopened { priority, .. }
+                    | Payload::TicketReplied { priority, .. }
+                    | Payload::TicketResolved { priority, .. } => priority,
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(found, None, "{kind} {extra}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_survey_answer_may_name_its_ticket_and_agent() {
+        let text = survey(r#","survey":"csat","score":5,"ticket_id":"t1","agent_id":"a1""#);
+        assert!(matches!(
+            accept(&text, Family::Surveys),
+            Payload::SurveyResponded { score: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn bad_support_fields_are_rejected_with_a_reason() {
+        let long = "x".repeat(MAX_FIELD_BYTES + 1);
+        let at_limit = "x".repeat(MAX_FIELD_BYTES);
+        let mut cases: Vec<(String, Family, Reason)> = Vec::new();
+        let replied = |extra: &str| ticket("ticket.replied", extra);
+        for (extra, reason) in [
+            ("", Reason::MissingField),
+            (r#","author":null"#, Reason::MissingField),
+            (r#","author":"bot""#, Reason::InvalidValue),
+            (r#","author":"Agent""#, Reason::InvalidValue),
+            (r#","author":"""#, Reason::InvalidValue),
+            (r#","author":1"#, Reason::WrongType),
+            (r#","author":true"#, Reason::WrongType),
+            (r#","author":["agent"]"#, Reason::WrongType),
+            (
+                r#","author":"agent","author":"agent""#,
+                Reason::DuplicateField,
+            ),
+            (r#","author":"agent","public":"true""#, Reason::WrongType),
+            (r#","author":"agent","public":1"#, Reason::WrongType),
+            (r#","author":"agent","public":0"#, Reason::WrongType),
+            (r#","author":"agent","public":{}"#, Reason::WrongType),
+            (
+                r#","author":"agent","public":true,"public":false"#,
+                Reason::DuplicateField,
+            ),
+            (r#","author":"agent","agent_id":"""#, Reason::InvalidValue),
+            (r#","author":"agent","agent_id":7"#, Reason::WrongType),
+            (r#","author":"agent","agent_id":false"#, Reason::WrongType),
+        ] {
+            cases.push((replied(extra), Family::Tickets, reason));
+        }
+        cases.push((
+            replied(&format!(r#","author":"agent","agent_id":"{long}""#)),
+            Family::Tickets,
+            Reason::TooLong,
+        ));
+        cases.push((
+            replied(r#","author":"agent""#).replace(r#""ticket_id":"t1","#, ""),
+            Family::Tickets,
+            Reason::MissingField,
+        ));
+        for kind in [
+            "ticket.opened",
+            "ticket.reopened",
+            "ticket.replied",
+            "ticket.resolved",
+        ] {
+            for (extra, reason) in [
+                (
+                    r#","author":"agent","priority":"critical""#,
+                    Reason::InvalidValue,
+                ),
+                (
+                    r#","author":"agent","priority":"URGENT""#,
+                    Reason::InvalidValue,
+                ),
+                (r#","author":"agent","priority":"""#, Reason::InvalidValue),
+                (
+                    r#","author":"agent","priority":" low""#,
+                    Reason::InvalidValue,
+                ),
+                (r#","author":"agent","priority":3"#, Reason::WrongType),
+                (r#","author":"agent","priority":["low"]"#, Reason::WrongType),
+                (
+                    r#","author":"agent","priority":"low","priority":"high""#,
+                    Reason::DuplicateField,
+                ),
+            ] {
+                cases.push((ticket(kind, extra), Family::Tickets, reason));
+            }
+            cases.push((
+                ticket(kind, &format!(r#","author":"agent","priority":"{long}""#)),
+                Family::Tickets,
+                Reason::InvalidValue,
+            ));
+        }
+        for kind in ["ticket.resolved", "ticket.replied"] {
+            cases.push((
+                ticket(kind, &format!(r#","author":"agent","agent_id":"{long}""#)),
+                Family::Tickets,
+                Reason::TooLong,
+            ));
+            cases.push((
+                ticket(kind, r#","author":"agent","agent_id":"""#),
+                Family::Tickets,
+                Reason::InvalidValue,
+            ));
+        }
+        for (extra, reason) in [
+            (r#","ticket_id":"""#, Reason::InvalidValue),
+            (r#","agent_id":"""#, Reason::InvalidValue),
+            (r#","ticket_id":5"#, Reason::WrongType),
+            (r#","agent_id":{"id":1}"#, Reason::WrongType),
+        ] {
+            let text = survey(&format!(r#","survey":"csat","score":5{extra}"#));
+            cases.push((text, Family::Surveys, reason));
+        }
+        for field in ["ticket_id", "agent_id"] {
+            let text = survey(&format!(r#","survey":"csat","score":5,"{field}":"{long}""#));
+            cases.push((text, Family::Surveys, Reason::TooLong));
+        }
+        // A reply belongs on the tickets topic only.
+        cases.push((
+            replied(r#","author":"agent""#),
+            Family::Surveys,
+            Reason::WrongTopic,
+        ));
+        for (text, family, expected) in &cases {
+            assert_eq!(reject(text.as_bytes(), *family), *expected, "{text}");
+        }
+        // At the limit is still accepted.
+        let text = replied(&format!(r#","author":"agent","agent_id":"{at_limit}""#));
+        accept(&text, Family::Tickets);
+        let text = survey(&format!(
+            r#","survey":"csat","score":5,"ticket_id":"{at_limit}","agent_id":"{at_limit}""#
+        ));
+        accept(&text, Family::Surveys);
     }
 
     #[test]
@@ -1283,11 +1629,12 @@ mod tests {
         }
 
         /// Valid events of every type, with unknown and null fields.
-        const EVENTS: [&str; 4] = [
+        const EVENTS: [&str; 5] = [
             VALID,
             r#"{"event_id":"e","type":"survey.responded","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","survey":"ces","score":7,"comment":"ok","region":null,"x":true}"#,
             r#"{"event_id":"e","type":"subscription.changed","occurred_at":"2025-12-31T23:00:00.250Z","customer_id":"c","subscription_id":"s","plan":"p","price":4900,"quantity":3,"currency":"EUR","interval":"year","interval_count":2,"y":-1}"#,
             r#" { "event_id" : "e" , "type" : "ticket.opened" , "occurred_at" : "2025-12-31T23:00:00-05:00" , "customer_id" : "c" , "ticket_id" : "t" , "z" : false } "#,
+            r#"{"event_id":"e","type":"ticket.replied","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","ticket_id":"t","author":"agent","agent_id":"a","public":false,"priority":"urgent"}"#,
         ];
 
         /// Bytes that change what JSON means, to edit events with.
@@ -1311,15 +1658,20 @@ mod tests {
                 1 => Just("null".to_owned()),
                 1 => value(),
             ];
+            let boolean = prop_oneof![
+                4 => prop::sample::select(&["true", "false", "null"][..]).prop_map(str::to_owned),
+                1 => value(),
+            ];
             prop_oneof![
                 4 => (prop::sample::select(&TEXT_FIELDS[..]).prop_map(str::to_owned), text),
                 3 => (prop::sample::select(&INTEGER_FIELDS[..]).prop_map(str::to_owned), integer),
+                1 => (Just("public".to_owned()), boolean),
                 2 => ("[a-z_]{1,6}", value()),
                 1 => (Just("sco\\u0072e".to_owned()), value()),
             ]
         }
 
-        const TEXT_FIELDS: [&str; 15] = [
+        const TEXT_FIELDS: [&str; 18] = [
             "event_id",
             "type",
             "occurred_at",
@@ -1335,6 +1687,9 @@ mod tests {
             "plan",
             "currency",
             "interval",
+            "author",
+            "agent_id",
+            "priority",
         ];
 
         const INTEGER_FIELDS: [&str; 6] = [

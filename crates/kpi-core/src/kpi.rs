@@ -214,121 +214,66 @@ pub const FCR: KpiDef = kpi(
     ],
 );
 
-const PERCENTILE_HELP: &str = "Resolution-time percentile in the window, seconds (DDSketch, 1% relative error; not aggregatable)";
-const WITHIN_HELP: &str = "Resolutions in the window that took at most the number of seconds in the `seconds` label (cumulative; aggregatable)";
+/// The components of a duration KPI (resolution time, first reply time): count, sum, the
+/// three percentiles and the cumulative count within each bound of
+/// [`crate::ticket::DURATION_BOUNDS_SECONDS`], then in all.
+macro_rules! duration_components {
+    (
+        count: $count:literal, $count_help:literal,
+        sum: $sum:literal, $sum_help:literal,
+        percentile: $percentile:literal, $percentile_help:literal,
+        within: $within:literal, $within_help:literal $(,)?
+    ) => {
+        &[
+            component("count", $count, $count_help),
+            component("sum", $sum, $sum_help),
+            labelled("p50", $percentile, $percentile_help, ("percentile", "50")),
+            labelled("p90", $percentile, $percentile_help, ("percentile", "90")),
+            labelled("p99", $percentile, $percentile_help, ("percentile", "99")),
+            labelled("le_300", $within, $within_help, ("seconds", "300")),
+            labelled("le_900", $within, $within_help, ("seconds", "900")),
+            labelled("le_1800", $within, $within_help, ("seconds", "1800")),
+            labelled("le_3600", $within, $within_help, ("seconds", "3600")),
+            labelled("le_7200", $within, $within_help, ("seconds", "7200")),
+            labelled("le_14400", $within, $within_help, ("seconds", "14400")),
+            labelled("le_28800", $within, $within_help, ("seconds", "28800")),
+            labelled("le_43200", $within, $within_help, ("seconds", "43200")),
+            labelled("le_86400", $within, $within_help, ("seconds", "86400")),
+            labelled("le_172800", $within, $within_help, ("seconds", "172800")),
+            labelled("le_604800", $within, $within_help, ("seconds", "604800")),
+            labelled("le_1209600", $within, $within_help, ("seconds", "1209600")),
+            labelled("le_inf", $within, $within_help, ("seconds", "+Inf")),
+        ]
+    };
+}
 
 pub const RESOLUTION_TIME: KpiDef = kpi(
     "resolution_time",
     "kpi_resolution_time_seconds_mean",
     "Mean resolution time (resolved occurred_at - opened_at) in the window, seconds",
-    &[
-        component(
-            "count",
-            "kpi_resolution_time_resolutions",
-            "Resolutions in the window",
-        ),
-        component(
-            "sum",
-            "kpi_resolution_time_total_seconds",
-            "Sum of resolution times in the window, seconds",
-        ),
-        labelled(
-            "p50",
-            "kpi_resolution_time_percentile_seconds",
-            PERCENTILE_HELP,
-            ("percentile", "50"),
-        ),
-        labelled(
-            "p90",
-            "kpi_resolution_time_percentile_seconds",
-            PERCENTILE_HELP,
-            ("percentile", "90"),
-        ),
-        labelled(
-            "p99",
-            "kpi_resolution_time_percentile_seconds",
-            PERCENTILE_HELP,
-            ("percentile", "99"),
-        ),
-        labelled(
-            "le_300",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "300"),
-        ),
-        labelled(
-            "le_900",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "900"),
-        ),
-        labelled(
-            "le_1800",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "1800"),
-        ),
-        labelled(
-            "le_3600",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "3600"),
-        ),
-        labelled(
-            "le_7200",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "7200"),
-        ),
-        labelled(
-            "le_14400",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "14400"),
-        ),
-        labelled(
-            "le_28800",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "28800"),
-        ),
-        labelled(
-            "le_43200",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "43200"),
-        ),
-        labelled(
-            "le_86400",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "86400"),
-        ),
-        labelled(
-            "le_172800",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "172800"),
-        ),
-        labelled(
-            "le_604800",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "604800"),
-        ),
-        labelled(
-            "le_1209600",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "1209600"),
-        ),
-        labelled(
-            "le_inf",
-            "kpi_resolution_time_resolutions_within",
-            WITHIN_HELP,
-            ("seconds", "+Inf"),
-        ),
-    ],
+    duration_components!(
+        count: "kpi_resolution_time_resolutions", "Resolutions in the window",
+        sum: "kpi_resolution_time_total_seconds", "Sum of resolution times in the window, seconds",
+        percentile: "kpi_resolution_time_percentile_seconds",
+        "Resolution-time percentile in the window, seconds (DDSketch, 1% relative error; not aggregatable)",
+        within: "kpi_resolution_time_resolutions_within",
+        "Resolutions in the window that took at most the number of seconds in the `seconds` label (cumulative; aggregatable)",
+    ),
+);
+
+pub const FIRST_REPLY_TIME: KpiDef = kpi(
+    "first_reply_time",
+    "kpi_first_reply_time_seconds_mean",
+    "Mean first reply time (first public agent reply - ticket opened_at) of the first replies in the window, seconds",
+    duration_components!(
+        count: "kpi_first_reply_time_replies", "First public agent replies in the window",
+        sum: "kpi_first_reply_time_total_seconds",
+        "Sum of the first reply times of the first replies in the window, seconds",
+        percentile: "kpi_first_reply_time_percentile_seconds",
+        "First-reply-time percentile in the window, seconds (DDSketch, 1% relative error; not aggregatable)",
+        within: "kpi_first_reply_time_replies_within",
+        "First replies in the window that came at most the number of seconds in the `seconds` label after the ticket was opened (cumulative; aggregatable)",
+    ),
 );
 
 const MOVEMENT_HELP: &str =
@@ -492,7 +437,7 @@ pub const CLV: KpiDef = money(kpi(
 ));
 
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 24] = [
+pub const KPIS: [&KpiDef; 25] = [
     &NPS,
     &CSAT,
     &CES,
@@ -502,6 +447,7 @@ pub const KPIS: [&KpiDef; 24] = [
     &TICKETS_RESOLVED,
     &FCR,
     &RESOLUTION_TIME,
+    &FIRST_REPLY_TIME,
     &MRR_NEW,
     &MRR_REACTIVATION,
     &MRR_EXPANSION,

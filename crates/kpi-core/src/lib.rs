@@ -9,8 +9,9 @@
 //! - [`calendar`]: calendar periods (day, week, month, quarter, year) in the company's time
 //!   zone: their windows, local day and month buckets and DST-correct boundaries.
 //! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
-//! - [`ticket`]: ticket counts, first-contact resolution and resolution time.
+//! - [`ticket`]: ticket counts, first-contact resolution, resolution and first reply time.
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
+//! - [`open_tickets`]: each partition's open tickets, and the first reply of each.
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`dedup`]: duplicate detection by `event_id` within a horizon of event time.
 //! - [`partition`]: the input partition, the unit of state.
@@ -33,6 +34,7 @@ pub mod dimension;
 pub mod event;
 pub mod history;
 pub mod kpi;
+pub mod open_tickets;
 pub mod partition;
 pub mod period_components;
 pub mod policy;

@@ -95,7 +95,8 @@ pub struct Report {
 /// past where reporting begins, [`count_from`]): a replayed message changes the state again
 /// but was already counted and dead-lettered by an earlier run, so it is neither again.
 ///
-/// A late survey or ticket event changes nothing; it is dead-lettered (reason `late`) only
+/// A late survey or ticket event counts in no window (a ticket event changes only the open
+/// tickets, which no counter reports); it is dead-lettered (reason `late`) only
 /// with `late_to_deadletter`. A late billing event still changed the current MRR, so it was
 /// processed and is never a rejection.
 pub fn report(

@@ -1,4 +1,5 @@
-//! Support-ticket KPIs: ticket counts, first-contact resolution and resolution time.
+//! Support-ticket KPIs: ticket counts, first-contact resolution, resolution time and first
+//! reply time.
 //!
 //! The formulas live here and nowhere else.
 
@@ -7,22 +8,22 @@ use sketches_ddsketch::DDSketch;
 
 use crate::window::Tally;
 
-/// Upper bounds (seconds) of the resolution-time buckets exported for `histogram_quantile`:
-/// 5 minutes to 14 days; a last bucket holds everything above.
-pub const RESOLUTION_BOUNDS_SECONDS: [u64; 12] = [
+/// Upper bounds (seconds) of the resolution-time and first-reply-time buckets exported for
+/// `histogram_quantile`: 5 minutes to 14 days; a last bucket holds everything above.
+pub const DURATION_BOUNDS_SECONDS: [u64; 12] = [
     300, 900, 1_800, 3_600, 7_200, 14_400, 28_800, 43_200, 86_400, 172_800, 604_800, 1_209_600,
 ];
 
-/// Resolution times of a bucket: exact count, sum and fixed buckets, plus a DDSketch
-/// (1% relative error) for quantiles. Every part merges exactly.
+/// Durations of a bucket (resolution times, first reply times): exact count, sum and fixed
+/// buckets, plus a DDSketch (1% relative error) for quantiles. Every part merges exactly.
 #[derive(Clone, Default, Serialize, Deserialize)]
-pub struct ResolutionTimes {
+pub struct Durations {
     pub count: u64,
-    /// u128: a resolution lasts at most about 2^48 ms (the contract's timestamps span years
+    /// u128: a duration lasts at most about 2^48 ms (the contract's timestamps span years
     /// 0 to 9999), so no number of resolutions a process can read overflows it.
     pub sum_ms: u128,
-    /// Non-cumulative counts per bound of [`RESOLUTION_BOUNDS_SECONDS`], then above them.
-    buckets: [u64; RESOLUTION_BOUNDS_SECONDS.len() + 1],
+    /// Non-cumulative counts per bound of [`DURATION_BOUNDS_SECONDS`], then above them.
+    buckets: [u64; DURATION_BOUNDS_SECONDS.len() + 1],
     #[serde(with = "sketch_bytes")]
     sketch: DDSketch,
 }
@@ -49,10 +50,10 @@ mod sketch_bytes {
     }
 }
 
-impl std::fmt::Debug for ResolutionTimes {
+impl std::fmt::Debug for Durations {
     // The sketch has no Debug of its own; its bins say nothing a reader needs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResolutionTimes")
+        f.debug_struct("Durations")
             .field("count", &self.count)
             .field("sum_ms", &self.sum_ms)
             .field("buckets", &self.buckets)
@@ -60,11 +61,11 @@ impl std::fmt::Debug for ResolutionTimes {
     }
 }
 
-impl ResolutionTimes {
+impl Durations {
     pub fn record(&mut self, duration_ms: u64) {
         self.count += 1;
         self.sum_ms += u128::from(duration_ms);
-        let index = RESOLUTION_BOUNDS_SECONDS.partition_point(|&b| b * 1000 < duration_ms);
+        let index = DURATION_BOUNDS_SECONDS.partition_point(|&b| b * 1000 < duration_ms);
         self.buckets[index] += 1;
         self.sketch.add(duration_ms as f64 / 1000.0);
     }
@@ -79,18 +80,18 @@ impl ResolutionTimes {
         let _ = self.sketch.merge(&other.sketch);
     }
 
-    /// Mean resolution time in seconds; `None` without resolutions.
+    /// Mean duration in seconds; `None` without any.
     pub fn mean_seconds(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum_ms as f64 / 1000.0 / self.count as f64)
     }
 
-    /// The `q` quantile in seconds, within 1% relative error; `None` without resolutions.
+    /// The `q` quantile in seconds, within 1% relative error; `None` without any duration.
     pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
         self.sketch.quantile(q).ok().flatten()
     }
 
-    /// Cumulative counts at each bound of [`RESOLUTION_BOUNDS_SECONDS`], then the total.
-    pub fn cumulative(&self) -> [u64; RESOLUTION_BOUNDS_SECONDS.len() + 1] {
+    /// Cumulative counts at each bound of [`DURATION_BOUNDS_SECONDS`], then the total.
+    pub fn cumulative(&self) -> [u64; DURATION_BOUNDS_SECONDS.len() + 1] {
         let mut out = self.buckets;
         for i in 1..out.len() {
             out[i] += out[i - 1];
@@ -99,7 +100,7 @@ impl ResolutionTimes {
     }
 }
 
-/// Counts of ticket lifecycle events in a bucket, and resolution times.
+/// Counts of ticket lifecycle events in a bucket, resolution times and first reply times.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct TicketTally {
     pub opened: u64,
@@ -108,7 +109,11 @@ pub struct TicketTally {
     pub resolved: u64,
     /// Resolutions with at most one agent reply and no reopen.
     pub first_contact: u64,
-    pub resolution: ResolutionTimes,
+    pub resolution: Durations,
+    /// From each ticket's opening to its first public agent reply, counted at the reply.
+    /// Absent from the components of an earlier version: none.
+    #[serde(default)]
+    pub first_reply: Durations,
 }
 
 impl Tally for TicketTally {
@@ -118,6 +123,7 @@ impl Tally for TicketTally {
         self.resolved += other.resolved;
         self.first_contact += other.first_contact;
         self.resolution.merge(&other.resolution);
+        self.first_reply.merge(&other.first_reply);
     }
 }
 
@@ -152,7 +158,7 @@ mod tests {
     fn resolution_time_sums_of_extreme_durations_do_not_wrap() {
         // A ticket opened in year 0 and resolved in 2026: about 6.4e13 ms.
         let longest: u64 = 63_939_513_600_000;
-        let mut times = ResolutionTimes::default();
+        let mut times = Durations::default();
         for _ in 0..290_000 {
             times.record(longest);
         }
@@ -203,7 +209,7 @@ mod tests {
 
     #[test]
     fn resolution_buckets_are_cumulative_and_inclusive() {
-        let mut r = ResolutionTimes::default();
+        let mut r = Durations::default();
         for ms in [0, 300_000, 300_001, 86_400_000, 2_000_000_000] {
             r.record(ms);
         }
@@ -217,15 +223,15 @@ mod tests {
             r.mean_seconds(),
             Some((300_000 + 300_001 + 86_400_000 + 2_000_000_000) as f64 / 1000.0 / 5.0)
         );
-        assert_eq!(ResolutionTimes::default().mean_seconds(), None);
-        assert_eq!(ResolutionTimes::default().quantile_seconds(0.5), None);
+        assert_eq!(Durations::default().mean_seconds(), None);
+        assert_eq!(Durations::default().quantile_seconds(0.5), None);
     }
 
     #[test]
     fn quantiles_are_within_one_percent_and_survive_merging() {
         // 1..=1000 minutes, split over two tallies.
-        let mut a = ResolutionTimes::default();
-        let mut b = ResolutionTimes::default();
+        let mut a = Durations::default();
+        let mut b = Durations::default();
         for m in 1..=1000u64 {
             if m % 2 == 0 {
                 a.record(m * 60_000)

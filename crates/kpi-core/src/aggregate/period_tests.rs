@@ -42,6 +42,7 @@ fn aggregates(zone: &str, week_start: WeekStart, periods: &[PeriodKind]) -> Aggr
         clv_window: 0,
         dedup_horizon_ms: 0,
         calendar: Some(calendar),
+        max_open_age_ms: 90 * 86_400_000,
     })
 }
 

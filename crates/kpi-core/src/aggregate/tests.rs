@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::billing;
-use crate::event::Survey;
+use crate::event::{Author, Survey};
 use crate::kpi;
 
 const MINUTE: i64 = 60_000;
@@ -37,6 +37,7 @@ fn aggregates(cap: usize) -> Aggregates {
         clv_window: 1,
         dedup_horizon_ms: 0,
         calendar: None,
+        max_open_age_ms: 90 * DAY,
     })
 }
 
@@ -148,11 +149,30 @@ fn ticket_events_count_per_window_and_feed_fcr() {
         opened_at_ms: T0 - 3 * HOUR,
         agent_replies,
         reopens,
+        priority: None,
     };
     let events = [
-        ticket_event(T0 - MINUTE, Payload::TicketOpened { ticket_id: id() }),
-        ticket_event(T0 - 2 * HOUR, Payload::TicketOpened { ticket_id: id() }),
-        ticket_event(T0 - MINUTE, Payload::TicketReopened { ticket_id: id() }),
+        ticket_event(
+            T0 - MINUTE,
+            Payload::TicketOpened {
+                ticket_id: id(),
+                priority: None,
+            },
+        ),
+        ticket_event(
+            T0 - 2 * HOUR,
+            Payload::TicketOpened {
+                ticket_id: id(),
+                priority: None,
+            },
+        ),
+        ticket_event(
+            T0 - MINUTE,
+            Payload::TicketReopened {
+                ticket_id: id(),
+                priority: None,
+            },
+        ),
         ticket_event(T0 - MINUTE, resolved(1, 0)),
         ticket_event(T0 - MINUTE, resolved(2, 0)),
         ticket_event(T0 - 2 * HOUR, resolved(0, 0)),
@@ -688,13 +708,14 @@ proptest! {
             let at = now - age;
             let id = Cow::Borrowed("t");
             let payload = match kind {
-                0 => Payload::TicketOpened { ticket_id: id },
-                1 => Payload::TicketReopened { ticket_id: id },
+                0 => Payload::TicketOpened { ticket_id: id, priority: None },
+                1 => Payload::TicketReopened { ticket_id: id, priority: None },
                 _ => Payload::TicketResolved {
                     ticket_id: id,
                     opened_at_ms: at - duration,
                     agent_replies: *replies,
                     reopens: *reopens,
+                    priority: None,
                 },
             };
             let outcome = agg.record(PartitionId::new(Family::Tickets, 0), &ticket_event(at, payload), now);
@@ -720,9 +741,329 @@ proptest! {
                 (n > 0.0).then(|| sum_ms as f64 / 1000.0 / n)
             );
             let rt = find(&records, &format!("resolution_time/{}", spec.name));
-            for (i, bound) in crate::ticket::RESOLUTION_BOUNDS_SECONDS.iter().enumerate() {
+            for (i, bound) in crate::ticket::DURATION_BOUNDS_SECONDS.iter().enumerate() {
                 let le = resolved.iter().filter(|a| a.4 <= bound * 1000).count() as f64;
                 prop_assert_eq!(rt.components[5 + i], Some(le));
+            }
+        }
+    }
+}
+
+fn ticket_payload(
+    kind: u8,
+    ticket: &'static str,
+    at: i64,
+    author: Author,
+    public: bool,
+) -> Payload<'static> {
+    let ticket_id = Cow::Borrowed(ticket);
+    match kind {
+        0 => Payload::TicketOpened {
+            ticket_id,
+            priority: None,
+        },
+        1 => Payload::TicketReopened {
+            ticket_id,
+            priority: None,
+        },
+        2 => Payload::TicketReplied {
+            ticket_id,
+            author,
+            public,
+            priority: None,
+        },
+        _ => Payload::TicketResolved {
+            ticket_id,
+            opened_at_ms: at - HOUR,
+            agent_replies: 1,
+            reopens: 0,
+            priority: None,
+        },
+    }
+}
+
+fn segment_event(at: i64, segment: &'static str, payload: Payload<'static>) -> Event<'static> {
+    Event {
+        dimensions: [Some(Cow::Borrowed(segment)), None, None],
+        ..ticket_event(at, payload)
+    }
+}
+
+#[test]
+fn first_reply_time_counts_at_the_reply_in_the_replys_series() {
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Tickets, 0);
+    let agent = |at, t| ticket_event(at, ticket_payload(2, t, at, Author::Agent, true));
+    let opened = |at, t| ticket_event(at, ticket_payload(0, t, 0, Author::Agent, true));
+    let events = [
+        // a: opened 3h ago, replied 2h ago (1h), again 1 minute ago (not a first reply).
+        opened(T0 - 3 * HOUR, "a"),
+        agent(T0 - 2 * HOUR, "a"),
+        agent(T0 - MINUTE, "a"),
+        // b: a customer and a private reply, then the agent's after 30 minutes.
+        opened(T0 - 40 * MINUTE, "b"),
+        ticket_event(
+            T0 - 35 * MINUTE,
+            ticket_payload(2, "b", 0, Author::Customer, true),
+        ),
+        ticket_event(
+            T0 - 30 * MINUTE,
+            ticket_payload(2, "b", 0, Author::Agent, false),
+        ),
+        segment_event(
+            T0 - 10 * MINUTE,
+            "ent",
+            ticket_payload(2, "b", 0, Author::Agent, true),
+        ),
+        // c: the reply arrives before the opening; counted at the reply's time, 1h ago,
+        // in the reply's series.
+        segment_event(
+            T0 - HOUR + MINUTE,
+            "mid",
+            ticket_payload(2, "c", 0, Author::Agent, true),
+        ),
+        opened(T0 - HOUR - 4 * MINUTE, "c"),
+        // d: never replied; e: reopened after its first reply, replied again.
+        opened(T0 - 5 * HOUR, "d"),
+        opened(T0 - 5 * HOUR, "e"),
+        agent(T0 - 4 * HOUR, "e"),
+        ticket_event(
+            T0 - 3 * HOUR,
+            ticket_payload(3, "e", T0 - 3 * HOUR, Author::Agent, true),
+        ),
+        ticket_event(
+            T0 - 2 * HOUR,
+            ticket_payload(1, "e", 0, Author::Agent, true),
+        ),
+        agent(T0 - 30 * MINUTE, "e"),
+    ];
+    for e in &events {
+        assert_eq!(agg.record(p, e, T0), Ok(Outcome::Counted), "{e:?}");
+    }
+    let records = agg.snapshot(T0);
+    let frt = |key: &str| find(&records, &format!("first_reply_time/{key}"));
+    // 1h: b (30 min), c (5 min); 24h: also a (1h) and e (1h).
+    assert_eq!(frt("1h").components[..2], [Some(2.0), Some(35.0 * 60.0)]);
+    assert_eq!(frt("1h").value, Some(35.0 * 60.0 / 2.0));
+    assert_eq!(frt("24h").samples, 4);
+    assert_eq!(
+        frt("24h").value,
+        Some((30.0 + 5.0 + 60.0 + 60.0) * 60.0 / 4.0)
+    );
+    assert_eq!(
+        frt("24h/segment=ent").components[..2],
+        [Some(1.0), Some(1800.0)]
+    );
+    assert_eq!(
+        frt("24h/segment=mid").components[..2],
+        [Some(1.0), Some(300.0)]
+    );
+    assert_eq!(frt("24h/segment=smb").samples, 2);
+    // le_300 holds c, le_1800 b too, le_3600 all four.
+    assert_eq!(
+        frt("24h").components[5..9],
+        [Some(1.0), Some(1.0), Some(2.0), Some(4.0)]
+    );
+    let p50 = frt("24h").components[2].unwrap();
+    assert!((p50 - 1800.0).abs() / 1800.0 <= 0.01, "{p50}");
+    assert_eq!(
+        agg.open_ticket(p, "d").map(|d| d.first_reply),
+        Some(crate::open_tickets::FirstReply::Awaited)
+    );
+    assert!(agg.open_ticket(p, "e").is_some_and(|e| e.reopened));
+}
+
+#[test]
+fn a_late_ticket_event_counts_in_no_window_but_opens_its_ticket() {
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Tickets, 0);
+    let opened = segment_event(
+        T0 - 2 * DAY,
+        "new",
+        ticket_payload(0, "a", 0, Author::Agent, true),
+    );
+    assert_eq!(agg.record(p, &opened, T0), Ok(Outcome::Late));
+    let reply = ticket_event(T0 - MINUTE, ticket_payload(2, "a", 0, Author::Agent, true));
+    assert_eq!(agg.record(p, &reply, T0), Ok(Outcome::Counted));
+    let records = agg.snapshot(T0);
+    let frt = find(&records, "first_reply_time/24h");
+    assert_eq!(
+        frt.components[..2],
+        [Some(1.0), Some((2 * DAY - MINUTE) as f64 / 1000.0)]
+    );
+    assert_eq!(find(&records, "tickets_opened/24h").value, Some(0.0));
+    // The late event's dimension value took no place under the cap, and made no series.
+    assert!(
+        records
+            .iter()
+            .all(|r| r.dimension != Some(("segment".into(), "new".into())))
+    );
+}
+
+#[test]
+fn a_ticket_open_past_the_maximum_age_is_abandoned() {
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Tickets, 0);
+    let at = T0 - 100 * DAY;
+    let opened = ticket_event(at, ticket_payload(0, "a", 0, Author::Agent, true));
+    assert_eq!(agg.record(p, &opened, at), Ok(Outcome::Counted));
+    assert_eq!(agg.take_abandoned_tickets(), 0);
+    let other = ticket_event(
+        at + 90 * DAY + 1,
+        ticket_payload(0, "b", 0, Author::Agent, true),
+    );
+    agg.record(p, &other, at + 90 * DAY + 1).unwrap();
+    let reply = ticket_event(
+        at + 90 * DAY + 2,
+        ticket_payload(2, "a", 0, Author::Agent, true),
+    );
+    agg.record(p, &reply, at + 90 * DAY + 2).unwrap();
+    assert_eq!(agg.take_abandoned_tickets(), 1);
+    assert_eq!(agg.take_abandoned_tickets(), 0);
+    let records = agg.snapshot(at + 90 * DAY + 2);
+    assert_eq!(find(&records, "first_reply_time/24h").samples, 0);
+}
+
+#[test]
+fn tickets_replay_far_enough_for_every_open_ticket() {
+    let settings = |max_open_age_ms| StateSettings {
+        windows: specs(),
+        lead_ms: 5 * MINUTE,
+        dimensions: Dimensions::new(&[], 1),
+        rates: Rates::new("USD", &Default::default()),
+        clv_window: 1,
+        dedup_horizon_ms: 0,
+        calendar: None,
+        max_open_age_ms,
+    };
+    let rolling = DAY + 1_440_000 + 5 * MINUTE;
+    let long = settings(90 * DAY);
+    assert_eq!(long.tickets_replay_span_ms(), 90 * DAY + 5 * MINUTE);
+    let horizon = long.replay_horizon();
+    assert_eq!(
+        horizon.since_ms(Family::Tickets, T0),
+        T0 - 90 * DAY - 5 * MINUTE
+    );
+    assert_eq!(horizon.since_ms(Family::Surveys, T0), T0 - rolling);
+    // A maximum age within the windows: the windows' replay.
+    let short = settings(HOUR);
+    assert_eq!(
+        short.replay_horizon().since_ms(Family::Tickets, T0),
+        T0 - rolling
+    );
+}
+
+/// A ticket event as the brute force reads it: `kind` 0 opened, 1 reopened, 2 replied,
+/// 3 resolved; `counts` for a public agent reply.
+#[derive(Debug, Clone, Copy)]
+struct TicketRecord {
+    at: i64,
+    kind: u8,
+    ticket: usize,
+    counts: bool,
+}
+
+/// The reply waiting for the opening `events[i]` of a ticket, if any: the earliest public
+/// agent reply of the ticket since `spell_start` not older than an hour of the partition's
+/// time when it came, replaced by a later one once it has waited too long.
+fn waiting_reply(events: &[TicketRecord], i: usize, spell_start: usize) -> Option<i64> {
+    let mut newest = i64::MIN;
+    let mut waiting: Option<i64> = None;
+    for (j, x) in events[..=i].iter().enumerate() {
+        newest = newest.max(x.at);
+        if waiting.is_some_and(|w| w < newest - HOUR) {
+            waiting = None;
+        }
+        let candidate = j >= spell_start && j < i && x.ticket == events[i].ticket;
+        if candidate && x.kind == 2 && x.counts && x.at >= newest - HOUR && waiting.is_none() {
+            waiting = Some(x.at);
+        }
+    }
+    waiting
+}
+
+/// Every first reply (its time and first reply time) of `events`, in delivery order, each
+/// decided from the events before it. No ticket reaches the maximum open age here.
+fn first_replies(events: &[TicketRecord]) -> Vec<(i64, u64)> {
+    let mut firsts = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        // The ticket's spell: its events since its last resolution.
+        let spell_start = events[..i]
+            .iter()
+            .rposition(|x| x.ticket == e.ticket && x.kind == 3)
+            .map_or(0, |r| r + 1);
+        let spell: Vec<usize> = (spell_start..i)
+            .filter(|&j| events[j].ticket == e.ticket)
+            .collect();
+        let start = spell.iter().copied().find(|&j| events[j].kind <= 1);
+        match (e.kind, start) {
+            // A public agent reply while open, the spell begun by an opening: the first
+            // unless the opening took a waiting reply or a reply came since.
+            (2, Some(s)) if e.counts && events[s].kind == 0 => {
+                let since = spell.iter().filter(|&&j| j > s).map(|&j| events[j]);
+                let replied = since.clone().any(|x| x.kind == 2 && x.counts)
+                    || waiting_reply(events, s, spell_start).is_some();
+                if !replied {
+                    let opened_at = since
+                        .filter(|x| x.kind == 0)
+                        .map(|x| x.at)
+                        .fold(events[s].at, i64::min);
+                    firsts.push((e.at, u64::try_from(e.at - opened_at).unwrap_or(0)));
+                }
+            }
+            // An opening that begins a spell takes the reply waiting for it.
+            (0, None) => {
+                if let Some(w) = waiting_reply(events, i, spell_start) {
+                    firsts.push((w, u64::try_from(w - e.at).unwrap_or(0)));
+                }
+            }
+            _ => {}
+        }
+    }
+    firsts
+}
+
+proptest! {
+    /// First reply times equal a recomputation over the raw events: each ticket's first
+    /// public agent reply after its opening (or waiting before it), never after a reopen
+    /// of a resolved ticket, counted at the reply in every window that holds it.
+    #[test]
+    fn first_reply_time_equals_a_brute_force_recomputation(
+        steps in prop::collection::vec(
+            (
+                0..20 * MINUTE,
+                prop_oneof![4 => -5 * MINUTE..2 * HOUR, 1 => 20 * HOUR..30 * HOUR],
+                prop_oneof![2 => Just(0u8), 1 => Just(1u8), 4 => Just(2u8), 2 => Just(3u8)],
+                0..5usize,
+                prop_oneof![3 => Just(Author::Agent), 1 => Just(Author::Customer)],
+                prop::bool::weighted(0.8),
+            ),
+            1..150,
+        ),
+    ) {
+        const TICKETS: [&str; 5] = ["a", "b", "c", "d", "e"];
+        let mut agg = aggregates(10);
+        let p = PartitionId::new(Family::Tickets, 0);
+        let mut now = T0;
+        let mut events = Vec::new();
+        for (advance, age, kind, ticket, author, public) in &steps {
+            now += advance;
+            let at = now - age;
+            let event = ticket_event(at, ticket_payload(*kind, TICKETS[*ticket], at, *author, *public));
+            prop_assert!(agg.record(p, &event, now).is_ok());
+            events.push(TicketRecord { at, kind: *kind, ticket: *ticket, counts: *author == Author::Agent && *public });
+        }
+        let firsts = first_replies(&events);
+        let records = agg.snapshot(now);
+        for spec in specs() {
+            let inside: Vec<_> = firsts.iter().filter(|f| f.0 >= spec.start_ms(now)).collect();
+            let frt = find(&records, &format!("first_reply_time/{}", spec.name));
+            let sum_ms: u64 = inside.iter().map(|f| f.1).sum();
+            prop_assert_eq!(frt.components[0], Some(inside.len() as f64), "{}", spec.name);
+            prop_assert_eq!(frt.components[1], Some(sum_ms as f64 / 1000.0), "{}", spec.name);
+            for (i, bound) in crate::ticket::DURATION_BOUNDS_SECONDS.iter().enumerate() {
+                let le = inside.iter().filter(|f| f.1 <= bound * 1000).count() as f64;
+                prop_assert_eq!(frt.components[5 + i], Some(le));
             }
         }
     }

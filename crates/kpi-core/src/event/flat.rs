@@ -22,12 +22,13 @@ use super::Wire;
 enum Slot<'w, 'a> {
     Text(&'w mut Option<Cow<'a, str>>),
     Integer(&'w mut Option<i64>),
+    Boolean(&'w mut Option<bool>),
 }
 
 /// The position of a contract field (one bit of the fields already read) and where its
 /// value goes; `None` for a field the contract does not know.
 fn slot<'w, 'a>(wire: &'w mut Wire<'a>, name: &str) -> Option<(u32, Slot<'w, 'a>)> {
-    use Slot::{Integer, Text};
+    use Slot::{Boolean, Integer, Text};
     Some(match name {
         "event_id" => (0, Text(&mut wire.event_id)),
         "type" => (1, Text(&mut wire.kind)),
@@ -50,6 +51,10 @@ fn slot<'w, 'a>(wire: &'w mut Wire<'a>, name: &str) -> Option<(u32, Slot<'w, 'a>
         "currency" => (18, Text(&mut wire.currency)),
         "interval" => (19, Text(&mut wire.interval)),
         "interval_count" => (20, Integer(&mut wire.interval_count)),
+        "author" => (21, Text(&mut wire.author)),
+        "agent_id" => (22, Text(&mut wire.agent_id)),
+        "public" => (23, Boolean(&mut wire.public)),
+        "priority" => (24, Text(&mut wire.priority)),
         _ => return None,
     })
 }
@@ -83,6 +88,7 @@ pub(super) fn read<'a>(text: &'a str, wire: &mut Wire<'a>) -> Option<()> {
                     match slot {
                         Slot::Text(value) => *value = cursor.text_or_null()?.map(Cow::Borrowed),
                         Slot::Integer(value) => *value = cursor.integer_or_null()?,
+                        Slot::Boolean(value) => *value = cursor.boolean_or_null()?,
                     }
                 }
                 None => cursor.skip_scalar()?,
@@ -161,6 +167,15 @@ impl<'a> Cursor<'a> {
         match self.peek()? {
             b'n' => self.literal(b"null").map(|()| None),
             _ => self.integer().map(Some),
+        }
+    }
+
+    fn boolean_or_null(&mut self) -> Option<Option<bool>> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| Some(true)),
+            b'f' => self.literal(b"false").map(|()| Some(false)),
+            b'n' => self.literal(b"null").map(|()| None),
+            _ => None,
         }
     }
 

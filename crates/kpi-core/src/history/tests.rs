@@ -32,6 +32,7 @@ fn aggregates() -> Aggregates {
         clv_window: 1,
         dedup_horizon_ms: HOUR,
         calendar: None,
+        max_open_age_ms: 90 * 24 * HOUR,
     })
 }
 
