@@ -92,7 +92,8 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let instants = Instants::new(args.from_ms, args.to_ms, args.step_ms)?;
     let settings = config.state_settings()?;
     // A replay at the first instant starts here, as the live service's would.
-    let since_ms = settings.replay_horizon().since_ms(args.from_ms);
+    let horizon = settings.replay_horizon();
+    let since_ms = Family::ALL.map(|family| horizon.since_ms(family, args.from_ms));
     let mut feed = Feed {
         replay: Replay::new(Aggregates::new(settings), instants),
         tally: Tally::default(),

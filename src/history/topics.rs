@@ -65,7 +65,7 @@ const BATCHES_IN_FLIGHT: usize = 4;
 /// copying the messages then runs beside the replay, on the other core.
 pub fn read_beside(
     config: &Config,
-    since_ms: i64,
+    since_ms: [i64; 3],
     to_ms: i64,
     mut deliver: impl FnMut(Delivery<'_>),
 ) -> anyhow::Result<()> {
@@ -116,12 +116,12 @@ pub fn read_beside(
 }
 
 /// Reads the configured input topics, each non-billing partition from the first message
-/// written at or after `since_ms`, and hands every message to `deliver` in merged order
+/// written at or after its family's `since_ms`, and hands every message to `deliver` in merged order
 /// until a message is stamped after `to_ms` (the instants up to then have what they need)
 /// or every partition has reached the end it had when reading began.
 fn read(
     config: &Config,
-    since_ms: i64,
+    since_ms: [i64; 3],
     to_ms: i64,
     mut deliver: impl FnMut(Delivery<'_>),
 ) -> anyhow::Result<()> {
@@ -154,11 +154,12 @@ fn read(
         });
     }
     // The timestamp of each lane's last message, for a message without one.
-    let mut last_ms = vec![since_ms; lanes.len()];
+    let earliest = since_ms.into_iter().min().unwrap_or(to_ms);
+    let mut last_ms = vec![earliest; lanes.len()];
     let mut heads = BinaryHeap::new();
     for (index, lane) in lanes.iter().enumerate() {
-        if let Some(head) = next_message(&consumer, lane, since_ms, timeout)? {
-            heads.push(Head::new(head, index, since_ms));
+        if let Some(head) = next_message(&consumer, lane, earliest, timeout)? {
+            heads.push(Head::new(head, index, earliest));
         }
     }
     while let Some(Head { message, lane, .. }) = heads.pop() {
@@ -196,13 +197,14 @@ struct Start {
 
 /// The partitions of the input topics that hold messages to read, and where each starts:
 /// the billing topic at its beginning (a subscription started years ago is still MRR), the
-/// others at the first message written at or after `since_ms`. A partition whose earlier
+/// others at the first message written at or after their family's `since_ms` (the open
+/// tickets reach back further than the windows). A partition whose earlier
 /// messages were deleted by retention is reported on standard error, since the windows and
 /// periods reaching before its first message are then partial.
 fn start_offsets(
     config: &Config,
     consumer: &Reader,
-    since_ms: i64,
+    since_ms: [i64; 3],
     timeout: Duration,
 ) -> anyhow::Result<Vec<Start>> {
     let mut starts = Vec::new();
@@ -223,7 +225,7 @@ fn start_offsets(
         let mut by_time = TopicPartitionList::new();
         for partition in &partitions {
             by_time
-                .add_partition_offset(topic, *partition, Offset::Offset(since_ms))
+                .add_partition_offset(topic, *partition, Offset::Offset(since_ms[family.index()]))
                 .context("looking up offsets by time")?;
         }
         let found = (family != Family::Billing)
