@@ -195,7 +195,12 @@ fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
 pub async fn create_topics(brokers: &str, specs: &[(&str, i32)]) {
     let new: Vec<NewTopic> = specs
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        // A year, as scripts/kafka.sh gives the input topics: the broker deletes by message
+        // timestamp, and tests write histories stamped weeks back.
+        .map(|(name, partitions)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(1))
+                .set("retention.ms", "31708800000")
+        })
         .collect();
     for result in admin(brokers)
         .create_topics(&new, &AdminOptions::new())
