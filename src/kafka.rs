@@ -98,6 +98,17 @@ impl ConsumerContext for LoggedErrors {}
 /// The service's producers.
 pub type Producer = FutureProducer<LoggedErrors>;
 
+/// The partitions `metadata` lists for `topic`; none when the topic does not exist or the
+/// broker reported an error for it.
+pub fn partitions_of(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
 /// A consumer outside the group (the components reader).
 pub type Reader = BaseConsumer<LoggedErrors>;
 

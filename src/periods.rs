@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::kafka::{LoggedErrors, Producer, Reader, periods_consumer_config};
+use crate::kafka::{LoggedErrors, Producer, Reader, partitions_of, periods_consumer_config};
 use crate::metrics::Metrics;
 
 use kpi_core::calendar::PeriodKind;
@@ -131,12 +131,7 @@ pub fn read_periods(
         }
         match consumer.fetch_metadata(Some(topic), timeout) {
             Ok(metadata) => {
-                let partitions: Vec<i32> = metadata
-                    .topics()
-                    .iter()
-                    .filter(|t| t.name() == topic && t.error().is_none())
-                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                    .collect();
+                let partitions = partitions_of(&metadata, topic);
                 if partitions.is_empty() {
                     warn!(
                         topic,

@@ -18,7 +18,7 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::config::Config;
-use crate::kafka::{LoggedErrors, Reader, history_consumer_config};
+use crate::kafka::{LoggedErrors, Reader, history_consumer_config, partitions_of};
 use kpi_core::event::Family;
 use kpi_core::kpi;
 use kpi_core::partition::PartitionId;
@@ -213,12 +213,7 @@ fn start_offsets(
         let metadata = consumer
             .fetch_metadata(Some(topic), timeout)
             .with_context(|| format!("reading the metadata of {topic}"))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions = partitions_of(&metadata, topic);
         if partitions.is_empty() {
             bail!("the input topic {topic} does not exist");
         }

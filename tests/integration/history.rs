@@ -187,6 +187,25 @@ struct Prometheus {
 }
 
 impl Prometheus {
+    /// Runs `kpi-stream history` with `args` and `env` into `dir`/history.om, and serves
+    /// its blocks.
+    fn on_history(args: &[&str], env: &[(String, String)], dir: &std::path::Path) -> Prometheus {
+        let metrics = dir.join("history.om");
+        let history = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+            .arg("history")
+            .args(args)
+            .args(["--output", metrics.to_str().unwrap()])
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(
+            history.status.success(),
+            "{}",
+            String::from_utf8_lossy(&history.stderr)
+        );
+        Prometheus::on_blocks_of(&metrics, dir)
+    }
+
     /// Creates the blocks of `metrics` in `dir`/data and serves them.
     fn on_blocks_of(metrics: &std::path::Path, dir: &std::path::Path) -> Prometheus {
         let text = std::fs::read_to_string(metrics).unwrap();
@@ -271,26 +290,20 @@ async fn openmetrics_history_loads_into_prometheus_with_the_values_at_each_insta
     ];
     let input = dir.join("events.jsonl");
     std::fs::write(&input, events.join("\n")).unwrap();
-    let metrics = dir.join("history.om");
-    let history = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
-        .arg("history")
-        .args(["--input", input.to_str().unwrap()])
-        .args([
+    let prometheus = Prometheus::on_history(
+        &[
+            "--input",
+            input.to_str().unwrap(),
             "--from",
             "2026-11-30T12:00:00Z",
             "--to",
             "2026-11-30T14:00:00Z",
-        ])
-        .args(["--step", "1h", "--output", metrics.to_str().unwrap()])
-        .env("KPI_STREAM_CALENDAR__PERIODS", "[]")
-        .output()
-        .unwrap();
-    assert!(
-        history.status.success(),
-        "{}",
-        String::from_utf8_lossy(&history.stderr)
+            "--step",
+            "1h",
+        ],
+        &[("KPI_STREAM_CALENDAR__PERIODS".into(), "[]".into())],
+        &dir,
     );
-    let prometheus = Prometheus::on_blocks_of(&metrics, &dir);
     let server = prometheus.url.clone();
     let nps = r#"kpi_nps{window="24h",segment=""}"#;
     eventually(
@@ -529,25 +542,9 @@ async fn thirty_generated_days_on_the_topics_give_prometheus_the_brute_force_val
     let dir = std::env::temp_dir().join(format!("history-30d-{}", topics.group));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let metrics = dir.join("history.om");
-    let history = Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
-        .arg("history")
-        .args([
-            "--from",
-            &rfc3339(instants[0]),
-            "--to",
-            &rfc3339(instants[2]),
-        ])
-        .args(["--step", "12h", "--output", metrics.to_str().unwrap()])
-        .envs(env)
-        .output()
-        .unwrap();
-    assert!(
-        history.status.success(),
-        "{}",
-        String::from_utf8_lossy(&history.stderr)
-    );
-    let prometheus = Prometheus::on_blocks_of(&metrics, &dir);
+    let (from, to) = (rfc3339(instants[0]), rfc3339(instants[2]));
+    let prometheus =
+        Prometheus::on_history(&["--from", &from, "--to", &to, "--step", "12h"], &env, &dir);
     let server = prometheus.url.clone();
     let mrr = r#"kpi_mrr{window="current",segment=""}"#;
     eventually(
