@@ -1,7 +1,9 @@
 //! `kpi-stream generate`: realistic synthetic events of all three families.
 //!
 //! [`EventSource`] is pure and seeded: the same seed and clock give the same events. Half
-//! the events are survey answers, 40% ticket lifecycle events and 10% billing events; a
+//! the events are survey answers, 40% ticket lifecycle events (openings with a priority,
+//! replies, reopenings and resolutions, each ticket assigned to one of 25 agents) and 10%
+//! billing events; a
 //! configured share is deliberately malformed, one of several ways, to exercise the
 //! dead-letter path. The producer adapter can first write a history, its events spread over
 //! a span before now and their messages stamped with the events' times, then paces the
@@ -73,12 +75,26 @@ struct Subscription {
     active: bool,
 }
 
+/// Ticket priorities and their shares among new tickets.
+const PRIORITIES: [(&str, f64); 4] = [
+    ("low", 0.2),
+    ("normal", 0.5),
+    ("high", 0.2),
+    ("urgent", 0.1),
+];
+
+/// Support agents: `agent-1` to `agent-25`.
+const AGENTS: u32 = 25;
+
 #[derive(Debug, Clone)]
 struct OpenTicket {
     id: u64,
     customer: u32,
     opened_ms: i64,
     reopens: u32,
+    priority: &'static str,
+    /// The agent the ticket is assigned to: who replies and resolves it.
+    agent: u32,
 }
 
 /// A seeded stream of synthetic events.
@@ -179,6 +195,13 @@ impl EventSource {
         };
         m.insert("survey".into(), json!(survey));
         m.insert("score".into(), json!(score));
+        // Most CSAT answers rate a ticket, and so its agent.
+        if survey == "csat" && !self.open_tickets.is_empty() && self.rng.random_bool(0.7) {
+            let index = self.rng.random_range(0..self.open_tickets.len());
+            let ticket = &self.open_tickets[index];
+            m.insert("ticket_id".into(), json!(format!("tkt-{}", ticket.id)));
+            m.insert("agent_id".into(), json!(format!("agent-{}", ticket.agent)));
+        }
         m.insert(
             "channel".into(),
             json!(CHANNELS[self.rng.random_range(0..CHANNELS.len())]),
@@ -198,17 +221,28 @@ impl EventSource {
 
     fn ticket(&mut self, now_ms: i64) -> Generated {
         let r: f64 = self.rng.random();
-        let (kind, ticket) = if self.open_tickets.len() < 20 || r < 0.45 {
+        // Of the ticket events: about a third openings, a quarter replies (most by agents,
+        // most public), a third resolutions, a tenth reopenings.
+        let (kind, ticket) = if self.open_tickets.len() < 20 || r < 0.35 {
             let ticket = OpenTicket {
                 id: self.id(),
                 customer: self.customer(),
                 opened_ms: now_ms,
                 reopens: 0,
+                priority: self.priority(),
+                agent: self.rng.random_range(1..=AGENTS),
             };
             if self.open_tickets.len() < 10_000 {
                 self.open_tickets.push(ticket.clone());
             }
             ("ticket.opened", ticket)
+        } else if r < 0.6 {
+            let index = self.rng.random_range(0..self.open_tickets.len());
+            // Now and then a reply escalates the ticket.
+            if self.rng.random_bool(0.05) {
+                self.open_tickets[index].priority = "urgent";
+            }
+            ("ticket.replied", self.open_tickets[index].clone())
         } else if r < 0.9 {
             let index = self.rng.random_range(0..self.open_tickets.len());
             ("ticket.resolved", self.open_tickets.swap_remove(index))
@@ -219,20 +253,50 @@ impl EventSource {
         };
         let mut m = self.base(kind, ticket.customer, now_ms);
         m.insert("ticket_id".into(), json!(format!("tkt-{}", ticket.id)));
-        if kind == "ticket.resolved" {
-            // Resolution times from minutes to days: the ticket's real age plus a long tail.
-            let extra = self.rng.random_range(5 * 60_000..3 * 86_400_000i64);
-            let opened = ticket.opened_ms.min(now_ms) - extra / (1 + self.rng.random_range(0..20));
-            m.insert("opened_at".into(), json!(rfc3339(opened)));
-            let replies = [0, 1, 1, 1, 2, 2, 3, 4][self.rng.random_range(0..8)];
-            m.insert("agent_replies".into(), json!(replies));
-            m.insert("reopens".into(), json!(ticket.reopens));
+        match kind {
+            "ticket.opened" | "ticket.reopened" => {
+                m.insert("priority".into(), json!(ticket.priority));
+            }
+            "ticket.replied" => {
+                if self.rng.random_bool(0.85) {
+                    m.insert("author".into(), json!("agent"));
+                    m.insert("agent_id".into(), json!(format!("agent-{}", ticket.agent)));
+                    // Internal notes are replies that the customer does not see.
+                    m.insert("public".into(), json!(self.rng.random_bool(0.9)));
+                } else {
+                    m.insert("author".into(), json!("customer"));
+                }
+                m.insert("priority".into(), json!(ticket.priority));
+            }
+            _ => {
+                // Resolution times from minutes to days: the ticket's real age plus a long
+                // tail.
+                let extra = self.rng.random_range(5 * 60_000..3 * 86_400_000i64);
+                let opened =
+                    ticket.opened_ms.min(now_ms) - extra / (1 + self.rng.random_range(0..20));
+                m.insert("opened_at".into(), json!(rfc3339(opened)));
+                let replies = [0, 1, 1, 1, 2, 2, 3, 4][self.rng.random_range(0..8)];
+                m.insert("agent_replies".into(), json!(replies));
+                m.insert("reopens".into(), json!(ticket.reopens));
+                m.insert("agent_id".into(), json!(format!("agent-{}", ticket.agent)));
+            }
         }
         Generated {
             family: Family::Tickets,
             key: format!("tkt-{}", ticket.id),
             payload: Value::Object(m).to_string().into_bytes(),
         }
+    }
+
+    fn priority(&mut self) -> &'static str {
+        let mut r: f64 = self.rng.random();
+        for (name, share) in PRIORITIES {
+            if r < share {
+                return name;
+            }
+            r -= share;
+        }
+        "normal"
     }
 
     fn billing(&mut self, now_ms: i64) -> Generated {
@@ -534,6 +598,72 @@ mod tests {
         assert!((9400..10_600).contains(&per_family[0]), "{per_family:?}");
         assert!((7400..8600).contains(&per_family[1]), "{per_family:?}");
         assert!((1600..2400).contains(&per_family[2]), "{per_family:?}");
+    }
+
+    /// The output objects of every KPI at `NOW` after `messages`, by key.
+    fn outputs_after(
+        config: &Config,
+        messages: &[(Family, Vec<u8>)],
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut aggregates = Aggregates::new(config.state_settings().unwrap());
+        for (family, payload) in messages {
+            let event = parse(payload, *family, NOW, &LIMITS).unwrap();
+            aggregates
+                .record(PartitionId::new(*family, 0), &event, NOW)
+                .unwrap();
+        }
+        aggregates
+            .snapshot(NOW)
+            .iter()
+            .map(|r| (r.key(), r.to_json(NOW, "USD").to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn replies_priorities_and_agents_change_no_other_kpi() {
+        let config = config(0.0);
+        let mut source = EventSource::new(&config);
+        // One event a second, up to now.
+        let generated: Vec<Generated> = (0..20_000)
+            .map(|n| source.next_event(NOW - (20_000 - n) * 1000))
+            .collect();
+        let full: Vec<(Family, Vec<u8>)> = generated
+            .iter()
+            .map(|g| (g.family, g.payload.clone()))
+            .collect();
+        // The same opened, reopened and resolved tickets, answers and billing events,
+        // without replies, priorities, agents and the tickets answers are about.
+        let bare: Vec<(Family, Vec<u8>)> = generated
+            .iter()
+            .filter_map(|g| {
+                let mut value: Value = serde_json::from_slice(&g.payload).unwrap();
+                let object = value.as_object_mut().unwrap();
+                if object["type"] == "ticket.replied" {
+                    return None;
+                }
+                for field in ["priority", "agent_id", "ticket_id"] {
+                    if field != "ticket_id" || object["type"] == "survey.responded" {
+                        object.remove(field);
+                    }
+                }
+                Some((g.family, serde_json::to_vec(&value).unwrap()))
+            })
+            .collect();
+        assert!(bare.len() < full.len() - 1000, "replies are generated");
+        let mut with = outputs_after(&config, &full);
+        let without = outputs_after(&config, &bare);
+        // First replies need replies; everything else is what it was.
+        let replies = with
+            .remove("first_reply_time/30d")
+            .expect("first replies are generated");
+        assert!(!replies.contains("\"samples\":0"), "{replies}");
+        with.retain(|key, _| !key.starts_with("first_reply_time/"));
+        let without: std::collections::BTreeMap<_, _> = without
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with("first_reply_time/"))
+            .collect();
+        assert!(with.len() > 100, "{} records", with.len());
+        assert_eq!(with, without);
     }
 
     #[test]

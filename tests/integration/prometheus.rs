@@ -201,23 +201,6 @@ async fn a_scrape_with_every_series_passes_promtool_check_metrics() {
     let topics = Topics::create("promtool").await;
     // Every event type, every billing lifecycle step and 2% malformed messages.
     assert!(wait(generate(&topics, 20_000, 0, 11)).await.success());
-    // The generator writes no replies: one ticket answered, for the first-reply-time series.
-    let producer = producer();
-    let now = now_ms();
-    for (id, kind, at) in [
-        ("frt-1", "ticket.opened", now - 10 * 60_000),
-        ("frt-2", "ticket.replied", now - 60_000),
-    ] {
-        let event = json!({"event_id": id, "type": kind, "occurred_at": rfc3339(at),
-            "customer_id": "c-frt", "ticket_id": "t-frt", "author": "agent"});
-        produce(
-            &producer,
-            &topics.tickets,
-            Some("t-frt"),
-            event.to_string().as_bytes(),
-        )
-        .await;
-    }
     let service = Service::start(&topics.env());
     service.wait_ready().await;
     // Every KPI component (the percentiles need resolutions), the consumer lag and the
