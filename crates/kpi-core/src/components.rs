@@ -20,7 +20,7 @@ use crate::event::Family;
 use crate::kpi::{self, KpiRecord};
 use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
-use crate::ticket::{Durations, TicketTally};
+use crate::ticket::{Durations, ServiceTally, TicketTally};
 use crate::window::Tally;
 
 /// The tallies of one input partition, each folded over every window at `as_of_ms`.
@@ -361,6 +361,35 @@ fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecor
         &kpi::FIRST_REPLY_TIME,
         &tally.first_reply,
         frame,
+    ));
+    service_records(&tally.service, frame, out);
+}
+
+/// Pushes the SLA breach ratios and the one-touch and reopen rates.
+fn service_records(service: &ServiceTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
+    for (def, sla) in [
+        (&kpi::FIRST_REPLY_SLA_BREACH, &service.first_reply_sla),
+        (&kpi::RESOLUTION_SLA_BREACH, &service.resolution_sla),
+    ] {
+        out.push(frame.record(
+            def,
+            sla.breach_ratio(),
+            sla.judged(),
+            counts([sla.achieved, sla.breached]),
+        ));
+    }
+    let tracked = service.tracked_resolved;
+    out.push(frame.record(
+        &kpi::ONE_TOUCH,
+        service.one_touch_ratio(),
+        tracked,
+        counts([service.one_touch, tracked]),
+    ));
+    out.push(frame.record(
+        &kpi::REOPEN,
+        service.reopen_ratio(),
+        tracked,
+        counts([service.reopened_resolved, tracked]),
     ));
 }
 

@@ -276,6 +276,78 @@ pub const FIRST_REPLY_TIME: KpiDef = kpi(
     ),
 );
 
+// Service levels, one-touch and reopen rates (crate::sla, crate::ticket::ServiceTally).
+
+pub const FIRST_REPLY_SLA_BREACH: KpiDef = kpi(
+    "first_reply_sla_breach",
+    "kpi_first_reply_sla_breach_ratio",
+    "Share of the first replies in the window later than their priority's first-reply target: breached / (achieved + breached)",
+    &[
+        component(
+            "achieved",
+            "kpi_first_reply_sla_achieved",
+            "First replies in the window within their priority's first-reply target",
+        ),
+        component(
+            "breached",
+            "kpi_first_reply_sla_breached",
+            "First replies in the window later than their priority's first-reply target",
+        ),
+    ],
+);
+
+pub const RESOLUTION_SLA_BREACH: KpiDef = kpi(
+    "resolution_sla_breach",
+    "kpi_resolution_sla_breach_ratio",
+    "Share of the resolutions in the window later than their priority's resolution target: breached / (achieved + breached)",
+    &[
+        component(
+            "achieved",
+            "kpi_resolution_sla_achieved",
+            "Resolutions in the window within their priority's resolution target",
+        ),
+        component(
+            "breached",
+            "kpi_resolution_sla_breached",
+            "Resolutions in the window later than their priority's resolution target",
+        ),
+    ],
+);
+
+const TRACKED_RESOLUTIONS: ComponentDef = component(
+    "tracked",
+    "kpi_tracked_resolutions",
+    "Resolutions in the window of tickets held in the open tickets (their opening or reopening seen)",
+);
+
+pub const ONE_TOUCH: KpiDef = kpi(
+    "one_touch",
+    "kpi_one_touch_ratio",
+    "One-touch rate in the window: resolutions with exactly one public agent reply and no reopen / tracked resolutions",
+    &[
+        component(
+            "one_touch",
+            "kpi_one_touch_resolutions",
+            "Resolutions in the window with exactly one public agent reply and no reopen",
+        ),
+        TRACKED_RESOLUTIONS,
+    ],
+);
+
+pub const REOPEN: KpiDef = kpi(
+    "reopen",
+    "kpi_reopen_ratio",
+    "Reopen rate in the window: resolutions of tickets reopened at least once / tracked resolutions",
+    &[
+        component(
+            "reopened",
+            "kpi_reopened_resolutions",
+            "Resolutions in the window of tickets reopened at least once",
+        ),
+        TRACKED_RESOLUTIONS,
+    ],
+);
+
 const MOVEMENT_HELP: &str =
     "MRR movement in the window by kind, base-currency major units (absolute amounts)";
 
@@ -437,7 +509,7 @@ pub const CLV: KpiDef = money(kpi(
 ));
 
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 25] = [
+pub const KPIS: [&KpiDef; 29] = [
     &NPS,
     &CSAT,
     &CES,
@@ -448,6 +520,10 @@ pub const KPIS: [&KpiDef; 25] = [
     &FCR,
     &RESOLUTION_TIME,
     &FIRST_REPLY_TIME,
+    &FIRST_REPLY_SLA_BREACH,
+    &RESOLUTION_SLA_BREACH,
+    &ONE_TOUCH,
+    &REOPEN,
     &MRR_NEW,
     &MRR_REACTIVATION,
     &MRR_EXPANSION,

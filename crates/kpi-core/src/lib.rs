@@ -9,7 +9,9 @@
 //! - [`calendar`]: calendar periods (day, week, month, quarter, year) in the company's time
 //!   zone: their windows, local day and month buckets and DST-correct boundaries.
 //! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
-//! - [`ticket`]: ticket counts, first-contact resolution, resolution and first reply time.
+//! - [`ticket`]: ticket counts, first-contact resolution, resolution and first reply time,
+//!   one-touch and reopen rates.
+//! - [`sla`]: SLA targets per priority and the achieved and breached counts.
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
 //! - [`open_tickets`]: each partition's open tickets, and the first reply of each.
 //! - [`dimension`]: dimension values interned under a cap.
@@ -38,6 +40,7 @@ pub mod open_tickets;
 pub mod partition;
 pub mod period_components;
 pub mod policy;
+pub mod sla;
 pub mod survey;
 pub mod ticket;
 pub mod window;

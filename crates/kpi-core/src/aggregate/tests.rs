@@ -10,12 +10,12 @@ use crate::billing;
 use crate::event::{Author, Survey};
 use crate::kpi;
 
-const MINUTE: i64 = 60_000;
-const HOUR: i64 = 60 * MINUTE;
-const DAY: i64 = 24 * HOUR;
-const T0: i64 = 20_000 * HOUR;
+pub(super) const MINUTE: i64 = 60_000;
+pub(super) const HOUR: i64 = 60 * MINUTE;
+pub(super) const DAY: i64 = 24 * HOUR;
+pub(super) const T0: i64 = 20_000 * HOUR;
 
-fn specs() -> Vec<WindowSpec> {
+pub(super) fn specs() -> Vec<WindowSpec> {
     vec![
         WindowSpec::new("1h", Duration::from_secs(3600), Duration::from_secs(60)),
         WindowSpec::new(
@@ -26,10 +26,14 @@ fn specs() -> Vec<WindowSpec> {
     ]
 }
 
-fn aggregates(cap: usize) -> Aggregates {
+pub(super) fn aggregates(cap: usize) -> Aggregates {
+    Aggregates::new(settings(cap))
+}
+
+pub(super) fn settings(cap: usize) -> StateSettings {
     let mut rates = std::collections::BTreeMap::new();
     rates.insert("EUR".to_owned(), 1.5);
-    Aggregates::new(StateSettings {
+    StateSettings {
         windows: specs(),
         lead_ms: 5 * MINUTE,
         dimensions: Dimensions::new(&["segment".to_owned()], cap),
@@ -38,7 +42,8 @@ fn aggregates(cap: usize) -> Aggregates {
         dedup_horizon_ms: 0,
         calendar: None,
         max_open_age_ms: 90 * DAY,
-    })
+        sla: SlaTargets::default(),
+    }
 }
 
 fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Event<'_> {
@@ -52,7 +57,7 @@ fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Ev
     }
 }
 
-fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
+pub(super) fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
     records
         .iter()
         .find(|r| r.key() == key)
@@ -128,7 +133,7 @@ fn events_older_than_the_largest_window_are_late() {
     assert_eq!(find(&records, "csat/1h").samples, 0);
 }
 
-fn ticket_event(at: i64, payload: Payload<'static>) -> Event<'static> {
+pub(super) fn ticket_event(at: i64, payload: Payload<'static>) -> Event<'static> {
     Event {
         event_id: Cow::Borrowed("t"),
         occurred_at_ms: at,
@@ -935,6 +940,7 @@ fn tickets_replay_far_enough_for_every_open_ticket() {
         dedup_horizon_ms: 0,
         calendar: None,
         max_open_age_ms,
+        sla: SlaTargets::default(),
     };
     let rolling = DAY + 1_440_000 + 5 * MINUTE;
     let long = settings(90 * DAY);
