@@ -14,6 +14,7 @@ use std::collections::HashMap;
 /// and bounded (partitions, interned dimension values), so a fast hash is safe here.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+use crate::backlog::Backlog;
 use crate::billing::{BillingLedger, BillingTally, Current, Rates};
 use crate::calendar::{Calendar, CalendarWindowSpec, PeriodKind, PeriodWindow};
 use crate::components::{
@@ -1060,6 +1061,7 @@ impl Aggregates {
             return PartitionComponents {
                 windows,
                 series: Vec::new(),
+                backlog: None,
             };
         };
         let mut current: HashMap<SeriesKey, Current> = HashMap::new();
@@ -1094,7 +1096,18 @@ impl Aggregates {
                 tallies,
             })
             .collect();
-        PartitionComponents { windows, series }
+        let backlog = (partition.family == Family::Tickets).then(|| {
+            let mut backlog = Backlog::default();
+            for ticket in state.open_tickets.iter() {
+                backlog.count(ticket, &self.sla, now_ms);
+            }
+            backlog
+        });
+        PartitionComponents {
+            windows,
+            series,
+            backlog,
+        }
     }
 
     /// The dimension name and value of a series; `None` for the overall one.

@@ -12,6 +12,7 @@
 //! - [`ticket`]: ticket counts, first-contact resolution, resolution and first reply time,
 //!   one-touch and reopen rates.
 //! - [`sla`]: SLA targets per priority and the achieved and breached counts.
+//! - [`backlog`]: the open tickets now, by priority and age, at risk and breached.
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
 //! - [`open_tickets`]: each partition's open tickets, and the first reply of each.
 //! - [`dimension`]: dimension values interned under a cap.
@@ -28,6 +29,7 @@
 //!   safe commit offset, the publisher, full snapshots and changed values.
 
 pub mod aggregate;
+pub mod backlog;
 pub mod billing;
 pub mod calendar;
 pub mod components;

@@ -131,6 +131,13 @@ impl<S: Copy> OpenTickets<S> {
             .filter(|t| !self.expired(t.opened_at_ms))
     }
 
+    /// The open tickets, those past the maximum age left out.
+    pub fn iter(&self) -> impl Iterator<Item = &OpenTicket> {
+        self.tickets
+            .values()
+            .filter(|t| !self.expired(t.opened_at_ms))
+    }
+
     /// Open tickets held, those past the maximum age and not swept yet included.
     pub fn len(&self) -> usize {
         self.tickets.len()

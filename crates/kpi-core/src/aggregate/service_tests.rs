@@ -76,8 +76,11 @@ fn resolved(
     )
 }
 
+/// A record's value and components.
+type Values = (Option<f64>, Vec<Option<f64>>);
+
 /// The value and components of `kpi` in `window`.
-fn values(records: &[KpiRecord], kpi: &str, window: &str) -> (Option<f64>, Vec<Option<f64>>) {
+fn values(records: &[KpiRecord], kpi: &str, window: &str) -> Values {
     let r = find(records, &format!("{kpi}/{window}"));
     (r.value, r.components.clone())
 }
@@ -194,6 +197,78 @@ fn configured_targets_decide_the_breach() {
     assert_eq!(v("resolution_sla_breach"), [Some(1.0), Some(1.0)]);
 }
 
+/// The backlog's records at `now`: (open, components), at risk, breached.
+fn backlog(agg: &Aggregates, now: i64) -> (Values, f64, f64) {
+    let records = agg.snapshot(now);
+    let count = |key| find(&records, key).value.unwrap();
+    (
+        values(&records, "backlog", "current"),
+        count("sla_at_risk/current"),
+        count("sla_breached_open/current"),
+    )
+}
+
+fn counts<const N: usize>(values: [u32; N]) -> Vec<Option<f64>> {
+    values.iter().map(|&v| Some(f64::from(v))).collect()
+}
+
+#[test]
+fn the_backlog_counts_open_tickets_at_the_snapshot_over_every_partition() {
+    use Priority::{High, Low, Normal, Urgent};
+    let mut agg = aggregates(10);
+    let other = PartitionId::new(Family::Tickets, 1);
+    let events = [
+        // h: urgent, waiting 30 minutes for its first reply (1h): at risk.
+        (P, opened(T0 - 30 * MINUTE, "h", Some(Urgent))),
+        // i: urgent, replied: only its 8h resolution clock runs.
+        (P, opened(T0 - 2 * HOUR, "i", Some(Urgent))),
+        (P, agent(T0 - 110 * MINUTE, "i")),
+        // j: no priority, waiting 9h for a reply (normal: 8h): breached.
+        (P, opened(T0 - 9 * HOUR, "j", None)),
+        // n: resolved, not in the backlog.
+        (P, opened(T0 - 3 * HOUR, "n", Some(Urgent))),
+        (P, resolved(T0 - HOUR, "n", T0 - 3 * HOUR, None)),
+        // o: a reopen of a ticket not held opens it at the reopen, its reply settled.
+        (P, reopened(T0 - 10 * MINUTE, "o", Some(High))),
+        // k: low, 2 days, replied; l: high, 5 days (resolution 1d: breached); m: normal,
+        // 8 days (3d: breached); on another partition.
+        (other, opened(T0 - 2 * DAY, "k", Some(Low))),
+        (other, agent(T0 - 2 * DAY + HOUR, "k")),
+        (other, opened(T0 - 5 * DAY, "l", Some(High))),
+        (other, opened(T0 - 8 * DAY, "m", Some(Normal))),
+        (other, agent(T0 - 8 * DAY + HOUR, "m")),
+    ];
+    for (p, e) in &events {
+        agg.record(*p, e, T0).unwrap();
+    }
+    // By priority (low, normal, high, urgent, none), then by age band.
+    assert_eq!(
+        backlog(&agg, T0),
+        (
+            (Some(7.0), counts([1, 1, 2, 2, 1, 2, 1, 1, 1, 1, 1])),
+            1.0,
+            3.0
+        )
+    );
+    // An hour later, h has breached and o has aged into 1h_8h, with no new event.
+    assert_eq!(
+        backlog(&agg, T0 + HOUR),
+        (
+            (Some(7.0), counts([1, 1, 2, 2, 1, 0, 3, 1, 1, 1, 1])),
+            0.0,
+            4.0
+        )
+    );
+    // Only the overall series has a backlog.
+    let records = agg.snapshot(T0);
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.def.kpi == "backlog")
+            .all(|r| r.dimension.is_none())
+    );
+}
+
 /// A ticket's open spell as the recomputation keeps it.
 #[derive(Debug, Clone, Copy)]
 struct Spell {
@@ -236,7 +311,8 @@ struct ServiceStep {
     swap: bool,
 }
 
-fn recompute(steps: &[ServiceStep]) -> Decisions {
+/// The decisions, and the spells open at the end.
+fn recompute(steps: &[ServiceStep]) -> (Decisions, Vec<Spell>) {
     let mut tickets: HashMap<usize, Recomputed> = HashMap::new();
     let mut decisions = Decisions::default();
     let mut newest = i64::MIN;
@@ -307,7 +383,8 @@ fn recompute(steps: &[ServiceStep]) -> Decisions {
             }
         }
     }
-    decisions
+    let open = tickets.values().filter_map(|t| t.open).collect();
+    (decisions, open)
 }
 
 fn service_steps() -> impl Strategy<Value = Vec<ServiceStep>> {
@@ -377,7 +454,7 @@ proptest! {
             };
             prop_assert_eq!(agg.record(P, &event, T0), Ok(Outcome::Counted));
         }
-        let decisions = recompute(&steps);
+        let (decisions, open) = recompute(&steps);
         let targets = SlaTargets::default();
         let records = agg.snapshot(T0);
         for spec in specs() {
@@ -418,6 +495,53 @@ proptest! {
             prop_assert_eq!(
                 values(&records, "reopen", &spec.name),
                 ((n > 0.0).then(|| reopened / n), vec![Some(reopened), Some(n)])
+            );
+        }
+        // The backlog at T0 and a day later, from the spells still open.
+        for now in [T0, T0 + DAY] {
+            let mut by_priority = [0u32; 5];
+            let mut by_age = [0u32; 6];
+            let (mut at_risk, mut breached) = (0.0, 0.0);
+            for spell in &open {
+                let age = now - spell.opened_at;
+                let p = match spell.priority {
+                    Some(Priority::Low) => 0,
+                    Some(Priority::Normal) => 1,
+                    Some(Priority::High) => 2,
+                    Some(Priority::Urgent) => 3,
+                    None => 4,
+                };
+                by_priority[p] += 1;
+                let band = if age < HOUR {
+                    0
+                } else if age < 8 * HOUR {
+                    1
+                } else if age < DAY {
+                    2
+                } else if age < 3 * DAY {
+                    3
+                } else if age < 7 * DAY {
+                    4
+                } else {
+                    5
+                };
+                by_age[band] += 1;
+                let target = targets.of(spell.priority);
+                let mut deadlines = vec![target.resolution_ms as i64];
+                if spell.awaited {
+                    deadlines.push(target.first_reply_ms as i64);
+                }
+                if deadlines.iter().any(|&d| age > d) {
+                    breached += 1.0;
+                } else if deadlines.iter().any(|&d| age + HOUR > d) {
+                    at_risk += 1.0;
+                }
+            }
+            let mut components = counts(by_priority);
+            components.extend(counts(by_age));
+            prop_assert_eq!(
+                backlog(&agg, now),
+                ((Some(open.len() as f64), components), at_risk, breached)
             );
         }
     }

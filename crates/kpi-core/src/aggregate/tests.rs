@@ -67,13 +67,16 @@ pub(super) fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
 #[test]
 fn empty_state_publishes_null_values_for_the_overall_series() {
     let records = aggregates(10).snapshot(T0);
-    // Every windowed KPI per window, and the four current values once.
+    // Every windowed KPI per window, and the seven current values once (four of billing,
+    // three of the backlog).
     let current = records.iter().filter(|r| r.window == kpi::CURRENT).count();
-    assert_eq!(current, 4);
+    assert_eq!(current, 7);
     assert_eq!(records.len(), 2 * (kpi::KPIS.len() - current) + current);
     for r in &records {
-        // Counts are 0 in an empty window; ratios and means have no value.
-        let expected = r.def.components.is_empty().then_some(0.0);
+        // Counts are 0 in an empty window (the backlog a count with its breakdown as
+        // components); ratios and means have no value.
+        let count = r.def.components.is_empty() || r.def.kpi == kpi::BACKLOG.kpi;
+        let expected = count.then_some(0.0);
         assert_eq!(r.value, expected, "{}", r.key());
         assert_eq!(r.samples, 0);
         assert!(
