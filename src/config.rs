@@ -90,9 +90,9 @@ const SERIES_SLOT_BYTES: usize = size_of::<SurveyTally>()
     + 3 * size_of::<i64>();
 
 /// Series times windows per input partition. A ticket partition's components message holds
-/// about 2.8 KB per series and window with both duration sketches full (docs/scaling.md): at
-/// this cap about 11.5 MB, within the 16 MiB that the components producer and topic accept
-/// in one message.
+/// about 3 KB per series and window with both duration sketches full and the service-level
+/// counts (docs/scaling.md): at this cap about 12.3 MB, within the 16 MiB that the
+/// components producer and topic accept in one message.
 const MAX_SERIES_WINDOWS: usize = 4_096;
 
 /// The defaults of the brokers' `group.min.session.timeout.ms` and
@@ -1034,7 +1034,7 @@ impl Config {
             format!(
                 "{series} series per partition (overall, and {} values and \"other\" for \
                  each of {:?}) in {} windows make {total}; at most {MAX_SERIES_WINDOWS} fit \
-                 a partition's components in one message of the components topic (about 2.8 \
+                 a partition's components in one message of the components topic (about 3 \
                  KB per series and window for tickets, 16 MiB a message); the windows are \
                  windows.spans and two per calendar.periods",
                 dimensions.max_values, dimensions.names, windows
