@@ -209,6 +209,26 @@ async fn produce_tickets(producer: &FutureProducer, topics: &Topics, events: &[V
     }
 }
 
+/// SIGKILLs `service` once every offset is committed, produces `after`, and starts it
+/// again, ready.
+async fn kill_and_restart_after(
+    mut service: Service,
+    producer: &FutureProducer,
+    topics: &Topics,
+    after: &[Value],
+) -> Service {
+    let inputs = topics.inputs();
+    eventually("committed offsets", Duration::from_secs(30), async || {
+        committed_to_end(&topics.group, &inputs).then_some(())
+    })
+    .await;
+    service.kill();
+    produce_tickets(producer, topics, after).await;
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    service
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_reply_time_end_to_end_and_after_sigkill() {
     let topics = Topics::create("tickets").await;
@@ -216,7 +236,7 @@ async fn first_reply_time_end_to_end_and_after_sigkill() {
     let now = now_ms();
     let events = events(now);
     produce_tickets(&producer, &topics, &events).await;
-    let mut service = Service::start(&topics.env());
+    let service = Service::start(&topics.env());
     service.wait_ready().await;
     let metrics = service.metrics().await;
     check_values(&metrics);
@@ -243,15 +263,8 @@ async fn first_reply_time_end_to_end_and_after_sigkill() {
     check_output(&output);
 
     // SIGKILL once every offset is committed: the replay rebuilds the open tickets and the
-    // same first replies.
-    let inputs = topics.inputs();
-    eventually("committed offsets", Duration::from_secs(30), async || {
-        committed_to_end(&topics.group, &inputs).then_some(())
-    })
-    .await;
-    service.kill();
-    // A reply to t-e after the restart is its first (20 min: 1,200 s), so the open ticket
-    // was rebuilt; one to t-a is not.
+    // same first replies. A reply to t-e after the restart is its first (20 min: 1,200 s),
+    // so the open ticket was rebuilt; one to t-a is not.
     let after = [
         ticket(
             "e2",
@@ -268,9 +281,7 @@ async fn first_reply_time_end_to_end_and_after_sigkill() {
             json!({"author": "agent"}),
         ),
     ];
-    produce_tickets(&producer, &topics, &after).await;
-    let mut service = Service::start(&topics.env());
-    service.wait_ready().await;
+    let mut service = kill_and_restart_after(service, &producer, &topics, &after).await;
     let metrics = service.metrics().await;
     let g = |name: &str, window: &str| metrics.get(name, &[("window", window), ("segment", "")]);
     assert_eq!(g("kpi_first_reply_time_replies", "1h"), Some(1.0));
@@ -363,15 +374,24 @@ fn service_events(now: i64) -> Vec<Value> {
     ]
 }
 
-/// (achieved, breached) of an SLA and (one-touch, reopened, tracked) resolutions in a
-/// window, and the ratios recomputed from them.
-struct Window {
-    first_reply: (f64, f64),
-    resolution: (f64, f64),
-    tracked: (f64, f64, f64),
+/// In a window: (achieved, breached) first replies, the same of resolutions, and
+/// (one-touch, reopened, tracked) resolutions.
+type Window = ((f64, f64), (f64, f64), (f64, f64, f64));
+
+/// The backlog: open tickets by priority (low, normal, high, urgent, none) and by age band
+/// (`lt_1h` to `gt_7d`), and (at risk, breached).
+type Backlog = ([f64; 5], [f64; 6], (f64, f64));
+
+/// The windows `24h` then `1h`, with their ratios recomputed from the counts, and the
+/// backlog.
+fn check_service_levels(metrics: &Metrics, windows: [Window; 2], backlog: Backlog) {
+    for (window, expected) in ["24h", "1h"].into_iter().zip(windows) {
+        check_window(metrics, window, expected);
+    }
+    check_backlog(metrics, backlog);
 }
 
-fn check_window(metrics: &Metrics, window: &str, expected: &Window) {
+fn check_window(metrics: &Metrics, window: &str, (first_reply, resolution, tracked): Window) {
     let g = |name: &str| metrics.get(name, &[("window", window), ("segment", "")]);
     let pair = |prefix: &str| {
         (
@@ -379,12 +399,10 @@ fn check_window(metrics: &Metrics, window: &str, expected: &Window) {
             g(&format!("kpi_{prefix}_sla_breached")).unwrap(),
         )
     };
-    assert_eq!(pair("first_reply"), expected.first_reply, "{window}");
-    assert_eq!(pair("resolution"), expected.resolution, "{window}");
-    for (prefix, (achieved, breached)) in [
-        ("first_reply", expected.first_reply),
-        ("resolution", expected.resolution),
-    ] {
+    assert_eq!(pair("first_reply"), first_reply, "{window}");
+    assert_eq!(pair("resolution"), resolution, "{window}");
+    for (prefix, (achieved, breached)) in [("first_reply", first_reply), ("resolution", resolution)]
+    {
         let ratio = (achieved + breached > 0.0).then(|| breached / (achieved + breached));
         assert_eq!(
             g(&format!("kpi_{prefix}_sla_breach_ratio")),
@@ -392,7 +410,7 @@ fn check_window(metrics: &Metrics, window: &str, expected: &Window) {
             "{window}"
         );
     }
-    let (one_touch, reopened, tracked) = expected.tracked;
+    let (one_touch, reopened, tracked) = tracked;
     assert_eq!(
         (
             g("kpi_one_touch_resolutions"),
@@ -406,9 +424,7 @@ fn check_window(metrics: &Metrics, window: &str, expected: &Window) {
     assert_eq!(g("kpi_reopen_ratio"), Some(reopened / tracked));
 }
 
-/// The backlog: open tickets by priority (low, normal, high, urgent, none) and by age band
-/// (`lt_1h` to `gt_7d`), at risk and breached.
-fn check_backlog(metrics: &Metrics, by_priority: [f64; 5], by_age: [f64; 6], risk: (f64, f64)) {
+fn check_backlog(metrics: &Metrics, (by_priority, by_age, risk): Backlog) {
     let current = |name: &str, label: Option<(&str, &str)>| {
         let mut labels = vec![("window", "current"), ("segment", "")];
         labels.extend(label);
@@ -449,33 +465,21 @@ async fn service_levels_and_backlog_end_to_end_and_after_sigkill() {
     let now = now_ms();
     let events = service_events(now);
     produce_tickets(&producer, &topics, &events).await;
-    let mut service = Service::start(&topics.env());
+    let service = Service::start(&topics.env());
     service.wait_ready().await;
     let metrics = service.metrics().await;
     assert_eq!(metrics.sum("kpi_events_rejected_total", &[]), 0.0);
-    check_window(
+    check_service_levels(
         &metrics,
-        "24h",
-        &Window {
-            first_reply: (3.0, 1.0),
-            resolution: (1.0, 3.0),
-            tracked: (2.0, 1.0, 4.0),
-        },
-    );
-    check_window(
-        &metrics,
-        "1h",
-        &Window {
-            first_reply: (0.0, 0.0),
-            resolution: (0.0, 2.0),
-            tracked: (1.0, 1.0, 2.0),
-        },
-    );
-    check_backlog(
-        &metrics,
-        [1.0, 1.0, 1.0, 1.0, 1.0],
-        [1.0, 1.0, 1.0, 1.0, 0.0, 1.0],
-        (1.0, 2.0),
+        [
+            ((3.0, 1.0), (1.0, 3.0), (2.0, 1.0, 4.0)),
+            ((0.0, 0.0), (0.0, 2.0), (1.0, 1.0, 2.0)),
+        ],
+        (
+            [1.0, 1.0, 1.0, 1.0, 1.0],
+            [1.0, 1.0, 1.0, 1.0, 0.0, 1.0],
+            (1.0, 2.0),
+        ),
     );
     let (status, kpis) = service.get("/kpis").await.unwrap();
     assert_eq!(status, 200);
@@ -511,44 +515,24 @@ async fn service_levels_and_backlog_end_to_end_and_after_sigkill() {
     // open tickets: s-j's reply now is its first (9h: breached, its clock stops), s-h
     // resolved now is judged urgent (achieved, no reply), s-k resolved now has its reply
     // from before the kill (one-touch).
-    let inputs = topics.inputs();
-    eventually("committed offsets", Duration::from_secs(30), async || {
-        committed_to_end(&topics.group, &inputs).then_some(())
-    })
-    .await;
-    service.kill();
     let after = [
         agent_reply("j2", "s-j", now),
         resolved("h2", "s-h", now, now - 30 * MINUTE),
         resolved("k3", "s-k", now, now - 2 * DAY),
     ];
-    produce_tickets(&producer, &topics, &after).await;
-    let mut service = Service::start(&topics.env());
-    service.wait_ready().await;
+    let mut service = kill_and_restart_after(service, &producer, &topics, &after).await;
     let metrics = service.metrics().await;
-    check_window(
+    check_service_levels(
         &metrics,
-        "24h",
-        &Window {
-            first_reply: (3.0, 2.0),
-            resolution: (3.0, 3.0),
-            tracked: (3.0, 1.0, 6.0),
-        },
-    );
-    check_window(
-        &metrics,
-        "1h",
-        &Window {
-            first_reply: (0.0, 1.0),
-            resolution: (2.0, 2.0),
-            tracked: (2.0, 1.0, 4.0),
-        },
-    );
-    check_backlog(
-        &metrics,
-        [0.0, 1.0, 1.0, 0.0, 1.0],
-        [0.0, 1.0, 1.0, 0.0, 0.0, 1.0],
-        (0.0, 1.0),
+        [
+            ((3.0, 2.0), (3.0, 3.0), (3.0, 1.0, 6.0)),
+            ((0.0, 1.0), (2.0, 2.0), (2.0, 1.0, 4.0)),
+        ],
+        (
+            [0.0, 1.0, 1.0, 0.0, 1.0],
+            [0.0, 1.0, 1.0, 0.0, 0.0, 1.0],
+            (0.0, 1.0),
+        ),
     );
     let (status, _) = service.terminate();
     assert!(status.success(), "{status:?}");
