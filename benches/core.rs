@@ -1,12 +1,14 @@
 //! Micro-benchmarks of the per-event core path (bytes in, state updated) for each event
-//! family, and of publishing 10,000 series as Prometheus text and as output-topic JSON.
+//! family, of publishing 10,000 series as Prometheus text and as output-topic JSON, and of
+//! counting a partition's open tickets into the backlog at a snapshot.
 //! Run with `cargo bench --bench core` (scripts/bench.sh runs them too).
 
+use std::borrow::Cow;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use kpi_core::aggregate::Aggregates;
-use kpi_core::event::{Family, parse};
+use kpi_core::event::{Event, Family, Payload, Priority, parse};
 use kpi_core::partition::PartitionId;
 use kpi_stream::config::Config;
 use kpi_stream::generate::EventSource;
@@ -115,5 +117,39 @@ fn publish(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_event, publish);
+/// Open tickets on one partition for the backlog benchmark.
+const OPEN_TICKETS: usize = 100_000;
+
+/// A tickets partition's components with [`OPEN_TICKETS`] open tickets, opened over the last
+/// ten days: the backlog walks each once.
+fn backlog(c: &mut Criterion) {
+    let config = Config::default();
+    let mut state = aggregates(&config);
+    let partition = PartitionId::new(Family::Tickets, 0);
+    let step_ms = 10 * 86_400_000 / OPEN_TICKETS as i64;
+    for i in 0..OPEN_TICKETS {
+        let id = format!("t{i}");
+        let at = NOW - 10 * 86_400_000 + i as i64 * step_ms;
+        let event = Event {
+            event_id: Cow::Borrowed(&id),
+            occurred_at_ms: at,
+            customer_id: Cow::Borrowed("c"),
+            dimensions: [None, None, None],
+            payload: Payload::TicketOpened {
+                ticket_id: Cow::Borrowed(&id),
+                priority: Some(Priority::ALL[i % Priority::ALL.len()]),
+            },
+            reference_ms: at,
+        };
+        let _ = state.record(partition, &event, NOW);
+    }
+    let mut group = c.benchmark_group("backlog");
+    group.throughput(Throughput::Elements(OPEN_TICKETS as u64));
+    group.bench_function(format!("components_{OPEN_TICKETS}_open_tickets"), |b| {
+        b.iter(|| black_box(state.components(partition, NOW)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, per_event, publish, backlog);
 criterion_main!(benches);

@@ -90,9 +90,9 @@ const SERIES_SLOT_BYTES: usize = size_of::<SurveyTally>()
     + 3 * size_of::<i64>();
 
 /// Series times windows per input partition. A ticket partition's components message holds
-/// about 2.8 KB per series and window with both duration sketches full (docs/scaling.md): at
-/// this cap about 11.5 MB, within the 16 MiB that the components producer and topic accept
-/// in one message.
+/// about 3 KB per series and window with both duration sketches full and the service-level
+/// counts (docs/scaling.md): at this cap about 12.3 MB, within the 16 MiB that the
+/// components producer and topic accept in one message.
 const MAX_SERIES_WINDOWS: usize = 4_096;
 
 /// The defaults of the brokers' `group.min.session.timeout.ms` and
@@ -804,6 +804,7 @@ impl Config {
         let windows = self.window_specs()?;
         let calendar = self.calendar.calendar()?;
         self.sla.max_open_age_ms()?;
+        self.sla.targets()?;
         self.validate_kafka()?;
         if !(MIN_MAX_PAUSE..=MAX_MAX_PAUSE).contains(&self.kafka.max_pause) {
             return Err(invalid("kafka.max_pause", "must be between 1s and 7d"));
@@ -1033,7 +1034,7 @@ impl Config {
             format!(
                 "{series} series per partition (overall, and {} values and \"other\" for \
                  each of {:?}) in {} windows make {total}; at most {MAX_SERIES_WINDOWS} fit \
-                 a partition's components in one message of the components topic (about 2.8 \
+                 a partition's components in one message of the components topic (about 3 \
                  KB per series and window for tickets, 16 MiB a message); the windows are \
                  windows.spans and two per calendar.periods",
                 dimensions.max_values, dimensions.names, windows
@@ -1147,6 +1148,7 @@ impl Config {
             dedup_horizon_ms: self.events.dedup_horizon.as_millis() as i64,
             calendar: self.calendar.calendar()?,
             max_open_age_ms: self.sla.max_open_age_ms()?,
+            sla: self.sla.targets()?,
         })
     }
 
@@ -1269,6 +1271,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use kpi_core::event::Priority;
+    use kpi_core::sla::SlaTargets;
+
     use super::*;
 
     fn load_str(toml: &str) -> Result<Config, ConfigError> {
@@ -1571,6 +1576,16 @@ mod tests {
                 "[sla]\nmax_open_age = \"366d 1ms\"".into(),
                 "sla.max_open_age",
             ),
+            (
+                "[sla]\nurgent = { first_reply = \"1m\" }".into(),
+                "[sla]\nurgent = { first_reply = \"59s\" }".into(),
+                "sla.urgent.first_reply",
+            ),
+            (
+                "[sla]\nlow.resolution = \"366d\"".into(),
+                "[sla]\nlow.resolution = \"366d 1ms\"".into(),
+                "sla.low.resolution",
+            ),
             // Calendar keys.
             (
                 "[calendar]\ngrace = \"31d\"".into(),
@@ -1849,6 +1864,33 @@ mod tests {
             assert!(err.to_string().contains("kafak"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn sla_targets_not_given_keep_their_defaults() {
+        const HOUR_MS: u64 = 3_600_000;
+        let config = load_str(
+            "[sla]\nurgent = { first_reply = \"30m\" }\nlow = { first_reply = \"2d\", \
+             resolution = \"14d\" }",
+        )
+        .unwrap();
+        let targets = config.sla.targets().unwrap();
+        let of = |p| {
+            let t = targets.of(Some(p));
+            (t.first_reply_ms, t.resolution_ms)
+        };
+        assert_eq!(of(Priority::Urgent), (HOUR_MS / 2, 8 * HOUR_MS));
+        assert_eq!(of(Priority::Low), (48 * HOUR_MS, 14 * 24 * HOUR_MS));
+        assert_eq!(of(Priority::High), (4 * HOUR_MS, 24 * HOUR_MS));
+        assert_eq!(targets.of(None), targets.of(Some(Priority::Normal)));
+        assert_eq!(
+            Config::default().sla.targets().unwrap(),
+            SlaTargets::default()
+        );
+        let err = load_str("[sla]\nhigh = { first_reply = \"1h\", reply = \"1h\" }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reply") && err.contains("sla.high"), "{err}");
     }
 
     // figment's own test API returns its large error type.

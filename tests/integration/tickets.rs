@@ -1,7 +1,8 @@
-//! First reply time end to end against the real broker: tickets with customer replies,
-//! private notes, replies before their opening, a reopen and a ticket never replied, checked
-//! against hand-computed values in /metrics, /kpis and on the output topic, then after a
-//! SIGKILL and a restart that rebuilds the open tickets by replay.
+//! Ticket KPIs end to end against the real broker, checked against hand-computed values in
+//! /metrics, /kpis and on the output topic, then after a SIGKILL and a restart that rebuilds
+//! the open tickets by replay: first reply time (customer replies, private notes, replies
+//! before their opening, a reopen, a ticket never replied), SLA breaches, one-touch and
+//! reopen rates, and the backlog.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -208,6 +209,26 @@ async fn produce_tickets(producer: &FutureProducer, topics: &Topics, events: &[V
     }
 }
 
+/// SIGKILLs `service` once every offset is committed, produces `after`, and starts it
+/// again, ready.
+async fn kill_and_restart_after(
+    mut service: Service,
+    producer: &FutureProducer,
+    topics: &Topics,
+    after: &[Value],
+) -> Service {
+    let inputs = topics.inputs();
+    eventually("committed offsets", Duration::from_secs(30), async || {
+        committed_to_end(&topics.group, &inputs).then_some(())
+    })
+    .await;
+    service.kill();
+    produce_tickets(producer, topics, after).await;
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    service
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_reply_time_end_to_end_and_after_sigkill() {
     let topics = Topics::create("tickets").await;
@@ -215,7 +236,7 @@ async fn first_reply_time_end_to_end_and_after_sigkill() {
     let now = now_ms();
     let events = events(now);
     produce_tickets(&producer, &topics, &events).await;
-    let mut service = Service::start(&topics.env());
+    let service = Service::start(&topics.env());
     service.wait_ready().await;
     let metrics = service.metrics().await;
     check_values(&metrics);
@@ -242,15 +263,8 @@ async fn first_reply_time_end_to_end_and_after_sigkill() {
     check_output(&output);
 
     // SIGKILL once every offset is committed: the replay rebuilds the open tickets and the
-    // same first replies.
-    let inputs = topics.inputs();
-    eventually("committed offsets", Duration::from_secs(30), async || {
-        committed_to_end(&topics.group, &inputs).then_some(())
-    })
-    .await;
-    service.kill();
-    // A reply to t-e after the restart is its first (20 min: 1,200 s), so the open ticket
-    // was rebuilt; one to t-a is not.
+    // same first replies. A reply to t-e after the restart is its first (20 min: 1,200 s),
+    // so the open ticket was rebuilt; one to t-a is not.
     let after = [
         ticket(
             "e2",
@@ -267,9 +281,7 @@ async fn first_reply_time_end_to_end_and_after_sigkill() {
             json!({"author": "agent"}),
         ),
     ];
-    produce_tickets(&producer, &topics, &after).await;
-    let mut service = Service::start(&topics.env());
-    service.wait_ready().await;
+    let mut service = kill_and_restart_after(service, &producer, &topics, &after).await;
     let metrics = service.metrics().await;
     let g = |name: &str, window: &str| metrics.get(name, &[("window", window), ("segment", "")]);
     assert_eq!(g("kpi_first_reply_time_replies", "1h"), Some(1.0));
@@ -282,6 +294,245 @@ async fn first_reply_time_end_to_end_and_after_sigkill() {
     assert_eq!(
         g("kpi_first_reply_time_seconds_mean", "7d"),
         Some(7_500.0 / 5.0)
+    );
+    let (status, _) = service.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+// Service levels, one-touch and reopen rates, and the backlog.
+
+fn opened(id: &str, ticket_id: &str, at: i64, priority: Option<&str>) -> Value {
+    let extra = priority.map_or(json!({}), |p| json!({"priority": p}));
+    ticket(id, "ticket.opened", ticket_id, at, extra)
+}
+
+fn agent_reply(id: &str, ticket_id: &str, at: i64) -> Value {
+    ticket(
+        id,
+        "ticket.replied",
+        ticket_id,
+        at,
+        json!({"author": "agent"}),
+    )
+}
+
+fn resolved(id: &str, ticket_id: &str, at: i64, opened_at: i64) -> Value {
+    ticket(
+        id,
+        "ticket.resolved",
+        ticket_id,
+        at,
+        json!({"opened_at": rfc3339(opened_at), "agent_replies": 1, "reopens": 0}),
+    )
+}
+
+/// SLA judgements with the default targets (normal 8h and 3d, urgent 1h and 8h, high 4h
+/// and 1d, low 24h and 7d), by hand:
+/// - s-a: urgent, replied after 30 min (achieved), resolved after 9h30 (breached),
+///   one-touch;
+/// - s-b: no priority (normal), replied after 9h (breached) and again, resolved after 11h
+///   (achieved), two replies;
+/// - s-c: urgent, replied after 10 min (achieved), resolved after 10h (breached,
+///   one-touch), reopened, replied, resolved 19h10 after its opening (breached, reopened);
+/// - open: s-h urgent, 30 min old, unreplied (at risk, `lt_1h`); s-i high, 2h old,
+///   replied (`1h_8h`); s-j no priority, 9h old, unreplied (breached, `8h_24h`); s-k low,
+///   2 days old, replied (`1d_3d`); s-m normal, 8 days old, replied (breached, `gt_7d`).
+///
+/// 24h: first replies s-a, s-c, s-i achieved, s-b breached (1/4); resolutions s-b
+/// achieved, s-a and s-c twice breached (3/4); tracked 4, one-touch 2, reopened 1.
+/// 1h: resolutions s-a and s-c's second, both breached, one one-touch, one reopened.
+fn service_events(now: i64) -> Vec<Value> {
+    let reopened = ticket(
+        "c4",
+        "ticket.reopened",
+        "s-c",
+        now - 5 * HOUR,
+        json!({"priority": "urgent"}),
+    );
+    vec![
+        opened("b1", "s-b", now - 20 * HOUR, None),
+        opened("c1", "s-c", now - 20 * HOUR, Some("urgent")),
+        agent_reply("c2", "s-c", now - 19 * HOUR - 50 * MINUTE),
+        agent_reply("b2", "s-b", now - 11 * HOUR),
+        opened("a1", "s-a", now - 10 * HOUR, Some("urgent")),
+        agent_reply("b3", "s-b", now - 10 * HOUR),
+        resolved("c3", "s-c", now - 10 * HOUR, now - 20 * HOUR),
+        agent_reply("a2", "s-a", now - 9 * HOUR - 30 * MINUTE),
+        resolved("b4", "s-b", now - 9 * HOUR, now - 20 * HOUR),
+        reopened,
+        agent_reply("c5", "s-c", now - 4 * HOUR),
+        resolved("c6", "s-c", now - 50 * MINUTE, now - 20 * HOUR),
+        resolved("a3", "s-a", now - 30 * MINUTE, now - 10 * HOUR),
+        opened("m1", "s-m", now - 8 * DAY, Some("normal")),
+        agent_reply("m2", "s-m", now - 8 * DAY + HOUR),
+        opened("k1", "s-k", now - 2 * DAY, Some("low")),
+        agent_reply("k2", "s-k", now - 2 * DAY + HOUR),
+        opened("j1", "s-j", now - 9 * HOUR, None),
+        opened("i1", "s-i", now - 2 * HOUR, Some("high")),
+        agent_reply("i2", "s-i", now - 110 * MINUTE),
+        opened("h1", "s-h", now - 30 * MINUTE, Some("urgent")),
+    ]
+}
+
+/// In a window: (achieved, breached) first replies, the same of resolutions, and
+/// (one-touch, reopened, tracked) resolutions.
+type Window = ((f64, f64), (f64, f64), (f64, f64, f64));
+
+/// The backlog: open tickets by priority (low, normal, high, urgent, none) and by age band
+/// (`lt_1h` to `gt_7d`), and (at risk, breached).
+type Backlog = ([f64; 5], [f64; 6], (f64, f64));
+
+/// The windows `24h` then `1h`, with their ratios recomputed from the counts, and the
+/// backlog.
+fn check_service_levels(metrics: &Metrics, windows: [Window; 2], backlog: Backlog) {
+    for (window, expected) in ["24h", "1h"].into_iter().zip(windows) {
+        check_window(metrics, window, expected);
+    }
+    check_backlog(metrics, backlog);
+}
+
+fn check_window(metrics: &Metrics, window: &str, (first_reply, resolution, tracked): Window) {
+    let g = |name: &str| metrics.get(name, &[("window", window), ("segment", "")]);
+    let pair = |prefix: &str| {
+        (
+            g(&format!("kpi_{prefix}_sla_achieved")).unwrap(),
+            g(&format!("kpi_{prefix}_sla_breached")).unwrap(),
+        )
+    };
+    assert_eq!(pair("first_reply"), first_reply, "{window}");
+    assert_eq!(pair("resolution"), resolution, "{window}");
+    for (prefix, (achieved, breached)) in [("first_reply", first_reply), ("resolution", resolution)]
+    {
+        let ratio = (achieved + breached > 0.0).then(|| breached / (achieved + breached));
+        assert_eq!(
+            g(&format!("kpi_{prefix}_sla_breach_ratio")),
+            ratio,
+            "{window}"
+        );
+    }
+    let (one_touch, reopened, tracked) = tracked;
+    assert_eq!(
+        (
+            g("kpi_one_touch_resolutions"),
+            g("kpi_reopened_resolutions"),
+            g("kpi_tracked_resolutions"),
+        ),
+        (Some(one_touch), Some(reopened), Some(tracked)),
+        "{window}"
+    );
+    assert_eq!(g("kpi_one_touch_ratio"), Some(one_touch / tracked));
+    assert_eq!(g("kpi_reopen_ratio"), Some(reopened / tracked));
+}
+
+fn check_backlog(metrics: &Metrics, (by_priority, by_age, risk): Backlog) {
+    let current = |name: &str, label: Option<(&str, &str)>| {
+        let mut labels = vec![("window", "current"), ("segment", "")];
+        labels.extend(label);
+        metrics.get(name, &labels)
+    };
+    let open: f64 = by_priority.iter().sum();
+    assert_eq!(current("kpi_backlog_tickets", None), Some(open));
+    for (priority, count) in ["low", "normal", "high", "urgent", "none"]
+        .into_iter()
+        .zip(by_priority)
+    {
+        let got = current(
+            "kpi_backlog_tickets_by_priority",
+            Some(("priority", priority)),
+        );
+        assert_eq!(got, Some(count), "{priority}");
+    }
+    for (age, count) in ["lt_1h", "1h_8h", "8h_24h", "1d_3d", "3d_7d", "gt_7d"]
+        .into_iter()
+        .zip(by_age)
+    {
+        let got = current("kpi_backlog_tickets_by_age", Some(("age", age)));
+        assert_eq!(got, Some(count), "{age}");
+    }
+    assert_eq!(
+        (
+            current("kpi_sla_at_risk_tickets", None),
+            current("kpi_sla_breached_open_tickets", None)
+        ),
+        (Some(risk.0), Some(risk.1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_levels_and_backlog_end_to_end_and_after_sigkill() {
+    let topics = Topics::create("service-levels").await;
+    let producer = producer();
+    let now = now_ms();
+    let events = service_events(now);
+    produce_tickets(&producer, &topics, &events).await;
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    let metrics = service.metrics().await;
+    assert_eq!(metrics.sum("kpi_events_rejected_total", &[]), 0.0);
+    check_service_levels(
+        &metrics,
+        [
+            ((3.0, 1.0), (1.0, 3.0), (2.0, 1.0, 4.0)),
+            ((0.0, 0.0), (0.0, 2.0), (1.0, 1.0, 2.0)),
+        ],
+        (
+            [1.0, 1.0, 1.0, 1.0, 1.0],
+            [1.0, 1.0, 1.0, 1.0, 0.0, 1.0],
+            (1.0, 2.0),
+        ),
+    );
+    let (status, kpis) = service.get("/kpis").await.unwrap();
+    assert_eq!(status, 200);
+    let kpis: Vec<Value> = serde_json::from_str(&kpis).unwrap();
+    let global = |kpi: &str, window: &str| {
+        kpis.iter()
+            .find(|r| r["kpi"] == kpi && r["window"] == window && r["labels"] == json!({}))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(global("resolution_sla_breach", "24h")["value"], json!(0.75));
+    assert_eq!(global("backlog", "current")["value"], json!(5));
+    let output = eventually("the output topic", Duration::from_secs(30), async || {
+        let output = latest_output(&topics.output);
+        output.contains_key("backlog/current").then_some(output)
+    })
+    .await;
+    assert_eq!(output["first_reply_sla_breach/24h"]["value"], json!(0.25));
+    assert_eq!(
+        output["first_reply_sla_breach/24h"]["components"],
+        json!({"achieved": 3, "breached": 1})
+    );
+    assert_eq!(output["one_touch/24h"]["value"], json!(0.5));
+    assert_eq!(output["reopen/24h"]["value"], json!(0.25));
+    let backlog = &output["backlog/current"];
+    assert_eq!(backlog["value"], json!(5));
+    assert_eq!(backlog["components"]["gt_7d"], json!(1));
+    assert_eq!(backlog["components"]["none"], json!(1));
+    assert_eq!(output["sla_at_risk/current"]["value"], json!(1));
+    assert_eq!(output["sla_breached_open/current"]["value"], json!(2));
+
+    // SIGKILL once every offset is committed; after the restart the replay has rebuilt the
+    // open tickets: s-j's reply now is its first (9h: breached, its clock stops), s-h
+    // resolved now is judged urgent (achieved, no reply), s-k resolved now has its reply
+    // from before the kill (one-touch).
+    let after = [
+        agent_reply("j2", "s-j", now),
+        resolved("h2", "s-h", now, now - 30 * MINUTE),
+        resolved("k3", "s-k", now, now - 2 * DAY),
+    ];
+    let mut service = kill_and_restart_after(service, &producer, &topics, &after).await;
+    let metrics = service.metrics().await;
+    check_service_levels(
+        &metrics,
+        [
+            ((3.0, 2.0), (3.0, 3.0), (3.0, 1.0, 6.0)),
+            ((0.0, 1.0), (2.0, 2.0), (2.0, 1.0, 4.0)),
+        ],
+        (
+            [0.0, 1.0, 1.0, 0.0, 1.0],
+            [0.0, 1.0, 1.0, 0.0, 0.0, 1.0],
+            (0.0, 1.0),
+        ),
     );
     let (status, _) = service.terminate();
     assert!(status.success(), "{status:?}");

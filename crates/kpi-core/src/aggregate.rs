@@ -14,6 +14,7 @@ use std::collections::HashMap;
 /// and bounded (partitions, interned dimension values), so a fast hash is safe here.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+use crate::backlog::Backlog;
 use crate::billing::{BillingLedger, BillingTally, Current, Rates};
 use crate::calendar::{Calendar, CalendarWindowSpec, PeriodKind, PeriodWindow};
 use crate::components::{
@@ -26,6 +27,7 @@ use crate::kpi::KpiRecord;
 use crate::open_tickets::{FirstReplyTime, OpenTicket, OpenTickets};
 use crate::partition::PartitionId;
 use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents, Restored};
+use crate::sla::SlaTargets;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
 use crate::window::{IndexRing, Placement, Ring, Tally, Window, WindowSpec};
@@ -240,6 +242,8 @@ pub struct StateSettings {
     /// How long a ticket may stay open before it is dropped from the open tickets and
     /// counted as abandoned (`sla.max_open_age`).
     pub max_open_age_ms: i64,
+    /// The first-reply and resolution targets of each priority.
+    pub sla: SlaTargets,
 }
 
 impl StateSettings {
@@ -356,6 +360,7 @@ pub struct Aggregates {
     clv_window: usize,
     dedup_horizon_ms: i64,
     max_open_age_ms: i64,
+    sla: SlaTargets,
     /// Tickets dropped from the open tickets for their age, not yet taken.
     abandoned_tickets: u64,
     partitions: FastMap<PartitionId, PartitionState>,
@@ -466,6 +471,7 @@ impl Aggregates {
             dedup_horizon_ms,
             calendar,
             max_open_age_ms,
+            sla,
         } = settings;
         let names = windows
             .iter()
@@ -486,6 +492,7 @@ impl Aggregates {
             clv_window,
             dedup_horizon_ms,
             max_open_age_ms,
+            sla,
             abandoned_tickets: 0,
             lead_ms,
             dimensions,
@@ -826,6 +833,7 @@ impl Aggregates {
             reply_placements,
             dedup_horizon_ms,
             max_open_age_ms,
+            sla,
             abandoned_tickets,
             ..
         } = self;
@@ -914,16 +922,25 @@ impl Aggregates {
                 agent_replies,
                 reopens,
                 opened_at_ms,
-                ..
+                priority,
             } => {
+                let ticket = open.resolved(ticket_id, at);
                 if !late {
                     // Validation guarantees opened_at <= occurred_at.
                     let duration_ms = u64::try_from(at - opened_at_ms).unwrap_or(0);
+                    let priority = priority.or(ticket.and_then(|t| t.priority));
+                    let target_ms = sla.of(priority).resolution_ms;
                     landing.apply(&mut state.tickets, |t| {
-                        t.record_resolution(*agent_replies, *reopens, duration_ms)
+                        t.record_resolution(*agent_replies, *reopens, duration_ms);
+                        t.service.resolution_sla.judge(duration_ms, target_ms);
+                        if let Some(ticket) = ticket {
+                            t.service.record_tracked_resolution(
+                                ticket.public_agent_replies,
+                                ticket.reopened,
+                            );
+                        }
                     });
                 }
-                open.resolved(ticket_id, at);
                 None
             }
             Payload::SubscriptionStarted(_)
@@ -948,6 +965,7 @@ impl Aggregates {
             replied_at_ms,
             duration_ms,
             series,
+            priority,
         }) = first_reply
         {
             // Counted where the reply lands, in the reply's series: a reply that came before
@@ -972,7 +990,11 @@ impl Aggregates {
                 series: series.keys(),
                 placements,
             };
-            reply_landing.apply(&mut state.tickets, |t| t.first_reply.record(duration_ms));
+            let target_ms = sla.of(priority).first_reply_ms;
+            reply_landing.apply(&mut state.tickets, |t| {
+                t.first_reply.record(duration_ms);
+                t.service.first_reply_sla.judge(duration_ms, target_ms);
+            });
         }
         // Only an applied event is remembered: a corrected resend of a rejected one applies.
         state.seen.remember(id, event.occurred_at_ms);
@@ -1039,6 +1061,7 @@ impl Aggregates {
             return PartitionComponents {
                 windows,
                 series: Vec::new(),
+                backlog: None,
             };
         };
         let mut current: HashMap<SeriesKey, Current> = HashMap::new();
@@ -1073,7 +1096,18 @@ impl Aggregates {
                 tallies,
             })
             .collect();
-        PartitionComponents { windows, series }
+        let backlog = (partition.family == Family::Tickets).then(|| {
+            let mut backlog = Backlog::default();
+            for ticket in state.open_tickets.iter() {
+                backlog.count(ticket, &self.sla, now_ms);
+            }
+            backlog
+        });
+        PartitionComponents {
+            windows,
+            series,
+            backlog,
+        }
     }
 
     /// The dimension name and value of a series; `None` for the overall one.
@@ -1138,5 +1172,7 @@ impl Aggregates {
 
 #[cfg(test)]
 mod period_tests;
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;

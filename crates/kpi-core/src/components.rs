@@ -15,12 +15,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backlog::Backlog;
 use crate::billing::{self, AtEnd, BillingTally, Current, MicrosSum, WindowRevenue};
 use crate::event::Family;
 use crate::kpi::{self, KpiRecord};
 use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
-use crate::ticket::{Durations, TicketTally};
+use crate::ticket::{Durations, ServiceTally, TicketTally};
 use crate::window::Tally;
 
 /// The tallies of one input partition, each folded over every window at `as_of_ms`.
@@ -30,6 +31,10 @@ pub struct PartitionComponents {
     pub windows: Vec<String>,
     /// Every series the partition has seen, the overall one included once it has an event.
     pub series: Vec<SeriesComponents>,
+    /// A tickets partition's open tickets at `as_of_ms`; absent from other partitions and
+    /// from the components of an earlier version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Backlog>,
 }
 
 /// One series of one partition: `None` overall, or a dimension name and value.
@@ -138,6 +143,8 @@ pub struct Totals {
     windows: Vec<String>,
     /// The overall series comes first (`None`), then the dimension series by name and value.
     series: BTreeMap<Option<(String, String)>, SeriesTotals>,
+    /// The open tickets of every tickets partition added, overall only.
+    backlog: Backlog,
 }
 
 impl Totals {
@@ -149,6 +156,7 @@ impl Totals {
         Totals {
             windows: windows.to_vec(),
             series,
+            backlog: Backlog::default(),
         }
     }
 
@@ -163,6 +171,9 @@ impl Totals {
                 theirs: part.windows.clone(),
                 ours: self.windows.clone(),
             });
+        }
+        if let Some(backlog) = &part.backlog {
+            self.backlog.merge(backlog);
         }
         let windows = self.windows.len();
         for s in &part.series {
@@ -212,6 +223,9 @@ impl Totals {
                 end_ms: now_ms,
             };
             current_records(&totals.current, clv_churn, &frame, &mut records);
+            if dimension.is_none() {
+                backlog_records(&self.backlog, &frame, &mut records);
+            }
         }
         records
     }
@@ -362,6 +376,35 @@ fn ticket_records(tally: &TicketTally, frame: &Frame<'_>, out: &mut Vec<KpiRecor
         &tally.first_reply,
         frame,
     ));
+    service_records(&tally.service, frame, out);
+}
+
+/// Pushes the SLA breach ratios and the one-touch and reopen rates.
+fn service_records(service: &ServiceTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
+    for (def, sla) in [
+        (&kpi::FIRST_REPLY_SLA_BREACH, &service.first_reply_sla),
+        (&kpi::RESOLUTION_SLA_BREACH, &service.resolution_sla),
+    ] {
+        out.push(frame.record(
+            def,
+            sla.breach_ratio(),
+            sla.judged(),
+            counts([sla.achieved, sla.breached]),
+        ));
+    }
+    let tracked = service.tracked_resolved;
+    out.push(frame.record(
+        &kpi::ONE_TOUCH,
+        service.one_touch_ratio(),
+        tracked,
+        counts([service.one_touch, tracked]),
+    ));
+    out.push(frame.record(
+        &kpi::REOPEN,
+        service.reopen_ratio(),
+        tracked,
+        counts([service.reopened_resolved, tracked]),
+    ));
 }
 
 /// The record of a duration KPI: the mean, with count, sum, percentiles and cumulative
@@ -376,6 +419,25 @@ fn duration_record(def: &'static kpi::KpiDef, times: &Durations, frame: &Frame<'
     ];
     components.extend(times.cumulative().iter().map(|&c| Some(c as f64)));
     frame.record(def, times.mean_seconds(), times.count, components)
+}
+
+/// Pushes the backlog's current records: open tickets by priority and age, at risk and
+/// breached.
+fn backlog_records(backlog: &Backlog, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
+    let mut components = counts(backlog.by_priority);
+    components.extend(counts(backlog.by_age));
+    out.push(frame.record(
+        &kpi::BACKLOG,
+        Some(backlog.open as f64),
+        backlog.open,
+        components,
+    ));
+    for (def, count) in [
+        (&kpi::SLA_AT_RISK, backlog.at_risk),
+        (&kpi::SLA_BREACHED_OPEN, backlog.breached),
+    ] {
+        out.push(frame.record(def, Some(count as f64), backlog.open, Vec::new()));
+    }
 }
 
 /// Pushes the windowed revenue records; returns the window's customer churn ratio.
@@ -538,6 +600,7 @@ mod tests {
                 dimension: None,
                 tallies: FamilyTallies::Surveys(vec![tally; windows.len()]),
             }],
+            backlog: None,
         }
     }
 
@@ -583,6 +646,7 @@ mod tests {
                     components: PartitionComponents {
                         windows: vec!["1h".into()],
                         series: Vec::new(),
+                        backlog: None,
                     },
                 },
             );

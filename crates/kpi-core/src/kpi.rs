@@ -37,7 +37,8 @@ pub struct ComponentDef {
     pub money: bool,
 }
 
-/// The window label of values that are current rather than windowed (MRR, ARPA, CLV).
+/// The window label of values that are current rather than windowed (MRR, ARPA, CLV, the
+/// backlog).
 pub const CURRENT: &str = "current";
 
 const fn kpi(
@@ -276,6 +277,171 @@ pub const FIRST_REPLY_TIME: KpiDef = kpi(
     ),
 );
 
+// Service levels, one-touch and reopen rates (crate::sla, crate::ticket::ServiceTally).
+
+pub const FIRST_REPLY_SLA_BREACH: KpiDef = kpi(
+    "first_reply_sla_breach",
+    "kpi_first_reply_sla_breach_ratio",
+    "Share of the first replies in the window later than their priority's first-reply target: breached / (achieved + breached)",
+    &[
+        component(
+            "achieved",
+            "kpi_first_reply_sla_achieved",
+            "First replies in the window within their priority's first-reply target",
+        ),
+        component(
+            "breached",
+            "kpi_first_reply_sla_breached",
+            "First replies in the window later than their priority's first-reply target",
+        ),
+    ],
+);
+
+pub const RESOLUTION_SLA_BREACH: KpiDef = kpi(
+    "resolution_sla_breach",
+    "kpi_resolution_sla_breach_ratio",
+    "Share of the resolutions in the window later than their priority's resolution target: breached / (achieved + breached)",
+    &[
+        component(
+            "achieved",
+            "kpi_resolution_sla_achieved",
+            "Resolutions in the window within their priority's resolution target",
+        ),
+        component(
+            "breached",
+            "kpi_resolution_sla_breached",
+            "Resolutions in the window later than their priority's resolution target",
+        ),
+    ],
+);
+
+const TRACKED_RESOLUTIONS: ComponentDef = component(
+    "tracked",
+    "kpi_tracked_resolutions",
+    "Resolutions in the window of tickets held in the open tickets (their opening or reopening seen)",
+);
+
+pub const ONE_TOUCH: KpiDef = kpi(
+    "one_touch",
+    "kpi_one_touch_ratio",
+    "One-touch rate in the window: resolutions with exactly one public agent reply and no reopen / tracked resolutions",
+    &[
+        component(
+            "one_touch",
+            "kpi_one_touch_resolutions",
+            "Resolutions in the window with exactly one public agent reply and no reopen",
+        ),
+        TRACKED_RESOLUTIONS,
+    ],
+);
+
+pub const REOPEN: KpiDef = kpi(
+    "reopen",
+    "kpi_reopen_ratio",
+    "Reopen rate in the window: resolutions of tickets reopened at least once / tracked resolutions",
+    &[
+        component(
+            "reopened",
+            "kpi_reopened_resolutions",
+            "Resolutions in the window of tickets reopened at least once",
+        ),
+        TRACKED_RESOLUTIONS,
+    ],
+);
+
+// The backlog (crate::backlog), current values.
+
+const BY_PRIORITY_HELP: &str = "Open tickets now by priority (`none`: without one)";
+const BY_AGE_HELP: &str = "Open tickets now by age band (now - opening)";
+
+pub const BACKLOG: KpiDef = kpi(
+    "backlog",
+    "kpi_backlog_tickets",
+    "Open tickets now: opened or reopened and not resolved since",
+    &[
+        labelled(
+            "low",
+            "kpi_backlog_tickets_by_priority",
+            BY_PRIORITY_HELP,
+            ("priority", "low"),
+        ),
+        labelled(
+            "normal",
+            "kpi_backlog_tickets_by_priority",
+            BY_PRIORITY_HELP,
+            ("priority", "normal"),
+        ),
+        labelled(
+            "high",
+            "kpi_backlog_tickets_by_priority",
+            BY_PRIORITY_HELP,
+            ("priority", "high"),
+        ),
+        labelled(
+            "urgent",
+            "kpi_backlog_tickets_by_priority",
+            BY_PRIORITY_HELP,
+            ("priority", "urgent"),
+        ),
+        labelled(
+            "none",
+            "kpi_backlog_tickets_by_priority",
+            BY_PRIORITY_HELP,
+            ("priority", "none"),
+        ),
+        labelled(
+            "lt_1h",
+            "kpi_backlog_tickets_by_age",
+            BY_AGE_HELP,
+            ("age", "lt_1h"),
+        ),
+        labelled(
+            "1h_8h",
+            "kpi_backlog_tickets_by_age",
+            BY_AGE_HELP,
+            ("age", "1h_8h"),
+        ),
+        labelled(
+            "8h_24h",
+            "kpi_backlog_tickets_by_age",
+            BY_AGE_HELP,
+            ("age", "8h_24h"),
+        ),
+        labelled(
+            "1d_3d",
+            "kpi_backlog_tickets_by_age",
+            BY_AGE_HELP,
+            ("age", "1d_3d"),
+        ),
+        labelled(
+            "3d_7d",
+            "kpi_backlog_tickets_by_age",
+            BY_AGE_HELP,
+            ("age", "3d_7d"),
+        ),
+        labelled(
+            "gt_7d",
+            "kpi_backlog_tickets_by_age",
+            BY_AGE_HELP,
+            ("age", "gt_7d"),
+        ),
+    ],
+);
+
+pub const SLA_AT_RISK: KpiDef = kpi(
+    "sla_at_risk",
+    "kpi_sla_at_risk_tickets",
+    "Open tickets now with no SLA target breached yet whose first-reply or resolution target is breached within the next hour",
+    &[],
+);
+
+pub const SLA_BREACHED_OPEN: KpiDef = kpi(
+    "sla_breached_open",
+    "kpi_sla_breached_open_tickets",
+    "Open tickets now past their first-reply target without a reply, or past their resolution target",
+    &[],
+);
+
 const MOVEMENT_HELP: &str =
     "MRR movement in the window by kind, base-currency major units (absolute amounts)";
 
@@ -437,7 +603,7 @@ pub const CLV: KpiDef = money(kpi(
 ));
 
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 25] = [
+pub const KPIS: [&KpiDef; 32] = [
     &NPS,
     &CSAT,
     &CES,
@@ -448,6 +614,13 @@ pub const KPIS: [&KpiDef; 25] = [
     &FCR,
     &RESOLUTION_TIME,
     &FIRST_REPLY_TIME,
+    &FIRST_REPLY_SLA_BREACH,
+    &RESOLUTION_SLA_BREACH,
+    &ONE_TOUCH,
+    &REOPEN,
+    &BACKLOG,
+    &SLA_AT_RISK,
+    &SLA_BREACHED_OPEN,
     &MRR_NEW,
     &MRR_REACTIVATION,
     &MRR_EXPANSION,

@@ -9,7 +9,10 @@
 //! - [`calendar`]: calendar periods (day, week, month, quarter, year) in the company's time
 //!   zone: their windows, local day and month buckets and DST-correct boundaries.
 //! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
-//! - [`ticket`]: ticket counts, first-contact resolution, resolution and first reply time.
+//! - [`ticket`]: ticket counts, first-contact resolution, resolution and first reply time,
+//!   one-touch and reopen rates.
+//! - [`sla`]: SLA targets per priority and the achieved and breached counts.
+//! - [`backlog`]: the open tickets now, by priority and age, at risk and breached.
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
 //! - [`open_tickets`]: each partition's open tickets, and the first reply of each.
 //! - [`dimension`]: dimension values interned under a cap.
@@ -26,6 +29,7 @@
 //!   safe commit offset, the publisher, full snapshots and changed values.
 
 pub mod aggregate;
+pub mod backlog;
 pub mod billing;
 pub mod calendar;
 pub mod components;
@@ -38,6 +42,7 @@ pub mod open_tickets;
 pub mod partition;
 pub mod period_components;
 pub mod policy;
+pub mod sla;
 pub mod survey;
 pub mod ticket;
 pub mod window;

@@ -77,13 +77,14 @@ struct WaitingReply<S> {
     priority: Option<Priority>,
 }
 
-/// A first reply to count: when it came, how long after the ticket was opened, and the
-/// series of the reply.
+/// A first reply to count: when it came, how long after the ticket was opened, the series
+/// of the reply, and the ticket's priority once the reply applied (its SLA target's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FirstReplyTime<S> {
     pub replied_at_ms: i64,
     pub duration_ms: u64,
     pub series: S,
+    pub priority: Option<Priority>,
 }
 
 /// The open tickets of one partition; `S` is the series a reply counts in.
@@ -127,6 +128,13 @@ impl<S: Copy> OpenTickets<S> {
         let key = self.keys.hash_one(ticket_id);
         self.tickets
             .get(&key)
+            .filter(|t| !self.expired(t.opened_at_ms))
+    }
+
+    /// The open tickets, those past the maximum age left out.
+    pub fn iter(&self) -> impl Iterator<Item = &OpenTicket> {
+        self.tickets
+            .values()
             .filter(|t| !self.expired(t.opened_at_ms))
     }
 
@@ -215,10 +223,11 @@ impl<S: Copy> OpenTickets<S> {
             return None;
         }
         let waiting = self.take_waiting(key);
+        // The reply came after the opening, so its priority is the later one.
+        let priority = waiting.and_then(|w| w.priority).or(priority);
         let ticket = OpenTicket {
             opened_at_ms: at_ms,
-            // The reply came after the opening, so its priority is the later one.
-            priority: waiting.and_then(|w| w.priority).or(priority),
+            priority,
             first_reply: waiting.map_or(FirstReply::Awaited, |w| FirstReply::At(w.at_ms)),
             public_agent_replies: waiting.map_or(0, |w| w.public_agent_replies),
             reopened: false,
@@ -228,6 +237,7 @@ impl<S: Copy> OpenTickets<S> {
             replied_at_ms: w.at_ms,
             duration_ms: elapsed(at_ms, w.at_ms),
             series: w.series,
+            priority,
         })
     }
 
@@ -283,6 +293,7 @@ impl<S: Copy> OpenTickets<S> {
                 replied_at_ms: at_ms,
                 duration_ms: elapsed(ticket.opened_at_ms, at_ms),
                 series,
+                priority: ticket.priority,
             });
         }
         let oldest = self.newest_ms.saturating_sub(WAIT_MS);
@@ -349,6 +360,17 @@ mod tests {
             replied_at_ms: at,
             duration_ms,
             series,
+            priority: None,
+        })
+    }
+
+    fn with_priority(
+        first: Option<FirstReplyTime<u8>>,
+        priority: Priority,
+    ) -> Option<FirstReplyTime<u8>> {
+        first.map(|f| FirstReplyTime {
+            priority: Some(priority),
+            ..f
         })
     }
 
@@ -366,7 +388,7 @@ mod tests {
         );
         assert_eq!(
             reply(&mut t, "a", T0 + HOUR),
-            first(T0 + HOUR, HOUR as u64, 7)
+            with_priority(first(T0 + HOUR, HOUR as u64, 7), Priority::High)
         );
         assert_eq!(reply(&mut t, "a", T0 + 2 * HOUR), None);
         let a = t.get("a").copied().unwrap();
@@ -431,7 +453,7 @@ mod tests {
         // Counted at the first reply's time, in its series.
         assert_eq!(
             t.opened("a", T0, Some(Priority::High)),
-            first(T0 + HOUR, HOUR as u64, 3)
+            with_priority(first(T0 + HOUR, HOUR as u64, 3), Priority::Low)
         );
         let a = t.get("a").unwrap();
         assert_eq!(a.public_agent_replies, 2);
@@ -579,7 +601,7 @@ mod tests {
             self.waiting.retain(|_, w| w.0 >= newest - WAIT_MS);
         }
 
-        fn apply(&mut self, event: &TicketStep) -> Option<(i64, u64, u8)> {
+        fn apply(&mut self, event: &TicketStep) -> Option<(i64, u64, u8, Option<Priority>)> {
             let TicketStep {
                 kind,
                 ticket,
@@ -604,17 +626,18 @@ mod tests {
                         return None;
                     }
                     let waiting = self.waiting.remove(&id);
+                    let priority = waiting.and_then(|w| w.3).or(priority);
                     self.tickets.insert(
                         id,
                         ModelTicket {
                             opened_at: at,
-                            priority: waiting.and_then(|w| w.3).or(priority),
+                            priority,
                             first: waiting.map_or(FirstReply::Awaited, |w| FirstReply::At(w.0)),
                             replies: waiting.map_or(0, |w| w.2),
                             reopened: false,
                         },
                     );
-                    waiting.map(|w| (w.0, elapsed(at, w.0), w.1))
+                    waiting.map(|w| (w.0, elapsed(at, w.0), w.1, priority))
                 }
                 1 => {
                     if let Some(t) = self.tickets.get_mut(&id) {
@@ -646,7 +669,7 @@ mod tests {
                             return None;
                         }
                         t.first = FirstReply::At(at);
-                        return Some((at, elapsed(t.opened_at, at), series));
+                        return Some((at, elapsed(t.opened_at, at), series, t.priority));
                     }
                     if !counts || at < self.newest.unwrap_or(at) - WAIT_MS {
                         return None;
@@ -743,7 +766,7 @@ mod tests {
                 };
                 abandoned += open.take_abandoned();
                 let expected = model.apply(step);
-                prop_assert_eq!(got.map(|f| (f.replied_at_ms, f.duration_ms, f.series)), expected, "{:?}", step);
+                prop_assert_eq!(got.map(|f| (f.replied_at_ms, f.duration_ms, f.series, f.priority)), expected, "{:?}", step);
                 for ticket in 0..6u8 {
                     let id = ticket.to_string();
                     let got = open.get(&id).copied();

@@ -1,11 +1,12 @@
-//! Support-ticket KPIs: ticket counts, first-contact resolution, resolution time and first
-//! reply time.
+//! Support-ticket KPIs: ticket counts, first-contact resolution, resolution time, first
+//! reply time, SLA breaches, one-touch and reopen rates.
 //!
 //! The formulas live here and nowhere else.
 
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
+use crate::sla::SlaCounts;
 use crate::window::Tally;
 
 /// Upper bounds (seconds) of the resolution-time and first-reply-time buckets exported for
@@ -114,6 +115,69 @@ pub struct TicketTally {
     /// Absent from the components of an earlier version: none.
     #[serde(default)]
     pub first_reply: Durations,
+    /// Service levels and resolutions as the open tickets saw them; absent from the
+    /// components of an earlier version: none.
+    #[serde(default)]
+    pub service: ServiceTally,
+}
+
+/// First replies and resolutions judged against their SLA targets, and the resolutions of
+/// tickets whose opening or reopening the open tickets hold, for one-touch and reopen rates.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceTally {
+    /// Each first reply against its ticket's first-reply target, counted at the reply.
+    pub first_reply_sla: SlaCounts,
+    /// Each resolution against its ticket's resolution target.
+    pub resolution_sla: SlaCounts,
+    /// Resolutions of tickets held in the open tickets: the base of the one-touch and
+    /// reopen rates.
+    pub tracked_resolved: u64,
+    /// Of those, resolved with exactly one public agent reply and never reopened.
+    pub one_touch: u64,
+    /// Of those, of tickets reopened at least once.
+    pub reopened_resolved: u64,
+}
+
+impl ServiceTally {
+    fn merge(&mut self, other: &Self) {
+        self.first_reply_sla.merge(&other.first_reply_sla);
+        self.resolution_sla.merge(&other.resolution_sla);
+        self.tracked_resolved += other.tracked_resolved;
+        self.one_touch += other.one_touch;
+        self.reopened_resolved += other.reopened_resolved;
+    }
+
+    /// Records the resolution of a ticket held in the open tickets, with the public agent
+    /// replies seen since it was opened and whether it was reopened.
+    pub fn record_tracked_resolution(&mut self, public_agent_replies: u32, reopened: bool) {
+        self.tracked_resolved += 1;
+        if is_one_touch(public_agent_replies, reopened) {
+            self.one_touch += 1;
+        }
+        if reopened {
+            self.reopened_resolved += 1;
+        }
+    }
+
+    /// One-touch rate = one-touch resolutions / tracked resolutions, in 0..=1; `None`
+    /// without any.
+    pub fn one_touch_ratio(&self) -> Option<f64> {
+        (self.tracked_resolved > 0).then(|| self.one_touch as f64 / self.tracked_resolved as f64)
+    }
+
+    /// Reopen rate = resolutions of reopened tickets / tracked resolutions, in 0..=1; `None`
+    /// without any.
+    pub fn reopen_ratio(&self) -> Option<f64> {
+        (self.tracked_resolved > 0)
+            .then(|| self.reopened_resolved as f64 / self.tracked_resolved as f64)
+    }
+}
+
+/// A resolution is one-touch with exactly one public agent reply and no reopen (Zendesk's
+/// one-touch tickets); unlike first-contact resolution, a resolution without a reply is not.
+pub fn is_one_touch(public_agent_replies: u32, reopened: bool) -> bool {
+    public_agent_replies == 1 && !reopened
 }
 
 impl Tally for TicketTally {
@@ -124,6 +188,7 @@ impl Tally for TicketTally {
         self.first_contact += other.first_contact;
         self.resolution.merge(&other.resolution);
         self.first_reply.merge(&other.first_reply);
+        self.service.merge(&other.service);
     }
 }
 
@@ -175,6 +240,42 @@ mod tests {
         assert!(!is_first_contact(2, 0));
         assert!(!is_first_contact(1, 1));
         assert!(!is_first_contact(0, 1));
+    }
+
+    #[test]
+    fn one_touch_and_reopen_edges() {
+        assert!(is_one_touch(1, false));
+        assert!(!is_one_touch(0, false));
+        assert!(!is_one_touch(2, false));
+        assert!(!is_one_touch(1, true));
+        let mut s = ServiceTally::default();
+        assert_eq!((s.one_touch_ratio(), s.reopen_ratio()), (None, None));
+        s.record_tracked_resolution(1, false);
+        s.record_tracked_resolution(0, false);
+        s.record_tracked_resolution(1, true);
+        s.record_tracked_resolution(u32::MAX, true);
+        assert_eq!(s.one_touch_ratio(), Some(0.25));
+        assert_eq!(s.reopen_ratio(), Some(0.5));
+        let mut m = s;
+        m.merge(&s);
+        assert_eq!(
+            (m.tracked_resolved, m.one_touch, m.reopened_resolved),
+            (8, 2, 4)
+        );
+    }
+
+    #[test]
+    fn components_of_an_earlier_version_have_no_service_counts() {
+        let mut t = TicketTally::default();
+        t.record_resolution(1, 0, 1000);
+        let mut json = serde_json::to_value(&t).unwrap();
+        let object = json.as_object_mut().unwrap();
+        for key in ["first_reply", "service"] {
+            assert!(object.remove(key).is_some(), "{key}");
+        }
+        let back: TicketTally = serde_json::from_value(json).unwrap();
+        assert_eq!(back.service, ServiceTally::default());
+        assert_eq!(back.resolved, 1);
     }
 
     #[test]

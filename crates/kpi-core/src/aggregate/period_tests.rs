@@ -43,6 +43,7 @@ fn aggregates(zone: &str, week_start: WeekStart, periods: &[PeriodKind]) -> Aggr
         dedup_horizon_ms: 0,
         calendar: Some(calendar),
         max_open_age_ms: 90 * 86_400_000,
+        sla: SlaTargets::default(),
     })
 }
 

@@ -10,12 +10,12 @@ use crate::billing;
 use crate::event::{Author, Survey};
 use crate::kpi;
 
-const MINUTE: i64 = 60_000;
-const HOUR: i64 = 60 * MINUTE;
-const DAY: i64 = 24 * HOUR;
-const T0: i64 = 20_000 * HOUR;
+pub(super) const MINUTE: i64 = 60_000;
+pub(super) const HOUR: i64 = 60 * MINUTE;
+pub(super) const DAY: i64 = 24 * HOUR;
+pub(super) const T0: i64 = 20_000 * HOUR;
 
-fn specs() -> Vec<WindowSpec> {
+pub(super) fn specs() -> Vec<WindowSpec> {
     vec![
         WindowSpec::new("1h", Duration::from_secs(3600), Duration::from_secs(60)),
         WindowSpec::new(
@@ -26,10 +26,14 @@ fn specs() -> Vec<WindowSpec> {
     ]
 }
 
-fn aggregates(cap: usize) -> Aggregates {
+pub(super) fn aggregates(cap: usize) -> Aggregates {
+    Aggregates::new(settings(cap))
+}
+
+pub(super) fn settings(cap: usize) -> StateSettings {
     let mut rates = std::collections::BTreeMap::new();
     rates.insert("EUR".to_owned(), 1.5);
-    Aggregates::new(StateSettings {
+    StateSettings {
         windows: specs(),
         lead_ms: 5 * MINUTE,
         dimensions: Dimensions::new(&["segment".to_owned()], cap),
@@ -38,7 +42,8 @@ fn aggregates(cap: usize) -> Aggregates {
         dedup_horizon_ms: 0,
         calendar: None,
         max_open_age_ms: 90 * DAY,
-    })
+        sla: SlaTargets::default(),
+    }
 }
 
 fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Event<'_> {
@@ -52,7 +57,7 @@ fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Ev
     }
 }
 
-fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
+pub(super) fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
     records
         .iter()
         .find(|r| r.key() == key)
@@ -62,13 +67,16 @@ fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
 #[test]
 fn empty_state_publishes_null_values_for_the_overall_series() {
     let records = aggregates(10).snapshot(T0);
-    // Every windowed KPI per window, and the four current values once.
+    // Every windowed KPI per window, and the seven current values once (four of billing,
+    // three of the backlog).
     let current = records.iter().filter(|r| r.window == kpi::CURRENT).count();
-    assert_eq!(current, 4);
+    assert_eq!(current, 7);
     assert_eq!(records.len(), 2 * (kpi::KPIS.len() - current) + current);
     for r in &records {
-        // Counts are 0 in an empty window; ratios and means have no value.
-        let expected = r.def.components.is_empty().then_some(0.0);
+        // Counts are 0 in an empty window (the backlog a count with its breakdown as
+        // components); ratios and means have no value.
+        let count = r.def.components.is_empty() || r.def.kpi == kpi::BACKLOG.kpi;
+        let expected = count.then_some(0.0);
         assert_eq!(r.value, expected, "{}", r.key());
         assert_eq!(r.samples, 0);
         assert!(
@@ -128,7 +136,7 @@ fn events_older_than_the_largest_window_are_late() {
     assert_eq!(find(&records, "csat/1h").samples, 0);
 }
 
-fn ticket_event(at: i64, payload: Payload<'static>) -> Event<'static> {
+pub(super) fn ticket_event(at: i64, payload: Payload<'static>) -> Event<'static> {
     Event {
         event_id: Cow::Borrowed("t"),
         occurred_at_ms: at,
@@ -935,6 +943,7 @@ fn tickets_replay_far_enough_for_every_open_ticket() {
         dedup_horizon_ms: 0,
         calendar: None,
         max_open_age_ms,
+        sla: SlaTargets::default(),
     };
     let rolling = DAY + 1_440_000 + 5 * MINUTE;
     let long = settings(90 * DAY);

@@ -10,6 +10,7 @@ use crate::aggregate::StateSettings;
 use crate::billing::Rates;
 use crate::dimension::Dimensions;
 use crate::event::{Family, Payload, Survey};
+use crate::sla::SlaTargets;
 use crate::window::WindowSpec;
 
 const MINUTE: i64 = 60_000;
@@ -33,6 +34,7 @@ fn aggregates() -> Aggregates {
         dedup_horizon_ms: HOUR,
         calendar: None,
         max_open_age_ms: 90 * 24 * HOUR,
+        sla: SlaTargets::default(),
     })
 }
 
