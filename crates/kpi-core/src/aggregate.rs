@@ -931,11 +931,16 @@ impl Aggregates {
             | Payload::SubscriptionCanceled { .. }
             | Payload::SubscriptionRenewed { .. } => {
                 let applied = state.ledger.apply(event, rates, series)?;
-                if let Some((from, mrr)) = &applied.moved_from {
-                    for (old, new) in from.keys().iter().zip(series.keys()) {
+                if let Some(moved) = &applied.moved_from {
+                    let (mrr, subscriptions) = (moved.mrr, moved.subscriptions);
+                    for (old, new) in moved.from.keys().iter().zip(series.keys()) {
                         if old != new {
-                            landing.apply_to(&mut state.billing, *old, |t| t.record_move_out(*mrr));
-                            landing.apply_to(&mut state.billing, *new, |t| t.record_move_in(*mrr));
+                            landing.apply_to(&mut state.billing, *old, |t| {
+                                t.record_move_out(mrr, subscriptions)
+                            });
+                            landing.apply_to(&mut state.billing, *new, |t| {
+                                t.record_move_in(mrr, subscriptions)
+                            });
                         }
                     }
                 }
@@ -1043,9 +1048,9 @@ impl Aggregates {
         };
         let mut current: HashMap<SeriesKey, Current> = HashMap::new();
         if partition.family == Family::Billing {
-            for (mrr, series) in state.ledger.customers() {
+            for (mrr, subscriptions, series) in state.ledger.customers() {
                 for key in series.keys() {
-                    current.entry(*key).or_default().add(mrr);
+                    current.entry(*key).or_default().add(mrr, subscriptions);
                 }
             }
         }

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::calendar::{CalendarSettings, PeriodKind, WeekStart, time_zone};
-use crate::event::Survey;
+use crate::event::{CancelReason, Survey};
 use crate::kpi::KpiRecord;
 use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents};
 use crate::survey::SurveyTally;
@@ -283,6 +283,7 @@ fn the_previous_month_starts_from_the_mrr_at_its_local_start() {
                 "c2",
                 Payload::SubscriptionCanceled {
                     subscription_id: Cow::Borrowed("s2"),
+                    reason: CancelReason::Voluntary,
                 },
             ),
             Outcome::Counted,

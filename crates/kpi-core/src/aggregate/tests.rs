@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::billing;
-use crate::event::{Author, Survey};
+use crate::event::{Author, CancelReason, Survey};
 use crate::kpi;
 
 const MINUTE: i64 = 60_000;
@@ -62,9 +62,9 @@ fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
 #[test]
 fn empty_state_publishes_null_values_for_the_overall_series() {
     let records = aggregates(10).snapshot(T0);
-    // Every windowed KPI per window, and the four current values once.
+    // Every windowed KPI per window, and the five current values once.
     let current = records.iter().filter(|r| r.window == kpi::CURRENT).count();
-    assert_eq!(current, 4);
+    assert_eq!(current, 5);
     assert_eq!(records.len(), 2 * (kpi::KPIS.len() - current) + current);
     for r in &records {
         // Counts are 0 in an empty window; ratios and means have no value.
@@ -371,6 +371,7 @@ fn billing_movements_rates_and_current_values() {
                 "smb",
                 Payload::SubscriptionCanceled {
                     subscription_id: sub("s2"),
+                    reason: CancelReason::Voluntary,
                 },
             ),
             Outcome::Counted,
@@ -406,6 +407,7 @@ fn billing_movements_rates_and_current_values() {
         "smb",
         Payload::SubscriptionCanceled {
             subscription_id: sub("s9"),
+            reason: CancelReason::Voluntary,
         },
     );
     assert_eq!(
@@ -522,7 +524,7 @@ proptest! {
                 BillingAction::Change(s, price) => (
                     Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
                     s, Some(price * 10_000)),
-                BillingAction::Cancel(s) => (Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) }, s, Some(0)),
+                BillingAction::Cancel(s) => (Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]), reason: CancelReason::Voluntary }, s, Some(0)),
                 BillingAction::Renew(s) => (Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) }, s, None),
             };
             let starts = matches!(action, BillingAction::Start(..));
@@ -655,7 +657,7 @@ proptest! {
             let payload = match *action {
                 BillingAction::Start(s, price, _) => Payload::SubscriptionStarted(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
                 BillingAction::Change(s, price) => Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
-                BillingAction::Cancel(s) => Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
+                BillingAction::Cancel(s) => Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]), reason: CancelReason::Voluntary },
                 BillingAction::Renew(s) => Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
             };
             let result = agg.record(p, &billing_event(now, CUSTOMERS[usize::from(*customer)], segment, payload), now);
@@ -685,6 +687,183 @@ proptest! {
                 prop_assert_eq!(revenue.components[2], Some(billing::major(mrr.into())), "{} {}", spec.name, segment);
                 let churn = find(&records, &format!("customer_churn/{}{suffix}", spec.name));
                 prop_assert_eq!(churn.components[1], Some(active as f64), "{} {}", spec.name, segment);
+            }
+        }
+    }
+}
+
+/// One applied billing event as a brute-force model sees it: when, in which segment, what
+/// it moved, and the whole ledger after it.
+#[derive(Clone)]
+struct RevenueFact {
+    at: i64,
+    segment: &'static str,
+    /// Movement kind in the order new, reactivation, expansion, contraction, churn.
+    movement: Option<usize>,
+    amount: i64,
+    delinquent: bool,
+    cancellation: bool,
+    /// subscription -> (owner, micros, canceled); customer -> segment.
+    subs: HashMap<u8, (u8, i64, bool)>,
+    segments: HashMap<u8, &'static str>,
+}
+
+impl RevenueFact {
+    /// (active customers, active subscriptions) of `segment` (`None`: every one).
+    fn active(&self, segment: Option<&str>) -> (i64, i64) {
+        let mut per_customer: HashMap<u8, (i64, i64)> = HashMap::new();
+        for (owner, micros, canceled) in self.subs.values() {
+            let c = per_customer.entry(*owner).or_default();
+            c.0 += micros;
+            c.1 += i64::from(!canceled);
+        }
+        per_customer
+            .iter()
+            .filter(|(c, _)| segment.is_none_or(|s| self.segments.get(*c) == Some(&s)))
+            .fold((0, 0), |(n, subs), (_, (m, k))| (n + i64::from(*m > 0), subs + k))
+    }
+}
+
+proptest! {
+    /// Quick ratio, subscription churn and churn by reason, overall and per segment, equal
+    /// a recomputation over the raw events: customers that start inside a window then
+    /// contract or churn, free subscriptions, customers that change segment, and windows
+    /// whose oldest buckets have expired.
+    #[test]
+    fn revenue_kpis_equal_a_brute_force_recomputation(
+        steps in prop::collection::vec(
+            (
+                0..40 * MINUTE,
+                0..3u8,
+                prop::bool::ANY,
+                prop::bool::weighted(0.3),
+                prop_oneof![
+                    (0..4u8, prop_oneof![Just(0i64), Just(1_000), Just(2_500)])
+                        .prop_map(|(s, p)| BillingAction::Start(s, p, false)),
+                    (0..4u8, prop_oneof![Just(0i64), Just(1_000), Just(4_900)])
+                        .prop_map(|(s, p)| BillingAction::Change(s, p)),
+                    (0..4u8).prop_map(BillingAction::Cancel),
+                    (0..4u8).prop_map(BillingAction::Renew),
+                ],
+            ),
+            1..150,
+        ),
+    ) {
+        const IDS: [&str; 4] = ["s0", "s1", "s2", "s3"];
+        const CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
+        const SEGMENTS: [&str; 2] = ["smb", "ent"];
+        let mut agg = aggregates(10);
+        let p = PartitionId::new(Family::Billing, 0);
+        let mut now = T0;
+        let mut model = LedgerModel::default();
+        let mut ever_paid = [false; 3];
+        let mut facts: Vec<RevenueFact> = Vec::new();
+        for (advance, customer, ent, delinquent, action) in &steps {
+            now += advance;
+            let segment = SEGMENTS[usize::from(*ent)];
+            let reason = if *delinquent { CancelReason::Delinquent } else { CancelReason::Voluntary };
+            let payload = match *action {
+                BillingAction::Start(s, price, _) => Payload::SubscriptionStarted(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
+                BillingAction::Change(s, price) => Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
+                BillingAction::Cancel(s) => Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]), reason },
+                BillingAction::Renew(s) => Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
+            };
+            let result = agg.record(p, &billing_event(now, CUSTOMERS[usize::from(*customer)], segment, payload), now);
+            let owner_mrr = |m: &LedgerModel, owner: u8| -> i64 {
+                m.subs.values().filter(|(o, _, _)| *o == owner).map(|(_, v, _)| v).sum()
+            };
+            let sub = match *action {
+                BillingAction::Start(s, ..) | BillingAction::Change(s, _) | BillingAction::Cancel(s) | BillingAction::Renew(s) => s,
+            };
+            let owner = model.subs.get(&sub).map_or(*customer, |(o, _, _)| *o);
+            let before = owner_mrr(&model, owner);
+            let accepted = model.apply(*customer, segment, action);
+            prop_assert_eq!(result.is_ok(), accepted);
+            if !accepted {
+                continue;
+            }
+            let after = owner_mrr(&model, owner);
+            let o = usize::from(owner);
+            let movement = match (before > 0, after > 0) {
+                (false, true) if ever_paid[o] => Some(1),
+                (false, true) => Some(0),
+                (true, false) => Some(4),
+                (true, true) if after > before => Some(2),
+                (true, true) if after < before => Some(3),
+                _ => None,
+            };
+            ever_paid[o] |= after > 0;
+            let cancellation = matches!(action, BillingAction::Cancel(_));
+            facts.push(RevenueFact {
+                at: now,
+                segment,
+                movement,
+                amount: (after - before).abs(),
+                delinquent: cancellation && *delinquent,
+                cancellation,
+                subs: model.subs.clone(),
+                segments: model.customers.clone(),
+            });
+        }
+        let records = agg.snapshot(now);
+        let empty = RevenueFact {
+            at: 0, segment: "", movement: None, amount: 0, delinquent: false, cancellation: false,
+            subs: HashMap::new(), segments: HashMap::new(),
+        };
+        for segment in [None, Some("smb"), Some("ent")] {
+            let suffix = segment.map_or(String::new(), |s| format!("/segment={s}"));
+            if segment.is_some() && !records.iter().any(|r| r.key() == format!("mrr/current{suffix}")) {
+                continue;
+            }
+            for spec in specs() {
+                let start = spec.start_ms(now);
+                let inside: Vec<&RevenueFact> = facts
+                    .iter()
+                    .filter(|f| f.at >= start && segment.is_none_or(|s| f.segment == s))
+                    .collect();
+                let sum = |kind: usize| -> i128 {
+                    inside.iter().filter(|f| f.movement == Some(kind)).map(|f| i128::from(f.amount)).sum()
+                };
+                let key = |kpi: &str| format!("{kpi}/{}{suffix}", spec.name);
+                let (gained, lost) = (sum(0) + sum(1) + sum(2), sum(3) + sum(4));
+                prop_assert_eq!(
+                    find(&records, &key("quick_ratio")).value,
+                    (lost > 0).then(|| gained as f64 / lost as f64),
+                    "{}", key("quick_ratio")
+                );
+                let at_start = facts.iter().rev().find(|f| f.at < start).unwrap_or(&empty);
+                let (customers_at_start, subscriptions_at_start) = at_start.active(segment);
+                let canceled = inside.iter().filter(|f| f.cancellation).count();
+                let subscription_churn = find(&records, &key("subscription_churn"));
+                prop_assert_eq!(
+                    &subscription_churn.components[..2],
+                    &[Some(canceled as f64), Some(subscriptions_at_start as f64)][..],
+                    "{}", key("subscription_churn")
+                );
+                prop_assert_eq!(
+                    subscription_churn.value,
+                    (subscriptions_at_start > 0).then(|| canceled as f64 / subscriptions_at_start as f64)
+                );
+                for (reason, delinquent) in [("voluntary", false), ("delinquent", true)] {
+                    let churns: Vec<_> = inside
+                        .iter()
+                        .filter(|f| f.movement == Some(4) && f.delinquent == delinquent)
+                        .collect();
+                    let amount: i128 = churns.iter().map(|f| i128::from(f.amount)).sum();
+                    prop_assert_eq!(
+                        find(&records, &key(&format!("mrr_churn_{reason}"))).value,
+                        Some(billing::major(amount))
+                    );
+                    let ratio = find(&records, &key(&format!("customer_churn_{reason}")));
+                    prop_assert_eq!(
+                        &ratio.components,
+                        &vec![Some(churns.len() as f64), Some(customers_at_start as f64)]
+                    );
+                    prop_assert_eq!(
+                        ratio.value,
+                        (customers_at_start > 0).then(|| churns.len() as f64 / customers_at_start as f64)
+                    );
+                }
             }
         }
     }
