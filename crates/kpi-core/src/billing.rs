@@ -171,6 +171,28 @@ pub struct Moved<S> {
 pub struct Applied<S> {
     pub change: MrrChange,
     pub moved_from: Option<Moved<S>>,
+    /// The `occurred_at` of the event that last took the customer's MRR from 0 to above 0:
+    /// the customer has been active without a break since then (until this event, for a
+    /// churn).
+    pub active_since_ms: i64,
+    /// The customer's series after the event, as the ledger keeps it.
+    pub series: S,
+}
+
+/// Where a customer's values count, as the ledger keeps it between its events. Equal
+/// series are the same place; a series that replaces another may keep what it remembers
+/// of the customer where the two agree (since when it counts there, say).
+pub trait CustomerSeries: Clone + PartialEq {
+    /// `self` replaces `previous` as the customer's series.
+    fn succeed(&mut self, previous: &Self);
+}
+
+impl CustomerSeries for () {
+    fn succeed(&mut self, _previous: &Self) {}
+}
+
+impl CustomerSeries for &str {
+    fn succeed(&mut self, _previous: &Self) {}
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +201,8 @@ struct Customer<S> {
     ever_paid: bool,
     /// Subscriptions started and not canceled, free ones included.
     subscriptions: u64,
+    /// See [`Applied::active_since_ms`]; meaningless while the MRR is 0.
+    active_since_ms: i64,
     /// The series of the customer's latest event, where its current MRR counts.
     series: S,
 }
@@ -189,6 +213,7 @@ impl<S> Customer<S> {
             mrr: 0,
             ever_paid: false,
             subscriptions: 0,
+            active_since_ms: i64::MIN,
             series,
         }
     }
@@ -256,7 +281,7 @@ fn check_active(subscription: Option<&Subscription>, id: &str) -> Result<(), Rej
     }
 }
 
-impl<S: Clone + PartialEq> BillingLedger<S> {
+impl<S: CustomerSeries> BillingLedger<S> {
     /// Applies a billing event; `series` is where the customer's values count from now on.
     /// A change, renewal or cancellation of an unknown or canceled subscription is rejected:
     /// a second cancellation would count twice, and a renewal of a dead subscription would
@@ -286,6 +311,8 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
                 return Ok(Applied {
                     change: MrrChange::NONE,
                     moved_from: None,
+                    active_since_ms: event.occurred_at_ms,
+                    series,
                 });
             }
         };
@@ -346,12 +373,17 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         let movement = classify(before, after, customer.ever_paid);
         customer.mrr = after;
         customer.ever_paid |= after > 0;
+        if before == 0 && after > 0 {
+            customer.active_since_ms = event.occurred_at_ms;
+        }
         let subscriptions_before = customer.subscriptions;
-        customer.subscriptions = subscriptions_before + u64::from(subscription_started)
-            - u64::from(cancellation);
+        customer.subscriptions =
+            subscriptions_before + u64::from(subscription_started) - u64::from(cancellation);
         let moved_from = if customer.series == series {
             None
         } else {
+            let mut series = series;
+            series.succeed(&customer.series);
             let previous = std::mem::replace(&mut customer.series, series);
             (before > 0 || subscriptions_before > 0).then_some(Moved {
                 from: previous,
@@ -369,6 +401,8 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
                 subscription_started,
             },
             moved_from,
+            active_since_ms: customer.active_since_ms,
+            series: customer.series.clone(),
         })
     }
 
@@ -421,6 +455,11 @@ pub struct BillingTally {
     pub moved_in_subscriptions: u64,
     #[serde(default)]
     pub moved_out_subscriptions: u64,
+    /// Contraction and churn MRR of customers that joined the series in this bucket,
+    /// wherever the loss itself counts (see `aggregate`): what gross revenue retention
+    /// leaves out of a window holding this bucket.
+    #[serde(default)]
+    pub joiner_losses: MicrosSum,
 }
 
 impl Tally for BillingTally {
@@ -446,6 +485,7 @@ impl Tally for BillingTally {
         self.subscriptions_started += o.subscriptions_started;
         self.moved_in_subscriptions += o.moved_in_subscriptions;
         self.moved_out_subscriptions += o.moved_out_subscriptions;
+        self.joiner_losses += o.joiner_losses;
     }
 }
 
@@ -513,6 +553,18 @@ impl BillingTally {
     pub fn quick_ratio(&self) -> Option<f64> {
         let lost = self.contraction + self.churn;
         (lost > 0).then(|| (self.new + self.reactivation + self.expansion) as f64 / lost as f64)
+    }
+
+    /// A contraction or churn of `amount` by a customer that joined the series (became
+    /// active, or moved in) in this bucket.
+    pub fn record_joiner_loss(&mut self, amount: Micros) {
+        self.joiner_losses += MicrosSum::from(amount);
+    }
+
+    /// Contraction and churn MRR in W of the customers active in the series at its start:
+    /// every loss in W less those of customers that joined it in W.
+    pub fn losses_of_customers_at_start(&self) -> MicrosSum {
+        self.contraction + self.churn - self.joiner_losses
     }
 
     /// Customers who joined the series in the window: new, reactivated or moved in.
@@ -583,8 +635,7 @@ impl From<&Current> for AtEnd {
         AtEnd {
             mrr: current.mrr,
             active_customers: i64::try_from(current.active_customers).unwrap_or(i64::MAX),
-            active_subscriptions: i64::try_from(current.active_subscriptions)
-                .unwrap_or(i64::MAX),
+            active_subscriptions: i64::try_from(current.active_subscriptions).unwrap_or(i64::MAX),
         }
     }
 }
@@ -646,6 +697,14 @@ impl WindowRevenue {
     pub fn customer_churn_ratio_by(&self, w: &BillingTally, reason: CancelReason) -> Option<f64> {
         let (_, churned) = w.churn_by(reason);
         (self.active_at_start > 0).then(|| churned as f64 / self.active_at_start as f64)
+    }
+
+    /// Gross revenue retention = (MRR at start − contraction − churn of the customers
+    /// active at the start of W) / MRR at start: at most 1.
+    pub fn gross_revenue_retention_ratio(&self, w: &BillingTally) -> Option<f64> {
+        (self.mrr_at_start > 0).then(|| {
+            (self.mrr_at_start - w.losses_of_customers_at_start()) as f64 / self.mrr_at_start as f64
+        })
     }
 
     /// Subscriptions canceled in W / subscriptions active at the start of W.
@@ -1021,7 +1080,10 @@ mod tests {
         assert!(a.change.subscription_started);
         // A free subscription is active: started, though it moves no MRR.
         let a = ok(&mut l, &started("c1", "free", 0), "smb");
-        assert_eq!((a.change.movement, a.change.subscription_started), (None, true));
+        assert_eq!(
+            (a.change.movement, a.change.subscription_started),
+            (None, true)
+        );
         // Starting an active subscription again is a change, not a start.
         let a = ok(&mut l, &started("c1", "s1", 1200), "smb");
         assert_eq!(
@@ -1064,10 +1126,34 @@ mod tests {
         // canceled subscription), one churns (100, delinquent, its last subscription).
         let mut w = BillingTally::default();
         for change in [
-            (Some(Movement::New), 30, false, CancelReason::Voluntary, true),
-            (Some(Movement::Expansion), 50, false, CancelReason::Voluntary, false),
-            (Some(Movement::Contraction), 20, true, CancelReason::Voluntary, false),
-            (Some(Movement::Churn), 100, true, CancelReason::Delinquent, false),
+            (
+                Some(Movement::New),
+                30,
+                false,
+                CancelReason::Voluntary,
+                true,
+            ),
+            (
+                Some(Movement::Expansion),
+                50,
+                false,
+                CancelReason::Voluntary,
+                false,
+            ),
+            (
+                Some(Movement::Contraction),
+                20,
+                true,
+                CancelReason::Voluntary,
+                false,
+            ),
+            (
+                Some(Movement::Churn),
+                100,
+                true,
+                CancelReason::Delinquent,
+                false,
+            ),
         ] {
             let (movement, amount, cancellation, reason, subscription_started) = change;
             w.record(&MrrChange {
@@ -1090,8 +1176,14 @@ mod tests {
         let r = WindowRevenue::new(&now, &w);
         assert_eq!(r.subscriptions_at_start, 6);
         assert_eq!(r.subscription_churn_ratio(&w), Some(2.0 / 6.0));
-        assert_eq!(r.customer_churn_ratio_by(&w, CancelReason::Delinquent), Some(0.25));
-        assert_eq!(r.customer_churn_ratio_by(&w, CancelReason::Voluntary), Some(0.0));
+        assert_eq!(
+            r.customer_churn_ratio_by(&w, CancelReason::Delinquent),
+            Some(0.25)
+        );
+        assert_eq!(
+            r.customer_churn_ratio_by(&w, CancelReason::Voluntary),
+            Some(0.0)
+        );
         // Nothing lost: no quick ratio; nothing active at the start: no churn ratios.
         let gains = BillingTally {
             new: 10,
@@ -1109,7 +1201,10 @@ mod tests {
             &gains,
         );
         assert_eq!(fresh.subscription_churn_ratio(&gains), None);
-        assert_eq!(fresh.customer_churn_ratio_by(&gains, CancelReason::Voluntary), None);
+        assert_eq!(
+            fresh.customer_churn_ratio_by(&gains, CancelReason::Voluntary),
+            None
+        );
     }
 
     #[test]

@@ -457,7 +457,8 @@ fn billing_records(
     churn
 }
 
-/// The quick ratio, subscription churn and churn by reason of one window.
+/// The quick ratio, gross revenue retention, subscription churn and churn by reason of one
+/// window.
 fn revenue_records(
     tally: &BillingTally,
     w: &WindowRevenue,
@@ -475,6 +476,15 @@ fn revenue_records(
             money(tally.expansion),
             money(tally.contraction),
             money(tally.churn),
+        ],
+    ));
+    out.push(frame.record(
+        &kpi::GROSS_REVENUE_RETENTION,
+        w.gross_revenue_retention_ratio(tally),
+        tally.contractions + tally.churned_customers,
+        vec![
+            money(w.mrr_at_start),
+            money(tally.losses_of_customers_at_start()),
         ],
     ));
     out.push(frame.record(

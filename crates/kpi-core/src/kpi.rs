@@ -456,7 +456,22 @@ pub const QUICK_RATIO: KpiDef = kpi(
     ],
 );
 
-const SUBSCRIPTIONS_ACTIVE_HELP: &str = "Subscriptions started and not canceled, free ones included";
+pub const GROSS_REVENUE_RETENTION: KpiDef = kpi(
+    "gross_revenue_retention",
+    "kpi_gross_revenue_retention_ratio",
+    "(MRR at the window's start - contraction - churn of the customers active at its start) / MRR at its start",
+    &[
+        MRR_AT_START,
+        money_component(
+            "lost",
+            "kpi_mrr_lost_by_customers_at_window_start",
+            "Contraction and churn MRR in the window of the customers active at its start, base-currency major units",
+        ),
+    ],
+);
+
+const SUBSCRIPTIONS_ACTIVE_HELP: &str =
+    "Subscriptions started and not canceled, free ones included";
 
 pub const SUBSCRIPTION_CHURN: KpiDef = kpi(
     "subscription_churn",
@@ -505,7 +520,8 @@ const fn churn_by_reason(
 }
 
 const MRR_CHURN_BY_REASON_HELP: &str = "Churned MRR in the window by the reason of the cancellation that took the customer's MRR to 0, base-currency major units";
-const CUSTOMER_CHURN_BY_REASON_HELP: &str = "Customers churned in the window for the reason in `reason` / active customers at its start";
+const CUSTOMER_CHURN_BY_REASON_HELP: &str =
+    "Customers churned in the window for the reason in `reason` / active customers at its start";
 const CHURNED_BY_REASON_HELP: &str =
     "Customers whose MRR went from > 0 to 0 in the window, by the reason of the cancellation";
 
@@ -555,7 +571,7 @@ pub const CUSTOMER_CHURN_DELINQUENT: KpiDef = churn_by_reason(
 );
 
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 32] = [
+pub const KPIS: [&KpiDef; 33] = [
     &NPS,
     &CSAT,
     &CES,
@@ -583,6 +599,7 @@ pub const KPIS: [&KpiDef; 32] = [
     &CLV,
     // Revenue KPIs of subscription-analytics tools.
     &QUICK_RATIO,
+    &GROSS_REVENUE_RETENTION,
     &SUBSCRIPTION_CHURN,
     &SUBSCRIPTIONS_ACTIVE,
     &MRR_CHURN_VOLUNTARY,

@@ -692,11 +692,77 @@ proptest! {
     }
 }
 
+#[test]
+fn gross_retention_leaves_out_customers_that_joined_inside_the_window_until_their_joining_expires()
+{
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Billing, 0);
+    let usd = |id: &'static str, price: i64| terms(id, price, "USD", crate::event::Interval::Month);
+    let now = T0;
+    let events = [
+        // a pays 100 from two hours ago, b 50 from 50 minutes ago.
+        (
+            now - 2 * HOUR,
+            "a",
+            Payload::SubscriptionStarted(usd("sa", 10_000)),
+        ),
+        (
+            now - 50 * MINUTE,
+            "b",
+            Payload::SubscriptionStarted(usd("sb", 5_000)),
+        ),
+        // a contracts by 20, then b churns, for a failed payment.
+        (
+            now - 40 * MINUTE,
+            "a",
+            Payload::SubscriptionChanged(usd("sa", 8_000)),
+        ),
+        (
+            now - 30 * MINUTE,
+            "b",
+            Payload::SubscriptionCanceled {
+                subscription_id: Cow::Borrowed("sb"),
+                reason: CancelReason::Delinquent,
+            },
+        ),
+    ];
+    for (at, customer, payload) in events {
+        agg.record(p, &billing_event(at, customer, "smb", payload), now)
+            .unwrap();
+    }
+    let value = |records: &[KpiRecord], key: &str| find(records, key).value;
+    let records = agg.snapshot(now);
+    // 1h: only a was there at the start; b's churn is not a loss of the starting MRR.
+    let grr = find(&records, "gross_revenue_retention/1h");
+    assert_eq!(grr.components, vec![Some(100.0), Some(20.0)]);
+    assert_eq!(grr.value, Some(0.8));
+    assert_eq!(
+        value(&records, "net_revenue_retention/1h"),
+        Some(30.0 / 100.0)
+    );
+    assert_eq!(value(&records, "quick_ratio/1h"), Some(50.0 / 70.0));
+    assert_eq!(value(&records, "mrr_churn_delinquent/1h"), Some(50.0));
+    assert_eq!(value(&records, "mrr_churn_voluntary/1h"), Some(0.0));
+    assert_eq!(value(&records, "customer_churn_delinquent/1h"), Some(1.0));
+    assert_eq!(value(&records, "subscription_churn/1h"), Some(1.0));
+    // 24h: nobody was there at its start.
+    assert_eq!(value(&records, "gross_revenue_retention/24h"), None);
+    // A quarter of an hour later, b's start has left the hour, its churn has not: both
+    // were active at the start, and both losses count.
+    let later = agg.snapshot(now + 15 * MINUTE);
+    let grr = find(&later, "gross_revenue_retention/1h");
+    assert_eq!(grr.components, vec![Some(150.0), Some(70.0)]);
+    assert_eq!(grr.value, Some(80.0 / 150.0));
+    assert_eq!(value(&later, "subscription_churn/1h"), Some(0.5));
+}
+
 /// One applied billing event as a brute-force model sees it: when, in which segment, what
 /// it moved, and the whole ledger after it.
 #[derive(Clone)]
 struct RevenueFact {
     at: i64,
+    /// The customer whose MRR the event changed.
+    customer: u8,
     segment: &'static str,
     /// Movement kind in the order new, reactivation, expansion, contraction, churn.
     movement: Option<usize>,
@@ -709,6 +775,32 @@ struct RevenueFact {
 }
 
 impl RevenueFact {
+    /// `customer`'s MRR after the event.
+    fn mrr_of(&self, customer: u8) -> i64 {
+        self.subs
+            .values()
+            .filter(|(o, _, _)| *o == customer)
+            .map(|(_, m, _)| m)
+            .sum()
+    }
+
+    /// Whether `customer` was active in `segment` (`None`: in any) after the event.
+    fn active_in(&self, customer: u8, segment: Option<&str>) -> bool {
+        self.mrr_of(customer) > 0
+            && segment.is_none_or(|s| self.segments.get(&customer) == Some(&s))
+    }
+
+    /// MRR of the customers of `segment` (`None`: every one).
+    fn mrr_in(&self, segment: Option<&str>) -> i64 {
+        let customers: std::collections::BTreeSet<u8> =
+            self.subs.values().map(|(o, _, _)| *o).collect();
+        customers
+            .into_iter()
+            .filter(|c| segment.is_none_or(|s| self.segments.get(c) == Some(&s)))
+            .map(|c| self.mrr_of(c))
+            .sum()
+    }
+
     /// (active customers, active subscriptions) of `segment` (`None`: every one).
     fn active(&self, segment: Option<&str>) -> (i64, i64) {
         let mut per_customer: HashMap<u8, (i64, i64)> = HashMap::new();
@@ -720,7 +812,9 @@ impl RevenueFact {
         per_customer
             .iter()
             .filter(|(c, _)| segment.is_none_or(|s| self.segments.get(*c) == Some(&s)))
-            .fold((0, 0), |(n, subs), (_, (m, k))| (n + i64::from(*m > 0), subs + k))
+            .fold((0, 0), |(n, subs), (_, (m, k))| {
+                (n + i64::from(*m > 0), subs + k)
+            })
     }
 }
 
@@ -796,6 +890,7 @@ proptest! {
             let cancellation = matches!(action, BillingAction::Cancel(_));
             facts.push(RevenueFact {
                 at: now,
+                customer: owner,
                 segment,
                 movement,
                 amount: (after - before).abs(),
@@ -807,7 +902,7 @@ proptest! {
         }
         let records = agg.snapshot(now);
         let empty = RevenueFact {
-            at: 0, segment: "", movement: None, amount: 0, delinquent: false, cancellation: false,
+            at: 0, customer: 0, segment: "", movement: None, amount: 0, delinquent: false, cancellation: false,
             subs: HashMap::new(), segments: HashMap::new(),
         };
         for segment in [None, Some("smb"), Some("ent")] {
@@ -833,6 +928,34 @@ proptest! {
                 );
                 let at_start = facts.iter().rev().find(|f| f.at < start).unwrap_or(&empty);
                 let (customers_at_start, subscriptions_at_start) = at_start.active(segment);
+                // Gross retention: the losses in W of the customers active in the series
+                // at its start, as long as they stayed active there without a break.
+                let mrr_at_start = i128::from(at_start.mrr_in(segment));
+                let mut lost: i128 = 0;
+                let in_window: Vec<&RevenueFact> = facts.iter().filter(|f| f.at >= start).collect();
+                for (i, f) in in_window.iter().enumerate() {
+                    let counted = segment.is_none_or(|s| f.segment == s);
+                    if !counted || !matches!(f.movement, Some(3 | 4)) {
+                        continue;
+                    }
+                    let c = f.customer;
+                    let stayed = at_start.active_in(c, segment)
+                        && in_window[..i].iter().filter(|g| g.customer == c).all(|g| g.active_in(c, segment));
+                    if stayed {
+                        lost += i128::from(f.amount);
+                    }
+                }
+                let grr = find(&records, &key("gross_revenue_retention"));
+                prop_assert_eq!(
+                    &grr.components,
+                    &vec![Some(billing::major(mrr_at_start)), Some(billing::major(lost))],
+                    "{}", key("gross_revenue_retention")
+                );
+                prop_assert_eq!(
+                    grr.value,
+                    (mrr_at_start > 0).then(|| (mrr_at_start - lost) as f64 / mrr_at_start as f64)
+                );
+                prop_assert!(grr.value.is_none_or(|v| v <= 1.0));
                 let canceled = inside.iter().filter(|f| f.cancellation).count();
                 let subscription_churn = find(&records, &key("subscription_churn"));
                 prop_assert_eq!(
