@@ -111,6 +111,35 @@ fn check_values(m: &Metrics) {
     assert_eq!(money("kpi_clv", "current", "enterprise"), None);
 }
 
+/// Produces `events` to the billing topic, each keyed by its customer.
+async fn produce_billing(topics: &Topics, events: &[Value]) {
+    let producer = producer();
+    for e in events {
+        let key = e["customer_id"].as_str().unwrap();
+        produce(
+            &producer,
+            &topics.billing,
+            Some(key),
+            e.to_string().as_bytes(),
+        )
+        .await;
+    }
+}
+
+/// Once every input offset is committed, kills `service` (SIGKILL) and starts another one
+/// on the same topics, which replays them.
+async fn sigkill_and_restart(mut service: Service, topics: &Topics) -> Service {
+    let inputs = topics.inputs();
+    eventually("committed offsets", Duration::from_secs(30), async || {
+        committed_to_end(&topics.group, &inputs).then_some(())
+    })
+    .await;
+    service.kill();
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    service
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billing_kpis_end_to_end_and_after_sigkill() {
     let topics = Topics::create("billing").await;
@@ -174,16 +203,7 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
             terms("s4", 5_000, 1, "GBP", "month"),
         ),
     ];
-    for e in &events {
-        let key = e["customer_id"].as_str().unwrap();
-        produce(
-            &producer,
-            &topics.billing,
-            Some(key),
-            e.to_string().as_bytes(),
-        )
-        .await;
-    }
+    produce_billing(&topics, &events).await;
     let bad = [
         (
             "unknown_subscription",
@@ -221,7 +241,7 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
         produce(&producer, topic, Some("k"), e.to_string().as_bytes()).await;
     }
 
-    let mut service = Service::start(&topics.env());
+    let service = Service::start(&topics.env());
     service.wait_ready().await;
     let metrics = service.metrics().await;
     check_values(&metrics);
@@ -266,14 +286,7 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
     let dead = read_all(&topics.deadletter);
     assert_eq!(dead.len(), bad.len());
 
-    let inputs = topics.inputs();
-    eventually("committed offsets", Duration::from_secs(30), async || {
-        committed_to_end(&topics.group, &inputs).then_some(())
-    })
-    .await;
-    service.kill();
-    let service = Service::start(&topics.env());
-    service.wait_ready().await;
+    let service = sigkill_and_restart(service, &topics).await;
     let metrics = service.metrics().await;
     check_values(&metrics);
     assert_eq!(metrics.sum("kpi_events_rejected_total", &[]), 0.0);
@@ -384,7 +397,6 @@ fn check_revenue(m: &Metrics) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revenue_ratios_end_to_end_and_after_sigkill() {
     let topics = Topics::create("revenue").await;
-    let producer = producer();
     let now = now_ms();
     let usd = |sub: &str, price: i64| terms(sub, price, 1, "USD", "month");
     let events = [
@@ -470,18 +482,9 @@ async fn revenue_ratios_end_to_end_and_after_sigkill() {
             json!({"subscription_id": "s5", "reason": "chargeback"}),
         ),
     ];
-    for e in &events {
-        let key = e["customer_id"].as_str().unwrap();
-        produce(
-            &producer,
-            &topics.billing,
-            Some(key),
-            e.to_string().as_bytes(),
-        )
-        .await;
-    }
+    produce_billing(&topics, &events).await;
 
-    let mut service = Service::start(&topics.env());
+    let service = Service::start(&topics.env());
     service.wait_ready().await;
     let metrics = service.metrics().await;
     check_revenue(&metrics);
@@ -522,14 +525,7 @@ async fn revenue_ratios_end_to_end_and_after_sigkill() {
         json!(380.0 / 240.0)
     );
 
-    let inputs = topics.inputs();
-    eventually("committed offsets", Duration::from_secs(30), async || {
-        committed_to_end(&topics.group, &inputs).then_some(())
-    })
-    .await;
-    service.kill();
-    let service = Service::start(&topics.env());
-    service.wait_ready().await;
+    let service = sigkill_and_restart(service, &topics).await;
     let metrics = service.metrics().await;
     check_revenue(&metrics);
 }

@@ -494,6 +494,21 @@ fn billing_step() -> impl Strategy<Value = (i64, i64, u8, BillingAction)> {
     (0..30 * MINUTE, 0..30 * HOUR, 0..3u8, action)
 }
 
+/// The movement a customer's MRR going from `before` to `after` makes, by index in the
+/// order new, reactivation, expansion, contraction, churn; notes whether it ever paid.
+fn movement_kind(before: i64, after: i64, ever_paid: &mut bool) -> Option<usize> {
+    let kind = match (before > 0, after > 0) {
+        (false, true) if *ever_paid => Some(1),
+        (false, true) => Some(0),
+        (true, false) => Some(4),
+        (true, true) if after > before => Some(2),
+        (true, true) if after < before => Some(3),
+        _ => None,
+    };
+    *ever_paid |= after > 0;
+    kind
+}
+
 proptest! {
     /// Current MRR and windowed movements equal a recomputation over the raw events.
     #[test]
@@ -549,16 +564,7 @@ proptest! {
                 entry.1 = m;
             }
             let after = total(&subs);
-            let o = usize::from(owner);
-            let kind = match (before > 0, after > 0) {
-                (false, true) if ever_paid[o] => Some(1),
-                (false, true) => Some(0),
-                (true, false) => Some(4),
-                (true, true) if after > before => Some(2),
-                (true, true) if after < before => Some(3),
-                _ => None,
-            };
-            ever_paid[o] |= after > 0;
+            let kind = movement_kind(before, after, &mut ever_paid[usize::from(owner)]);
             if let Some(kind) = kind {
                 movements.push((at, kind, (after - before).abs()));
             }
@@ -580,6 +586,29 @@ proptest! {
                 prop_assert_eq!(find(&records, &key).value, Some(billing::major(sum.into())), "{}", key);
             }
         }
+    }
+}
+
+/// The subscriptions and customers of the segment property tests.
+const SEGMENT_TEST_SUBSCRIPTIONS: [&str; 4] = ["s0", "s1", "s2", "s3"];
+const SEGMENT_TEST_CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
+const SEGMENT_TEST_SEGMENTS: [&str; 2] = ["smb", "ent"];
+
+/// The event of `action` on one of [`SEGMENT_TEST_SUBSCRIPTIONS`], in USD; a cancellation
+/// for `reason`.
+fn segment_test_payload(action: &BillingAction, reason: CancelReason) -> Payload<'static> {
+    let id = |s: u8| SEGMENT_TEST_SUBSCRIPTIONS[usize::from(s)];
+    let usd = |s, price| terms(id(s), price, "USD", crate::event::Interval::Month);
+    match *action {
+        BillingAction::Start(s, price, _) => Payload::SubscriptionStarted(usd(s, price)),
+        BillingAction::Change(s, price) => Payload::SubscriptionChanged(usd(s, price)),
+        BillingAction::Cancel(s) => Payload::SubscriptionCanceled {
+            subscription_id: Cow::Borrowed(id(s)),
+            reason,
+        },
+        BillingAction::Renew(s) => Payload::SubscriptionRenewed {
+            subscription_id: Cow::Borrowed(id(s)),
+        },
     }
 }
 
@@ -642,9 +671,6 @@ proptest! {
             1..150,
         ),
     ) {
-        const IDS: [&str; 4] = ["s0", "s1", "s2", "s3"];
-        const CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
-        const SEGMENTS: [&str; 2] = ["smb", "ent"];
         let mut agg = aggregates(10);
         let p = PartitionId::new(Family::Billing, 0);
         let mut now = T0;
@@ -653,14 +679,9 @@ proptest! {
         let mut history: Vec<(i64, LedgerModel)> = Vec::new();
         for (advance, customer, ent, action) in &steps {
             now += advance;
-            let segment = SEGMENTS[usize::from(*ent)];
-            let payload = match *action {
-                BillingAction::Start(s, price, _) => Payload::SubscriptionStarted(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
-                BillingAction::Change(s, price) => Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
-                BillingAction::Cancel(s) => Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]), reason: CancelReason::Voluntary },
-                BillingAction::Renew(s) => Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
-            };
-            let result = agg.record(p, &billing_event(now, CUSTOMERS[usize::from(*customer)], segment, payload), now);
+            let segment = SEGMENT_TEST_SEGMENTS[usize::from(*ent)];
+            let payload = segment_test_payload(action, CancelReason::Voluntary);
+            let result = agg.record(p, &billing_event(now, SEGMENT_TEST_CUSTOMERS[usize::from(*customer)], segment, payload), now);
             let accepted = model.apply(*customer, segment, action);
             prop_assert_eq!(result.is_ok(), accepted);
             if accepted {
@@ -669,7 +690,7 @@ proptest! {
         }
         let records = agg.snapshot(now);
         let empty = LedgerModel::default();
-        for segment in SEGMENTS {
+        for segment in SEGMENT_TEST_SEGMENTS {
             let suffix = format!("/segment={segment}");
             let Some(current) = records.iter().find(|r| r.key() == format!("mrr/current{suffix}")) else {
                 // A segment no applied event named has no series.
@@ -843,9 +864,6 @@ proptest! {
             1..150,
         ),
     ) {
-        const IDS: [&str; 4] = ["s0", "s1", "s2", "s3"];
-        const CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
-        const SEGMENTS: [&str; 2] = ["smb", "ent"];
         let mut agg = aggregates(10);
         let p = PartitionId::new(Family::Billing, 0);
         let mut now = T0;
@@ -854,15 +872,10 @@ proptest! {
         let mut facts: Vec<RevenueFact> = Vec::new();
         for (advance, customer, ent, delinquent, action) in &steps {
             now += advance;
-            let segment = SEGMENTS[usize::from(*ent)];
+            let segment = SEGMENT_TEST_SEGMENTS[usize::from(*ent)];
             let reason = if *delinquent { CancelReason::Delinquent } else { CancelReason::Voluntary };
-            let payload = match *action {
-                BillingAction::Start(s, price, _) => Payload::SubscriptionStarted(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
-                BillingAction::Change(s, price) => Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
-                BillingAction::Cancel(s) => Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]), reason },
-                BillingAction::Renew(s) => Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
-            };
-            let result = agg.record(p, &billing_event(now, CUSTOMERS[usize::from(*customer)], segment, payload), now);
+            let payload = segment_test_payload(action, reason);
+            let result = agg.record(p, &billing_event(now, SEGMENT_TEST_CUSTOMERS[usize::from(*customer)], segment, payload), now);
             let owner_mrr = |m: &LedgerModel, owner: u8| -> i64 {
                 m.subs.values().filter(|(o, _, _)| *o == owner).map(|(_, v, _)| v).sum()
             };
@@ -877,16 +890,7 @@ proptest! {
                 continue;
             }
             let after = owner_mrr(&model, owner);
-            let o = usize::from(owner);
-            let movement = match (before > 0, after > 0) {
-                (false, true) if ever_paid[o] => Some(1),
-                (false, true) => Some(0),
-                (true, false) => Some(4),
-                (true, true) if after > before => Some(2),
-                (true, true) if after < before => Some(3),
-                _ => None,
-            };
-            ever_paid[o] |= after > 0;
+            let movement = movement_kind(before, after, &mut ever_paid[usize::from(owner)]);
             let cancellation = matches!(action, BillingAction::Cancel(_));
             facts.push(RevenueFact {
                 at: now,
