@@ -3,7 +3,8 @@
 //! [`EventSource`] is pure and seeded: the same seed and clock give the same events. Half
 //! the events are survey answers, 40% ticket lifecycle events (openings with a priority,
 //! replies, reopenings and resolutions, each ticket assigned to one of 25 agents) and 10%
-//! billing events; a
+//! billing events (a quarter of the cancellations for a failed payment, `reason`
+//! `delinquent`); a
 //! configured share is deliberately malformed, one of several ways, to exercise the
 //! dead-letter path. The producer adapter can first write a history, its events spread over
 //! a span before now and their messages stamped with the events' times, then paces the
@@ -23,7 +24,7 @@ use tracing::info;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::kafka::generator_producer_config;
-use kpi_core::event::Family;
+use kpi_core::event::{CancelReason, Family};
 use kpi_core::kpi::rfc3339;
 
 /// One message to produce.
@@ -343,6 +344,9 @@ impl EventSource {
         self.subscriptions[customer as usize] = Some(sub.clone());
         let mut m = self.base(kind, customer, now_ms);
         m.insert("subscription_id".into(), json!(format!("sub-{}", sub.id)));
+        if kind == "subscription.canceled" {
+            m.insert("reason".into(), json!(cancel_reason(sub.id).name()));
+        }
         if matches!(kind, "subscription.started" | "subscription.changed") {
             let plan = &PLANS[sub.plan];
             m.insert("plan".into(), json!(plan.name));
@@ -376,6 +380,18 @@ impl EventSource {
             4 => b"[\"not an object\"]".to_vec(),
             _ => Vec::new(),
         }
+    }
+}
+
+/// Why subscription `id` is canceled: a quarter of cancellations are payments that failed
+/// after dunning, a usual share of involuntary churn. Decided from the id rather than drawn,
+/// so that the random stream, and every other event of a seed, stays what it was.
+fn cancel_reason(id: u64) -> CancelReason {
+    // The top byte of a multiplicative hash spreads consecutive ids evenly.
+    if id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56 < 64 {
+        CancelReason::Delinquent
+    } else {
+        CancelReason::Voluntary
     }
 }
 
@@ -620,7 +636,7 @@ mod tests {
     }
 
     #[test]
-    fn replies_priorities_and_agents_change_no_other_kpi() {
+    fn replies_priorities_agents_and_cancellation_reasons_change_no_other_kpi() {
         let config = config(0.0);
         let mut source = EventSource::new(&config);
         // One event a second, up to now.
@@ -632,7 +648,8 @@ mod tests {
             .map(|g| (g.family, g.payload.clone()))
             .collect();
         // The same opened, reopened and resolved tickets, answers and billing events,
-        // without replies, priorities, agents and the tickets answers are about.
+        // without replies, priorities, agents, the tickets answers are about and the
+        // reasons of cancellations (voluntary when not given).
         let bare: Vec<(Family, Vec<u8>)> = generated
             .iter()
             .filter_map(|g| {
@@ -641,7 +658,7 @@ mod tests {
                 if object["type"] == "ticket.replied" {
                     return None;
                 }
-                for field in ["priority", "agent_id", "ticket_id"] {
+                for field in ["priority", "agent_id", "ticket_id", "reason"] {
                     if field != "ticket_id" || object["type"] == "survey.responded" {
                         object.remove(field);
                     }
@@ -657,8 +674,8 @@ mod tests {
             without.keys().collect::<Vec<_>>()
         );
         assert!(with.len() > 100, "{} records", with.len());
-        // Exactly the KPIs that read replies or priorities differ; everything else is what
-        // it was.
+        // Exactly the KPIs that read replies, priorities or reasons differ; everything else
+        // is what it was.
         let differing: std::collections::BTreeSet<&str> = with
             .iter()
             .filter(|(key, value)| without.get(*key) != Some(*value))
@@ -668,14 +685,35 @@ mod tests {
             differing.into_iter().collect::<Vec<_>>(),
             [
                 "backlog",
+                "customer_churn_delinquent",
+                "customer_churn_voluntary",
                 "first_reply_sla_breach",
                 "first_reply_time",
+                "mrr_churn_delinquent",
+                "mrr_churn_voluntary",
                 "one_touch",
                 "resolution_sla_breach",
                 "sla_at_risk",
                 "sla_breached_open",
             ]
         );
+    }
+
+    #[test]
+    fn cancellations_carry_a_reason_a_quarter_delinquent() {
+        let mut source = EventSource::new(&config(0.0));
+        let mut reasons = [0u32; 2];
+        for _ in 0..200_000 {
+            let g = source.next_event(NOW);
+            let event = parse(&g.payload, g.family, NOW, &LIMITS).unwrap();
+            if let kpi_core::event::Payload::SubscriptionCanceled { reason, .. } = event.payload {
+                reasons[usize::from(reason == CancelReason::Delinquent)] += 1;
+                let text = String::from_utf8(g.payload).unwrap();
+                assert!(text.contains(r#""reason":"#), "{text}");
+            }
+        }
+        let share = f64::from(reasons[1]) / f64::from(reasons[0] + reasons[1]);
+        assert!((0.2..0.3).contains(&share), "{reasons:?}");
     }
 
     #[test]

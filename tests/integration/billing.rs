@@ -1,6 +1,7 @@
 //! Billing KPIs end to end: a known subscription history, checked exactly in /metrics and on
 //! the output topic, its rejections on the dead-letter topic, and the same values after a
-//! SIGKILL and a restart that replays the billing topic from its beginning.
+//! SIGKILL and a restart that replays the billing topic from its beginning; the same for the
+//! revenue ratios (quick ratio, gross retention, churn by reason).
 
 use std::time::Duration;
 
@@ -110,6 +111,35 @@ fn check_values(m: &Metrics) {
     assert_eq!(money("kpi_clv", "current", "enterprise"), None);
 }
 
+/// Produces `events` to the billing topic, each keyed by its customer.
+async fn produce_billing(topics: &Topics, events: &[Value]) {
+    let producer = producer();
+    for e in events {
+        let key = e["customer_id"].as_str().unwrap();
+        produce(
+            &producer,
+            &topics.billing,
+            Some(key),
+            e.to_string().as_bytes(),
+        )
+        .await;
+    }
+}
+
+/// Once every input offset is committed, kills `service` (SIGKILL) and starts another one
+/// on the same topics, which replays them.
+async fn sigkill_and_restart(mut service: Service, topics: &Topics) -> Service {
+    let inputs = topics.inputs();
+    eventually("committed offsets", Duration::from_secs(30), async || {
+        committed_to_end(&topics.group, &inputs).then_some(())
+    })
+    .await;
+    service.kill();
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    service
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billing_kpis_end_to_end_and_after_sigkill() {
     let topics = Topics::create("billing").await;
@@ -173,16 +203,7 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
             terms("s4", 5_000, 1, "GBP", "month"),
         ),
     ];
-    for e in &events {
-        let key = e["customer_id"].as_str().unwrap();
-        produce(
-            &producer,
-            &topics.billing,
-            Some(key),
-            e.to_string().as_bytes(),
-        )
-        .await;
-    }
+    produce_billing(&topics, &events).await;
     let bad = [
         (
             "unknown_subscription",
@@ -220,7 +241,7 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
         produce(&producer, topic, Some("k"), e.to_string().as_bytes()).await;
     }
 
-    let mut service = Service::start(&topics.env());
+    let service = Service::start(&topics.env());
     service.wait_ready().await;
     let metrics = service.metrics().await;
     check_values(&metrics);
@@ -265,16 +286,246 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
     let dead = read_all(&topics.deadletter);
     assert_eq!(dead.len(), bad.len());
 
-    let inputs = topics.inputs();
-    eventually("committed offsets", Duration::from_secs(30), async || {
-        committed_to_end(&topics.group, &inputs).then_some(())
-    })
-    .await;
-    service.kill();
-    let service = Service::start(&topics.env());
-    service.wait_ready().await;
+    let service = sigkill_and_restart(service, &topics).await;
     let metrics = service.metrics().await;
     check_values(&metrics);
     assert_eq!(metrics.sum("kpi_events_rejected_total", &[]), 0.0);
     assert_eq!(read_all(&topics.deadletter).len(), bad.len());
+}
+
+/// The revenue ratios of a known hour, all amounts in USD:
+/// - c1 (smb) 100 since 3 days ago, contracted to 60 40 min ago;
+/// - c2 (smb) 200 since 2 days ago, canceled for a failed payment 30 min ago;
+/// - c3 (enterprise) 50 started 50 min ago, canceled (no reason: voluntary) 20 min ago;
+/// - c4 (enterprise) 300 since 2 days ago, expanded to 400 10 min ago;
+/// - c5 (smb) 80 started 45 min ago.
+///
+/// In 1h and 24h, c1, c2 and c4 (600, three subscriptions) were active at the start: new
+/// 130, expansion 100, contraction 40, churn 250 (200 delinquent, 50 voluntary). Quick ratio
+/// 230 / 290; GRR (600 − 40 − 200) / 600 = 0.6, c3's churn being that of a customer acquired
+/// in the window; NRR (600 + 100 − 40 − 250) / 600; customer churn 1/3 for each reason;
+/// subscription churn 2 / 3.
+fn check_revenue(m: &Metrics) {
+    let g = |name: &str, window: &str, segment: &str| {
+        m.get(name, &[("window", window), ("segment", segment)])
+    };
+    let by_reason = |name: &str, reason: &str, window: &str, segment: &str| {
+        m.get(
+            name,
+            &[("reason", reason), ("window", window), ("segment", segment)],
+        )
+    };
+    for window in ["1h", "24h"] {
+        assert_eq!(g("kpi_quick_ratio", window, ""), Some(230.0 / 290.0));
+        assert_eq!(
+            g("kpi_gross_revenue_retention_ratio", window, ""),
+            Some(0.6)
+        );
+        assert_eq!(
+            g("kpi_net_revenue_retention_ratio", window, ""),
+            Some(410.0 / 600.0)
+        );
+        for reason in ["voluntary", "delinquent"] {
+            assert_eq!(
+                by_reason("kpi_customer_churn_by_reason_ratio", reason, window, ""),
+                Some(1.0 / 3.0),
+                "{reason}"
+            );
+        }
+        assert_eq!(
+            g("kpi_subscription_churn_ratio", window, ""),
+            Some(2.0 / 3.0)
+        );
+    }
+    assert_eq!(
+        m.get(
+            "kpi_mrr_churn_by_reason",
+            &[
+                ("reason", "delinquent"),
+                ("window", "1h"),
+                ("segment", ""),
+                ("currency", "USD")
+            ]
+        ),
+        Some(200.0)
+    );
+    assert_eq!(
+        m.get(
+            "kpi_mrr_lost_by_customers_at_window_start",
+            &[("window", "1h"), ("segment", ""), ("currency", "USD")]
+        ),
+        Some(240.0)
+    );
+    // The total churn keeps its series: no reason label on it.
+    assert_eq!(g("kpi_customer_churn_ratio", "1h", ""), Some(2.0 / 3.0));
+    // smb: c1 and c2 (300) at the start; new 80, contraction 40, churn 200 (delinquent).
+    assert_eq!(g("kpi_quick_ratio", "1h", "smb"), Some(80.0 / 240.0));
+    assert_eq!(
+        g("kpi_gross_revenue_retention_ratio", "1h", "smb"),
+        Some(0.2)
+    );
+    assert_eq!(
+        by_reason(
+            "kpi_customer_churn_by_reason_ratio",
+            "delinquent",
+            "1h",
+            "smb"
+        ),
+        Some(0.5)
+    );
+    assert_eq!(
+        by_reason(
+            "kpi_customer_churn_by_reason_ratio",
+            "voluntary",
+            "1h",
+            "smb"
+        ),
+        Some(0.0)
+    );
+    // enterprise: c4 (300) at the start; c3 came and went inside the hour, which leaves
+    // its gross retention whole.
+    assert_eq!(g("kpi_quick_ratio", "1h", "enterprise"), Some(3.0));
+    assert_eq!(
+        g("kpi_gross_revenue_retention_ratio", "1h", "enterprise"),
+        Some(1.0)
+    );
+    // 7 days: nobody was active at the start; every start is new.
+    assert_eq!(g("kpi_gross_revenue_retention_ratio", "7d", ""), None);
+    assert_eq!(g("kpi_quick_ratio", "7d", ""), Some(830.0 / 290.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revenue_ratios_end_to_end_and_after_sigkill() {
+    let topics = Topics::create("revenue").await;
+    let now = now_ms();
+    let usd = |sub: &str, price: i64| terms(sub, price, 1, "USD", "month");
+    let events = [
+        billing(
+            "r1",
+            "subscription.started",
+            now - 3 * DAY,
+            "c1",
+            "smb",
+            usd("s1", 10_000),
+        ),
+        billing(
+            "r2",
+            "subscription.started",
+            now - 2 * DAY,
+            "c2",
+            "smb",
+            usd("s2", 20_000),
+        ),
+        billing(
+            "r3",
+            "subscription.started",
+            now - 2 * DAY,
+            "c4",
+            "enterprise",
+            usd("s4", 30_000),
+        ),
+        billing(
+            "r4",
+            "subscription.started",
+            now - 50 * MINUTE,
+            "c3",
+            "enterprise",
+            usd("s3", 5_000),
+        ),
+        billing(
+            "r5",
+            "subscription.started",
+            now - 45 * MINUTE,
+            "c5",
+            "smb",
+            usd("s5", 8_000),
+        ),
+        billing(
+            "r6",
+            "subscription.changed",
+            now - 40 * MINUTE,
+            "c1",
+            "smb",
+            usd("s1", 6_000),
+        ),
+        billing(
+            "r7",
+            "subscription.canceled",
+            now - 30 * MINUTE,
+            "c2",
+            "smb",
+            json!({"subscription_id": "s2", "reason": "delinquent"}),
+        ),
+        billing(
+            "r8",
+            "subscription.canceled",
+            now - 20 * MINUTE,
+            "c3",
+            "enterprise",
+            json!({"subscription_id": "s3"}),
+        ),
+        billing(
+            "r9",
+            "subscription.changed",
+            now - 10 * MINUTE,
+            "c4",
+            "enterprise",
+            usd("s4", 40_000),
+        ),
+        // A reason the contract does not know: rejected, and nothing changes.
+        billing(
+            "x1",
+            "subscription.canceled",
+            now - 5 * MINUTE,
+            "c5",
+            "smb",
+            json!({"subscription_id": "s5", "reason": "chargeback"}),
+        ),
+    ];
+    produce_billing(&topics, &events).await;
+
+    let service = Service::start(&topics.env());
+    service.wait_ready().await;
+    let metrics = service.metrics().await;
+    check_revenue(&metrics);
+    assert_eq!(
+        metrics.sum("kpi_events_rejected_total", &[("reason", "invalid_value")]),
+        1.0
+    );
+    let dead = read_all(&topics.deadletter);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].headers.get("kpi-stream.reason").map(String::as_str),
+        Some("invalid_value")
+    );
+
+    let output = eventually("the output topic", Duration::from_secs(30), async || {
+        let output = latest_output(&topics.output);
+        output
+            .contains_key("customer_churn_delinquent/1h")
+            .then_some(output)
+    })
+    .await;
+    assert_eq!(
+        output["quick_ratio/1h"]["components"],
+        json!({"new": 130, "reactivation": 0, "expansion": 100, "contraction": 40, "churn": 250})
+    );
+    assert_eq!(
+        output["gross_revenue_retention/1h"]["components"],
+        json!({"mrr_at_start": 600, "lost": 240})
+    );
+    assert_eq!(output["gross_revenue_retention/1h"]["value"], json!(0.6));
+    assert_eq!(
+        output["mrr_churn_delinquent/1h"]["labels"],
+        json!({"reason": "delinquent", "currency": "USD"})
+    );
+    assert_eq!(output["mrr_churn_delinquent/1h"]["value"], json!(200));
+    assert_eq!(
+        output["quick_ratio/7d/segment=smb"]["value"],
+        json!(380.0 / 240.0)
+    );
+
+    let service = sigkill_and_restart(service, &topics).await;
+    let metrics = service.metrics().await;
+    check_revenue(&metrics);
 }

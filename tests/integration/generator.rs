@@ -33,7 +33,9 @@ fn subscription_id<'e>(event: &'e Event<'_>) -> &'e str {
         Payload::SubscriptionStarted(terms) | Payload::SubscriptionChanged(terms) => {
             &terms.subscription_id
         }
-        Payload::SubscriptionCanceled { subscription_id }
+        Payload::SubscriptionCanceled {
+            subscription_id, ..
+        }
         | Payload::SubscriptionRenewed { subscription_id } => subscription_id,
         _ => unreachable!("a billing topic holds billing events"),
     }

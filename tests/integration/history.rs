@@ -422,9 +422,9 @@ impl BruteForce {
                 Payload::SubscriptionStarted(terms) | Payload::SubscriptionChanged(terms) => {
                     (terms.subscription_id.to_string(), micros(terms))
                 }
-                Payload::SubscriptionCanceled { subscription_id } => {
-                    (subscription_id.to_string(), 0)
-                }
+                Payload::SubscriptionCanceled {
+                    subscription_id, ..
+                } => (subscription_id.to_string(), 0),
                 _ => continue,
             };
             if event.occurred_at_ms >= since_30d && active_at_start.is_none() {

@@ -12,7 +12,7 @@ use crate::harness::{
 
 /// Gauges that do not add up across instances: ratios, means, quantiles and the values
 /// derived from them. Every other KPI gauge is a count or an amount.
-const NOT_ADDITIVE: [&str; 14] = [
+const NOT_ADDITIVE: [&str; 18] = [
     "kpi_nps",
     "kpi_csat_ratio",
     "kpi_ces_mean",
@@ -27,6 +27,10 @@ const NOT_ADDITIVE: [&str; 14] = [
     "kpi_renewal_ratio",
     "kpi_arpa",
     "kpi_clv",
+    "kpi_quick_ratio",
+    "kpi_gross_revenue_retention_ratio",
+    "kpi_subscription_churn_ratio",
+    "kpi_customer_churn_by_reason_ratio",
 ];
 
 fn name(key: &str) -> &str {
@@ -159,6 +163,40 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
                 sum("kpi_resolution_time_total_seconds", labels),
                 sum("kpi_resolution_time_resolutions", labels),
             ),
+            "kpi_quick_ratio" => {
+                let kinds = |kinds: &[&str]| {
+                    kinds
+                        .iter()
+                        .map(|k| movement(labels, k))
+                        .sum::<Option<f64>>()
+                };
+                ratio(
+                    kinds(&["new", "reactivation", "expansion"]),
+                    kinds(&["contraction", "churn"]),
+                )
+            }
+            "kpi_gross_revenue_retention_ratio" => {
+                let start = sum("kpi_mrr_at_window_start", &money(labels, None));
+                let lost = sum(
+                    "kpi_mrr_lost_by_customers_at_window_start",
+                    &money(labels, None),
+                );
+                ratio(start.zip(lost).map(|(s, l)| s - l), start)
+            }
+            "kpi_subscription_churn_ratio" => ratio(
+                sum("kpi_cancellations", labels),
+                sum("kpi_subscriptions_active_at_window_start", labels),
+            ),
+            "kpi_customer_churn_by_reason_ratio" => {
+                // `reason` sorts before `segment` and `window`: the denominator has neither.
+                let plain = labels
+                    .replace("reason=\"voluntary\",", "")
+                    .replace("reason=\"delinquent\",", "");
+                ratio(
+                    sum("kpi_customers_churned_by_reason", labels),
+                    sum("kpi_customers_active_at_window_start", &plain),
+                )
+            }
             "kpi_renewal_ratio" => {
                 let renewals = sum("kpi_renewals", labels);
                 let due = renewals.zip(sum("kpi_cancellations", labels));

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::backlog::Backlog;
-use crate::billing::{BillingLedger, BillingTally, Current, Rates};
+use crate::billing::{BillingLedger, BillingTally, Current, CustomerSeries, Movement, Rates};
 use crate::calendar::{Calendar, CalendarWindowSpec, PeriodKind, PeriodWindow};
 use crate::components::{
     FamilyTallies, PartitionComponents, SeriesComponents, Totals, WindowFrame,
@@ -70,6 +70,44 @@ impl EventSeries {
 
     fn keys(&self) -> &[SeriesKey] {
         self.keys.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Where a billing customer counts, as the ledger keeps it: the series of its latest event,
+/// and since when it has counted in each (the `occurred_at` of the event that put it
+/// there), which tells whether its losses are those of a customer that was in the series
+/// at a window's start.
+#[derive(Debug, Clone, Copy)]
+struct CustomerPlace {
+    series: EventSeries,
+    joined_ms: [i64; 1 + DIMENSION_FIELDS.len()],
+}
+
+impl CustomerPlace {
+    fn new(series: EventSeries, at_ms: i64) -> Self {
+        CustomerPlace {
+            series,
+            joined_ms: [at_ms; 1 + DIMENSION_FIELDS.len()],
+        }
+    }
+}
+
+/// The same series are the same place, whenever the customer joined them.
+impl PartialEq for CustomerPlace {
+    fn eq(&self, other: &Self) -> bool {
+        self.series == other.series
+    }
+}
+
+impl CustomerSeries for CustomerPlace {
+    fn succeed(&mut self, previous: &Self) {
+        let before = previous.series.keys.iter().zip(&previous.joined_ms);
+        let now = self.joined_ms.iter_mut().zip(&self.series.keys);
+        for ((joined, key), (old_key, old_joined)) in now.zip(before) {
+            if key == old_key {
+                *joined = *old_joined;
+            }
+        }
     }
 }
 
@@ -172,7 +210,7 @@ struct PartitionState {
     tickets: FastMap<SeriesKey, SeriesWindows<TicketTally>>,
     billing: FastMap<SeriesKey, SeriesWindows<BillingTally>>,
     /// Current MRR per customer; each customer counts in the series of its latest event.
-    ledger: BillingLedger<EventSeries>,
+    ledger: BillingLedger<CustomerPlace>,
     /// The open tickets of a tickets partition; a waiting reply keeps its series.
     open_tickets: OpenTickets<EventSeries>,
     /// For each calendar period, in configuration order, what is known of the period in
@@ -372,6 +410,9 @@ pub struct Aggregates {
     /// The same for a first reply counted at its ticket's `ticket.opened`, which lands
     /// where the reply's time does.
     reply_placements: Vec<Option<Placement>>,
+    /// The same for the losses of a customer that joined a series inside a window
+    /// ([`joiner_placements`]).
+    joiner_placements: Vec<Option<Placement>>,
 }
 
 /// The rings every series has: one per rolling window, with room for the lead, then one
@@ -501,6 +542,7 @@ impl Aggregates {
             rings: windows.iter().map(|w| w.ring(lead_ms)).collect(),
             placements: Vec::new(),
             reply_placements: Vec::new(),
+            joiner_placements: Vec::new(),
             windows,
         }
     }
@@ -831,6 +873,7 @@ impl Aggregates {
             rings,
             placements,
             reply_placements,
+            joiner_placements,
             dedup_horizon_ms,
             max_open_age_ms,
             sla,
@@ -947,16 +990,67 @@ impl Aggregates {
             | Payload::SubscriptionChanged(_)
             | Payload::SubscriptionCanceled { .. }
             | Payload::SubscriptionRenewed { .. } => {
-                let applied = state.ledger.apply(event, rates, series)?;
-                if let Some((from, mrr)) = &applied.moved_from {
-                    for (old, new) in from.keys().iter().zip(series.keys()) {
+                let place_now = CustomerPlace::new(series, at);
+                let applied = state.ledger.apply(event, rates, place_now)?;
+                if let Some(moved) = &applied.moved_from {
+                    let (mrr, subscriptions) = (moved.mrr, moved.subscriptions);
+                    for (old, new) in moved.from.series.keys().iter().zip(series.keys()) {
                         if old != new {
-                            landing.apply_to(&mut state.billing, *old, |t| t.record_move_out(*mrr));
-                            landing.apply_to(&mut state.billing, *new, |t| t.record_move_in(*mrr));
+                            landing.apply_to(&mut state.billing, *old, |t| {
+                                t.record_move_out(mrr, subscriptions)
+                            });
+                            landing.apply_to(&mut state.billing, *new, |t| {
+                                t.record_move_in(mrr, subscriptions)
+                            });
                         }
                     }
                 }
                 landing.apply(&mut state.billing, |t| t.record(&applied.change));
+                let change = &applied.change;
+                if matches!(
+                    change.movement,
+                    Some(Movement::Contraction | Movement::Churn)
+                ) {
+                    // Per series, the loss of a customer that was not there at a window's
+                    // start counts again in the bucket where the customer joined it (became
+                    // active, or moved in; the loss's own time if that came later): in a
+                    // rolling window, that bucket leaves the window exactly when the joining
+                    // does. A calendar period has one bucket, so there it is the loss's own,
+                    // and only if the customer joined in the same period.
+                    let mut last: Option<i64> = None;
+                    for (slot, key) in series.keys().iter().enumerate() {
+                        let joined = applied.series.joined_ms[slot]
+                            .max(applied.active_since_ms)
+                            .min(at);
+                        if last != Some(joined) {
+                            place(
+                                rings,
+                                calendar.as_mut(),
+                                periods,
+                                joined,
+                                event.reference_ms,
+                                now_ms,
+                                joiner_placements,
+                            );
+                            let own = landing.placements.iter().skip(rolling);
+                            for (period, own) in joiner_placements.iter_mut().skip(rolling).zip(own)
+                            {
+                                if period != own {
+                                    *period = None;
+                                }
+                            }
+                            last = Some(joined);
+                        }
+                        let joiners = Landing {
+                            shapes,
+                            series: series.keys(),
+                            placements: joiner_placements,
+                        };
+                        joiners.apply_to(&mut state.billing, *key, |t| {
+                            t.record_joiner_loss(change.amount)
+                        });
+                    }
+                }
                 None
             }
         };
@@ -1066,9 +1160,9 @@ impl Aggregates {
         };
         let mut current: HashMap<SeriesKey, Current> = HashMap::new();
         if partition.family == Family::Billing {
-            for (mrr, series) in state.ledger.customers() {
-                for key in series.keys() {
-                    current.entry(*key).or_default().add(mrr);
+            for (mrr, subscriptions, place) in state.ledger.customers() {
+                for key in place.series.keys() {
+                    current.entry(*key).or_default().add(mrr, subscriptions);
                 }
             }
         }

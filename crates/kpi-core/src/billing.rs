@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Interval, Payload, Reason, Rejection, SubscriptionTerms};
+use crate::event::{CancelReason, Event, Interval, Payload, Reason, Rejection, SubscriptionTerms};
 use crate::window::Tally;
 
 /// Millionths of one major unit of the base currency: one amount (a subscription's,
@@ -135,6 +135,11 @@ pub struct MrrChange {
     pub amount: Micros,
     pub renewal: bool,
     pub cancellation: bool,
+    /// Why the subscription was canceled; voluntary for every other event, so that a
+    /// customer whose last subscription is changed to a price of 0 churns voluntarily.
+    pub reason: CancelReason,
+    /// A subscription became active: new, or started again after its cancellation.
+    pub subscription_started: bool,
 }
 
 impl MrrChange {
@@ -143,22 +148,64 @@ impl MrrChange {
         amount: 0,
         renewal: false,
         cancellation: false,
+        reason: CancelReason::Voluntary,
+        subscription_started: false,
     };
 }
 
-/// A billing event applied to the ledger: its change, and, when the event put the customer
-/// in other series than its previous event did (a new segment, say), where the customer
-/// counted before and the MRR it carried from there.
+/// A customer that an event put in other series than its previous event did: where it
+/// counted before, and what it carried from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved<S> {
+    pub from: S,
+    /// Its MRR before the event (0 for a customer with free subscriptions only).
+    pub mrr: Micros,
+    /// Its active subscriptions before the event.
+    pub subscriptions: u64,
+}
+
+/// A billing event applied to the ledger: its change, and, when the event put a customer
+/// with MRR or active subscriptions in other series than its previous event did (a new
+/// segment, say), what it carried from where it counted before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied<S> {
     pub change: MrrChange,
-    pub moved_from: Option<(S, Micros)>,
+    pub moved_from: Option<Moved<S>>,
+    /// The `occurred_at` of the event that last took the customer's MRR from 0 to above 0:
+    /// the customer has been active without a break since then (until this event, for a
+    /// churn).
+    pub active_since_ms: i64,
+    /// The customer's series after the event, as the ledger keeps it.
+    pub series: S,
+}
+
+/// Where a customer's values count, as the ledger keeps it between its events. Equal
+/// series are the same place; a series that replaces another may keep what it remembers
+/// of the customer where the two agree (since when it counts there, say).
+pub trait CustomerSeries: Clone + PartialEq {
+    /// `self` replaces `previous` as the customer's series.
+    fn succeed(&mut self, previous: &Self);
+}
+
+/// The places of the ledger's tests: one series, or one segment name.
+#[cfg(test)]
+impl CustomerSeries for () {
+    fn succeed(&mut self, _previous: &Self) {}
+}
+
+#[cfg(test)]
+impl CustomerSeries for &str {
+    fn succeed(&mut self, _previous: &Self) {}
 }
 
 #[derive(Debug, Clone)]
 struct Customer<S> {
     mrr: Micros,
     ever_paid: bool,
+    /// Subscriptions started and not canceled, free ones included.
+    subscriptions: u64,
+    /// See [`Applied::active_since_ms`]; meaningless while the MRR is 0.
+    active_since_ms: i64,
     /// The series of the customer's latest event, where its current MRR counts.
     series: S,
 }
@@ -168,6 +215,8 @@ impl<S> Customer<S> {
         Customer {
             mrr: 0,
             ever_paid: false,
+            subscriptions: 0,
+            active_since_ms: i64::MIN,
             series,
         }
     }
@@ -235,7 +284,7 @@ fn check_active(subscription: Option<&Subscription>, id: &str) -> Result<(), Rej
     }
 }
 
-impl<S: Clone + PartialEq> BillingLedger<S> {
+impl<S: CustomerSeries> BillingLedger<S> {
     /// Applies a billing event; `series` is where the customer's values count from now on.
     /// A change, renewal or cancellation of an unknown or canceled subscription is rejected:
     /// a second cancellation would count twice, and a renewal of a dead subscription would
@@ -246,11 +295,16 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         rates: &Rates,
         series: S,
     ) -> Result<Applied<S>, Rejection> {
+        let mut reason = CancelReason::Voluntary;
         let (subscription_id, terms, renewal, cancellation) = match &event.payload {
             Payload::SubscriptionStarted(terms) | Payload::SubscriptionChanged(terms) => {
                 (terms.subscription_id.as_ref(), Some(terms), false, false)
             }
-            Payload::SubscriptionCanceled { subscription_id } => {
+            Payload::SubscriptionCanceled {
+                subscription_id,
+                reason: why,
+            } => {
+                reason = *why;
                 (subscription_id.as_ref(), None, false, true)
             }
             Payload::SubscriptionRenewed { subscription_id } => {
@@ -260,6 +314,8 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
                 return Ok(Applied {
                     change: MrrChange::NONE,
                     moved_from: None,
+                    active_since_ms: event.occurred_at_ms,
+                    series,
                 });
             }
         };
@@ -284,6 +340,8 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         // partition's new totals are checked before anything changes: a rejected event
         // leaves no trace.
         let delta = new_mrr.map_or(0, |m| m - old_mrr);
+        // Only a start reaches a canceled subscription (checked above).
+        let subscription_started = subscription.as_ref().is_none_or(|s| s.canceled);
         let customer = match subscription {
             Some(subscription) => {
                 let customer = &mut customers[subscription.customer];
@@ -318,11 +376,23 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
         let movement = classify(before, after, customer.ever_paid);
         customer.mrr = after;
         customer.ever_paid |= after > 0;
+        if before == 0 && after > 0 {
+            customer.active_since_ms = event.occurred_at_ms;
+        }
+        let subscriptions_before = customer.subscriptions;
+        customer.subscriptions =
+            subscriptions_before + u64::from(subscription_started) - u64::from(cancellation);
         let moved_from = if customer.series == series {
             None
         } else {
+            let mut series = series;
+            series.succeed(&customer.series);
             let previous = std::mem::replace(&mut customer.series, series);
-            (before > 0).then_some((previous, before))
+            (before > 0 || subscriptions_before > 0).then_some(Moved {
+                from: previous,
+                mrr: before,
+                subscriptions: subscriptions_before,
+            })
         };
         Ok(Applied {
             change: MrrChange {
@@ -330,14 +400,20 @@ impl<S: Clone + PartialEq> BillingLedger<S> {
                 amount: (after - before).abs(),
                 renewal,
                 cancellation,
+                reason,
+                subscription_started,
             },
             moved_from,
+            active_since_ms: customer.active_since_ms,
+            series: customer.series.clone(),
         })
     }
 
-    /// Every customer's current MRR with its series.
-    pub fn customers(&self) -> impl Iterator<Item = (Micros, &S)> {
-        self.customers.iter().map(|c| (c.mrr, &c.series))
+    /// Every customer's current MRR and active subscriptions with its series.
+    pub fn customers(&self) -> impl Iterator<Item = (Micros, u64, &S)> {
+        self.customers
+            .iter()
+            .map(|c| (c.mrr, c.subscriptions, &c.series))
     }
 }
 
@@ -368,6 +444,25 @@ pub struct BillingTally {
     pub moved_in_customers: u64,
     #[serde(default)]
     pub moved_out_customers: u64,
+    /// The part of `churn` and `churned_customers` whose last subscription was canceled as
+    /// delinquent (failed payment); the rest is voluntary.
+    #[serde(default)]
+    pub churn_delinquent: MicrosSum,
+    #[serde(default)]
+    pub churned_customers_delinquent: u64,
+    /// Subscriptions that became active (new, or started again after a cancellation).
+    #[serde(default)]
+    pub subscriptions_started: u64,
+    /// Active subscriptions that came from or left for another series with their customer.
+    #[serde(default)]
+    pub moved_in_subscriptions: u64,
+    #[serde(default)]
+    pub moved_out_subscriptions: u64,
+    /// Contraction and churn MRR of customers that joined the series in this bucket,
+    /// wherever the loss itself counts (see `aggregate`): what gross revenue retention
+    /// leaves out of a window holding this bucket.
+    #[serde(default)]
+    pub joiner_losses: MicrosSum,
 }
 
 impl Tally for BillingTally {
@@ -388,6 +483,12 @@ impl Tally for BillingTally {
         self.moved_out += o.moved_out;
         self.moved_in_customers += o.moved_in_customers;
         self.moved_out_customers += o.moved_out_customers;
+        self.churn_delinquent += o.churn_delinquent;
+        self.churned_customers_delinquent += o.churned_customers_delinquent;
+        self.subscriptions_started += o.subscriptions_started;
+        self.moved_in_subscriptions += o.moved_in_subscriptions;
+        self.moved_out_subscriptions += o.moved_out_subscriptions;
+        self.joiner_losses += o.joiner_losses;
     }
 }
 
@@ -413,28 +514,74 @@ impl BillingTally {
             Some(Movement::Churn) => {
                 self.churn += MicrosSum::from(change.amount);
                 self.churned_customers += 1;
+                if change.reason == CancelReason::Delinquent {
+                    self.churn_delinquent += MicrosSum::from(change.amount);
+                    self.churned_customers_delinquent += 1;
+                }
             }
             None => {}
         }
         self.renewals += u64::from(change.renewal);
         self.cancellations += u64::from(change.cancellation);
+        self.subscriptions_started += u64::from(change.subscription_started);
     }
 
-    /// A customer with `mrr` (above 0) joined this series from another.
-    pub fn record_move_in(&mut self, mrr: Micros) {
+    /// A customer with `mrr` and `subscriptions` joined this series from another.
+    pub fn record_move_in(&mut self, mrr: Micros, subscriptions: u64) {
         self.moved_in += MicrosSum::from(mrr);
-        self.moved_in_customers += 1;
+        self.moved_in_customers += u64::from(mrr > 0);
+        self.moved_in_subscriptions += subscriptions;
     }
 
-    /// A customer with `mrr` (above 0) left this series for another.
-    pub fn record_move_out(&mut self, mrr: Micros) {
+    /// A customer with `mrr` and `subscriptions` left this series for another.
+    pub fn record_move_out(&mut self, mrr: Micros, subscriptions: u64) {
         self.moved_out += MicrosSum::from(mrr);
-        self.moved_out_customers += 1;
+        self.moved_out_customers += u64::from(mrr > 0);
+        self.moved_out_subscriptions += subscriptions;
+    }
+
+    /// Churned MRR and customers in W whose last cancellation had `reason`.
+    pub fn churn_by(&self, reason: CancelReason) -> (MicrosSum, u64) {
+        match reason {
+            CancelReason::Delinquent => (self.churn_delinquent, self.churned_customers_delinquent),
+            CancelReason::Voluntary => (
+                self.churn - self.churn_delinquent,
+                self.churned_customers - self.churned_customers_delinquent,
+            ),
+        }
+    }
+
+    /// SaaS quick ratio = (new + reactivation + expansion) / (contraction + churn) MRR in
+    /// W; `None` when nothing was lost.
+    pub fn quick_ratio(&self) -> Option<f64> {
+        let lost = self.contraction + self.churn;
+        (lost > 0).then(|| (self.new + self.reactivation + self.expansion) as f64 / lost as f64)
+    }
+
+    /// A contraction or churn of `amount` by a customer that joined the series (became
+    /// active, or moved in) in this bucket.
+    pub fn record_joiner_loss(&mut self, amount: Micros) {
+        self.joiner_losses += MicrosSum::from(amount);
+    }
+
+    /// Contraction and churn MRR in W of the customers active in the series at its start:
+    /// every loss in W less those of customers that joined it in W.
+    pub fn losses_of_customers_at_start(&self) -> MicrosSum {
+        self.contraction + self.churn - self.joiner_losses
     }
 
     /// Customers who joined the series in the window: new, reactivated or moved in.
     pub fn acquired_customers(&self) -> u64 {
         self.new_customers + self.reactivated_customers + self.moved_in_customers
+    }
+
+    /// Movements of every kind in W.
+    pub fn movements(&self) -> u64 {
+        self.new_customers
+            + self.reactivated_customers
+            + self.expansions
+            + self.contractions
+            + self.churned_customers
     }
 
     /// Net new MRR = new + reactivation + expansion - contraction - churn.
@@ -443,25 +590,32 @@ impl BillingTally {
     }
 }
 
-/// Current totals of a series: MRR and customers whose MRR is above 0.
+/// Current totals of a series: MRR, customers whose MRR is above 0, and active
+/// subscriptions.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Current {
     pub mrr: MicrosSum,
     pub active_customers: u64,
+    /// Absent in components written before it existed.
+    #[serde(default)]
+    pub active_subscriptions: u64,
 }
 
 impl Current {
-    pub fn add(&mut self, mrr: Micros) {
+    /// Adds a customer with `mrr` and `subscriptions` active.
+    pub fn add(&mut self, mrr: Micros, subscriptions: u64) {
         if mrr > 0 {
             self.mrr += MicrosSum::from(mrr);
             self.active_customers += 1;
         }
+        self.active_subscriptions += subscriptions;
     }
 
     /// Adds the totals of other customers (another partition's).
     pub fn merge(&mut self, other: &Current) {
         self.mrr += other.mrr;
         self.active_customers += other.active_customers;
+        self.active_subscriptions += other.active_subscriptions;
     }
 
     /// ARPA = MRR / active customers, in base-currency micros; `None` without customers.
@@ -476,6 +630,7 @@ impl Current {
 pub struct AtEnd {
     pub mrr: MicrosSum,
     pub active_customers: i64,
+    pub active_subscriptions: i64,
 }
 
 impl From<&Current> for AtEnd {
@@ -483,6 +638,7 @@ impl From<&Current> for AtEnd {
         AtEnd {
             mrr: current.mrr,
             active_customers: i64::try_from(current.active_customers).unwrap_or(i64::MAX),
+            active_subscriptions: i64::try_from(current.active_subscriptions).unwrap_or(i64::MAX),
         }
     }
 }
@@ -494,6 +650,9 @@ pub struct WindowRevenue {
     pub mrr_at_start: MicrosSum,
     pub active_at_start: i64,
     pub active_at_end: i64,
+    /// Subscriptions active at the start of W: active at its end, less those started or
+    /// moved in during W, plus those canceled or moved out.
+    pub subscriptions_at_start: i64,
 }
 
 impl WindowRevenue {
@@ -514,6 +673,11 @@ impl WindowRevenue {
                 + window.churned_customers as i64
                 + window.moved_out_customers as i64,
             active_at_end,
+            subscriptions_at_start: end.active_subscriptions
+                - window.subscriptions_started as i64
+                - window.moved_in_subscriptions as i64
+                + window.cancellations as i64
+                + window.moved_out_subscriptions as i64,
         }
     }
 
@@ -522,12 +686,34 @@ impl WindowRevenue {
         AtEnd {
             mrr: self.mrr_at_start,
             active_customers: self.active_at_start,
+            active_subscriptions: self.subscriptions_at_start,
         }
     }
 
     /// Customers churned in W / active customers at the start of W.
     pub fn customer_churn_ratio(&self, w: &BillingTally) -> Option<f64> {
         (self.active_at_start > 0).then(|| w.churned_customers as f64 / self.active_at_start as f64)
+    }
+
+    /// Customers churned in W whose last cancellation had `reason` / active customers at
+    /// the start of W: the parts add up to [`WindowRevenue::customer_churn_ratio`].
+    pub fn customer_churn_ratio_by(&self, w: &BillingTally, reason: CancelReason) -> Option<f64> {
+        let (_, churned) = w.churn_by(reason);
+        (self.active_at_start > 0).then(|| churned as f64 / self.active_at_start as f64)
+    }
+
+    /// Gross revenue retention = (MRR at start − contraction − churn of the customers
+    /// active at the start of W) / MRR at start: at most 1.
+    pub fn gross_revenue_retention_ratio(&self, w: &BillingTally) -> Option<f64> {
+        (self.mrr_at_start > 0).then(|| {
+            (self.mrr_at_start - w.losses_of_customers_at_start()) as f64 / self.mrr_at_start as f64
+        })
+    }
+
+    /// Subscriptions canceled in W / subscriptions active at the start of W.
+    pub fn subscription_churn_ratio(&self, w: &BillingTally) -> Option<f64> {
+        (self.subscriptions_at_start > 0)
+            .then(|| w.cancellations as f64 / self.subscriptions_at_start as f64)
     }
 
     /// (Churn + contraction MRR in W) / MRR at the start of W.
@@ -635,6 +821,7 @@ mod tests {
             customer,
             Payload::SubscriptionCanceled {
                 subscription_id: Cow::Owned(id.to_owned()),
+                reason: CancelReason::Voluntary,
             },
         )
     }
@@ -732,7 +919,7 @@ mod tests {
         );
         let c = apply(&mut l, &renewed);
         assert_eq!((c.movement, c.renewal), (None, true));
-        let mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
+        let mrr: Vec<_> = l.customers().map(|(m, _, _)| m).collect();
         assert_eq!(mrr, [15_000_000]);
     }
 
@@ -749,7 +936,7 @@ mod tests {
         // s2 was never applied: it is unknown, and c1 still pays 10.
         let err = l.apply(&canceled("c1", "s2"), &rates(), ()).unwrap_err();
         assert_eq!(err.reason, Reason::UnknownSubscription);
-        let mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
+        let mrr: Vec<_> = l.customers().map(|(m, _, _)| m).collect();
         assert_eq!(mrr, [10_000_000]);
     }
 
@@ -778,7 +965,7 @@ mod tests {
             .apply(&changed("c1", "s1", whale), &rates(), ())
             .unwrap_err();
         assert_eq!(err.reason, Reason::OutOfRange);
-        let mut mrr: Vec<_> = l.customers().map(|(m, _)| m).collect();
+        let mut mrr: Vec<_> = l.customers().map(|(m, _, _)| m).collect();
         mrr.sort();
         assert_eq!(mrr, [10_000_000, 5_000_000_000_000_000_000]);
         assert_eq!(l.total, 5_000_000_000_010_000_000);
@@ -816,6 +1003,7 @@ mod tests {
         let current = Current {
             mrr: one,
             active_customers: 1,
+            active_subscriptions: 1,
         };
         assert_eq!(WindowRevenue::new(&current, &tally).mrr_at_start, 0);
     }
@@ -857,15 +1045,169 @@ mod tests {
             None
         );
         let a = ok(&mut l, &changed("c1", "s1", 1500), "ent");
-        assert_eq!(a.moved_from, Some(("smb", 10_000_000)));
+        assert_eq!(
+            a.moved_from,
+            Some(Moved {
+                from: "smb",
+                mrr: 10_000_000,
+                subscriptions: 1
+            })
+        );
         assert_eq!(a.change.movement, Some(Movement::Expansion));
         assert_eq!(ok(&mut l, &canceled("c1", "s1"), "ent").moved_from, None);
         // A customer without MRR carries nothing: it only counts where its next start does.
         let a = ok(&mut l, &started("c1", "s2", 1000), "mid");
         assert_eq!(a.moved_from, None);
         assert_eq!(a.change.movement, Some(Movement::Reactivation));
-        let series: Vec<_> = l.customers().map(|(_, s)| *s).collect();
+        let series: Vec<_> = l.customers().map(|(_, _, s)| *s).collect();
         assert_eq!(series, ["mid"]);
+    }
+
+    fn canceled_as(customer: &str, id: &str, reason: CancelReason) -> Event<'static> {
+        event(
+            customer,
+            Payload::SubscriptionCanceled {
+                subscription_id: Cow::Owned(id.to_owned()),
+                reason,
+            },
+        )
+    }
+
+    #[test]
+    fn a_churn_carries_the_reason_of_the_last_cancellation_and_free_subscriptions_count() {
+        let mut l = BillingLedger::<&str>::default();
+        let ok = |l: &mut BillingLedger<&'static str>, e: &Event<'_>, series| {
+            l.apply(e, &rates(), series).unwrap()
+        };
+        let a = ok(&mut l, &started("c1", "s1", 1000), "smb");
+        assert!(a.change.subscription_started);
+        // A free subscription is active: started, though it moves no MRR.
+        let a = ok(&mut l, &started("c1", "free", 0), "smb");
+        assert_eq!(
+            (a.change.movement, a.change.subscription_started),
+            (None, true)
+        );
+        // Starting an active subscription again is a change, not a start.
+        let a = ok(&mut l, &started("c1", "s1", 1200), "smb");
+        assert_eq!(
+            (a.change.movement, a.change.subscription_started),
+            (Some(Movement::Expansion), false)
+        );
+        let a = ok(
+            &mut l,
+            &canceled_as("c1", "s1", CancelReason::Delinquent),
+            "smb",
+        );
+        assert_eq!(a.change.movement, Some(Movement::Churn));
+        assert_eq!(a.change.reason, CancelReason::Delinquent);
+        // A customer without MRR but with a free subscription carries it to its new series.
+        let a = ok(&mut l, &started("c1", "s2", 500), "ent");
+        assert_eq!(a.change.movement, Some(Movement::Reactivation));
+        assert_eq!(
+            a.moved_from,
+            Some(Moved {
+                from: "smb",
+                mrr: 0,
+                subscriptions: 1
+            })
+        );
+        let state: Vec<_> = l.customers().map(|(m, n, s)| (m, n, *s)).collect();
+        assert_eq!(state, [(5_000_000, 2, "ent")]);
+        // A last subscription changed to a price of 0 churns voluntarily.
+        ok(&mut l, &canceled("c1", "free"), "ent");
+        let a = ok(&mut l, &changed("c1", "s2", 0), "ent");
+        assert_eq!(
+            (a.change.movement, a.change.reason),
+            (Some(Movement::Churn), CancelReason::Voluntary)
+        );
+    }
+
+    #[test]
+    fn quick_ratio_subscription_churn_and_churn_by_reason_of_a_window() {
+        // Start of W: 4 customers paying 100 each on 6 subscriptions. In W: one new
+        // customer at 30 (one subscription), one expands by 50, one contracts by 20 (a
+        // canceled subscription), one churns (100, delinquent, its last subscription).
+        let mut w = BillingTally::default();
+        for change in [
+            (
+                Some(Movement::New),
+                30,
+                false,
+                CancelReason::Voluntary,
+                true,
+            ),
+            (
+                Some(Movement::Expansion),
+                50,
+                false,
+                CancelReason::Voluntary,
+                false,
+            ),
+            (
+                Some(Movement::Contraction),
+                20,
+                true,
+                CancelReason::Voluntary,
+                false,
+            ),
+            (
+                Some(Movement::Churn),
+                100,
+                true,
+                CancelReason::Delinquent,
+                false,
+            ),
+        ] {
+            let (movement, amount, cancellation, reason, subscription_started) = change;
+            w.record(&MrrChange {
+                movement,
+                amount,
+                renewal: false,
+                cancellation,
+                reason,
+                subscription_started,
+            });
+        }
+        assert_eq!(w.quick_ratio(), Some(80.0 / 120.0));
+        assert_eq!(w.churn_by(CancelReason::Delinquent), (100, 1));
+        assert_eq!(w.churn_by(CancelReason::Voluntary), (0, 0));
+        let now = Current {
+            mrr: 400 - 100 - 20 + 50 + 30,
+            active_customers: 4,
+            active_subscriptions: 6 + 1 - 2,
+        };
+        let r = WindowRevenue::new(&now, &w);
+        assert_eq!(r.subscriptions_at_start, 6);
+        assert_eq!(r.subscription_churn_ratio(&w), Some(2.0 / 6.0));
+        assert_eq!(
+            r.customer_churn_ratio_by(&w, CancelReason::Delinquent),
+            Some(0.25)
+        );
+        assert_eq!(
+            r.customer_churn_ratio_by(&w, CancelReason::Voluntary),
+            Some(0.0)
+        );
+        // Nothing lost: no quick ratio; nothing active at the start: no churn ratios.
+        let gains = BillingTally {
+            new: 10,
+            new_customers: 1,
+            subscriptions_started: 1,
+            ..BillingTally::default()
+        };
+        assert_eq!(gains.quick_ratio(), None);
+        let fresh = WindowRevenue::new(
+            &Current {
+                mrr: 10,
+                active_customers: 1,
+                active_subscriptions: 1,
+            },
+            &gains,
+        );
+        assert_eq!(fresh.subscription_churn_ratio(&gains), None);
+        assert_eq!(
+            fresh.customer_churn_ratio_by(&gains, CancelReason::Voluntary),
+            None
+        );
     }
 
     #[test]
@@ -896,6 +1238,7 @@ mod tests {
         let now = Current {
             mrr: 400 - 100 - 20 + 50 + 30,
             active_customers: 4,
+            active_subscriptions: 4,
         };
         let r = WindowRevenue::new(&now, &w);
         assert_eq!(
@@ -924,6 +1267,7 @@ mod tests {
             &Current {
                 mrr: 100,
                 active_customers: 1,
+                active_subscriptions: 1,
             },
             &w,
         );

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backlog::Backlog;
 use crate::billing::{self, AtEnd, BillingTally, Current, MicrosSum, WindowRevenue};
-use crate::event::Family;
+use crate::event::{CancelReason, Family};
 use crate::kpi::{self, KpiRecord};
 use crate::partition::PartitionId;
 use crate::survey::SurveyTally;
@@ -461,11 +461,7 @@ fn billing_records(
     ] {
         out.push(frame.record(def, money(amount), samples, Vec::new()));
     }
-    let movements = tally.new_customers
-        + tally.reactivated_customers
-        + tally.expansions
-        + tally.contractions
-        + tally.churned_customers;
+    let movements = tally.movements();
     out.push(frame.record(
         &kpi::NET_NEW_MRR,
         money(tally.net_new()),
@@ -519,7 +515,71 @@ fn billing_records(
         tally.renewals + tally.cancellations,
         counts([tally.renewals, tally.cancellations]),
     ));
+    revenue_records(tally, &w, frame, out);
     churn
+}
+
+/// The quick ratio, gross revenue retention, subscription churn and churn by reason of one
+/// window.
+fn revenue_records(
+    tally: &BillingTally,
+    w: &WindowRevenue,
+    frame: &Frame<'_>,
+    out: &mut Vec<KpiRecord>,
+) {
+    let money = |m: MicrosSum| Some(billing::major(m));
+    out.push(frame.record(
+        &kpi::QUICK_RATIO,
+        tally.quick_ratio(),
+        tally.movements(),
+        vec![
+            money(tally.new),
+            money(tally.reactivation),
+            money(tally.expansion),
+            money(tally.contraction),
+            money(tally.churn),
+        ],
+    ));
+    out.push(frame.record(
+        &kpi::GROSS_REVENUE_RETENTION,
+        w.gross_revenue_retention_ratio(tally),
+        tally.contractions + tally.churned_customers,
+        vec![
+            money(w.mrr_at_start),
+            money(tally.losses_of_customers_at_start()),
+        ],
+    ));
+    out.push(frame.record(
+        &kpi::SUBSCRIPTION_CHURN,
+        w.subscription_churn_ratio(tally),
+        tally.cancellations,
+        vec![
+            Some(tally.cancellations as f64),
+            Some(w.subscriptions_at_start as f64),
+            Some(tally.subscriptions_started as f64),
+        ],
+    ));
+    for (reason, movement, ratio) in [
+        (
+            CancelReason::Voluntary,
+            &kpi::MRR_CHURN_VOLUNTARY,
+            &kpi::CUSTOMER_CHURN_VOLUNTARY,
+        ),
+        (
+            CancelReason::Delinquent,
+            &kpi::MRR_CHURN_DELINQUENT,
+            &kpi::CUSTOMER_CHURN_DELINQUENT,
+        ),
+    ] {
+        let (amount, churned) = tally.churn_by(reason);
+        out.push(frame.record(movement, money(amount), churned, Vec::new()));
+        out.push(frame.record(
+            ratio,
+            w.customer_churn_ratio_by(tally, reason),
+            churned,
+            vec![Some(churned as f64), Some(w.active_at_start as f64)],
+        ));
+    }
 }
 
 fn current_records(
@@ -535,6 +595,13 @@ fn current_records(
         &kpi::CUSTOMERS_ACTIVE,
         Some(customers as f64),
         customers,
+        Vec::new(),
+    ));
+    let subscriptions = now.active_subscriptions;
+    out.push(frame.record(
+        &kpi::SUBSCRIPTIONS_ACTIVE,
+        Some(subscriptions as f64),
+        subscriptions,
         Vec::new(),
     ));
     let arpa = now.arpa().map(|a| a / billing::MICROS_PER_UNIT as f64);

@@ -210,6 +210,27 @@ pub enum Author {
     Customer,
 }
 
+/// Why a subscription was canceled, as billing systems report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum CancelReason {
+    /// The customer canceled (the default when an event names no reason).
+    #[default]
+    Voluntary,
+    /// Payment failed after dunning.
+    Delinquent,
+}
+
+impl CancelReason {
+    pub const ALL: [CancelReason; 2] = [CancelReason::Voluntary, CancelReason::Delinquent];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CancelReason::Voluntary => "voluntary",
+            CancelReason::Delinquent => "delinquent",
+        }
+    }
+}
+
 /// Billing interval of a subscription price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
@@ -264,6 +285,7 @@ pub enum Payload<'a> {
     SubscriptionChanged(SubscriptionTerms<'a>),
     SubscriptionCanceled {
         subscription_id: Cow<'a, str>,
+        reason: CancelReason,
     },
     SubscriptionRenewed {
         subscription_id: Cow<'a, str>,
@@ -432,6 +454,8 @@ struct Wire<'a> {
     #[serde(borrow, default, deserialize_with = "text")]
     subscription_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text")]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
     plan: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "integer")]
     price: Option<i64>,
@@ -572,6 +596,23 @@ fn priority(value: Option<&str>) -> Result<Option<Priority>, Rejection> {
             Reason::InvalidValue,
             format!(
                 "field `priority` = {:?} is not one of low, normal, high, urgent",
+                truncate(text.to_owned(), 40)
+            ),
+        )),
+    }
+}
+
+/// The optional `reason` of a cancellation: voluntary when absent or null.
+fn cancel_reason(value: Option<&str>) -> Result<CancelReason, Rejection> {
+    let Some(text) = value else {
+        return Ok(CancelReason::Voluntary);
+    };
+    match CancelReason::ALL.into_iter().find(|r| r.name() == text) {
+        Some(reason) => Ok(reason),
+        None => Err(Rejection::new(
+            Reason::InvalidValue,
+            format!(
+                "field `reason` = {:?} is not one of voluntary, delinquent",
                 truncate(text.to_owned(), 40)
             ),
         )),
@@ -831,6 +872,7 @@ fn validate<'a>(
         }
         "subscription.canceled" => Payload::SubscriptionCanceled {
             subscription_id: required_str(wire.subscription_id, "subscription_id")?,
+            reason: cancel_reason(wire.reason.as_deref())?,
         },
         "subscription.renewed" => Payload::SubscriptionRenewed {
             subscription_id: required_str(wire.subscription_id, "subscription_id")?,
@@ -1176,6 +1218,56 @@ mod tests {
                 };
                 assert_eq!(found, None, "{kind} {extra}");
             }
+        }
+    }
+
+    fn cancellation(extra: &str) -> String {
+        format!(
+            r#"{{"event_id":"e","type":"subscription.canceled","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","subscription_id":"s"{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn a_cancellation_names_its_reason_voluntary_by_default() {
+        for (extra, expected) in [
+            ("", CancelReason::Voluntary),
+            (r#","reason":null"#, CancelReason::Voluntary),
+            (r#","reason":"voluntary""#, CancelReason::Voluntary),
+            (r#","reason":"delinquent""#, CancelReason::Delinquent),
+        ] {
+            let text = cancellation(extra);
+            let found = match accept(&text, Family::Billing) {
+                Payload::SubscriptionCanceled { reason, .. } => reason,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(found, expected, "{extra}");
+        }
+    }
+
+    #[test]
+    fn a_bad_cancellation_reason_is_rejected_with_a_reason() {
+        let long = "x".repeat(MAX_FIELD_BYTES + 1);
+        let long = format!(r#","reason":"{long}""#);
+        for (extra, expected) in [
+            (r#","reason":"failed_payment""#, Reason::InvalidValue),
+            (r#","reason":"Delinquent""#, Reason::InvalidValue),
+            (r#","reason":"""#, Reason::InvalidValue),
+            (r#","reason":" voluntary""#, Reason::InvalidValue),
+            (long.as_str(), Reason::InvalidValue),
+            (r#","reason":1"#, Reason::WrongType),
+            (r#","reason":true"#, Reason::WrongType),
+            (r#","reason":["delinquent"]"#, Reason::WrongType),
+            (
+                r#","reason":"voluntary","reason":"delinquent""#,
+                Reason::DuplicateField,
+            ),
+        ] {
+            let text = cancellation(extra);
+            assert_eq!(
+                reject(text.as_bytes(), Family::Billing),
+                expected,
+                "{extra}"
+            );
         }
     }
 
@@ -1629,12 +1721,13 @@ mod tests {
         }
 
         /// Valid events of every type, with unknown and null fields.
-        const EVENTS: [&str; 5] = [
+        const EVENTS: [&str; 6] = [
             VALID,
             r#"{"event_id":"e","type":"survey.responded","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","survey":"ces","score":7,"comment":"ok","region":null,"x":true}"#,
             r#"{"event_id":"e","type":"subscription.changed","occurred_at":"2025-12-31T23:00:00.250Z","customer_id":"c","subscription_id":"s","plan":"p","price":4900,"quantity":3,"currency":"EUR","interval":"year","interval_count":2,"y":-1}"#,
             r#" { "event_id" : "e" , "type" : "ticket.opened" , "occurred_at" : "2025-12-31T23:00:00-05:00" , "customer_id" : "c" , "ticket_id" : "t" , "z" : false } "#,
             r#"{"event_id":"e","type":"ticket.replied","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","ticket_id":"t","author":"agent","agent_id":"a","public":false,"priority":"urgent"}"#,
+            r#"{"event_id":"e","type":"subscription.canceled","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","subscription_id":"s","reason":"delinquent"}"#,
         ];
 
         /// Bytes that change what JSON means, to edit events with.
@@ -1671,7 +1764,7 @@ mod tests {
             ]
         }
 
-        const TEXT_FIELDS: [&str; 18] = [
+        const TEXT_FIELDS: [&str; 19] = [
             "event_id",
             "type",
             "occurred_at",
@@ -1690,6 +1783,7 @@ mod tests {
             "author",
             "agent_id",
             "priority",
+            "reason",
         ];
 
         const INTEGER_FIELDS: [&str; 6] = [

@@ -602,8 +602,142 @@ pub const CLV: KpiDef = money(kpi(
     ],
 ));
 
+// Revenue KPIs of subscription-analytics tools: the quick ratio, subscription churn, and
+// churn split by why the last subscription was canceled.
+
+const MOVEMENT_NEW: ComponentDef = money_component("new", "kpi_mrr_movement", MOVEMENT_HELP);
+const MOVEMENT_REACTIVATION: ComponentDef =
+    money_component("reactivation", "kpi_mrr_movement", MOVEMENT_HELP);
+
+pub const QUICK_RATIO: KpiDef = kpi(
+    "quick_ratio",
+    "kpi_quick_ratio",
+    "SaaS quick ratio in the window: (new + reactivation + expansion) / (contraction + churn) MRR",
+    &[
+        MOVEMENT_NEW,
+        MOVEMENT_REACTIVATION,
+        MOVEMENT_EXPANSION,
+        MOVEMENT_CONTRACTION,
+        MOVEMENT_CHURN,
+    ],
+);
+
+pub const GROSS_REVENUE_RETENTION: KpiDef = kpi(
+    "gross_revenue_retention",
+    "kpi_gross_revenue_retention_ratio",
+    "(MRR at the window's start - contraction - churn of the customers active at its start) / MRR at its start",
+    &[
+        MRR_AT_START,
+        money_component(
+            "lost",
+            "kpi_mrr_lost_by_customers_at_window_start",
+            "Contraction and churn MRR in the window of the customers active at its start, base-currency major units",
+        ),
+    ],
+);
+
+const SUBSCRIPTIONS_ACTIVE_HELP: &str =
+    "Subscriptions started and not canceled, free ones included";
+
+pub const SUBSCRIPTION_CHURN: KpiDef = kpi(
+    "subscription_churn",
+    "kpi_subscription_churn_ratio",
+    "Subscriptions canceled in the window / subscriptions active at its start",
+    &[
+        component(
+            "canceled",
+            "kpi_cancellations",
+            "subscription.canceled events in the window",
+        ),
+        component(
+            "active_at_start",
+            "kpi_subscriptions_active_at_window_start",
+            "Subscriptions active at the start of the window",
+        ),
+        component(
+            "started",
+            "kpi_subscriptions_started",
+            "Subscriptions that became active (new, or started again) in the window",
+        ),
+    ],
+);
+
+pub const SUBSCRIPTIONS_ACTIVE: KpiDef = kpi(
+    "subscriptions_active",
+    "kpi_subscriptions_active",
+    SUBSCRIPTIONS_ACTIVE_HELP,
+    &[],
+);
+
+// Churn by reason has gauges of its own, labelled `reason`: beside the total on the same
+// gauge, every sum over the gauge's series would count churn twice.
+
+const fn churn_by_reason(
+    kpi_name: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    reason: &'static str,
+    components: &'static [ComponentDef],
+) -> KpiDef {
+    KpiDef {
+        label: Some(("reason", reason)),
+        ..kpi(kpi_name, metric, help, components)
+    }
+}
+
+const MRR_CHURN_BY_REASON_HELP: &str = "Churned MRR in the window by the reason of the cancellation that took the customer's MRR to 0, base-currency major units";
+const CUSTOMER_CHURN_BY_REASON_HELP: &str =
+    "Customers churned in the window for the reason in `reason` / active customers at its start";
+const CHURNED_BY_REASON_HELP: &str =
+    "Customers whose MRR went from > 0 to 0 in the window, by the reason of the cancellation";
+
+pub const MRR_CHURN_VOLUNTARY: KpiDef = money(churn_by_reason(
+    "mrr_churn_voluntary",
+    "kpi_mrr_churn_by_reason",
+    MRR_CHURN_BY_REASON_HELP,
+    "voluntary",
+    &[],
+));
+pub const MRR_CHURN_DELINQUENT: KpiDef = money(churn_by_reason(
+    "mrr_churn_delinquent",
+    "kpi_mrr_churn_by_reason",
+    MRR_CHURN_BY_REASON_HELP,
+    "delinquent",
+    &[],
+));
+pub const CUSTOMER_CHURN_VOLUNTARY: KpiDef = churn_by_reason(
+    "customer_churn_voluntary",
+    "kpi_customer_churn_by_reason_ratio",
+    CUSTOMER_CHURN_BY_REASON_HELP,
+    "voluntary",
+    &[
+        labelled(
+            "churned",
+            "kpi_customers_churned_by_reason",
+            CHURNED_BY_REASON_HELP,
+            ("reason", "voluntary"),
+        ),
+        ACTIVE_AT_START,
+    ],
+);
+pub const CUSTOMER_CHURN_DELINQUENT: KpiDef = churn_by_reason(
+    "customer_churn_delinquent",
+    "kpi_customer_churn_by_reason_ratio",
+    CUSTOMER_CHURN_BY_REASON_HELP,
+    "delinquent",
+    &[
+        labelled(
+            "churned",
+            "kpi_customers_churned_by_reason",
+            CHURNED_BY_REASON_HELP,
+            ("reason", "delinquent"),
+        ),
+        ACTIVE_AT_START,
+    ],
+);
+
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 32] = [
+pub const KPIS: [&KpiDef; 40] = [
     &NPS,
     &CSAT,
     &CES,
@@ -636,6 +770,15 @@ pub const KPIS: [&KpiDef; 32] = [
     &CUSTOMERS_ACTIVE,
     &ARPA,
     &CLV,
+    // Revenue KPIs of subscription-analytics tools.
+    &QUICK_RATIO,
+    &GROSS_REVENUE_RETENTION,
+    &SUBSCRIPTION_CHURN,
+    &SUBSCRIPTIONS_ACTIVE,
+    &MRR_CHURN_VOLUNTARY,
+    &MRR_CHURN_DELINQUENT,
+    &CUSTOMER_CHURN_VOLUNTARY,
+    &CUSTOMER_CHURN_DELINQUENT,
 ];
 
 /// The value of one KPI for one window and series.

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::calendar::{CalendarSettings, PeriodKind, WeekStart, time_zone};
-use crate::event::Survey;
+use crate::event::{CancelReason, Survey};
 use crate::kpi::KpiRecord;
 use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents};
 use crate::survey::SurveyTally;
@@ -284,6 +284,7 @@ fn the_previous_month_starts_from_the_mrr_at_its_local_start() {
                 "c2",
                 Payload::SubscriptionCanceled {
                     subscription_id: Cow::Borrowed("s2"),
+                    reason: CancelReason::Voluntary,
                 },
             ),
             Outcome::Counted,
@@ -318,6 +319,69 @@ fn the_previous_month_starts_from_the_mrr_at_its_local_start() {
     let to_date = find(&r, "mrr_new/month_to_date");
     assert_eq!(to_date.window_start_ms, instant("2026-10-31T23:00:00Z"));
     assert_eq!(to_date.window_end_ms, now);
+}
+
+/// In a calendar period, gross revenue retention leaves out the losses of a customer that
+/// became active in the same period; the next period counts them against its starting MRR.
+#[test]
+fn gross_retention_of_a_month_leaves_out_the_customers_it_acquired() {
+    let mut agg = aggregates("Europe/Rome", WeekStart::Monday, &[PeriodKind::Month]);
+    let p = PartitionId::new(Family::Billing, 0);
+    let now = instant("2026-11-10T12:00:00Z");
+    let changed = |id, price| {
+        let Payload::SubscriptionStarted(terms) = monthly(id, price) else {
+            unreachable!()
+        };
+        Payload::SubscriptionChanged(terms)
+    };
+    let canceled = |id, reason| Payload::SubscriptionCanceled {
+        subscription_id: Cow::Borrowed(id),
+        reason,
+    };
+    let events = [
+        // September: c1 pays 100, c2 200.
+        billing(instant("2026-09-10T10:00:00Z"), "c1", monthly("s1", 10_000)),
+        billing(instant("2026-09-12T10:00:00Z"), "c2", monthly("s2", 20_000)),
+        // October: c4 starts at 80 and contracts to 30; c2 churns (delinquent), c1
+        // contracts by 40.
+        billing(instant("2026-10-05T10:00:00Z"), "c4", monthly("s4", 8_000)),
+        billing(instant("2026-10-15T10:00:00Z"), "c4", changed("s4", 3_000)),
+        billing(
+            instant("2026-10-20T10:00:00Z"),
+            "c2",
+            canceled("s2", CancelReason::Delinquent),
+        ),
+        billing(instant("2026-10-25T10:00:00Z"), "c1", changed("s1", 6_000)),
+        // November: c4, acquired in October, churns.
+        billing(
+            instant("2026-11-03T10:00:00Z"),
+            "c4",
+            canceled("s4", CancelReason::Voluntary),
+        ),
+    ];
+    for event in &events {
+        agg.record(p, event, now).unwrap();
+    }
+    let r = agg.snapshot(now);
+    let grr = |window: &str| find(&r, &format!("gross_revenue_retention/{window}"));
+    // October: 300 at its start, of which c2's 200 and c1's 40 lost; c4's 50 is not.
+    assert_eq!(
+        grr("previous_month").components,
+        vec![Some(300.0), Some(240.0)]
+    );
+    assert_eq!(grr("previous_month").value, Some(60.0 / 300.0));
+    let v = |key: &str| find(&r, key).value;
+    assert_eq!(v("mrr_contraction/previous_month"), Some(90.0));
+    assert_eq!(v("mrr_churn_delinquent/previous_month"), Some(200.0));
+    assert_eq!(v("customer_churn_delinquent/previous_month"), Some(0.5));
+    assert_eq!(v("quick_ratio/previous_month"), Some(80.0 / 290.0));
+    // November so far: c1's 60 and c4's 30 at its start, c4's 30 lost.
+    assert_eq!(
+        grr("month_to_date").components,
+        vec![Some(90.0), Some(30.0)]
+    );
+    assert_eq!(grr("month_to_date").value, Some(60.0 / 90.0));
+    assert_eq!(v("subscription_churn/month_to_date"), Some(0.5));
 }
 
 fn month_values(agg: &Aggregates, now: i64) -> Vec<(String, Option<f64>, u64)> {

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::billing;
-use crate::event::{Author, Survey};
+use crate::event::{Author, CancelReason, Survey};
 use crate::kpi;
 
 pub(super) const MINUTE: i64 = 60_000;
@@ -67,10 +67,10 @@ pub(super) fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
 #[test]
 fn empty_state_publishes_null_values_for_the_overall_series() {
     let records = aggregates(10).snapshot(T0);
-    // Every windowed KPI per window, and the seven current values once (four of billing,
+    // Every windowed KPI per window, and the eight current values once (five of billing,
     // three of the backlog).
     let current = records.iter().filter(|r| r.window == kpi::CURRENT).count();
-    assert_eq!(current, 7);
+    assert_eq!(current, 8);
     assert_eq!(records.len(), 2 * (kpi::KPIS.len() - current) + current);
     for r in &records {
         // Counts are 0 in an empty window (the backlog a count with its breakdown as
@@ -379,6 +379,7 @@ fn billing_movements_rates_and_current_values() {
                 "smb",
                 Payload::SubscriptionCanceled {
                     subscription_id: sub("s2"),
+                    reason: CancelReason::Voluntary,
                 },
             ),
             Outcome::Counted,
@@ -414,6 +415,7 @@ fn billing_movements_rates_and_current_values() {
         "smb",
         Payload::SubscriptionCanceled {
             subscription_id: sub("s9"),
+            reason: CancelReason::Voluntary,
         },
     );
     assert_eq!(
@@ -500,6 +502,21 @@ fn billing_step() -> impl Strategy<Value = (i64, i64, u8, BillingAction)> {
     (0..30 * MINUTE, 0..30 * HOUR, 0..3u8, action)
 }
 
+/// The movement a customer's MRR going from `before` to `after` makes, by index in the
+/// order new, reactivation, expansion, contraction, churn; notes whether it ever paid.
+fn movement_kind(before: i64, after: i64, ever_paid: &mut bool) -> Option<usize> {
+    let kind = match (before > 0, after > 0) {
+        (false, true) if *ever_paid => Some(1),
+        (false, true) => Some(0),
+        (true, false) => Some(4),
+        (true, true) if after > before => Some(2),
+        (true, true) if after < before => Some(3),
+        _ => None,
+    };
+    *ever_paid |= after > 0;
+    kind
+}
+
 proptest! {
     /// Current MRR and windowed movements equal a recomputation over the raw events.
     #[test]
@@ -530,7 +547,7 @@ proptest! {
                 BillingAction::Change(s, price) => (
                     Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
                     s, Some(price * 10_000)),
-                BillingAction::Cancel(s) => (Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) }, s, Some(0)),
+                BillingAction::Cancel(s) => (Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]), reason: CancelReason::Voluntary }, s, Some(0)),
                 BillingAction::Renew(s) => (Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) }, s, None),
             };
             let starts = matches!(action, BillingAction::Start(..));
@@ -555,16 +572,7 @@ proptest! {
                 entry.1 = m;
             }
             let after = total(&subs);
-            let o = usize::from(owner);
-            let kind = match (before > 0, after > 0) {
-                (false, true) if ever_paid[o] => Some(1),
-                (false, true) => Some(0),
-                (true, false) => Some(4),
-                (true, true) if after > before => Some(2),
-                (true, true) if after < before => Some(3),
-                _ => None,
-            };
-            ever_paid[o] |= after > 0;
+            let kind = movement_kind(before, after, &mut ever_paid[usize::from(owner)]);
             if let Some(kind) = kind {
                 movements.push((at, kind, (after - before).abs()));
             }
@@ -586,6 +594,29 @@ proptest! {
                 prop_assert_eq!(find(&records, &key).value, Some(billing::major(sum.into())), "{}", key);
             }
         }
+    }
+}
+
+/// The subscriptions and customers of the segment property tests.
+const SEGMENT_TEST_SUBSCRIPTIONS: [&str; 4] = ["s0", "s1", "s2", "s3"];
+const SEGMENT_TEST_CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
+const SEGMENT_TEST_SEGMENTS: [&str; 2] = ["smb", "ent"];
+
+/// The event of `action` on one of [`SEGMENT_TEST_SUBSCRIPTIONS`], in USD; a cancellation
+/// for `reason`.
+fn segment_test_payload(action: &BillingAction, reason: CancelReason) -> Payload<'static> {
+    let id = |s: u8| SEGMENT_TEST_SUBSCRIPTIONS[usize::from(s)];
+    let usd = |s, price| terms(id(s), price, "USD", crate::event::Interval::Month);
+    match *action {
+        BillingAction::Start(s, price, _) => Payload::SubscriptionStarted(usd(s, price)),
+        BillingAction::Change(s, price) => Payload::SubscriptionChanged(usd(s, price)),
+        BillingAction::Cancel(s) => Payload::SubscriptionCanceled {
+            subscription_id: Cow::Borrowed(id(s)),
+            reason,
+        },
+        BillingAction::Renew(s) => Payload::SubscriptionRenewed {
+            subscription_id: Cow::Borrowed(id(s)),
+        },
     }
 }
 
@@ -648,9 +679,6 @@ proptest! {
             1..150,
         ),
     ) {
-        const IDS: [&str; 4] = ["s0", "s1", "s2", "s3"];
-        const CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
-        const SEGMENTS: [&str; 2] = ["smb", "ent"];
         let mut agg = aggregates(10);
         let p = PartitionId::new(Family::Billing, 0);
         let mut now = T0;
@@ -659,14 +687,9 @@ proptest! {
         let mut history: Vec<(i64, LedgerModel)> = Vec::new();
         for (advance, customer, ent, action) in &steps {
             now += advance;
-            let segment = SEGMENTS[usize::from(*ent)];
-            let payload = match *action {
-                BillingAction::Start(s, price, _) => Payload::SubscriptionStarted(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
-                BillingAction::Change(s, price) => Payload::SubscriptionChanged(terms(IDS[usize::from(s)], price, "USD", crate::event::Interval::Month)),
-                BillingAction::Cancel(s) => Payload::SubscriptionCanceled { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
-                BillingAction::Renew(s) => Payload::SubscriptionRenewed { subscription_id: Cow::Borrowed(IDS[usize::from(s)]) },
-            };
-            let result = agg.record(p, &billing_event(now, CUSTOMERS[usize::from(*customer)], segment, payload), now);
+            let segment = SEGMENT_TEST_SEGMENTS[usize::from(*ent)];
+            let payload = segment_test_payload(action, CancelReason::Voluntary);
+            let result = agg.record(p, &billing_event(now, SEGMENT_TEST_CUSTOMERS[usize::from(*customer)], segment, payload), now);
             let accepted = model.apply(*customer, segment, action);
             prop_assert_eq!(result.is_ok(), accepted);
             if accepted {
@@ -675,7 +698,7 @@ proptest! {
         }
         let records = agg.snapshot(now);
         let empty = LedgerModel::default();
-        for segment in SEGMENTS {
+        for segment in SEGMENT_TEST_SEGMENTS {
             let suffix = format!("/segment={segment}");
             let Some(current) = records.iter().find(|r| r.key() == format!("mrr/current{suffix}")) else {
                 // A segment no applied event named has no series.
@@ -693,6 +716,289 @@ proptest! {
                 prop_assert_eq!(revenue.components[2], Some(billing::major(mrr.into())), "{} {}", spec.name, segment);
                 let churn = find(&records, &format!("customer_churn/{}{suffix}", spec.name));
                 prop_assert_eq!(churn.components[1], Some(active as f64), "{} {}", spec.name, segment);
+            }
+        }
+    }
+}
+
+#[test]
+fn gross_retention_leaves_out_customers_that_joined_inside_the_window_until_their_joining_expires()
+{
+    let mut agg = aggregates(10);
+    let p = PartitionId::new(Family::Billing, 0);
+    let usd = |id: &'static str, price: i64| terms(id, price, "USD", crate::event::Interval::Month);
+    let now = T0;
+    let events = [
+        // a pays 100 from two hours ago, b 50 from 50 minutes ago.
+        (
+            now - 2 * HOUR,
+            "a",
+            Payload::SubscriptionStarted(usd("sa", 10_000)),
+        ),
+        (
+            now - 50 * MINUTE,
+            "b",
+            Payload::SubscriptionStarted(usd("sb", 5_000)),
+        ),
+        // a contracts by 20, then b churns, for a failed payment.
+        (
+            now - 40 * MINUTE,
+            "a",
+            Payload::SubscriptionChanged(usd("sa", 8_000)),
+        ),
+        (
+            now - 30 * MINUTE,
+            "b",
+            Payload::SubscriptionCanceled {
+                subscription_id: Cow::Borrowed("sb"),
+                reason: CancelReason::Delinquent,
+            },
+        ),
+    ];
+    for (at, customer, payload) in events {
+        agg.record(p, &billing_event(at, customer, "smb", payload), now)
+            .unwrap();
+    }
+    let value = |records: &[KpiRecord], key: &str| find(records, key).value;
+    let records = agg.snapshot(now);
+    // 1h: only a was there at the start; b's churn is not a loss of the starting MRR.
+    let grr = find(&records, "gross_revenue_retention/1h");
+    assert_eq!(grr.components, vec![Some(100.0), Some(20.0)]);
+    assert_eq!(grr.value, Some(0.8));
+    assert_eq!(
+        value(&records, "net_revenue_retention/1h"),
+        Some(30.0 / 100.0)
+    );
+    assert_eq!(value(&records, "quick_ratio/1h"), Some(50.0 / 70.0));
+    assert_eq!(value(&records, "mrr_churn_delinquent/1h"), Some(50.0));
+    assert_eq!(value(&records, "mrr_churn_voluntary/1h"), Some(0.0));
+    assert_eq!(value(&records, "customer_churn_delinquent/1h"), Some(1.0));
+    assert_eq!(value(&records, "subscription_churn/1h"), Some(1.0));
+    // 24h: nobody was there at its start.
+    assert_eq!(value(&records, "gross_revenue_retention/24h"), None);
+    // A quarter of an hour later, b's start has left the hour, its churn has not: both
+    // were active at the start, and both losses count.
+    let later = agg.snapshot(now + 15 * MINUTE);
+    let grr = find(&later, "gross_revenue_retention/1h");
+    assert_eq!(grr.components, vec![Some(150.0), Some(70.0)]);
+    assert_eq!(grr.value, Some(80.0 / 150.0));
+    assert_eq!(value(&later, "subscription_churn/1h"), Some(0.5));
+}
+
+/// One applied billing event as a brute-force model sees it: when, in which segment, what
+/// it moved, and the whole ledger after it.
+#[derive(Clone)]
+struct RevenueFact {
+    at: i64,
+    /// The customer whose MRR the event changed.
+    customer: u8,
+    segment: &'static str,
+    /// Movement kind in the order new, reactivation, expansion, contraction, churn.
+    movement: Option<usize>,
+    amount: i64,
+    delinquent: bool,
+    cancellation: bool,
+    /// subscription -> (owner, micros, canceled); customer -> segment.
+    subs: HashMap<u8, (u8, i64, bool)>,
+    segments: HashMap<u8, &'static str>,
+}
+
+impl RevenueFact {
+    /// `customer`'s MRR after the event.
+    fn mrr_of(&self, customer: u8) -> i64 {
+        self.subs
+            .values()
+            .filter(|(o, _, _)| *o == customer)
+            .map(|(_, m, _)| m)
+            .sum()
+    }
+
+    /// Whether `customer` was active in `segment` (`None`: in any) after the event.
+    fn active_in(&self, customer: u8, segment: Option<&str>) -> bool {
+        self.mrr_of(customer) > 0
+            && segment.is_none_or(|s| self.segments.get(&customer) == Some(&s))
+    }
+
+    /// MRR of the customers of `segment` (`None`: every one).
+    fn mrr_in(&self, segment: Option<&str>) -> i64 {
+        let customers: std::collections::BTreeSet<u8> =
+            self.subs.values().map(|(o, _, _)| *o).collect();
+        customers
+            .into_iter()
+            .filter(|c| segment.is_none_or(|s| self.segments.get(c) == Some(&s)))
+            .map(|c| self.mrr_of(c))
+            .sum()
+    }
+
+    /// (active customers, active subscriptions) of `segment` (`None`: every one).
+    fn active(&self, segment: Option<&str>) -> (i64, i64) {
+        let mut per_customer: HashMap<u8, (i64, i64)> = HashMap::new();
+        for (owner, micros, canceled) in self.subs.values() {
+            let c = per_customer.entry(*owner).or_default();
+            c.0 += micros;
+            c.1 += i64::from(!canceled);
+        }
+        per_customer
+            .iter()
+            .filter(|(c, _)| segment.is_none_or(|s| self.segments.get(*c) == Some(&s)))
+            .fold((0, 0), |(n, subs), (_, (m, k))| {
+                (n + i64::from(*m > 0), subs + k)
+            })
+    }
+}
+
+proptest! {
+    /// Quick ratio, subscription churn and churn by reason, overall and per segment, equal
+    /// a recomputation over the raw events: customers that start inside a window then
+    /// contract or churn, free subscriptions, customers that change segment, and windows
+    /// whose oldest buckets have expired.
+    #[test]
+    fn revenue_kpis_equal_a_brute_force_recomputation(
+        steps in prop::collection::vec(
+            (
+                0..40 * MINUTE,
+                0..3u8,
+                prop::bool::ANY,
+                prop::bool::weighted(0.3),
+                prop_oneof![
+                    (0..4u8, prop_oneof![Just(0i64), Just(1_000), Just(2_500)])
+                        .prop_map(|(s, p)| BillingAction::Start(s, p, false)),
+                    (0..4u8, prop_oneof![Just(0i64), Just(1_000), Just(4_900)])
+                        .prop_map(|(s, p)| BillingAction::Change(s, p)),
+                    (0..4u8).prop_map(BillingAction::Cancel),
+                    (0..4u8).prop_map(BillingAction::Renew),
+                ],
+            ),
+            1..150,
+        ),
+    ) {
+        let mut agg = aggregates(10);
+        let p = PartitionId::new(Family::Billing, 0);
+        let mut now = T0;
+        let mut model = LedgerModel::default();
+        let mut ever_paid = [false; 3];
+        let mut facts: Vec<RevenueFact> = Vec::new();
+        for (advance, customer, ent, delinquent, action) in &steps {
+            now += advance;
+            let segment = SEGMENT_TEST_SEGMENTS[usize::from(*ent)];
+            let reason = if *delinquent { CancelReason::Delinquent } else { CancelReason::Voluntary };
+            let payload = segment_test_payload(action, reason);
+            let result = agg.record(p, &billing_event(now, SEGMENT_TEST_CUSTOMERS[usize::from(*customer)], segment, payload), now);
+            let owner_mrr = |m: &LedgerModel, owner: u8| -> i64 {
+                m.subs.values().filter(|(o, _, _)| *o == owner).map(|(_, v, _)| v).sum()
+            };
+            let sub = match *action {
+                BillingAction::Start(s, ..) | BillingAction::Change(s, _) | BillingAction::Cancel(s) | BillingAction::Renew(s) => s,
+            };
+            let owner = model.subs.get(&sub).map_or(*customer, |(o, _, _)| *o);
+            let before = owner_mrr(&model, owner);
+            let accepted = model.apply(*customer, segment, action);
+            prop_assert_eq!(result.is_ok(), accepted);
+            if !accepted {
+                continue;
+            }
+            let after = owner_mrr(&model, owner);
+            let movement = movement_kind(before, after, &mut ever_paid[usize::from(owner)]);
+            let cancellation = matches!(action, BillingAction::Cancel(_));
+            facts.push(RevenueFact {
+                at: now,
+                customer: owner,
+                segment,
+                movement,
+                amount: (after - before).abs(),
+                delinquent: cancellation && *delinquent,
+                cancellation,
+                subs: model.subs.clone(),
+                segments: model.customers.clone(),
+            });
+        }
+        let records = agg.snapshot(now);
+        let empty = RevenueFact {
+            at: 0, customer: 0, segment: "", movement: None, amount: 0, delinquent: false, cancellation: false,
+            subs: HashMap::new(), segments: HashMap::new(),
+        };
+        for segment in [None, Some("smb"), Some("ent")] {
+            let suffix = segment.map_or(String::new(), |s| format!("/segment={s}"));
+            if segment.is_some() && !records.iter().any(|r| r.key() == format!("mrr/current{suffix}")) {
+                continue;
+            }
+            for spec in specs() {
+                let start = spec.start_ms(now);
+                let inside: Vec<&RevenueFact> = facts
+                    .iter()
+                    .filter(|f| f.at >= start && segment.is_none_or(|s| f.segment == s))
+                    .collect();
+                let sum = |kind: usize| -> i128 {
+                    inside.iter().filter(|f| f.movement == Some(kind)).map(|f| i128::from(f.amount)).sum()
+                };
+                let key = |kpi: &str| format!("{kpi}/{}{suffix}", spec.name);
+                let (gained, lost) = (sum(0) + sum(1) + sum(2), sum(3) + sum(4));
+                prop_assert_eq!(
+                    find(&records, &key("quick_ratio")).value,
+                    (lost > 0).then(|| gained as f64 / lost as f64),
+                    "{}", key("quick_ratio")
+                );
+                let at_start = facts.iter().rev().find(|f| f.at < start).unwrap_or(&empty);
+                let (customers_at_start, subscriptions_at_start) = at_start.active(segment);
+                // Gross retention: the losses in W of the customers active in the series
+                // at its start, as long as they stayed active there without a break.
+                let mrr_at_start = i128::from(at_start.mrr_in(segment));
+                let mut lost: i128 = 0;
+                let in_window: Vec<&RevenueFact> = facts.iter().filter(|f| f.at >= start).collect();
+                for (i, f) in in_window.iter().enumerate() {
+                    let counted = segment.is_none_or(|s| f.segment == s);
+                    if !counted || !matches!(f.movement, Some(3 | 4)) {
+                        continue;
+                    }
+                    let c = f.customer;
+                    let stayed = at_start.active_in(c, segment)
+                        && in_window[..i].iter().filter(|g| g.customer == c).all(|g| g.active_in(c, segment));
+                    if stayed {
+                        lost += i128::from(f.amount);
+                    }
+                }
+                let grr = find(&records, &key("gross_revenue_retention"));
+                prop_assert_eq!(
+                    &grr.components,
+                    &vec![Some(billing::major(mrr_at_start)), Some(billing::major(lost))],
+                    "{}", key("gross_revenue_retention")
+                );
+                prop_assert_eq!(
+                    grr.value,
+                    (mrr_at_start > 0).then(|| (mrr_at_start - lost) as f64 / mrr_at_start as f64)
+                );
+                prop_assert!(grr.value.is_none_or(|v| v <= 1.0));
+                let canceled = inside.iter().filter(|f| f.cancellation).count();
+                let subscription_churn = find(&records, &key("subscription_churn"));
+                prop_assert_eq!(
+                    &subscription_churn.components[..2],
+                    &[Some(canceled as f64), Some(subscriptions_at_start as f64)][..],
+                    "{}", key("subscription_churn")
+                );
+                prop_assert_eq!(
+                    subscription_churn.value,
+                    (subscriptions_at_start > 0).then(|| canceled as f64 / subscriptions_at_start as f64)
+                );
+                for (reason, delinquent) in [("voluntary", false), ("delinquent", true)] {
+                    let churns: Vec<_> = inside
+                        .iter()
+                        .filter(|f| f.movement == Some(4) && f.delinquent == delinquent)
+                        .collect();
+                    let amount: i128 = churns.iter().map(|f| i128::from(f.amount)).sum();
+                    prop_assert_eq!(
+                        find(&records, &key(&format!("mrr_churn_{reason}"))).value,
+                        Some(billing::major(amount))
+                    );
+                    let ratio = find(&records, &key(&format!("customer_churn_{reason}")));
+                    prop_assert_eq!(
+                        &ratio.components,
+                        &vec![Some(churns.len() as f64), Some(customers_at_start as f64)]
+                    );
+                    prop_assert_eq!(
+                        ratio.value,
+                        (customers_at_start > 0).then(|| churns.len() as f64 / customers_at_start as f64)
+                    );
+                }
             }
         }
     }

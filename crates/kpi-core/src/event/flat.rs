@@ -55,6 +55,7 @@ fn slot<'w, 'a>(wire: &'w mut Wire<'a>, name: &str) -> Option<(u32, Slot<'w, 'a>
         "agent_id" => (22, Text(&mut wire.agent_id)),
         "public" => (23, Boolean(&mut wire.public)),
         "priority" => (24, Text(&mut wire.priority)),
+        "reason" => (25, Text(&mut wire.reason)),
         _ => return None,
     })
 }
