@@ -134,7 +134,7 @@ fn backlog(c: &mut Criterion) {
             event_id: Cow::Borrowed(&id),
             occurred_at_ms: at,
             customer_id: Cow::Borrowed("c"),
-            dimensions: [None, None, None],
+            dimensions: [None, None, None, None],
             payload: Payload::TicketOpened {
                 ticket_id: Cow::Borrowed(&id),
                 priority: Some(Priority::ALL[i % Priority::ALL.len()]),

@@ -269,7 +269,8 @@ pub struct WindowsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DimensionsConfig {
-    /// Event fields that split every KPI into series: any of segment, region, channel.
+    /// Event fields that split every KPI into series: any of segment, region, channel,
+    /// agent.
     pub names: Vec<String>,
     /// Distinct values per dimension before the rest fold into "other".
     pub max_values: usize,

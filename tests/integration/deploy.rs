@@ -25,7 +25,7 @@ fn exported() -> BTreeSet<String> {
         event_id: Cow::Borrowed("e"),
         occurred_at_ms: 0,
         customer_id: Cow::Borrowed("c"),
-        dimensions: [None, None, None],
+        dimensions: [None, None, None, None],
         payload: Payload::SurveyResponded {
             survey: Survey::Nps,
             score: 9,

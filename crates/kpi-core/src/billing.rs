@@ -796,7 +796,7 @@ mod tests {
             event_id: Cow::Borrowed("e"),
             occurred_at_ms: 0,
             customer_id: Cow::Owned(customer.to_owned()),
-            dimensions: [None, None, None],
+            dimensions: [None, None, None, None],
             payload,
             reference_ms: 0,
         }

@@ -309,7 +309,7 @@ impl Payload<'_> {
 }
 
 /// Names of the optional dimension fields, in the order of [`Event::dimensions`].
-pub const DIMENSION_FIELDS: [&str; 3] = ["segment", "region", "channel"];
+pub const DIMENSION_FIELDS: [&str; 4] = ["segment", "region", "channel", "agent"];
 
 /// A valid event, borrowing from the message bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,8 +318,9 @@ pub struct Event<'a> {
     /// Event time, Unix milliseconds.
     pub occurred_at_ms: i64,
     pub customer_id: Cow<'a, str>,
-    /// `segment`, `region`, `channel`, when present.
-    pub dimensions: [Option<Cow<'a, str>>; 3],
+    /// `segment`, `region`, `channel` and `agent` (an answer's, a reply's or a
+    /// resolution's `agent_id`), when present.
+    pub dimensions: [Option<Cow<'a, str>>; 4],
     pub payload: Payload<'a>,
     /// When the message was written, as far as the log tells: its timestamp, never later
     /// than the service clock ([`reference_time`]). Whether the event came after its
@@ -790,7 +791,8 @@ fn validate<'a>(
                     ),
                 ));
             }
-            // The ticket and agent an answer is about: checked, read by no KPI yet.
+            // The ticket an answer is about: checked, read by no KPI yet; its agent is the
+            // `agent` dimension.
             optional_id(wire.ticket_id.as_deref(), "ticket_id")?;
             optional_id(wire.agent_id.as_deref(), "agent_id")?;
             Payload::SurveyResponded {
@@ -807,7 +809,7 @@ fn validate<'a>(
             priority: priority(wire.priority.as_deref())?,
         },
         "ticket.replied" => {
-            // The replying agent: checked, read by no KPI yet.
+            // The replying agent: the `agent` dimension.
             optional_id(wire.agent_id.as_deref(), "agent_id")?;
             Payload::TicketReplied {
                 ticket_id: required_str(wire.ticket_id, "ticket_id")?,
@@ -817,7 +819,7 @@ fn validate<'a>(
             }
         }
         "ticket.resolved" => {
-            // The resolving agent: checked, read by no KPI yet.
+            // The resolving agent: the `agent` dimension.
             optional_id(wire.agent_id.as_deref(), "agent_id")?;
             Payload::TicketResolved {
                 ticket_id: required_str(wire.ticket_id, "ticket_id")?,
@@ -917,11 +919,20 @@ fn validate<'a>(
     within_limit(wire.segment.as_deref(), "segment")?;
     within_limit(wire.region.as_deref(), "region")?;
     within_limit(wire.channel.as_deref(), "channel")?;
+    // The agent of an answer, a reply or a resolution, the events whose contract has one.
+    let agent = matches!(
+        payload,
+        Payload::SurveyResponded { .. }
+            | Payload::TicketReplied { .. }
+            | Payload::TicketResolved { .. }
+    )
+    .then_some(wire.agent_id)
+    .flatten();
     Ok(Event {
         event_id,
         occurred_at_ms,
         customer_id,
-        dimensions: [wire.segment, wire.region, wire.channel],
+        dimensions: [wire.segment, wire.region, wire.channel, agent],
         payload,
         reference_ms,
     })

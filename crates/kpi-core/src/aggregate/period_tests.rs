@@ -52,7 +52,7 @@ fn nps_answer(at: i64, score: u8, reference_ms: i64) -> Event<'static> {
         event_id: Cow::Borrowed("e"),
         occurred_at_ms: at,
         customer_id: Cow::Borrowed("c"),
-        dimensions: [None, None, None],
+        dimensions: [None, None, None, None],
         payload: Payload::SurveyResponded {
             survey: Survey::Nps,
             score,
@@ -227,7 +227,7 @@ fn billing(at: i64, customer: &'static str, payload: Payload<'static>) -> Event<
         event_id: Cow::Borrowed("b"),
         occurred_at_ms: at,
         customer_id: Cow::Borrowed(customer),
-        dimensions: [None, None, None],
+        dimensions: [None, None, None, None],
         payload,
         reference_ms: at,
     }

@@ -546,3 +546,73 @@ proptest! {
         }
     }
 }
+
+/// With `agent` among the dimensions, CSAT, FCR, resolutions and first replies count in
+/// the series of the agent of the answer, the resolution and the reply; an opening names
+/// no agent.
+#[test]
+fn csat_fcr_resolutions_and_first_replies_count_per_agent() {
+    let mut settings = settings(10);
+    settings.dimensions = Dimensions::new(&["agent".to_owned()], 10);
+    let mut aggregates = Aggregates::new(settings);
+    let at = |minutes: i64| crate::kpi::rfc3339(T0 + minutes * MINUTE);
+    let events = [
+        (
+            Family::Tickets,
+            format!(
+                r#"{{"event_id":"o1","type":"ticket.opened","occurred_at":"{}","customer_id":"c","ticket_id":"t1","agent_id":"a9"}}"#,
+                at(0)
+            ),
+        ),
+        (
+            Family::Tickets,
+            format!(
+                r#"{{"event_id":"r1","type":"ticket.replied","occurred_at":"{}","customer_id":"c","ticket_id":"t1","author":"agent","agent_id":"a2"}}"#,
+                at(10)
+            ),
+        ),
+        (
+            Family::Tickets,
+            format!(
+                r#"{{"event_id":"z1","type":"ticket.resolved","occurred_at":"{}","customer_id":"c","ticket_id":"t1","opened_at":"{}","agent_replies":1,"reopens":0,"agent_id":"a1"}}"#,
+                at(20),
+                at(0)
+            ),
+        ),
+        (
+            Family::Surveys,
+            format!(
+                r#"{{"event_id":"s1","type":"survey.responded","occurred_at":"{}","customer_id":"c","survey":"csat","score":5,"ticket_id":"t1","agent_id":"a1"}}"#,
+                at(30)
+            ),
+        ),
+        (
+            Family::Surveys,
+            format!(
+                r#"{{"event_id":"s2","type":"survey.responded","occurred_at":"{}","customer_id":"c","survey":"csat","score":1,"agent_id":"a2"}}"#,
+                at(31)
+            ),
+        ),
+    ];
+    let now = T0 + 40 * MINUTE;
+    let limits = crate::event::Limits {
+        max_event_bytes: 1 << 20,
+        max_future_skew_ms: 5 * MINUTE,
+    };
+    for (family, text) in &events {
+        let event = crate::event::parse(text.as_bytes(), *family, now, &limits).unwrap();
+        aggregates
+            .record(PartitionId::new(*family, 0), &event, now)
+            .unwrap();
+    }
+    let records = aggregates.snapshot(now);
+    let value = |key: &str| find(&records, key).value;
+    assert_eq!(value("csat/1h/agent=a1"), Some(1.0));
+    assert_eq!(value("csat/1h/agent=a2"), Some(0.0));
+    assert_eq!(value("fcr/1h/agent=a1"), Some(1.0));
+    assert_eq!(value("tickets_resolved/1h/agent=a1"), Some(1.0));
+    assert_eq!(value("first_reply_time/1h/agent=a2"), Some(600.0));
+    // The opening's agent_id is not in its contract: no series of its own.
+    assert!(records.iter().all(|r| !r.key().ends_with("agent=a9")));
+    assert_eq!(value("tickets_opened/1h/agent=unknown"), Some(1.0));
+}

@@ -51,7 +51,7 @@ fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Ev
         event_id: Cow::Borrowed("e"),
         occurred_at_ms: at,
         customer_id: Cow::Borrowed("c"),
-        dimensions: [segment.map(Cow::Borrowed), None, None],
+        dimensions: [segment.map(Cow::Borrowed), None, None, None],
         payload: Payload::SurveyResponded { survey, score },
         reference_ms: at,
     }
@@ -141,7 +141,7 @@ pub(super) fn ticket_event(at: i64, payload: Payload<'static>) -> Event<'static>
         event_id: Cow::Borrowed("t"),
         occurred_at_ms: at,
         customer_id: Cow::Borrowed("c"),
-        dimensions: [Some(Cow::Borrowed("smb")), None, None],
+        dimensions: [Some(Cow::Borrowed("smb")), None, None, None],
         payload,
         reference_ms: at,
     }
@@ -313,7 +313,7 @@ fn billing_event(
         event_id: Cow::Borrowed("b"),
         occurred_at_ms: at,
         customer_id: Cow::Borrowed(customer),
-        dimensions: [Some(Cow::Borrowed(segment)), None, None],
+        dimensions: [Some(Cow::Borrowed(segment)), None, None, None],
         payload,
         reference_ms: at,
     }
@@ -1098,7 +1098,7 @@ fn ticket_payload(
 
 fn segment_event(at: i64, segment: &'static str, payload: Payload<'static>) -> Event<'static> {
     Event {
-        dimensions: [Some(Cow::Borrowed(segment)), None, None],
+        dimensions: [Some(Cow::Borrowed(segment)), None, None, None],
         ..ticket_event(at, payload)
     }
 }

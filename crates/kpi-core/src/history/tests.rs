@@ -43,7 +43,7 @@ fn answer(id: String, at: i64, score: u8, segment: &'static str) -> Event<'stati
         event_id: Cow::Owned(id),
         occurred_at_ms: at,
         customer_id: Cow::Borrowed("c"),
-        dimensions: [Some(Cow::Borrowed(segment)), None, None],
+        dimensions: [Some(Cow::Borrowed(segment)), None, None, None],
         payload: Payload::SurveyResponded {
             survey: Survey::Nps,
             score,
