@@ -218,38 +218,39 @@ pub fn components_producer_config(config: &Config) -> ClientConfig {
 
 /// The settings of the consumer that reads every instance's components.
 pub fn components_consumer_config(config: &Config) -> ClientConfig {
-    whole_topic_reader_config(config, "components")
+    whole_topic_reader_config(config, "components", &[])
 }
 
 /// The settings of a consumer that reads a topic whole, assigned: it never joins nor
 /// commits, and the group id (the group's, with `purpose` added) only names the client to
-/// the broker.
-fn whole_topic_reader_config(config: &Config, purpose: &str) -> ClientConfig {
-    client_config(
-        config,
-        &[
-            ("group.id", format!("{}.{purpose}", config.kafka.group_id)),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("fetch.queue.backoff.ms", "10".into()),
-        ],
-    )
+/// the broker; `extra` settings win over these.
+fn whole_topic_reader_config(
+    config: &Config,
+    purpose: &str,
+    extra: &[(&str, String)],
+) -> ClientConfig {
+    let mut defaults = vec![
+        ("group.id", format!("{}.{purpose}", config.kafka.group_id)),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("fetch.queue.backoff.ms", "10".into()),
+    ];
+    defaults.extend(extra.iter().cloned());
+    client_config(config, &defaults)
 }
 
 /// The settings of the consumer that reads every instance's period records.
 pub fn periods_consumer_config(config: &Config) -> ClientConfig {
-    whole_topic_reader_config(config, "periods")
+    whole_topic_reader_config(config, "periods", &[])
 }
 
 /// The settings of the consumer `history` reads the input topics with: assigned, each
 /// partition on a queue of its own, as the group consumer's.
 pub fn history_consumer_config(config: &Config) -> ClientConfig {
-    client_config(
+    whole_topic_reader_config(
         config,
+        "history",
         &[
-            ("group.id", format!("{}.history", config.kafka.group_id)),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
             ("auto.offset.reset", "earliest".into()),
             // Per partition, since each has its own queue, as the group consumer's: 36
             // partitions prefetch at most about 18 MB. Four times more was no faster.

@@ -153,24 +153,26 @@ fn read(
             end: start.end,
         });
     }
-    // The timestamp of each lane's last message, for a message without one.
+    // A message without a timestamp is taken as received with its lane's previous one.
     let earliest = since_ms.into_iter().min().unwrap_or(to_ms);
-    let mut last_ms = vec![earliest; lanes.len()];
     let mut heads = BinaryHeap::new();
     for (index, lane) in lanes.iter().enumerate() {
         if let Some(head) = next_message(&consumer, lane, earliest, timeout)? {
             heads.push(Head::new(head, index, earliest));
         }
     }
-    while let Some(Head { message, lane, .. }) = heads.pop() {
-        let (Some(current), Some(last)) = (lanes.get(lane), last_ms.get_mut(lane)) else {
+    while let Some(Head {
+        message,
+        lane,
+        received_ms,
+    }) = heads.pop()
+    {
+        let Some(current) = lanes.get(lane) else {
             bail!("a message of an unknown partition");
         };
-        let received_ms = message.timestamp().to_millis().unwrap_or(*last);
         if received_ms > to_ms {
             break;
         }
-        *last = received_ms;
         deliver(Delivery {
             partition: current.partition,
             offset: message.offset(),
@@ -318,25 +320,30 @@ fn next_message<'q>(
 /// A partition's next message, ordered for the merge: earliest timestamp first, then by
 /// lane (family, then partition) so that equal times merge the same way every run.
 struct Head<'q> {
-    key: Reverse<(i64, usize)>,
     message: BorrowedMessage<'q>,
     lane: usize,
+    /// The message's timestamp, or the lane's previous one when it has none.
+    received_ms: i64,
 }
 
 impl<'q> Head<'q> {
-    fn new(message: BorrowedMessage<'q>, lane: usize, last_ms: i64) -> Self {
-        let at = message.timestamp().to_millis().unwrap_or(last_ms);
+    fn new(message: BorrowedMessage<'q>, lane: usize, previous_ms: i64) -> Self {
+        let received_ms = message.timestamp().to_millis().unwrap_or(previous_ms);
         Head {
-            key: Reverse((at, lane)),
             message,
             lane,
+            received_ms,
         }
+    }
+
+    fn key(&self) -> Reverse<(i64, usize)> {
+        Reverse((self.received_ms, self.lane))
     }
 }
 
 impl PartialEq for Head<'_> {
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
+        self.key() == other.key()
     }
 }
 
@@ -350,6 +357,6 @@ impl PartialOrd for Head<'_> {
 
 impl Ord for Head<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
+        self.key().cmp(&other.key())
     }
 }
