@@ -16,6 +16,7 @@
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
 //! - [`open_tickets`]: each partition's open tickets, and the first reply of each.
 //! - [`dimension`]: dimension values interned under a cap.
+//! - [`health`]: the customer health model: signals mapped to 0-100, weighted, banded.
 //! - [`dedup`]: duplicate detection by `event_id` within a horizon of event time.
 //! - [`partition`]: the input partition, the unit of state.
 //! - [`period_components`]: one partition's components for one calendar period, as the
@@ -36,6 +37,7 @@ pub mod components;
 pub mod dedup;
 pub mod dimension;
 pub mod event;
+pub mod health;
 pub mod history;
 pub mod kpi;
 pub mod open_tickets;
