@@ -14,6 +14,8 @@
 use serde::Serialize;
 use thiserror::Error;
 
+pub mod signal_window;
+
 /// One signal of a customer's health, from one event family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
