@@ -14,6 +14,7 @@
 use serde::Serialize;
 use thiserror::Error;
 
+pub mod customer;
 pub mod signal_window;
 
 /// One signal of a customer's health, from one event family.
