@@ -1,10 +1,13 @@
 //! One customer's signals as the events of the three families make them, and their values
 //! at an instant.
 //!
-//! A customer's tickets are spread over the tickets partitions (tickets are keyed by
-//! ticket), so each partition keeps its own part of the customer's signals; parts add up
-//! ([`CustomerSignals::merge`]) wherever they meet, in any order, to what one partition
-//! reading every event would keep.
+//! Each family's events make one part of a customer's signals, kept where those events are
+//! read. A customer's tickets are spread over the tickets partitions (tickets are keyed by
+//! ticket), so several partitions each keep a [`TicketPart`] of the same customer; parts add
+//! up ([`CustomerSignals::merge`]) wherever they meet, in any order, to what one partition
+//! reading every event would keep. A family the customer has no event of leaves its signals
+//! missing, not perfect: a customer who never opened a ticket is not scored as one whose
+//! support goes well.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,50 +24,78 @@ pub struct NpsAnswer {
     pub score: u8,
 }
 
-/// A customer's signals, or the part of them one partition's events make.
+/// What a customer's survey answers say.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CustomerSignals {
+pub struct SurveyPart {
     pub latest_nps: Option<NpsAnswer>,
     /// CSAT answers within the signal window: the sum of their scores and their number.
-    pub csat_points: SignalWindow<u64>,
-    pub csat_answers: SignalWindow<u64>,
-    /// Whether any ticket event of the customer was seen: without one, the ticket signals
-    /// are missing rather than perfect.
-    pub tickets_seen: bool,
-    pub tickets_opened: SignalWindow<u64>,
-    pub tickets_open: u64,
-    pub sla_breaches: SignalWindow<u64>,
-    /// Whether any billing event of the customer was seen, for the same reason.
-    pub billing_seen: bool,
+    pub csat_points: SignalWindow<u32>,
+    pub csat_answers: SignalWindow<u32>,
+}
+
+/// What happens to a customer's tickets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TicketPart {
+    pub opened: SignalWindow<u32>,
+    /// Open now.
+    pub open: u32,
+    /// First-reply and resolution SLA breaches.
+    pub sla_breaches: SignalWindow<u32>,
+}
+
+/// What a customer pays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BillingPart {
     /// Current MRR, in base-currency micros.
     pub mrr: Micros,
-    /// Expansion less contraction within the signal window, in micros.
-    pub mrr_change: SignalWindow<i128>,
-    pub payment_failures: SignalWindow<u64>,
+    /// Expansion less contraction, in micros.
+    pub mrr_change: SignalWindow<i64>,
+    /// Delinquent churns: payments that failed after dunning.
+    pub payment_failures: SignalWindow<u32>,
     /// When the customer last became a paying customer; `None` while it pays nothing.
     pub paying_since_ms: Option<i64>,
 }
 
+/// A customer's signals, or the part of them some partitions' events make.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomerSignals {
+    pub surveys: Option<SurveyPart>,
+    pub tickets: Option<TicketPart>,
+    pub billing: Option<BillingPart>,
+}
+
+/// Adds `other` into `mine`, where either may be missing.
+fn merge_part<T: Clone>(mine: &mut Option<T>, other: &Option<T>, add: impl FnOnce(&mut T, &T)) {
+    match (mine.as_mut(), other) {
+        (Some(mine), Some(other)) => add(mine, other),
+        (None, Some(other)) => *mine = Some(other.clone()),
+        (_, None) => {}
+    }
+}
+
 impl CustomerSignals {
-    /// Adds another part of the same customer's signals.
+    /// Adds another part of the same customer's signals. Sums saturate, so that a part with
+    /// an absurd amount cannot wrap another's into a small one.
     pub fn merge(&mut self, other: &CustomerSignals) {
-        self.latest_nps = self.latest_nps.max(other.latest_nps);
-        self.csat_points.merge(&other.csat_points);
-        self.csat_answers.merge(&other.csat_answers);
-        self.tickets_seen |= other.tickets_seen;
-        self.tickets_opened.merge(&other.tickets_opened);
-        self.tickets_open = self.tickets_open.saturating_add(other.tickets_open);
-        self.sla_breaches.merge(&other.sla_breaches);
-        self.billing_seen |= other.billing_seen;
-        // Billing events are keyed by customer: one part holds the MRR. Saturating, so
-        // that a part forged with an absurd amount cannot wrap another's into a small one.
-        self.mrr = self.mrr.saturating_add(other.mrr);
-        self.mrr_change.merge(&other.mrr_change);
-        self.payment_failures.merge(&other.payment_failures);
-        self.paying_since_ms = match (self.paying_since_ms, other.paying_since_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        merge_part(&mut self.surveys, &other.surveys, |a, b| {
+            a.latest_nps = a.latest_nps.max(b.latest_nps);
+            a.csat_points.merge(&b.csat_points);
+            a.csat_answers.merge(&b.csat_answers);
+        });
+        merge_part(&mut self.tickets, &other.tickets, |a, b| {
+            a.opened.merge(&b.opened);
+            a.open = a.open.saturating_add(b.open);
+            a.sla_breaches.merge(&b.sla_breaches);
+        });
+        merge_part(&mut self.billing, &other.billing, |a, b| {
+            a.mrr = a.mrr.saturating_add(b.mrr);
+            a.mrr_change.merge(&b.mrr_change);
+            a.payment_failures.merge(&b.payment_failures);
+            a.paying_since_ms = match (a.paying_since_ms, b.paying_since_ms) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            };
+        });
     }
 
     /// The signal values at `now_ms`, over the signal window of buckets of `bucket_ms`;
@@ -72,34 +103,37 @@ impl CustomerSignals {
     pub fn values(&self, now_ms: i64, bucket_ms: i64) -> SignalValues {
         let mut values = [None; Signal::ALL.len()];
         let mut set = |signal: Signal, value: Option<f64>| values[signal as usize] = value;
-        set(Signal::Nps, self.latest_nps.map(|a| f64::from(a.score)));
-        let answers = self.csat_answers.total(now_ms, bucket_ms);
-        set(
-            Signal::Csat,
-            (answers > 0)
-                .then(|| self.csat_points.total(now_ms, bucket_ms) as f64 / answers as f64),
-        );
-        if self.tickets_seen {
-            let opened = self.tickets_opened.total(now_ms, bucket_ms);
-            set(Signal::TicketsOpened, Some(opened as f64));
-            set(Signal::TicketsOpen, Some(self.tickets_open as f64));
-            let breaches = self.sla_breaches.total(now_ms, bucket_ms);
-            set(Signal::SlaBreaches, Some(breaches as f64));
+        let total = |window: &SignalWindow<u32>| f64::from(window.total(now_ms, bucket_ms));
+        if let Some(surveys) = &self.surveys {
+            set(Signal::Nps, surveys.latest_nps.map(|a| f64::from(a.score)));
+            let answers = total(&surveys.csat_answers);
+            set(
+                Signal::Csat,
+                (answers > 0.0).then(|| total(&surveys.csat_points) / answers),
+            );
         }
-        if self.billing_seen {
-            let change = self.mrr_change.total(now_ms, bucket_ms);
+        if let Some(tickets) = &self.tickets {
+            set(Signal::TicketsOpened, Some(total(&tickets.opened)));
+            set(Signal::TicketsOpen, Some(f64::from(tickets.open)));
+            set(Signal::SlaBreaches, Some(total(&tickets.sla_breaches)));
+        }
+        if let Some(billing) = &self.billing {
+            let change = i128::from(billing.mrr_change.total(now_ms, bucket_ms));
             // Relative to the MRR before the changes; none when there was none.
-            let before = i128::from(self.mrr).saturating_sub(change);
+            let before = i128::from(billing.mrr) - change;
             set(
                 Signal::MrrTrend,
                 (before > 0).then(|| 100.0 * change as f64 / before as f64),
             );
-            let failures = self.payment_failures.total(now_ms, bucket_ms);
-            set(Signal::PaymentFailures, Some(failures as f64));
+            set(
+                Signal::PaymentFailures,
+                Some(total(&billing.payment_failures)),
+            );
             set(
                 Signal::TenureDays,
-                self.paying_since_ms
-                    .map(|since| (now_ms.saturating_sub(since)).max(0) as f64 / DAY_MS),
+                billing
+                    .paying_since_ms
+                    .map(|since| now_ms.saturating_sub(since).max(0) as f64 / DAY_MS),
             );
         }
         values
@@ -121,43 +155,63 @@ mod tests {
         let values = CustomerSignals::default().values(0, BUCKET);
         assert!(values.iter().all(Option::is_none), "{values:?}");
         let surveyed = CustomerSignals {
-            latest_nps: Some(NpsAnswer { at_ms: 0, score: 9 }),
+            surveys: Some(SurveyPart {
+                latest_nps: Some(NpsAnswer { at_ms: 0, score: 9 }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let values = surveyed.values(0, BUCKET);
         assert_eq!(value(&values, Signal::Nps), Some(9.0));
+        assert_eq!(value(&values, Signal::Csat), None);
         assert_eq!(value(&values, Signal::TicketsOpened), None);
         assert_eq!(value(&values, Signal::PaymentFailures), None);
     }
 
     #[test]
     fn parts_of_one_customer_add_up_and_the_latest_answer_wins() {
-        let mut a = CustomerSignals {
+        let mut surveys = SurveyPart {
             latest_nps: Some(NpsAnswer { at_ms: 5, score: 2 }),
-            tickets_seen: true,
-            tickets_open: 1,
             ..Default::default()
         };
-        a.tickets_opened.add(0, BUCKET, 2);
-        a.csat_points.add(0, BUCKET, 5);
-        a.csat_answers.add(0, BUCKET, 1);
-        let mut b = CustomerSignals {
+        surveys.csat_points.add(0, BUCKET, 5);
+        surveys.csat_answers.add(0, BUCKET, 1);
+        let mut tickets = TicketPart {
+            open: 1,
+            ..Default::default()
+        };
+        tickets.opened.add(0, BUCKET, 2);
+        let a = CustomerSignals {
+            surveys: Some(surveys),
+            tickets: Some(tickets),
+            billing: None,
+        };
+        let mut surveys = SurveyPart {
             latest_nps: Some(NpsAnswer {
                 at_ms: 9,
                 score: 10,
             }),
-            tickets_seen: true,
-            tickets_open: 2,
-            billing_seen: true,
+            ..Default::default()
+        };
+        surveys.csat_points.add(BUCKET, BUCKET, 2);
+        surveys.csat_answers.add(BUCKET, BUCKET, 1);
+        let mut tickets = TicketPart {
+            open: 2,
+            ..Default::default()
+        };
+        tickets.opened.add(BUCKET, BUCKET, 1);
+        let mut billing = BillingPart {
             mrr: 110_000_000,
             paying_since_ms: Some(-10 * BUCKET),
             ..Default::default()
         };
-        b.tickets_opened.add(BUCKET, BUCKET, 1);
-        b.csat_points.add(BUCKET, BUCKET, 2);
-        b.csat_answers.add(BUCKET, BUCKET, 1);
-        b.mrr_change.add(BUCKET, BUCKET, 10_000_000);
-        b.payment_failures.add(BUCKET, BUCKET, 1);
+        billing.mrr_change.add(BUCKET, BUCKET, 10_000_000);
+        billing.payment_failures.add(BUCKET, BUCKET, 1);
+        let b = CustomerSignals {
+            surveys: Some(surveys),
+            tickets: Some(tickets),
+            billing: Some(billing),
+        };
         let mut ab = a.clone();
         ab.merge(&b);
         let mut ba = b.clone();
@@ -177,16 +231,22 @@ mod tests {
 
     #[test]
     fn the_mrr_trend_needs_mrr_before_the_changes() {
-        let mut signals = CustomerSignals {
-            billing_seen: true,
+        let mut billing = BillingPart {
+            mrr: 50,
             ..Default::default()
         };
-        signals.mrr_change.add(0, BUCKET, 50);
-        signals.mrr = 50;
+        billing.mrr_change.add(0, BUCKET, 50);
+        let mut signals = CustomerSignals {
+            billing: Some(billing),
+            ..Default::default()
+        };
         assert_eq!(value(&signals.values(0, BUCKET), Signal::MrrTrend), None);
-        signals.mrr = i64::MAX;
-        signals.mrr_change = SignalWindow::default();
-        signals.mrr_change.add(0, BUCKET, i128::MIN);
+        let mut billing = BillingPart {
+            mrr: i64::MAX,
+            ..Default::default()
+        };
+        billing.mrr_change.add(0, BUCKET, i64::MIN);
+        signals.billing = Some(billing);
         let trend = value(&signals.values(0, BUCKET), Signal::MrrTrend).unwrap();
         assert!(trend.is_finite() && trend < 0.0, "{trend}");
     }

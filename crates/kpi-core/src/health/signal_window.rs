@@ -13,20 +13,22 @@ use serde::{Deserialize, Serialize};
 /// Buckets of a signal window.
 pub const SIGNAL_BUCKETS: usize = 16;
 
-/// A value a bucket sums: counts and amounts, added without wrapping.
+/// A value a bucket sums: counts (u32) and amounts (i64 micros), added without wrapping.
+/// Narrow types keep a customer small; a signal at a type's limit maps to the same score
+/// as one beyond it, so saturating there changes no score.
 pub trait Summed: Copy + Default + PartialEq {
     /// `self + other`, saturating: a bucket that would wrap stops at the type's limit
     /// rather than turning a huge count into a small one.
     fn plus(self, other: Self) -> Self;
 }
 
-impl Summed for u64 {
+impl Summed for u32 {
     fn plus(self, other: Self) -> Self {
         self.saturating_add(other)
     }
 }
 
-impl Summed for i128 {
+impl Summed for i64 {
     fn plus(self, other: Self) -> Self {
         self.saturating_add(other)
     }
@@ -123,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_value_counts_until_its_bucket_leaves_the_window() {
-        let mut window = SignalWindow::<u64>::default();
+        let mut window = SignalWindow::<u32>::default();
         assert_eq!(window.total(0, BUCKET), 0);
         window.add(500, BUCKET, 2);
         window.add(1_500, BUCKET, 3);
@@ -140,17 +142,17 @@ mod tests {
 
     #[test]
     fn sums_saturate_at_the_limits_instead_of_wrapping() {
-        let mut window = SignalWindow::<i128>::default();
-        window.add(0, BUCKET, i128::MAX);
-        window.add(BUCKET, BUCKET, i128::MAX);
-        assert_eq!(window.total(BUCKET, BUCKET), i128::MAX);
-        let mut window = SignalWindow::<u64>::default();
-        window.add(i64::MAX, BUCKET, u64::MAX);
+        let mut window = SignalWindow::<i64>::default();
+        window.add(0, BUCKET, i64::MAX);
+        window.add(BUCKET, BUCKET, i64::MAX);
+        assert_eq!(window.total(BUCKET, BUCKET), i64::MAX);
+        let mut window = SignalWindow::<u32>::default();
+        window.add(i64::MAX, BUCKET, u32::MAX);
         window.add(i64::MAX, BUCKET, 1);
-        assert_eq!(window.total(i64::MAX, BUCKET), u64::MAX);
+        assert_eq!(window.total(i64::MAX, BUCKET), u32::MAX);
         window.add(i64::MIN, BUCKET, 7);
-        assert_eq!(window.total(i64::MAX, BUCKET), u64::MAX);
-        assert_eq!(SignalWindow::<u64>::default().total(i64::MIN, BUCKET), 0);
+        assert_eq!(window.total(i64::MAX, BUCKET), u32::MAX);
+        assert_eq!(SignalWindow::<u32>::default().total(i64::MIN, BUCKET), 0);
     }
 
     proptest! {
@@ -160,16 +162,16 @@ mod tests {
         /// allows.
         #[test]
         fn merged_parts_equal_one_ring_and_the_brute_force(
-            adds in prop::collection::vec((0i64..40_000, 0u64..1_000, 0usize..3), 0..60),
+            adds in prop::collection::vec((0i64..40_000, 0u32..1_000, 0usize..3), 0..60),
             now in 0i64..45_000,
         ) {
-            let mut whole = SignalWindow::<u64>::default();
-            let mut parts = [SignalWindow::<u64>::default(); 3];
+            let mut whole = SignalWindow::<u32>::default();
+            let mut parts = [SignalWindow::<u32>::default(); 3];
             for &(at, value, part) in &adds {
                 whole.add(at, BUCKET, value);
                 parts[part].add(at, BUCKET, value);
             }
-            let mut merged = SignalWindow::<u64>::default();
+            let mut merged = SignalWindow::<u32>::default();
             for part in parts.iter().rev() {
                 merged.merge(part);
             }
@@ -178,7 +180,7 @@ mod tests {
             // brute force keeps the values within the ring of the newest bucket written
             // before or after them, and within the window at `now`.
             let newest = adds.iter().map(|a| a.0 / BUCKET).max();
-            let expected: u64 = adds
+            let expected: u32 = adds
                 .iter()
                 .enumerate()
                 .filter(|(i, (at, _, _))| {
