@@ -790,18 +790,46 @@ mod tests {
             .collect()
     }
 
+    /// 20,000 events of a source, one every `step_ms` up to `NOW`.
+    fn stream(config: &Config, step_ms: i64) -> Vec<Generated> {
+        let mut source = EventSource::new(config);
+        (0..20_000)
+            .map(|n| source.next_event(NOW - (20_000 - n) * step_ms))
+            .collect()
+    }
+
+    fn messages<'g>(generated: impl Iterator<Item = &'g Generated>) -> Vec<(Family, Vec<u8>)> {
+        generated.map(|g| (g.family, g.payload.clone())).collect()
+    }
+
+    /// The KPIs whose output differs between `full` and `bare`, which have the same records,
+    /// and the outputs of `full`.
+    fn differing_kpis(
+        config: &Config,
+        full: &[(Family, Vec<u8>)],
+        bare: &[(Family, Vec<u8>)],
+    ) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
+        let with = outputs_after(config, full);
+        let without = outputs_after(config, bare);
+        assert_eq!(
+            with.keys().collect::<Vec<_>>(),
+            without.keys().collect::<Vec<_>>()
+        );
+        assert!(with.len() > 100, "{} records", with.len());
+        let differing: std::collections::BTreeSet<String> = with
+            .iter()
+            .filter(|(key, value)| without.get(*key) != Some(*value))
+            .filter_map(|(key, _)| key.split('/').next().map(str::to_owned))
+            .collect();
+        (differing.into_iter().collect(), with)
+    }
+
     #[test]
     fn replies_priorities_agents_and_cancellation_reasons_change_no_other_kpi() {
         let config = config(0.0);
-        let mut source = EventSource::new(&config);
         // One event a second, up to now.
-        let generated: Vec<Generated> = (0..20_000)
-            .map(|n| source.next_event(NOW - (20_000 - n) * 1000))
-            .collect();
-        let full: Vec<(Family, Vec<u8>)> = generated
-            .iter()
-            .map(|g| (g.family, g.payload.clone()))
-            .collect();
+        let generated = stream(&config, 1000);
+        let full = messages(generated.iter());
         // The same opened, reopened and resolved tickets, answers and billing events,
         // without replies, priorities, agents, the tickets answers are about and the
         // reasons of cancellations (voluntary when not given).
@@ -822,22 +850,11 @@ mod tests {
             })
             .collect();
         assert!(bare.len() < full.len() - 1000, "replies are generated");
-        let with = outputs_after(&config, &full);
-        let without = outputs_after(&config, &bare);
-        assert_eq!(
-            with.keys().collect::<Vec<_>>(),
-            without.keys().collect::<Vec<_>>()
-        );
-        assert!(with.len() > 100, "{} records", with.len());
         // Exactly the KPIs that read replies, priorities or reasons differ; everything else
         // is what it was.
-        let differing: std::collections::BTreeSet<&str> = with
-            .iter()
-            .filter(|(key, value)| without.get(*key) != Some(*value))
-            .filter_map(|(key, _)| key.split('/').next())
-            .collect();
+        let (differing, _) = differing_kpis(&config, &full, &bare);
         assert_eq!(
-            differing.into_iter().collect::<Vec<_>>(),
+            differing,
             [
                 "backlog",
                 "customer_churn_delinquent",
@@ -857,25 +874,15 @@ mod tests {
     #[test]
     fn trials_change_only_the_trial_kpis_and_about_a_quarter_convert() {
         let config = config(0.0);
-        let mut source = EventSource::new(&config);
         // One event every three minutes: six weeks up to now, so that 14-day trials end
         // and expire inside the 30d window.
-        let generated: Vec<Generated> = (0..20_000)
-            .map(|n| source.next_event(NOW - (20_000 - n) * 180_000))
-            .collect();
-        let is_trial = |g: &Generated| {
+        let generated = stream(&config, 180_000);
+        let is_trial = |g: &&Generated| {
             let value: Value = serde_json::from_slice(&g.payload).unwrap();
             value["type"] == "subscription.trial_started"
         };
-        let full: Vec<(Family, Vec<u8>)> = generated
-            .iter()
-            .map(|g| (g.family, g.payload.clone()))
-            .collect();
-        let bare: Vec<(Family, Vec<u8>)> = generated
-            .iter()
-            .filter(|g| !is_trial(g))
-            .map(|g| (g.family, g.payload.clone()))
-            .collect();
+        let full = messages(generated.iter());
+        let bare = messages(generated.iter().filter(|g| !is_trial(g)));
         // The stream's own events are those of a source without trials.
         let mut plain = EventSource::without_trials(&config);
         let expected: Vec<Vec<u8>> = generated
@@ -893,15 +900,9 @@ mod tests {
             .collect();
         let bare_payloads: Vec<&Vec<u8>> = bare.iter().map(|(_, p)| p).collect();
         assert_eq!(bare_payloads, expected.iter().collect::<Vec<_>>());
-        let with = outputs_after(&config, &full);
-        let without = outputs_after(&config, &bare);
-        let differing: std::collections::BTreeSet<&str> = with
-            .iter()
-            .filter(|(key, value)| without.get(*key) != Some(*value))
-            .filter_map(|(key, _)| key.split('/').next())
-            .collect();
+        let (differing, with) = differing_kpis(&config, &full, &bare);
         assert_eq!(
-            differing.into_iter().collect::<Vec<_>>(),
+            differing,
             [
                 "trial_conversion",
                 "trials_active",
