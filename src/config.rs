@@ -119,6 +119,9 @@ const PUBLISH_INTERVAL: RangeInclusive<Duration> =
 /// Exchange rates: no currency is worth a billion times another.
 const RATES: RangeInclusive<f64> = 1e-9..=1e9;
 
+/// Bounds of `billing.trial_grace`: a pending trial is held up to this long after its end.
+const TRIAL_GRACE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(90 * 86_400);
+
 /// The generator keeps the subscriptions of every customer.
 const GENERATE_CUSTOMERS: RangeInclusive<u32> = 1..=1_000_000;
 
@@ -286,6 +289,9 @@ pub struct BillingConfig {
     pub rates: BTreeMap<String, f64>,
     /// The window whose customer churn ratio divides ARPA into CLV.
     pub clv_window: String,
+    /// How long after its `trial_ends_at` a trial still converts.
+    #[serde(deserialize_with = "duration")]
+    pub trial_grace: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -406,6 +412,19 @@ impl Default for DimensionsConfig {
     }
 }
 
+impl BillingConfig {
+    /// `billing.trial_grace` in milliseconds, within its bounds.
+    fn trial_grace_ms(&self) -> Result<i64, ConfigError> {
+        bounded_duration(
+            "billing.trial_grace",
+            self.trial_grace,
+            TRIAL_GRACE,
+            "a trial stays pending, and held in memory, this long after it ends",
+        )?;
+        Ok(self.trial_grace.as_millis() as i64)
+    }
+}
+
 impl Default for BillingConfig {
     fn default() -> Self {
         BillingConfig {
@@ -415,6 +434,7 @@ impl Default for BillingConfig {
                 .map(|(c, r)| (c.to_owned(), r))
                 .collect(),
             clv_window: "30d".into(),
+            trial_grace: Duration::from_secs(3 * 86_400),
         }
     }
 }
@@ -1150,6 +1170,7 @@ impl Config {
             calendar: self.calendar.calendar()?,
             max_open_age_ms: self.sla.max_open_age_ms()?,
             sla: self.sla.targets()?,
+            trial_grace_ms: self.billing.trial_grace_ms()?,
         })
     }
 

@@ -6,10 +6,13 @@
 //! billing events (a quarter of the cancellations for a failed payment, `reason`
 //! `delinquent`); a
 //! configured share is deliberately malformed, one of several ways, to exercise the
-//! dead-letter path. The producer adapter can first write a history, its events spread over
+//! dead-letter path. Between them come trials, never malformed: a third of new subscriptions
+//! start after a `subscription.trial_started` of the same subscription, and as many trials
+//! again never convert, so that about a quarter of the trials that end convert. The producer adapter can first write a history, its events spread over
 //! a span before now and their messages stamped with the events' times, then paces the
 //! following events at a rate.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -98,6 +101,30 @@ struct OpenTicket {
     agent: u32,
 }
 
+/// How far ahead, in events, the stream is drawn to find the subscriptions that will start:
+/// each one's trial comes this many events before its start.
+const LOOKAHEAD: usize = 2_000;
+
+/// How long a generated trial lasts.
+const TRIAL_MS: i64 = 14 * 86_400_000;
+
+/// A subscription that started: who, which, on which plan.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    customer: u32,
+    subscription: u64,
+    plan: usize,
+}
+
+/// A trial to produce: of a subscription that will start (its id), or of one that never
+/// does (`None`).
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    customer: u32,
+    subscription: Option<u64>,
+    plan: usize,
+}
+
 /// A seeded stream of synthetic events.
 pub struct EventSource {
     /// Part of every event_id, so runs with different seeds never share ids.
@@ -109,10 +136,32 @@ pub struct EventSource {
     next_id: u64,
     open_tickets: Vec<OpenTicket>,
     subscriptions: Vec<Option<Subscription>>,
+    /// The subscription the latest billing event started, if it started one.
+    started: Option<Started>,
+    /// The same stream [`LOOKAHEAD`] events ahead, which tells which subscriptions will
+    /// start; absent in that copy itself.
+    ahead: Option<Box<EventSource>>,
+    /// Trials due before the next event of the stream.
+    trials: VecDeque<Trial>,
+    /// Trials produced: their `event_id`s and the ids of the subscriptions of those that
+    /// never convert, apart from the stream's own ids so that its events stay what they were.
+    trials_made: u64,
 }
 
 impl EventSource {
     pub fn new(config: &Config) -> Self {
+        let mut ahead = EventSource::without_trials(config);
+        for _ in 0..LOOKAHEAD {
+            ahead.draw(0);
+        }
+        EventSource {
+            ahead: Some(Box::new(ahead)),
+            ..EventSource::without_trials(config)
+        }
+    }
+
+    /// The stream of surveys, tickets and billing events alone.
+    fn without_trials(config: &Config) -> Self {
         let g = &config.generate;
         EventSource {
             seed: g.seed,
@@ -127,6 +176,10 @@ impl EventSource {
             next_id: 0,
             open_tickets: Vec::new(),
             subscriptions: vec![None; g.customers.max(1) as usize],
+            started: None,
+            ahead: None,
+            trials: VecDeque::new(),
+            trials_made: 0,
         }
     }
 
@@ -135,8 +188,39 @@ impl EventSource {
         self.next_id
     }
 
-    /// The next event, with `occurred_at` at or shortly before `now_ms`.
+    /// The next event, with `occurred_at` at or shortly before `now_ms`: a trial that is
+    /// due, or the stream's next event. Trials draw nothing from the random stream, so the
+    /// stream's events are the same with them as without.
     pub fn next_event(&mut self, now_ms: i64) -> Generated {
+        if let Some(trial) = self.trials.pop_front() {
+            return self.trial(trial, now_ms);
+        }
+        if let Some(ahead) = &mut self.ahead {
+            ahead.draw(0);
+            if let Some(started) = ahead.started {
+                let trials = &mut self.trials;
+                if trial_converts(started.subscription) {
+                    trials.push_back(Trial {
+                        customer: started.customer,
+                        subscription: Some(started.subscription),
+                        plan: started.plan,
+                    });
+                }
+                // A lead whose trial never converts, for every subscription that starts.
+                let lead = lead_of(started.subscription, self.customers);
+                trials.push_back(Trial {
+                    customer: lead,
+                    subscription: None,
+                    plan: started.plan,
+                });
+            }
+        }
+        self.draw(now_ms)
+    }
+
+    /// The stream's next event.
+    fn draw(&mut self, now_ms: i64) -> Generated {
+        self.started = None;
         let roll: f64 = self.rng.random();
         let mut generated = if roll < 0.5 {
             self.survey(now_ms)
@@ -153,9 +237,19 @@ impl EventSource {
 
     fn base(&mut self, kind: &str, customer: u32, at_ms: i64) -> serde_json::Map<String, Value> {
         let id = self.id();
+        self.fields(format!("gen-{}-{id}", self.seed), kind, customer, at_ms)
+    }
+
+    fn fields(
+        &self,
+        event_id: String,
+        kind: &str,
+        customer: u32,
+        at_ms: i64,
+    ) -> serde_json::Map<String, Value> {
         let segment = &self.segments[customer as usize % self.segments.len()];
         let mut m = serde_json::Map::new();
-        m.insert("event_id".into(), json!(format!("gen-{}-{id}", self.seed)));
+        m.insert("event_id".into(), json!(event_id));
         m.insert("type".into(), json!(kind));
         m.insert("occurred_at".into(), json!(rfc3339(at_ms)));
         m.insert("customer_id".into(), json!(format!("cust-{customer}")));
@@ -342,6 +436,13 @@ impl EventSource {
             }
         };
         self.subscriptions[customer as usize] = Some(sub.clone());
+        if kind == "subscription.started" {
+            self.started = Some(Started {
+                customer,
+                subscription: sub.id,
+                plan: sub.plan,
+            });
+        }
         let mut m = self.base(kind, customer, now_ms);
         m.insert("subscription_id".into(), json!(format!("sub-{}", sub.id)));
         if kind == "subscription.canceled" {
@@ -359,6 +460,31 @@ impl EventSource {
         Generated {
             family: Family::Billing,
             key: format!("cust-{customer}"),
+            payload: Value::Object(m).to_string().into_bytes(),
+        }
+    }
+
+    /// The `subscription.trial_started` of `trial` at `now_ms`, ending [`TRIAL_MS`] later.
+    fn trial(&mut self, trial: Trial, now_ms: i64) -> Generated {
+        self.trials_made += 1;
+        let made = self.trials_made;
+        let event_id = format!("gen-{}-trial-{made}", self.seed);
+        let mut m = self.fields(
+            event_id,
+            "subscription.trial_started",
+            trial.customer,
+            now_ms,
+        );
+        let subscription = match trial.subscription {
+            Some(id) => format!("sub-{id}"),
+            None => format!("sub-trial-{made}"),
+        };
+        m.insert("subscription_id".into(), json!(subscription));
+        m.insert("plan".into(), json!(PLANS[trial.plan].name));
+        m.insert("trial_ends_at".into(), json!(rfc3339(now_ms + TRIAL_MS)));
+        Generated {
+            family: Family::Billing,
+            key: format!("cust-{}", trial.customer),
             payload: Value::Object(m).to_string().into_bytes(),
         }
     }
@@ -393,6 +519,17 @@ fn cancel_reason(id: u64) -> CancelReason {
     } else {
         CancelReason::Voluntary
     }
+}
+
+/// Whether subscription `id` starts after a trial: a third of new subscriptions do. Decided
+/// from the id, as [`cancel_reason`] is.
+fn trial_converts(id: u64) -> bool {
+    id.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(8) >> 56 < 85
+}
+
+/// The customer whose trial, begun beside the start of subscription `id`, never converts.
+fn lead_of(id: u64, customers: u32) -> u32 {
+    (id.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 32) as u32 % customers
 }
 
 /// When the events of a history happen: evenly over the span before the start, oldest first.
@@ -581,6 +718,7 @@ mod tests {
         let mut source = EventSource::new(&config);
         let mut aggregates = Aggregates::new(config.state_settings().unwrap());
         let mut per_family = [0u32; 3];
+        let mut trials = 0u32;
         for _ in 0..20_000 {
             let g = source.next_event(NOW);
             let text = String::from_utf8_lossy(&g.payload).into_owned();
@@ -592,7 +730,11 @@ mod tests {
             aggregates
                 .record(partition, &event, NOW)
                 .unwrap_or_else(|e| panic!("{e}: {text}"));
-            per_family[g.family.index()] += 1;
+            if matches!(event.payload, kpi_core::event::Payload::TrialStarted { .. }) {
+                trials += 1;
+            } else {
+                per_family[g.family.index()] += 1;
+            }
         }
         // Every lifecycle step happens: new, upgrades and downgrades, churn, reactivation,
         // renewals, first-contact and longer resolutions.
@@ -606,14 +748,27 @@ mod tests {
             "renewal/1h",
             "fcr/1h",
             "resolution_time/1h",
+            "trials_started/1h",
+            "trials_converted/1h",
         ] {
             let record = records.iter().find(|r| r.key() == key).unwrap();
             assert!(record.samples > 0, "{key}");
         }
-        // 50% / 40% / 10%, within sampling noise.
-        assert!((9400..10_600).contains(&per_family[0]), "{per_family:?}");
-        assert!((7400..8600).contains(&per_family[1]), "{per_family:?}");
-        assert!((1600..2400).contains(&per_family[2]), "{per_family:?}");
+        // Beside the trials, 50% / 40% / 10%, within sampling noise.
+        let drawn = 20_000 - trials;
+        let share = |n: u32| f64::from(n) / f64::from(drawn);
+        assert!(
+            (0.47..0.53).contains(&share(per_family[0])),
+            "{per_family:?}"
+        );
+        assert!(
+            (0.37..0.43).contains(&share(per_family[1])),
+            "{per_family:?}"
+        );
+        assert!(
+            (0.08..0.12).contains(&share(per_family[2])),
+            "{per_family:?}"
+        );
     }
 
     /// The output objects of every KPI at `NOW` after `messages`, by key.
@@ -635,18 +790,46 @@ mod tests {
             .collect()
     }
 
+    /// 20,000 events of a source, one every `step_ms` up to `NOW`.
+    fn stream(config: &Config, step_ms: i64) -> Vec<Generated> {
+        let mut source = EventSource::new(config);
+        (0..20_000)
+            .map(|n| source.next_event(NOW - (20_000 - n) * step_ms))
+            .collect()
+    }
+
+    fn messages<'g>(generated: impl Iterator<Item = &'g Generated>) -> Vec<(Family, Vec<u8>)> {
+        generated.map(|g| (g.family, g.payload.clone())).collect()
+    }
+
+    /// The KPIs whose output differs between `full` and `bare`, which have the same records,
+    /// and the outputs of `full`.
+    fn differing_kpis(
+        config: &Config,
+        full: &[(Family, Vec<u8>)],
+        bare: &[(Family, Vec<u8>)],
+    ) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
+        let with = outputs_after(config, full);
+        let without = outputs_after(config, bare);
+        assert_eq!(
+            with.keys().collect::<Vec<_>>(),
+            without.keys().collect::<Vec<_>>()
+        );
+        assert!(with.len() > 100, "{} records", with.len());
+        let differing: std::collections::BTreeSet<String> = with
+            .iter()
+            .filter(|(key, value)| without.get(*key) != Some(*value))
+            .filter_map(|(key, _)| key.split('/').next().map(str::to_owned))
+            .collect();
+        (differing.into_iter().collect(), with)
+    }
+
     #[test]
     fn replies_priorities_agents_and_cancellation_reasons_change_no_other_kpi() {
         let config = config(0.0);
-        let mut source = EventSource::new(&config);
         // One event a second, up to now.
-        let generated: Vec<Generated> = (0..20_000)
-            .map(|n| source.next_event(NOW - (20_000 - n) * 1000))
-            .collect();
-        let full: Vec<(Family, Vec<u8>)> = generated
-            .iter()
-            .map(|g| (g.family, g.payload.clone()))
-            .collect();
+        let generated = stream(&config, 1000);
+        let full = messages(generated.iter());
         // The same opened, reopened and resolved tickets, answers and billing events,
         // without replies, priorities, agents, the tickets answers are about and the
         // reasons of cancellations (voluntary when not given).
@@ -667,22 +850,11 @@ mod tests {
             })
             .collect();
         assert!(bare.len() < full.len() - 1000, "replies are generated");
-        let with = outputs_after(&config, &full);
-        let without = outputs_after(&config, &bare);
-        assert_eq!(
-            with.keys().collect::<Vec<_>>(),
-            without.keys().collect::<Vec<_>>()
-        );
-        assert!(with.len() > 100, "{} records", with.len());
         // Exactly the KPIs that read replies, priorities or reasons differ; everything else
         // is what it was.
-        let differing: std::collections::BTreeSet<&str> = with
-            .iter()
-            .filter(|(key, value)| without.get(*key) != Some(*value))
-            .filter_map(|(key, _)| key.split('/').next())
-            .collect();
+        let (differing, _) = differing_kpis(&config, &full, &bare);
         assert_eq!(
-            differing.into_iter().collect::<Vec<_>>(),
+            differing,
             [
                 "backlog",
                 "customer_churn_delinquent",
@@ -697,6 +869,51 @@ mod tests {
                 "sla_breached_open",
             ]
         );
+    }
+
+    #[test]
+    fn trials_change_only_the_trial_kpis_and_about_a_quarter_convert() {
+        let config = config(0.0);
+        // One event every three minutes: six weeks up to now, so that 14-day trials end
+        // and expire inside the 30d window.
+        let generated = stream(&config, 180_000);
+        let is_trial = |g: &&Generated| {
+            let value: Value = serde_json::from_slice(&g.payload).unwrap();
+            value["type"] == "subscription.trial_started"
+        };
+        let full = messages(generated.iter());
+        let bare = messages(generated.iter().filter(|g| !is_trial(g)));
+        // The stream's own events are those of a source without trials.
+        let mut plain = EventSource::without_trials(&config);
+        let expected: Vec<Vec<u8>> = generated
+            .iter()
+            .filter(|g| !is_trial(g))
+            .map(|g| {
+                let value: Value = serde_json::from_slice(&g.payload).unwrap();
+                let at =
+                    kpi_core::event::parse_timestamp(value["occurred_at"].as_str().unwrap(), "")
+                        .unwrap();
+                // A survey answer is dated up to 5 s before its call; find the call's time.
+                let call = (at + 179_999 - NOW).div_euclid(180_000) * 180_000 + NOW;
+                plain.draw(call).payload
+            })
+            .collect();
+        let bare_payloads: Vec<&Vec<u8>> = bare.iter().map(|(_, p)| p).collect();
+        assert_eq!(bare_payloads, expected.iter().collect::<Vec<_>>());
+        let (differing, with) = differing_kpis(&config, &full, &bare);
+        assert_eq!(
+            differing,
+            [
+                "trial_conversion",
+                "trials_active",
+                "trials_converted",
+                "trials_expired",
+                "trials_started",
+            ]
+        );
+        let conversion: Value = serde_json::from_str(&with["trial_conversion/30d"]).unwrap();
+        let ratio = conversion["value"].as_f64().unwrap();
+        assert!((0.2..0.3).contains(&ratio), "{conversion}");
     }
 
     #[test]
@@ -717,11 +934,20 @@ mod tests {
     }
 
     #[test]
-    fn malformed_events_are_rejected() {
+    fn malformed_events_are_rejected_and_trials_never_malformed() {
         let mut source = EventSource::new(&config(1.0));
+        let mut trials = 0;
         for _ in 0..1000 {
             let g = source.next_event(NOW);
-            assert!(parse(&g.payload, g.family, NOW, &LIMITS).is_err());
+            if let Ok(event) = parse(&g.payload, g.family, NOW, &LIMITS) {
+                assert!(
+                    matches!(event.payload, kpi_core::event::Payload::TrialStarted { .. }),
+                    "{event:?}"
+                );
+                trials += 1;
+            }
         }
+        // The stream's starts, malformed themselves, still bring their trials.
+        assert!(trials > 0);
     }
 }

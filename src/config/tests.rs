@@ -293,6 +293,11 @@ fn every_bound_is_enforced_at_its_edge() {
             "windows.buckets",
         ),
         (
+            "[billing]\ntrial_grace = \"90d\"".into(),
+            "[billing]\ntrial_grace = \"90d 1ms\"".into(),
+            "billing.trial_grace",
+        ),
+        (
             "[sla]\nmax_open_age = \"1h\"".into(),
             "[sla]\nmax_open_age = \"59m 59s\"".into(),
             "sla.max_open_age",

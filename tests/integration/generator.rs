@@ -1,7 +1,7 @@
 //! `kpi-stream generate --history`: a topic's history stamped with its events' times, then
 //! live events from the same subscriptions, counted by the service in their calendar days.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -36,7 +36,10 @@ fn subscription_id<'e>(event: &'e Event<'_>) -> &'e str {
         Payload::SubscriptionCanceled {
             subscription_id, ..
         }
-        | Payload::SubscriptionRenewed { subscription_id } => subscription_id,
+        | Payload::SubscriptionRenewed { subscription_id }
+        | Payload::TrialStarted {
+            subscription_id, ..
+        } => subscription_id,
         _ => unreachable!("a billing topic holds billing events"),
     }
 }
@@ -102,12 +105,22 @@ async fn a_generated_history_is_stamped_with_its_times_and_counts_in_its_days() 
     );
 
     // The live events go on from the history's subscriptions: a customer's events are on one
-    // partition, read in order, so every subscription starts once, before its other events.
+    // partition, read in order, so every subscription starts once, before its other events,
+    // and its trial, if it has one, comes before its start.
     let mut started: HashMap<String, i64> = HashMap::new();
+    let mut trials: HashSet<String> = HashSet::new();
     let mut continued = 0;
+    let mut converted = 0;
     for (stamp, event) in events(&billing, Family::Billing) {
         let id = subscription_id(&event).to_owned();
-        if let Payload::SubscriptionStarted(_) = event.payload {
+        if let Payload::TrialStarted { .. } = event.payload {
+            assert!(
+                !started.contains_key(&id),
+                "a trial of {id} after its start"
+            );
+            assert!(trials.insert(id), "two trials");
+        } else if let Payload::SubscriptionStarted(_) = event.payload {
+            converted += usize::from(trials.contains(&id));
             assert!(started.insert(id, stamp).is_none(), "started twice");
         } else {
             let since = started
@@ -120,6 +133,7 @@ async fn a_generated_history_is_stamped_with_its_times_and_counts_in_its_days() 
         continued > 0,
         "no live event of a subscription of the history"
     );
+    assert!(converted > 0, "no subscription started after its trial");
 
     // The service counts every ticket opened yesterday (UTC) in previous_day: none is late.
     let mut env = topics.env();

@@ -16,9 +16,9 @@ use crate::harness::{
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
-/// Records per publish: 4 series (overall, smb, enterprise, unknown) x (4 windows x 32
-/// windowed KPIs + 5 current values), and the 3 backlog values of the overall series.
-const RECORDS: usize = 4 * (4 * 32 + 5) + 3;
+/// Records per publish: 4 series (overall, smb, enterprise, unknown) x (4 windows x 36
+/// windowed KPIs + 6 current values), and the 3 backlog values of the overall series.
+const RECORDS: usize = 4 * (4 * 36 + 6) + 3;
 
 fn survey(id: &str, at: i64, survey: &str, score: i64, segment: Option<&str>) -> Value {
     let mut v = json!({

@@ -30,6 +30,7 @@ use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents, Restore
 use crate::sla::SlaTargets;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
+use crate::trial::Trials;
 use crate::window::{IndexRing, Placement, Ring, Tally, Window, WindowSpec};
 
 /// A KPI series: overall, or one value of one dimension.
@@ -211,6 +212,8 @@ struct PartitionState {
     billing: FastMap<SeriesKey, SeriesWindows<BillingTally>>,
     /// Current MRR per customer; each customer counts in the series of its latest event.
     ledger: BillingLedger<CustomerPlace>,
+    /// The pending trials of a billing partition, each in the series of its start.
+    trials: Trials<EventSeries>,
     /// The open tickets of a tickets partition; a waiting reply keeps its series.
     open_tickets: OpenTickets<EventSeries>,
     /// For each calendar period, in configuration order, what is known of the period in
@@ -220,17 +223,31 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    fn new(dedup_horizon_ms: i64, max_open_age_ms: i64, periods: usize) -> Self {
+    fn new(settings: &PartitionSettings, periods: usize) -> Self {
+        let PartitionSettings {
+            dedup_horizon_ms,
+            max_open_age_ms,
+            trial_grace_ms,
+        } = *settings;
         PartitionState {
             seen: SeenIds::new(dedup_horizon_ms),
             surveys: FastMap::default(),
             tickets: FastMap::default(),
             billing: FastMap::default(),
             ledger: BillingLedger::default(),
+            trials: Trials::new(trial_grace_ms),
             open_tickets: OpenTickets::new(max_open_age_ms),
             marks: vec![[PeriodMark::new(i64::MIN); PERIOD_SLOTS]; periods],
         }
     }
+}
+
+/// The settings a partition's state is made with.
+#[derive(Debug, Clone, Copy)]
+struct PartitionSettings {
+    dedup_horizon_ms: i64,
+    max_open_age_ms: i64,
+    trial_grace_ms: i64,
 }
 
 /// What is known of one period of a partition beside its tallies.
@@ -282,6 +299,8 @@ pub struct StateSettings {
     pub max_open_age_ms: i64,
     /// The first-reply and resolution targets of each priority.
     pub sla: SlaTargets,
+    /// How long after its `trial_ends_at` a trial still converts (`billing.trial_grace`).
+    pub trial_grace_ms: i64,
 }
 
 impl StateSettings {
@@ -396,8 +415,7 @@ pub struct Aggregates {
     rates: Rates,
     /// Index of the window whose customer churn ratio divides ARPA into CLV.
     clv_window: usize,
-    dedup_horizon_ms: i64,
-    max_open_age_ms: i64,
+    partition_settings: PartitionSettings,
     sla: SlaTargets,
     /// Tickets dropped from the open tickets for their age, not yet taken.
     abandoned_tickets: u64,
@@ -413,6 +431,8 @@ pub struct Aggregates {
     /// The same for the losses of a customer that joined a series inside a window
     /// ([`joiner_placements`]).
     joiner_placements: Vec<Option<Placement>>,
+    /// The same for a trial expired at its deadline.
+    trial_placements: Vec<Option<Placement>>,
 }
 
 /// The rings every series has: one per rolling window, with room for the lead, then one
@@ -513,6 +533,7 @@ impl Aggregates {
             calendar,
             max_open_age_ms,
             sla,
+            trial_grace_ms,
         } = settings;
         let names = windows
             .iter()
@@ -531,8 +552,11 @@ impl Aggregates {
             names,
             calendar,
             clv_window,
-            dedup_horizon_ms,
-            max_open_age_ms,
+            partition_settings: PartitionSettings {
+                dedup_horizon_ms,
+                max_open_age_ms,
+                trial_grace_ms,
+            },
             sla,
             abandoned_tickets: 0,
             lead_ms,
@@ -543,6 +567,7 @@ impl Aggregates {
             placements: Vec::new(),
             reply_placements: Vec::new(),
             joiner_placements: Vec::new(),
+            trial_placements: Vec::new(),
             windows,
         }
     }
@@ -629,8 +654,7 @@ impl Aggregates {
             lead_ms,
             dimensions,
             partitions,
-            dedup_horizon_ms,
-            max_open_age_ms,
+            partition_settings,
             ..
         } = self;
         let Some(calendar) = calendar else {
@@ -639,9 +663,9 @@ impl Aggregates {
         let Some(now) = calendar.locate(now_ms) else {
             return;
         };
-        let state = partitions.entry(partition).or_insert_with(|| {
-            PartitionState::new(*dedup_horizon_ms, *max_open_age_ms, periods.len())
-        });
+        let state = partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(partition_settings, periods.len()));
         for record in records {
             if !record.counted_in(calendar) {
                 continue;
@@ -874,8 +898,8 @@ impl Aggregates {
             placements,
             reply_placements,
             joiner_placements,
-            dedup_horizon_ms,
-            max_open_age_ms,
+            trial_placements,
+            partition_settings,
             sla,
             abandoned_tickets,
             ..
@@ -898,9 +922,9 @@ impl Aggregates {
         if late && family == Family::Surveys {
             return Ok(Outcome::Late);
         }
-        let state = partitions.entry(partition).or_insert_with(|| {
-            PartitionState::new(*dedup_horizon_ms, *max_open_age_ms, periods.len())
-        });
+        let state = partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(partition_settings, periods.len()));
         let id = state.seen.hash(&event.event_id);
         if state.seen.seen(id) {
             return Ok(if late && family == Family::Tickets {
@@ -989,67 +1013,123 @@ impl Aggregates {
             Payload::SubscriptionStarted(_)
             | Payload::SubscriptionChanged(_)
             | Payload::SubscriptionCanceled { .. }
-            | Payload::SubscriptionRenewed { .. } => {
-                let place_now = CustomerPlace::new(series, at);
-                let applied = state.ledger.apply(event, rates, place_now)?;
-                if let Some(moved) = &applied.moved_from {
-                    let (mrr, subscriptions) = (moved.mrr, moved.subscriptions);
-                    for (old, new) in moved.from.series.keys().iter().zip(series.keys()) {
-                        if old != new {
-                            landing.apply_to(&mut state.billing, *old, |t| {
-                                t.record_move_out(mrr, subscriptions)
-                            });
-                            landing.apply_to(&mut state.billing, *new, |t| {
-                                t.record_move_in(mrr, subscriptions)
+            | Payload::SubscriptionRenewed { .. }
+            | Payload::TrialStarted { .. } => {
+                if let Payload::TrialStarted {
+                    subscription_id, ..
+                } = &event.payload
+                {
+                    let active = state.ledger.is_active(subscription_id);
+                    state.trials.check_start(subscription_id, at, active)?;
+                } else {
+                    let place_now = CustomerPlace::new(series, at);
+                    let applied = state.ledger.apply(event, rates, place_now)?;
+                    if let Some(moved) = &applied.moved_from {
+                        let (mrr, subscriptions) = (moved.mrr, moved.subscriptions);
+                        for (old, new) in moved.from.series.keys().iter().zip(series.keys()) {
+                            if old != new {
+                                landing.apply_to(&mut state.billing, *old, |t| {
+                                    t.record_move_out(mrr, subscriptions)
+                                });
+                                landing.apply_to(&mut state.billing, *new, |t| {
+                                    t.record_move_in(mrr, subscriptions)
+                                });
+                            }
+                        }
+                    }
+                    landing.apply(&mut state.billing, |t| t.record(&applied.change));
+                    let change = &applied.change;
+                    if matches!(
+                        change.movement,
+                        Some(Movement::Contraction | Movement::Churn)
+                    ) {
+                        // Per series, the loss of a customer that was not there at a window's
+                        // start counts again in the bucket where the customer joined it (became
+                        // active, or moved in; the loss's own time if that came later): in a
+                        // rolling window, that bucket leaves the window exactly when the joining
+                        // does. A calendar period has one bucket, so there it is the loss's own,
+                        // and only if the customer joined in the same period.
+                        let mut last: Option<i64> = None;
+                        for (slot, key) in series.keys().iter().enumerate() {
+                            let joined = applied.series.joined_ms[slot]
+                                .max(applied.active_since_ms)
+                                .min(at);
+                            if last != Some(joined) {
+                                place(
+                                    rings,
+                                    calendar.as_mut(),
+                                    periods,
+                                    joined,
+                                    event.reference_ms,
+                                    now_ms,
+                                    joiner_placements,
+                                );
+                                let own = landing.placements.iter().skip(rolling);
+                                for (period, own) in
+                                    joiner_placements.iter_mut().skip(rolling).zip(own)
+                                {
+                                    if period != own {
+                                        *period = None;
+                                    }
+                                }
+                                last = Some(joined);
+                            }
+                            let joiners = Landing {
+                                shapes,
+                                series: series.keys(),
+                                placements: joiner_placements,
+                            };
+                            joiners.apply_to(&mut state.billing, *key, |t| {
+                                t.record_joiner_loss(change.amount)
                             });
                         }
                     }
                 }
-                landing.apply(&mut state.billing, |t| t.record(&applied.change));
-                let change = &applied.change;
-                if matches!(
-                    change.movement,
-                    Some(Movement::Contraction | Movement::Churn)
-                ) {
-                    // Per series, the loss of a customer that was not there at a window's
-                    // start counts again in the bucket where the customer joined it (became
-                    // active, or moved in; the loss's own time if that came later): in a
-                    // rolling window, that bucket leaves the window exactly when the joining
-                    // does. A calendar period has one bucket, so there it is the loss's own,
-                    // and only if the customer joined in the same period.
-                    let mut last: Option<i64> = None;
-                    for (slot, key) in series.keys().iter().enumerate() {
-                        let joined = applied.series.joined_ms[slot]
-                            .max(applied.active_since_ms)
-                            .min(at);
-                        if last != Some(joined) {
-                            place(
-                                rings,
-                                calendar.as_mut(),
-                                periods,
-                                joined,
-                                event.reference_ms,
-                                now_ms,
-                                joiner_placements,
-                            );
-                            let own = landing.placements.iter().skip(rolling);
-                            for (period, own) in joiner_placements.iter_mut().skip(rolling).zip(own)
-                            {
-                                if period != own {
-                                    *period = None;
-                                }
-                            }
-                            last = Some(joined);
-                        }
-                        let joiners = Landing {
-                            shapes,
-                            series: series.keys(),
-                            placements: joiner_placements,
-                        };
-                        joiners.apply_to(&mut state.billing, *key, |t| {
-                            t.record_joiner_loss(change.amount)
-                        });
+                // Accepted: the partition's event time reaches the event, and the trials
+                // it decides are counted in their own series.
+                state.trials.advance(at);
+                match &event.payload {
+                    Payload::TrialStarted {
+                        subscription_id,
+                        trial_ends_at_ms,
+                    } => {
+                        state
+                            .trials
+                            .start(subscription_id, *trial_ends_at_ms, series);
+                        landing.apply(&mut state.billing, |t| t.trials_started += 1);
                     }
+                    Payload::SubscriptionStarted(terms) => {
+                        if let Some(trial) = state.trials.convert(&terms.subscription_id) {
+                            let converted = Landing {
+                                shapes,
+                                series: trial.series.keys(),
+                                placements: landing.placements,
+                            };
+                            converted.apply(&mut state.billing, |t| t.trials_converted += 1);
+                        }
+                    }
+                    _ => {}
+                }
+                // An expiry counts at the trial's deadline, the time its fate was decided,
+                // from this message: a replay that restored a period past this message
+                // does not count it there again.
+                while let Some(trial) = state.trials.next_expired() {
+                    place(
+                        rings,
+                        calendar.as_mut(),
+                        periods,
+                        trial.deadline_ms,
+                        event.reference_ms,
+                        now_ms,
+                        trial_placements,
+                    );
+                    claim_periods(&mut state.marks, &mut trial_placements[rolling..], offset);
+                    let expired = Landing {
+                        shapes,
+                        series: trial.series.keys(),
+                        placements: trial_placements,
+                    };
+                    expired.apply(&mut state.billing, |t| t.trials_expired += 1);
                 }
                 None
             }
@@ -1165,6 +1245,11 @@ impl Aggregates {
                     current.entry(*key).or_default().add(mrr, subscriptions);
                 }
             }
+            for series in state.trials.series() {
+                for key in series.keys() {
+                    current.entry(*key).or_default().active_trials += 1;
+                }
+            }
         }
         let tallies: Vec<(SeriesKey, FamilyTallies)> = match partition.family {
             Family::Surveys => self
@@ -1270,3 +1355,5 @@ mod period_tests;
 mod service_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trial_tests;

@@ -409,6 +409,13 @@ impl<S: CustomerSeries> BillingLedger<S> {
         })
     }
 
+    /// Whether `subscription_id` was started and not canceled since.
+    pub fn is_active(&self, subscription_id: &str) -> bool {
+        self.subscriptions
+            .get(subscription_id)
+            .is_some_and(|s| !s.canceled)
+    }
+
     /// Every customer's current MRR and active subscriptions with its series.
     pub fn customers(&self) -> impl Iterator<Item = (Micros, u64, &S)> {
         self.customers
@@ -463,6 +470,16 @@ pub struct BillingTally {
     /// leaves out of a window holding this bucket.
     #[serde(default)]
     pub joiner_losses: MicrosSum,
+    /// Trials begun (at their `subscription.trial_started`), converted (at the
+    /// `subscription.started` of their subscription, no later than their deadline) and
+    /// expired (at their deadline, once the partition's event time passed it), each in the
+    /// series of the trial's `subscription.trial_started`.
+    #[serde(default)]
+    pub trials_started: u64,
+    #[serde(default)]
+    pub trials_converted: u64,
+    #[serde(default)]
+    pub trials_expired: u64,
 }
 
 impl Tally for BillingTally {
@@ -489,6 +506,9 @@ impl Tally for BillingTally {
         self.moved_in_subscriptions += o.moved_in_subscriptions;
         self.moved_out_subscriptions += o.moved_out_subscriptions;
         self.joiner_losses += o.joiner_losses;
+        self.trials_started += o.trials_started;
+        self.trials_converted += o.trials_converted;
+        self.trials_expired += o.trials_expired;
     }
 }
 
@@ -584,6 +604,13 @@ impl BillingTally {
             + self.churned_customers
     }
 
+    /// Trial conversion = trials converted in W / trials that ended in W (converted or
+    /// expired); `None` when none ended.
+    pub fn trial_conversion_ratio(&self) -> Option<f64> {
+        let ended = self.trials_converted + self.trials_expired;
+        (ended > 0).then(|| self.trials_converted as f64 / ended as f64)
+    }
+
     /// Net new MRR = new + reactivation + expansion - contraction - churn.
     pub fn net_new(&self) -> MicrosSum {
         self.new + self.reactivation + self.expansion - self.contraction - self.churn
@@ -599,6 +626,9 @@ pub struct Current {
     /// Absent in components written before it existed.
     #[serde(default)]
     pub active_subscriptions: u64,
+    /// Trials pending: begun, and neither converted nor expired yet.
+    #[serde(default)]
+    pub active_trials: u64,
 }
 
 impl Current {
@@ -616,6 +646,7 @@ impl Current {
         self.mrr += other.mrr;
         self.active_customers += other.active_customers;
         self.active_subscriptions += other.active_subscriptions;
+        self.active_trials += other.active_trials;
     }
 
     /// ARPA = MRR / active customers, in base-currency micros; `None` without customers.

@@ -519,8 +519,8 @@ fn billing_records(
     churn
 }
 
-/// The quick ratio, gross revenue retention, subscription churn and churn by reason of one
-/// window.
+/// The quick ratio, gross revenue retention, subscription churn, churn by reason and trial
+/// conversion of one window.
 fn revenue_records(
     tally: &BillingTally,
     w: &WindowRevenue,
@@ -580,6 +580,25 @@ fn revenue_records(
             vec![Some(churned as f64), Some(w.active_at_start as f64)],
         ));
     }
+    trial_records(tally, frame, out);
+}
+
+/// Trial conversion and the trials started, converted and expired in one window.
+fn trial_records(tally: &BillingTally, frame: &Frame<'_>, out: &mut Vec<KpiRecord>) {
+    let (converted, expired) = (tally.trials_converted, tally.trials_expired);
+    out.push(frame.record(
+        &kpi::TRIAL_CONVERSION,
+        tally.trial_conversion_ratio(),
+        converted + expired,
+        counts([converted, expired]),
+    ));
+    for (def, count) in [
+        (&kpi::TRIALS_STARTED, tally.trials_started),
+        (&kpi::TRIALS_CONVERTED, converted),
+        (&kpi::TRIALS_EXPIRED, expired),
+    ] {
+        out.push(frame.record(def, Some(count as f64), count, Vec::new()));
+    }
 }
 
 fn current_records(
@@ -602,6 +621,12 @@ fn current_records(
         &kpi::SUBSCRIPTIONS_ACTIVE,
         Some(subscriptions as f64),
         subscriptions,
+        Vec::new(),
+    ));
+    out.push(frame.record(
+        &kpi::TRIALS_ACTIVE,
+        Some(now.active_trials as f64),
+        now.active_trials,
         Vec::new(),
     ));
     let arpa = now.arpa().map(|a| a / billing::MICROS_PER_UNIT as f64);

@@ -68,13 +68,17 @@ pub enum Reason {
     UnknownCurrency,
     UnknownSubscription,
     CanceledSubscription,
+    /// A trial of a subscription that is already active.
+    ActiveSubscription,
+    /// A second trial of a subscription whose trial is still pending.
+    PendingTrial,
     Late,
     /// Counted in the rolling windows, but written after its calendar period closed.
     LateForPeriod,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::TooDeep,
@@ -95,6 +99,8 @@ impl Reason {
         Reason::UnknownCurrency,
         Reason::UnknownSubscription,
         Reason::CanceledSubscription,
+        Reason::ActiveSubscription,
+        Reason::PendingTrial,
         Reason::Late,
         Reason::LateForPeriod,
     ];
@@ -121,6 +127,8 @@ impl Reason {
             Reason::UnknownCurrency => "unknown_currency",
             Reason::UnknownSubscription => "unknown_subscription",
             Reason::CanceledSubscription => "canceled_subscription",
+            Reason::ActiveSubscription => "active_subscription",
+            Reason::PendingTrial => "pending_trial",
             Reason::Late => "late",
             Reason::LateForPeriod => "late_for_period",
         }
@@ -290,6 +298,14 @@ pub enum Payload<'a> {
     SubscriptionRenewed {
         subscription_id: Cow<'a, str>,
     },
+    /// A trial of a subscription began; it converts when the subscription starts before
+    /// the trial's end plus `billing.trial_grace`. It carries no MRR.
+    TrialStarted {
+        subscription_id: Cow<'a, str>,
+        /// When the trial ends, Unix milliseconds: after `occurred_at`, by at most
+        /// [`MAX_TRIAL_MS`].
+        trial_ends_at_ms: i64,
+    },
 }
 
 impl Payload<'_> {
@@ -303,10 +319,15 @@ impl Payload<'_> {
             Payload::SubscriptionStarted(_)
             | Payload::SubscriptionChanged(_)
             | Payload::SubscriptionCanceled { .. }
-            | Payload::SubscriptionRenewed { .. } => Family::Billing,
+            | Payload::SubscriptionRenewed { .. }
+            | Payload::TrialStarted { .. } => Family::Billing,
         }
     }
 }
+
+/// The longest trial: a `trial_ends_at` further after `occurred_at` is rejected, so that a
+/// trial cannot stay pending, and held in memory, for ever.
+pub const MAX_TRIAL_MS: i64 = 366 * 86_400_000;
 
 /// Names of the optional dimension fields, in the order of [`Event::dimensions`].
 pub const DIMENSION_FIELDS: [&str; 4] = ["segment", "region", "channel", "agent"];
@@ -458,6 +479,8 @@ struct Wire<'a> {
     reason: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text")]
     plan: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    trial_ends_at: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "integer")]
     price: Option<i64>,
     #[serde(default, deserialize_with = "integer")]
@@ -879,6 +902,28 @@ fn validate<'a>(
         "subscription.renewed" => Payload::SubscriptionRenewed {
             subscription_id: required_str(wire.subscription_id, "subscription_id")?,
         },
+        "subscription.trial_started" => {
+            let subscription_id = required_str(wire.subscription_id, "subscription_id")?;
+            // The plan on trial: checked, read by no KPI.
+            required_str(wire.plan, "plan")?;
+            let trial_ends_at_ms = parse_timestamp(
+                &required(wire.trial_ends_at, "trial_ends_at")?,
+                "trial_ends_at",
+            )?;
+            let length_ms = trial_ends_at_ms.saturating_sub(occurred_at_ms);
+            if !(1..=MAX_TRIAL_MS).contains(&length_ms) {
+                return Err(Rejection::new(
+                    Reason::InvalidValue,
+                    format!(
+                        "trial_ends_at is {length_ms} ms after occurred_at; a trial ends after it starts, by at most 366 days"
+                    ),
+                ));
+            }
+            Payload::TrialStarted {
+                subscription_id,
+                trial_ends_at_ms,
+            }
+        }
         other => {
             return Err(Rejection::new(
                 Reason::UnknownType,

@@ -736,8 +736,51 @@ pub const CUSTOMER_CHURN_DELINQUENT: KpiDef = churn_by_reason(
     ],
 );
 
+// Trials (crate::trial): each counted in the series of its `subscription.trial_started`.
+
+const TRIALS_CONVERTED_HELP: &str = "Trials converted in the window: their subscription started no later than trial_ends_at + billing.trial_grace";
+const TRIALS_EXPIRED_HELP: &str = "Trials expired in the window: the partition's event time passed trial_ends_at + billing.trial_grace without a start";
+
+pub const TRIAL_CONVERSION: KpiDef = kpi(
+    "trial_conversion",
+    "kpi_trial_conversion_ratio",
+    "Trial conversion in the window: trials converted / trials ended (converted or expired)",
+    &[
+        component("converted", "kpi_trials_converted", TRIALS_CONVERTED_HELP),
+        component("expired", "kpi_trials_expired", TRIALS_EXPIRED_HELP),
+    ],
+);
+
+pub const TRIALS_STARTED: KpiDef = kpi(
+    "trials_started",
+    "kpi_trials_started",
+    "subscription.trial_started events in the window",
+    &[],
+);
+
+pub const TRIALS_CONVERTED: KpiDef = kpi(
+    "trials_converted",
+    "kpi_trials_converted",
+    TRIALS_CONVERTED_HELP,
+    &[],
+);
+
+pub const TRIALS_EXPIRED: KpiDef = kpi(
+    "trials_expired",
+    "kpi_trials_expired",
+    TRIALS_EXPIRED_HELP,
+    &[],
+);
+
+pub const TRIALS_ACTIVE: KpiDef = kpi(
+    "trials_active",
+    "kpi_trials_active",
+    "Trials pending now: begun, neither converted nor expired",
+    &[],
+);
+
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 40] = [
+pub const KPIS: [&KpiDef; 45] = [
     &NPS,
     &CSAT,
     &CES,
@@ -779,6 +822,11 @@ pub const KPIS: [&KpiDef; 40] = [
     &MRR_CHURN_DELINQUENT,
     &CUSTOMER_CHURN_VOLUNTARY,
     &CUSTOMER_CHURN_DELINQUENT,
+    &TRIAL_CONVERSION,
+    &TRIALS_STARTED,
+    &TRIALS_CONVERTED,
+    &TRIALS_EXPIRED,
+    &TRIALS_ACTIVE,
 ];
 
 /// The value of one KPI for one window and series.

@@ -14,6 +14,8 @@
 //! - [`sla`]: SLA targets per priority and the achieved and breached counts.
 //! - [`backlog`]: the open tickets now, by priority and age, at risk and breached.
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
+//! - [`trial`]: each billing partition's pending trials, converted or expired by its own
+//!   event time.
 //! - [`open_tickets`]: each partition's open tickets, and the first reply of each.
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`health`]: the customer health model: signals mapped to 0-100, weighted, banded.
@@ -47,4 +49,5 @@ pub mod policy;
 pub mod sla;
 pub mod survey;
 pub mod ticket;
+pub mod trial;
 pub mod window;

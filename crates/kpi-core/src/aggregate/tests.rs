@@ -43,6 +43,7 @@ pub(super) fn settings(cap: usize) -> StateSettings {
         calendar: None,
         max_open_age_ms: 90 * DAY,
         sla: SlaTargets::default(),
+        trial_grace_ms: 30 * MINUTE,
     }
 }
 
@@ -67,10 +68,10 @@ pub(super) fn find<'a>(records: &'a [KpiRecord], key: &str) -> &'a KpiRecord {
 #[test]
 fn empty_state_publishes_null_values_for_the_overall_series() {
     let records = aggregates(10).snapshot(T0);
-    // Every windowed KPI per window, and the eight current values once (five of billing,
+    // Every windowed KPI per window, and the nine current values once (six of billing,
     // three of the backlog).
     let current = records.iter().filter(|r| r.window == kpi::CURRENT).count();
-    assert_eq!(current, 8);
+    assert_eq!(current, 9);
     assert_eq!(records.len(), 2 * (kpi::KPIS.len() - current) + current);
     for r in &records {
         // Counts are 0 in an empty window (the backlog a count with its breakdown as
@@ -303,7 +304,7 @@ proptest! {
     }
 }
 
-fn billing_event(
+pub(super) fn billing_event(
     at: i64,
     customer: &'static str,
     segment: &'static str,
@@ -319,7 +320,7 @@ fn billing_event(
     }
 }
 
-fn terms(
+pub(super) fn terms(
     id: &'static str,
     price: i64,
     currency: &'static str,
@@ -1250,6 +1251,7 @@ fn tickets_replay_far_enough_for_every_open_ticket() {
         calendar: None,
         max_open_age_ms,
         sla: SlaTargets::default(),
+        trial_grace_ms: 30 * MINUTE,
     };
     let rolling = DAY + 1_440_000 + 5 * MINUTE;
     let long = settings(90 * DAY);

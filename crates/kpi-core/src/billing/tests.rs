@@ -242,6 +242,7 @@ fn movement_sums_of_whales_do_not_wrap() {
         mrr: one,
         active_customers: 1,
         active_subscriptions: 1,
+        active_trials: 0,
     };
     assert_eq!(WindowRevenue::new(&current, &tally).mrr_at_start, 0);
 }
@@ -413,6 +414,7 @@ fn quick_ratio_subscription_churn_and_churn_by_reason_of_a_window() {
         mrr: 400 - 100 - 20 + 50 + 30,
         active_customers: 4,
         active_subscriptions: 6 + 1 - 2,
+        active_trials: 0,
     };
     let r = WindowRevenue::new(&now, &w);
     assert_eq!(r.subscriptions_at_start, 6);
@@ -438,6 +440,7 @@ fn quick_ratio_subscription_churn_and_churn_by_reason_of_a_window() {
             mrr: 10,
             active_customers: 1,
             active_subscriptions: 1,
+            active_trials: 0,
         },
         &gains,
     );
@@ -477,6 +480,7 @@ fn window_rates_from_the_current_state_and_the_window_activity() {
         mrr: 400 - 100 - 20 + 50 + 30,
         active_customers: 4,
         active_subscriptions: 4,
+        active_trials: 0,
     };
     let r = WindowRevenue::new(&now, &w);
     assert_eq!(
@@ -506,6 +510,7 @@ fn empty_windows_and_zero_churn_have_no_ratio() {
             mrr: 100,
             active_customers: 1,
             active_subscriptions: 1,
+            active_trials: 0,
         },
         &w,
     );

@@ -56,6 +56,7 @@ fn slot<'w, 'a>(wire: &'w mut Wire<'a>, name: &str) -> Option<(u32, Slot<'w, 'a>
         "public" => (23, Boolean(&mut wire.public)),
         "priority" => (24, Text(&mut wire.priority)),
         "reason" => (25, Text(&mut wire.reason)),
+        "trial_ends_at" => (26, Text(&mut wire.trial_ends_at)),
         _ => return None,
     })
 }

@@ -97,6 +97,10 @@ fn accepts_every_type_on_its_topic() {
             r#""type":"subscription.renewed","subscription_id":"s""#,
             Family::Billing,
         ),
+        (
+            r#""type":"subscription.trial_started","subscription_id":"s","plan":"pro","trial_ends_at":"2026-01-14T21:00:00Z""#,
+            Family::Billing,
+        ),
     ];
     for (fields, family) in cases {
         let text = format!("{{{base},{fields}}}");
@@ -338,6 +342,95 @@ fn a_bad_cancellation_reason_is_rejected_with_a_reason() {
             "{extra}"
         );
     }
+}
+
+fn trial_started(extra: &str) -> String {
+    format!(
+        r#"{{"event_id":"e","type":"subscription.trial_started","occurred_at":"2025-12-31T23:00:00Z","customer_id":"c","subscription_id":"s","plan":"pro"{extra}}}"#
+    )
+}
+
+#[test]
+fn a_trial_ends_after_it_starts_by_at_most_366_days() {
+    const START_MS: i64 = 1_767_222_000_000;
+    for (extra, ends_at_ms) in [
+        (
+            r#","trial_ends_at":"2025-12-31T23:00:00.001Z""#,
+            START_MS + 1,
+        ),
+        (
+            r#","trial_ends_at":"2026-01-15T01:00:00+02:00""#,
+            START_MS + 14 * 86_400_000,
+        ),
+        (
+            r#","trial_ends_at":"2027-01-01T23:00:00Z""#,
+            START_MS + MAX_TRIAL_MS,
+        ),
+    ] {
+        let text = trial_started(extra);
+        match accept(&text, Family::Billing) {
+            Payload::TrialStarted {
+                subscription_id,
+                trial_ends_at_ms,
+            } => assert_eq!(
+                (subscription_id.as_ref(), trial_ends_at_ms),
+                ("s", ends_at_ms)
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_bad_trial_is_rejected_with_a_reason() {
+    let ends = r#","trial_ends_at":"2026-01-14T23:00:00Z""#;
+    let ending = |at: &str| trial_started(&format!(r#","trial_ends_at":{at}"#));
+    let cases = [
+        (trial_started(""), Reason::MissingField),
+        (ending("null"), Reason::MissingField),
+        (ending(r#""2026-01-14""#), Reason::InvalidTimestamp),
+        (ending(r#""2026-01-14T23:00:00""#), Reason::InvalidTimestamp),
+        (ending("1768431600000"), Reason::WrongType),
+        // At or before its start, or more than 366 days after it.
+        (ending(r#""2025-12-31T23:00:00Z""#), Reason::InvalidValue),
+        (
+            ending(r#""2025-12-31T23:00:00+01:00""#),
+            Reason::InvalidValue,
+        ),
+        (ending(r#""0001-01-01T00:00:00Z""#), Reason::InvalidValue),
+        (
+            ending(r#""2027-01-01T23:00:00.001Z""#),
+            Reason::InvalidValue,
+        ),
+        (ending(r#""9999-12-31T23:59:59Z""#), Reason::InvalidValue),
+        (
+            trial_started(&format!("{ends}{ends}")),
+            Reason::DuplicateField,
+        ),
+        (
+            trial_started(ends).replace(r#","plan":"pro""#, ""),
+            Reason::MissingField,
+        ),
+        (
+            trial_started(ends).replace(r#""plan":"pro""#, r#""plan":"""#),
+            Reason::InvalidValue,
+        ),
+        (
+            trial_started(ends).replace(r#","subscription_id":"s""#, ""),
+            Reason::MissingField,
+        ),
+    ];
+    for (text, expected) in &cases {
+        assert_eq!(
+            reject(text.as_bytes(), Family::Billing),
+            *expected,
+            "{text}"
+        );
+    }
+    assert_eq!(
+        reject(trial_started(ends).as_bytes(), Family::Surveys),
+        Reason::WrongTopic
+    );
 }
 
 #[test]

@@ -35,6 +35,7 @@ fn aggregates() -> Aggregates {
         calendar: None,
         max_open_age_ms: 90 * 24 * HOUR,
         sla: SlaTargets::default(),
+        trial_grace_ms: HOUR,
     })
 }
 
