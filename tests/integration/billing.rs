@@ -12,11 +12,18 @@ use crate::harness::{
     producer, read_all, rfc3339,
 };
 
-const MINUTE: i64 = 60_000;
+pub(crate) const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
-const DAY: i64 = 24 * HOUR;
+pub(crate) const DAY: i64 = 24 * HOUR;
 
-fn billing(id: &str, kind: &str, at: i64, customer: &str, segment: &str, extra: Value) -> Value {
+pub(crate) fn billing(
+    id: &str,
+    kind: &str,
+    at: i64,
+    customer: &str,
+    segment: &str,
+    extra: Value,
+) -> Value {
     let mut v = json!({"event_id": id, "type": kind, "occurred_at": rfc3339(at),
         "customer_id": customer, "segment": segment});
     v.as_object_mut()
@@ -25,7 +32,7 @@ fn billing(id: &str, kind: &str, at: i64, customer: &str, segment: &str, extra: 
     v
 }
 
-fn terms(sub: &str, price: i64, quantity: u32, currency: &str, interval: &str) -> Value {
+pub(crate) fn terms(sub: &str, price: i64, quantity: u32, currency: &str, interval: &str) -> Value {
     json!({"subscription_id": sub, "plan": "pro", "price": price, "quantity": quantity,
         "currency": currency, "interval": interval})
 }
@@ -112,7 +119,7 @@ fn check_values(m: &Metrics) {
 }
 
 /// Produces `events` to the billing topic, each keyed by its customer.
-async fn produce_billing(topics: &Topics, events: &[Value]) {
+pub(crate) async fn produce_billing(topics: &Topics, events: &[Value]) {
     let producer = producer();
     for e in events {
         let key = e["customer_id"].as_str().unwrap();
@@ -305,7 +312,7 @@ async fn billing_kpis_end_to_end_and_after_sigkill() {
 /// 230 / 290; GRR (600 − 40 − 200) / 600 = 0.6, c3's churn being that of a customer acquired
 /// in the window; NRR (600 + 100 − 40 − 250) / 600; customer churn 1/3 for each reason;
 /// subscription churn 2 / 3.
-fn check_revenue(m: &Metrics) {
+pub(crate) fn check_revenue(m: &Metrics) {
     let g = |name: &str, window: &str, segment: &str| {
         m.get(name, &[("window", window), ("segment", segment)])
     };
@@ -394,12 +401,10 @@ fn check_revenue(m: &Metrics) {
     assert_eq!(g("kpi_quick_ratio", "7d", ""), Some(830.0 / 290.0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revenue_ratios_end_to_end_and_after_sigkill() {
-    let topics = Topics::create("revenue").await;
-    let now = now_ms();
+/// The events of [`check_revenue`]'s hour, `now` being the time of the check.
+pub(crate) fn revenue_events(now: i64) -> Vec<Value> {
     let usd = |sub: &str, price: i64| terms(sub, price, 1, "USD", "month");
-    let events = [
+    vec![
         billing(
             "r1",
             "subscription.started",
@@ -481,7 +486,13 @@ async fn revenue_ratios_end_to_end_and_after_sigkill() {
             "smb",
             json!({"subscription_id": "s5", "reason": "chargeback"}),
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revenue_ratios_end_to_end_and_after_sigkill() {
+    let topics = Topics::create("revenue").await;
+    let events = revenue_events(now_ms());
     produce_billing(&topics, &events).await;
 
     let service = Service::start(&topics.env());
