@@ -29,10 +29,11 @@ use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use serde::{Deserialize, Deserializer};
 
 use kpi_core::aggregate::StateSettings;
-use kpi_core::billing::{BillingTally, Rates};
+use kpi_core::billing::BillingTally;
 use kpi_core::calendar::Calendar;
 use kpi_core::dimension::Dimensions;
 use kpi_core::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
+use kpi_core::rates::{RATE_BOUNDS, Rates};
 use kpi_core::survey::SurveyTally;
 use kpi_core::ticket::TicketTally;
 use kpi_core::window::WindowSpec;
@@ -115,9 +116,6 @@ const MAX_EVENT_BYTES: RangeInclusive<usize> = 1_024..=100_000_000;
 /// components other instances wait for, stale for longer than an alert would tolerate.
 const PUBLISH_INTERVAL: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(3_600);
-
-/// Exchange rates: no currency is worth a billion times another.
-const RATES: RangeInclusive<f64> = 1e-9..=1e9;
 
 /// The generator keeps the subscriptions of every customer.
 const GENERATE_CUSTOMERS: RangeInclusive<u32> = 1..=1_000_000;
@@ -846,13 +844,13 @@ impl Config {
             ));
         }
         for (code, rate) in &self.billing.rates {
-            if !(is_code(code) && RATES.contains(rate)) {
+            if !(is_code(code) && RATE_BOUNDS.contains(rate)) {
                 return Err(invalid(
                     "billing.rates",
                     format!(
                         "{code} = {rate}: needs an ISO 4217 code and a rate within {}..={}",
-                        RATES.start(),
-                        RATES.end()
+                        RATE_BOUNDS.start(),
+                        RATE_BOUNDS.end()
                     ),
                 ));
             }

@@ -14,6 +14,8 @@
 //! - [`sla`]: SLA targets per priority and the achieved and breached counts.
 //! - [`backlog`]: the open tickets now, by priority and age, at risk and breached.
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
+//! - [`rates`]: conversion rates into the base currency, fixed and over time, and the
+//!   messages of the rates topic.
 //! - [`open_tickets`]: each partition's open tickets, and the first reply of each.
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`dedup`]: duplicate detection by `event_id` within a horizon of event time.
@@ -42,6 +44,7 @@ pub mod open_tickets;
 pub mod partition;
 pub mod period_components;
 pub mod policy;
+pub mod rates;
 pub mod sla;
 pub mod survey;
 pub mod ticket;
