@@ -117,6 +117,11 @@ const MAX_EVENT_BYTES: RangeInclusive<usize> = 1_024..=100_000_000;
 const PUBLISH_INTERVAL: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(3_600);
 
+/// Every worker shares the rate table, but the rates reader copies it for each rate it
+/// reads live: a million rates (32 bytes each) is 32 MB, copied in milliseconds; a daily
+/// rate of every ISO 4217 currency for ten years is about 660,000.
+const MAX_RATES: RangeInclusive<usize> = 1..=1_000_000;
+
 /// The generator keeps the subscriptions of every customer.
 const GENERATE_CUSTOMERS: RangeInclusive<u32> = 1..=1_000_000;
 
@@ -284,6 +289,13 @@ pub struct BillingConfig {
     pub rates: BTreeMap<String, f64>,
     /// The window whose customer churn ratio divides ARPA into CLV.
     pub clv_window: String,
+    /// A compacted topic of rates that hold from an instant on (docs/events.md): each
+    /// amount is converted at the rate valid at its event's `occurred_at`, the fixed
+    /// `rates` before a currency's first. Unset: the fixed rates only.
+    pub rates_topic: Option<String>,
+    /// Rates from `rates_topic` held at most, every currency's; further ones are rejected
+    /// (`too_many_rates`).
+    pub max_rates: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -413,6 +425,8 @@ impl Default for BillingConfig {
                 .map(|(c, r)| (c.to_owned(), r))
                 .collect(),
             clv_window: "30d".into(),
+            rates_topic: None,
+            max_rates: 100_000,
         }
     }
 }
@@ -855,6 +869,12 @@ impl Config {
                 ));
             }
         }
+        bounded(
+            "billing.max_rates",
+            self.billing.max_rates,
+            MAX_RATES,
+            "the rates reader copies the table for each rate it reads live",
+        )?;
         self.state_settings()?;
         let publish = &self.publish;
         bounded_duration(
@@ -880,7 +900,15 @@ impl Config {
             ("topics.output", &self.topics.output),
             ("topics.components", &self.topics.components),
             ("topics.periods", &self.topics.periods),
-        ];
+        ]
+        .into_iter()
+        .chain(
+            self.billing
+                .rates_topic
+                .as_ref()
+                .map(|topic| ("billing.rates_topic", topic)),
+        )
+        .collect::<Vec<_>>();
         for (i, (key, topic)) in topics.iter().enumerate() {
             let legal = topic
                 .bytes()
