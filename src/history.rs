@@ -90,7 +90,13 @@ struct Tally {
 /// Runs `history` with `config`'s windows, dimensions and calendar.
 pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let instants = Instants::new(args.from_ms, args.to_ms, args.step_ms)?;
-    let settings = config.state_settings()?;
+    let mut settings = config.state_settings()?;
+    // Every rate of the rates topic, known before any event as the live service knows them.
+    let (rates, rejected_rates) = crate::rates::read_whole(config)?;
+    settings.rates = rates;
+    for (reason, count) in &rejected_rates {
+        eprintln!("history: rates topic, rejected, {reason}: {count}");
+    }
     // A replay at the first instant starts here, as the live service's would.
     let horizon = settings.replay_horizon();
     let since_ms = Family::ALL.map(|family| horizon.since_ms(family, args.from_ms));
