@@ -251,4 +251,30 @@ async fn amounts_convert_at_the_rate_of_their_time_across_a_restart() {
     expected.push((rates_topic.clone(), "wrong_type".to_owned()));
     expected.sort();
     assert_eq!(reasons(&dead), expected);
+
+    // history reads every rate before its replay: the same MRR.
+    let at = rfc3339(now_ms());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kpi-stream"))
+        .args(["history", "--format", "jsonl", "--from", &at, "--to", &at])
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("history: rates topic, rejected, wrong_type: 1"),
+        "{stderr}"
+    );
+    let history_mrr: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| {
+            v["kpi"] == "mrr"
+                && v["window"] == "current"
+                && v["labels"] == json!({"currency": "USD"})
+        })
+        .map(|v| v["value"].clone())
+        .collect();
+    assert_eq!(history_mrr, [json!(818)]);
 }
