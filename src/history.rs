@@ -8,6 +8,9 @@
 //! then. Bad events are counted by reason and reported at the end, blank lines skipped; a
 //! line that is not JSON at all (nor an object cut short) means the file is not JSON lines,
 //! and stops the run naming the line.
+//!
+//! With `billing.rates_topic`, the rates topic is read whole first ([`crate::rates`]), as
+//! the live service reads it before joining its group.
 
 mod topics;
 
