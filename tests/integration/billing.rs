@@ -112,7 +112,7 @@ fn check_values(m: &Metrics) {
 }
 
 /// Produces `events` to the billing topic, each keyed by its customer.
-async fn produce_billing(topics: &Topics, events: &[Value]) {
+pub(crate) async fn produce_billing(topics: &Topics, events: &[Value]) {
     let producer = producer();
     for e in events {
         let key = e["customer_id"].as_str().unwrap();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::billing::produce_billing;
 use crate::harness::{
     Metrics, Service, Topics, committed_to_end, create_topic_with_config, eventually, now_ms,
     produce, producer, read_all, rfc3339,
@@ -35,6 +36,14 @@ fn subscription(
     json!({"event_id": id, "type": kind, "occurred_at": rfc3339(at), "customer_id": customer,
         "segment": "smb", "subscription_id": format!("s-{customer}"), "plan": "pro",
         "price": price, "quantity": quantity, "currency": currency, "interval": "month"})
+}
+
+/// Produces `rates` (key, message) to the rates topic.
+async fn produce_rates(topic: &str, rates: &[(String, Value)]) {
+    let producer = producer();
+    for (key, message) in rates {
+        produce(&producer, topic, Some(key), message.to_string().as_bytes()).await;
+    }
 }
 
 fn mrr(m: &Metrics) -> Option<f64> {
@@ -71,25 +80,20 @@ async fn amounts_convert_at_the_rate_of_their_time_across_a_restart() {
         "KPI_STREAM_BILLING__RATES_TOPIC".into(),
         rates_topic.clone(),
     ));
-    let producer = producer();
     let now = now_ms();
     // EUR: the fixed 1.08, then 1.00 from 20 days ago, 1.50 from 5 days ago. CHF has no fixed
     // rate: 1.10 from 15 days ago.
     let malformed = json!({"currency": "EUR", "rate": "1.2", "valid_from": rfc3339(now - DAY)});
-    for (key, message) in [
-        rate("EUR", 1.5, now - 5 * DAY),
-        rate("EUR", 1.0, now - 20 * DAY),
-        rate("CHF", 1.1, now - 15 * DAY),
-        ("EUR@bad".to_owned(), malformed),
-    ] {
-        produce(
-            &producer,
-            &rates_topic,
-            Some(&key),
-            message.to_string().as_bytes(),
-        )
-        .await;
-    }
+    produce_rates(
+        &rates_topic,
+        &[
+            rate("EUR", 1.5, now - 5 * DAY),
+            rate("EUR", 1.0, now - 20 * DAY),
+            rate("CHF", 1.1, now - 15 * DAY),
+            ("EUR@bad".to_owned(), malformed),
+        ],
+    )
+    .await;
     // c1: 100 EUR at 1.00 (10 days ago), doubled at 1.50 (2 days ago): 300, an expansion of
     // 200. c2: 100 EUR at the fixed 1.08 (25 days ago), untouched by the later rates: 108.
     // c3: CHF before its first rate: unknown_currency. c4: 100 CHF at 1.10: 110.
@@ -140,16 +144,7 @@ async fn amounts_convert_at_the_rate_of_their_time_across_a_restart() {
             "CHF",
         ),
     ];
-    for e in &events {
-        let key = e["customer_id"].as_str().unwrap();
-        produce(
-            &producer,
-            &topics.billing,
-            Some(key),
-            e.to_string().as_bytes(),
-        )
-        .await;
-    }
+    produce_billing(&topics, &events).await;
 
     let service = Service::start(&env);
     service.wait_ready().await;
@@ -192,27 +187,14 @@ async fn amounts_convert_at_the_rate_of_their_time_across_a_restart() {
     assert_eq!(reasons(&dead), expected);
 
     // A rate written while running: the MRR held stays; the next event converts at it.
-    let (key, message) = rate("EUR", 3.0, now - HOUR);
-    produce(
-        &producer,
-        &rates_topic,
-        Some(&key),
-        message.to_string().as_bytes(),
-    )
-    .await;
+    produce_rates(&rates_topic, &[rate("EUR", 3.0, now - HOUR)]).await;
     eventually("the new rate", Duration::from_secs(30), async || {
         let m = service.metrics().await;
         (m.get("kpi_rates_held", &[]) == Some(4.0)).then_some(())
     })
     .await;
     let c5 = subscription("b6", "subscription.started", now, "c5", 10_000, 1, "EUR");
-    produce(
-        &producer,
-        &topics.billing,
-        Some("c5"),
-        c5.to_string().as_bytes(),
-    )
-    .await;
+    produce_billing(&topics, &[c5]).await;
     let m = eventually("c5's MRR", Duration::from_secs(30), async || {
         let m = service.metrics().await;
         (mrr(&m) != Some(518.0)).then_some(m)

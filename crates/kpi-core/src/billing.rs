@@ -699,4 +699,4 @@ pub fn major(micros: MicrosSum) -> f64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

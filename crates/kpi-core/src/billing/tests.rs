@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::event::{Interval, SubscriptionTerms};
 
-fn rates() -> Rates {
+pub(crate) fn rates() -> Rates {
     let mut r = BTreeMap::new();
     r.insert("EUR".to_owned(), 1.08);
     r.insert("JPY".to_owned(), 0.0067);
@@ -12,7 +12,7 @@ fn rates() -> Rates {
     Rates::new("USD", &r)
 }
 
-fn terms(
+pub(crate) fn terms(
     id: &str,
     price: i64,
     quantity: u32,

@@ -4,35 +4,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::billing::BillingLedger;
+use crate::billing::tests::{rates, terms};
 use crate::event::{CancelReason, Event, Payload};
 
 const DAY_MS: i64 = 86_400_000;
-
-fn rates() -> Rates {
-    let mut r = BTreeMap::new();
-    r.insert("EUR".to_owned(), 1.08);
-    r.insert("JPY".to_owned(), 0.0067);
-    r.insert("IDR".to_owned(), 0.0000613);
-    Rates::new("USD", &r)
-}
-
-fn terms(
-    id: &str,
-    price: i64,
-    quantity: u32,
-    currency: &str,
-    interval: Interval,
-) -> SubscriptionTerms<'static> {
-    SubscriptionTerms {
-        subscription_id: Cow::Owned(id.to_owned()),
-        plan: Cow::Borrowed("pro"),
-        price,
-        quantity,
-        currency: Cow::Owned(currency.to_owned()),
-        interval,
-        interval_count: 1,
-    }
-}
 
 fn monthly(price: i64, currency: &str) -> SubscriptionTerms<'static> {
     terms("s", price, 1, currency, Interval::Month)
@@ -163,6 +138,9 @@ fn a_rate_message_is_read_with_its_fields_in_any_order_and_unknown_ones_skipped(
 fn every_malformed_rate_message_has_its_reason() {
     let valid_from = r#""valid_from":"2026-01-01T00:00:00Z""#;
     let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+    let message = |currency: &str, rate: &str| {
+        format!(r#"{{"currency":{currency},"rate":{rate},{valid_from}}}"#)
+    };
     let cases: Vec<(String, Reason)> = vec![
         (String::new(), Reason::Empty),
         ("x".repeat(2000), Reason::TooLarge),
@@ -170,17 +148,14 @@ fn every_malformed_rate_message_has_its_reason() {
         ("{\"currency\":".into(), Reason::InvalidJson),
         (format!(r#"{{"x":{deep}}}"#), Reason::TooDeep),
         (
-            format!(r#"{{"currency":"EUR","currency":"GBP","rate":1,{valid_from}}}"#),
+            message(r#""EUR","currency":"GBP""#, "1"),
             Reason::DuplicateField,
         ),
         (
             format!(r#"{{"rate":1,{valid_from}}}"#),
             Reason::MissingField,
         ),
-        (
-            format!(r#"{{"currency":null,"rate":1,{valid_from}}}"#),
-            Reason::MissingField,
-        ),
+        (message("null", "1"), Reason::MissingField),
         (
             format!(r#"{{"currency":"EUR",{valid_from}}}"#),
             Reason::MissingField,
@@ -189,47 +164,20 @@ fn every_malformed_rate_message_has_its_reason() {
             r#"{"currency":"EUR","rate":1}"#.into(),
             Reason::MissingField,
         ),
-        (
-            format!(r#"{{"currency":"EUR","rate":"1.08",{valid_from}}}"#),
-            Reason::WrongType,
-        ),
-        (
-            format!(r#"{{"currency":978,"rate":1,{valid_from}}}"#),
-            Reason::WrongType,
-        ),
+        (message(r#""EUR""#, r#""1.08""#), Reason::WrongType),
+        (message("978", "1"), Reason::WrongType),
         (
             r#"{"currency":"EUR","rate":1,"valid_from":1767225600}"#.into(),
             Reason::WrongType,
         ),
-        (
-            format!(r#"{{"currency":"eur","rate":1,{valid_from}}}"#),
-            Reason::InvalidValue,
-        ),
-        (
-            format!(r#"{{"currency":"EURO","rate":1,{valid_from}}}"#),
-            Reason::InvalidValue,
-        ),
+        (message(r#""eur""#, "1"), Reason::InvalidValue),
+        (message(r#""EURO""#, "1"), Reason::InvalidValue),
         // Three upper-case letters, but no ISO 4217 code: its minor unit is unknown.
-        (
-            format!(r#"{{"currency":"XYZ","rate":1,{valid_from}}}"#),
-            Reason::InvalidValue,
-        ),
-        (
-            format!(r#"{{"currency":"EUR","rate":0,{valid_from}}}"#),
-            Reason::OutOfRange,
-        ),
-        (
-            format!(r#"{{"currency":"EUR","rate":-1.08,{valid_from}}}"#),
-            Reason::OutOfRange,
-        ),
-        (
-            format!(r#"{{"currency":"EUR","rate":1.000001e9,{valid_from}}}"#),
-            Reason::OutOfRange,
-        ),
-        (
-            format!(r#"{{"currency":"EUR","rate":0.999999e-9,{valid_from}}}"#),
-            Reason::OutOfRange,
-        ),
+        (message(r#""XYZ""#, "1"), Reason::InvalidValue),
+        (message(r#""EUR""#, "0"), Reason::OutOfRange),
+        (message(r#""EUR""#, "-1.08"), Reason::OutOfRange),
+        (message(r#""EUR""#, "1.000001e9"), Reason::OutOfRange),
+        (message(r#""EUR""#, "0.999999e-9"), Reason::OutOfRange),
         (
             r#"{"currency":"EUR","rate":1,"valid_from":"2026-01-01"}"#.into(),
             Reason::InvalidTimestamp,
@@ -246,13 +194,10 @@ fn every_malformed_rate_message_has_its_reason() {
     let err = parse_rate_change(b"{\"currency\":\"\xff\"}", 1024).unwrap_err();
     assert_eq!(err.reason, Reason::InvalidUtf8);
     // A number beyond f64 is no rate, whatever serde calls it; nothing panics.
-    let huge = format!(r#"{{"currency":"EUR","rate":1e999,{valid_from}}}"#);
+    let huge = message(r#""EUR""#, "1e999");
     assert!(parse_rate_change(huge.as_bytes(), 1024).is_err());
     // A long code is cut in the detail.
-    let long = format!(
-        r#"{{"currency":"{}","rate":1,{valid_from}}}"#,
-        "A".repeat(500)
-    );
+    let long = message(&format!("{:?}", "A".repeat(500)), "1");
     let err = parse_rate_change(long.as_bytes(), 1024).unwrap_err();
     assert!(err.detail.len() < 100, "{}", err.detail);
 }
@@ -330,13 +275,9 @@ enum Step {
         hundredths: i64,
         day: i64,
     },
-    Started {
-        subscription: usize,
-        currency: usize,
-        price: i64,
-        day: i64,
-    },
-    Changed {
+    /// A `subscription.started`, or with `start` false a `subscription.changed`.
+    Terms {
+        start: bool,
         subscription: usize,
         currency: usize,
         price: i64,
@@ -359,22 +300,20 @@ fn step() -> impl Strategy<Value = Step> {
             hundredths,
             day
         }),
-        (0..3usize, 0..3usize, 0..100_000i64, day.clone()).prop_map(
-            |(subscription, currency, price, day)| Step::Started {
+        (
+            any::<bool>(),
+            0..3usize,
+            0..3usize,
+            0..100_000i64,
+            day.clone()
+        )
+            .prop_map(|(start, subscription, currency, price, day)| Step::Terms {
+                start,
                 subscription,
                 currency,
                 price,
                 day
-            }
-        ),
-        (0..3usize, 0..3usize, 0..100_000i64, day.clone()).prop_map(
-            |(subscription, currency, price, day)| Step::Changed {
-                subscription,
-                currency,
-                price,
-                day
-            }
-        ),
+            }),
         (0..3usize, day).prop_map(|(subscription, day)| Step::Canceled { subscription, day }),
     ]
 }
@@ -422,12 +361,10 @@ proptest! {
                         inserted.push((currency, hundredths, day));
                     }
                 }
-                Step::Started { subscription, currency, price, day }
-                | Step::Changed { subscription, currency, price, day } => {
+                Step::Terms { start, subscription, currency, price, day } => {
                     let id = format!("s{subscription}");
                     let terms = terms_of(&id, price, CURRENCIES[currency]);
-                    let is_start = matches!(step, Step::Started { .. });
-                    let payload = if is_start {
+                    let payload = if start {
                         Payload::SubscriptionStarted(terms)
                     } else {
                         Payload::SubscriptionChanged(terms)
@@ -436,7 +373,7 @@ proptest! {
                     let known = expected.iter().position(|(s, _, _)| *s == subscription);
                     let active = known.is_some_and(|i| expected[i].2);
                     match brute_rate(&inserted, currency, day) {
-                        _ if !is_start && !active => prop_assert!(result.is_err()),
+                        _ if !start && !active => prop_assert!(result.is_err()),
                         None => prop_assert_eq!(result.unwrap_err().reason, Reason::UnknownCurrency),
                         // price cents x hundredths: x 10,000 micros / 100.
                         Some(hundredths) => {
