@@ -15,6 +15,7 @@ use crate::http::ServedState;
 use crate::metrics::Metrics;
 use crate::periods::{PeriodStore, read_periods};
 use crate::pipeline::Pipeline;
+use crate::rates::follow_rates;
 use kpi_core::components::ReceivedComponents;
 use kpi_core::event::Family;
 
@@ -69,7 +70,29 @@ pub async fn run(
             .spawn(move || read_periods(config, periods, metrics, stop))
             .context("starting the periods reader")?
     };
-    let pipeline = Pipeline::new(config, metrics, status, received, periods, clock)?;
+    let (rates_sender, rates) = crate::rates::channel(&config);
+    let pipeline = Pipeline::new(
+        config.clone(),
+        metrics.clone(),
+        status,
+        received,
+        periods,
+        rates,
+        clock,
+    )?;
+    let mut readers = vec![("components", reader), ("periods", periods_reader)];
+    if config.billing.rates_topic.is_some() {
+        let (dead_letters, stop, runtime) = (
+            pipeline.dead_letters(),
+            reader_stop.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let rates_reader = std::thread::Builder::new()
+            .name("rates".into())
+            .spawn(move || follow_rates(config, rates_sender, metrics, dead_letters, runtime, stop))
+            .context("starting the rates reader")?;
+        readers.push(("rates", rates_reader));
+    }
     let result = pipeline.run(shutdown, exit_when_caught_up).await;
     // HTTP and the components reader stay up until the final snapshot is published.
     reader_stop.cancel();
@@ -78,7 +101,6 @@ pub async fn run(
     // The reader stops within one poll, unless a metadata call is waiting for an absent
     // broker: then the process exits without it rather than outlast its grace period.
     let deadline = tokio::time::Instant::now() + READER_GRACE;
-    let readers = [("components", reader), ("periods", periods_reader)];
     while readers.iter().any(|(_, r)| !r.is_finished()) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

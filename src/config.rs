@@ -29,10 +29,11 @@ use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use serde::{Deserialize, Deserializer};
 
 use kpi_core::aggregate::StateSettings;
-use kpi_core::billing::{BillingTally, Rates};
+use kpi_core::billing::BillingTally;
 use kpi_core::calendar::Calendar;
 use kpi_core::dimension::Dimensions;
 use kpi_core::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
+use kpi_core::rates::{RATE_BOUNDS, Rates};
 use kpi_core::survey::SurveyTally;
 use kpi_core::ticket::TicketTally;
 use kpi_core::window::WindowSpec;
@@ -116,8 +117,10 @@ const MAX_EVENT_BYTES: RangeInclusive<usize> = 1_024..=100_000_000;
 const PUBLISH_INTERVAL: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(3_600);
 
-/// Exchange rates: no currency is worth a billion times another.
-const RATES: RangeInclusive<f64> = 1e-9..=1e9;
+/// Every worker shares the rate table, but the rates reader copies it for each rate it
+/// reads live: a million rates (32 bytes each) is 32 MB, copied in milliseconds; a daily
+/// rate of every ISO 4217 currency for ten years is about 660,000.
+const MAX_RATES: RangeInclusive<usize> = 1..=1_000_000;
 
 /// Bounds of `billing.trial_grace`: a pending trial is held up to this long after its end.
 const TRIAL_GRACE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(90 * 86_400);
@@ -292,6 +295,13 @@ pub struct BillingConfig {
     /// How long after its `trial_ends_at` a trial still converts.
     #[serde(deserialize_with = "duration")]
     pub trial_grace: Duration,
+    /// A compacted topic of rates that hold from an instant on (docs/events.md): each
+    /// amount is converted at the rate valid at its event's `occurred_at`, the fixed
+    /// `rates` before a currency's first. Unset: the fixed rates only.
+    pub rates_topic: Option<String>,
+    /// Rates from `rates_topic` held at most, every currency's; further ones are rejected
+    /// (`too_many_rates`).
+    pub max_rates: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -435,6 +445,8 @@ impl Default for BillingConfig {
                 .collect(),
             clv_window: "30d".into(),
             trial_grace: Duration::from_secs(3 * 86_400),
+            rates_topic: None,
+            max_rates: 100_000,
         }
     }
 }
@@ -866,17 +878,23 @@ impl Config {
             ));
         }
         for (code, rate) in &self.billing.rates {
-            if !(is_code(code) && RATES.contains(rate)) {
+            if !(is_code(code) && RATE_BOUNDS.contains(rate)) {
                 return Err(invalid(
                     "billing.rates",
                     format!(
                         "{code} = {rate}: needs an ISO 4217 code and a rate within {}..={}",
-                        RATES.start(),
-                        RATES.end()
+                        RATE_BOUNDS.start(),
+                        RATE_BOUNDS.end()
                     ),
                 ));
             }
         }
+        bounded(
+            "billing.max_rates",
+            self.billing.max_rates,
+            MAX_RATES,
+            "the rates reader copies the table for each rate it reads live",
+        )?;
         self.state_settings()?;
         let publish = &self.publish;
         bounded_duration(
@@ -902,7 +920,15 @@ impl Config {
             ("topics.output", &self.topics.output),
             ("topics.components", &self.topics.components),
             ("topics.periods", &self.topics.periods),
-        ];
+        ]
+        .into_iter()
+        .chain(
+            self.billing
+                .rates_topic
+                .as_ref()
+                .map(|topic| ("billing.rates_topic", topic)),
+        )
+        .collect::<Vec<_>>();
         for (i, (key, topic)) in topics.iter().enumerate() {
             let legal = topic
                 .bytes()

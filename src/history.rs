@@ -8,6 +8,9 @@
 //! then. Bad events are counted by reason and reported at the end, blank lines skipped; a
 //! line that is not JSON at all (nor an object cut short) means the file is not JSON lines,
 //! and stops the run naming the line.
+//!
+//! With `billing.rates_topic`, the rates topic is read whole first ([`crate::rates`]), as
+//! the live service reads it before joining its group.
 
 mod topics;
 
@@ -90,7 +93,13 @@ struct Tally {
 /// Runs `history` with `config`'s windows, dimensions and calendar.
 pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let instants = Instants::new(args.from_ms, args.to_ms, args.step_ms)?;
-    let settings = config.state_settings()?;
+    let mut settings = config.state_settings()?;
+    // Every rate of the rates topic, known before any event as the live service knows them.
+    let (rates, rejected_rates) = crate::rates::read_whole(config)?;
+    settings.rates = rates;
+    for (reason, count) in &rejected_rates {
+        eprintln!("history: rates topic, rejected, {reason}: {count}");
+    }
     // A replay at the first instant starts here, as the live service's would.
     let horizon = settings.replay_horizon();
     let since_ms = Family::ALL.map(|family| horizon.since_ms(family, args.from_ms));

@@ -137,6 +137,9 @@ pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
     config.check_client(ClientKind::Producer, &producer_config(config, &[]))?;
     config.check_client(ClientKind::Consumer, &components_consumer_config(config))?;
     config.check_client(ClientKind::Consumer, &periods_consumer_config(config))?;
+    if config.billing.rates_topic.is_some() {
+        config.check_client(ClientKind::Consumer, &rates_consumer_config(config))?;
+    }
     config.check_client(ClientKind::Consumer, &history_consumer_config(config))?;
     config.check_client(ClientKind::Producer, &components_producer_config(config))
 }
@@ -242,6 +245,11 @@ fn whole_topic_reader_config(
 /// The settings of the consumer that reads every instance's period records.
 pub fn periods_consumer_config(config: &Config) -> ClientConfig {
     whole_topic_reader_config(config, "periods", &[])
+}
+
+/// The settings of the consumer that reads the rates topic (`billing.rates_topic`).
+pub fn rates_consumer_config(config: &Config) -> ClientConfig {
+    whole_topic_reader_config(config, "rates", &[])
 }
 
 /// The settings of the consumer `history` reads the input topics with: assigned, each

@@ -13,6 +13,7 @@
 //! - [`kafka`]: the settings and context of every Kafka client, errors logged once per kind
 //!   a minute.
 //! - [`exchange`]: components shared between instances over a compacted topic.
+//! - [`rates`]: the rates topic, read whole before any billing event and then followed.
 //! - [`http`]: the HTTP endpoints and their server: connection limits, timeouts, TLS and
 //!   basic authentication.
 //! - [`app`]: wiring and shutdown; [`clock`]: the wall clock; [`generate`]: synthetic
@@ -30,3 +31,4 @@ pub mod kafka;
 pub mod metrics;
 pub mod periods;
 pub mod pipeline;
+pub mod rates;

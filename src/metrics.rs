@@ -74,6 +74,32 @@ impl TopicCounters<LocalIntCounter> {
     }
 }
 
+/// The per-topic counters of input messages, by label.
+#[derive(Debug)]
+struct InputCounters {
+    consumed: IntCounterVec,
+    processed: IntCounterVec,
+    rejected: IntCounterVec,
+    late: IntCounterVec,
+    duplicate: IntCounterVec,
+}
+
+impl InputCounters {
+    /// The counters of `topic`, every rejection reason exported from the start.
+    fn of(&self, topic: &str) -> TopicCounters {
+        TopicCounters {
+            consumed: self.consumed.with_label_values(&[topic]),
+            processed: self.processed.with_label_values(&[topic]),
+            late: self.late.with_label_values(&[topic]),
+            duplicate: self.duplicate.with_label_values(&[topic]),
+            rejected: Reason::ALL
+                .iter()
+                .map(|r| self.rejected.with_label_values(&[topic, r.code()]))
+                .collect(),
+        }
+    }
+}
+
 /// Survey responses by survey and score, resolved once; local to a worker like
 /// [`TopicCounters`].
 #[derive(Debug, Clone)]
@@ -126,6 +152,9 @@ pub struct Metrics {
     kpi_series: Mutex<HashSet<Vec<String>>>,
     /// Indexed like [`Family::ALL`].
     topics: Vec<TopicCounters>,
+    inputs: InputCounters,
+    /// Rates of the rates topic held.
+    pub rates_held: IntGauge,
     pub survey_responses: SurveyResponses,
     /// Every resolution, each counted once: `histogram_quantile()` over summed instances.
     pub resolution_time: Histogram,
@@ -296,19 +325,14 @@ impl Metrics {
             "Valid events whose event_id was already applied within the deduplication horizon",
             &["topic"],
         )?;
-        let topics = topic_names
-            .iter()
-            .map(|topic| TopicCounters {
-                consumed: consumed.with_label_values(&[topic]),
-                processed: processed.with_label_values(&[topic]),
-                late: late.with_label_values(&[topic]),
-                duplicate: duplicate.with_label_values(&[topic]),
-                rejected: Reason::ALL
-                    .iter()
-                    .map(|r| rejected.with_label_values(&[topic, r.code()]))
-                    .collect(),
-            })
-            .collect();
+        let inputs = InputCounters {
+            consumed,
+            processed,
+            rejected,
+            late,
+            duplicate,
+        };
+        let topics = topic_names.iter().map(|topic| inputs.of(topic)).collect();
 
         let responses = counter(
             "kpi_survey_responses_total",
@@ -439,6 +463,10 @@ impl Metrics {
             "Messages read from the periods topic that could not be decoded",
         )?;
         let int_gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help)?);
+        let rates_held = int_gauge(
+            "kpi_rates_held",
+            "Rates read from billing.rates_topic and held, every currency's; beyond billing.max_rates further ones are rejected",
+        )?;
         let global_publisher = int_gauge(
             "kpi_global_publisher",
             "1 while this instance publishes the global values to the output topic",
@@ -482,6 +510,8 @@ impl Metrics {
             kpi_components,
             kpi_series: Mutex::new(HashSet::new()),
             topics,
+            inputs,
+            rates_held,
             survey_responses,
             resolution_time,
             tickets_abandoned,
@@ -514,6 +544,11 @@ impl Metrics {
 
     pub fn topic(&self, family: Family) -> &TopicCounters {
         &self.topics[family.index()]
+    }
+
+    /// The counters of a topic other than the input topics' (the rates topic).
+    pub fn topic_counters(&self, topic: &str) -> TopicCounters {
+        self.inputs.of(topic)
     }
 
     /// Sets the KPI gauges from a snapshot. A value that is undefined removes its series, so

@@ -47,6 +47,7 @@ use crate::kafka::{
 };
 use crate::metrics::Metrics;
 use crate::periods::{Due, PeriodStore, PeriodWriter};
+use crate::rates::RatesFeed;
 use kpi_core::aggregate::{Aggregates, ReplayHorizon};
 use kpi_core::components::{Incomplete, PartitionComponents, ReceivedComponents};
 use kpi_core::event::Family;
@@ -460,6 +461,8 @@ pub struct Pipeline {
     /// so /readyz never reports ready before the values it would serve exist.
     caught_up: bool,
     dead_letters: Arc<DeadLetters>,
+    /// The rates the workers convert with; the group is joined once they are known.
+    rates: RatesFeed,
     components: ComponentsWriter,
     period_writer: PeriodWriter,
     /// Components received from the other instances, and the input partition counts.
@@ -491,6 +494,7 @@ impl Pipeline {
         status: Arc<ServedState>,
         received: Arc<Mutex<ReceivedComponents>>,
         periods: Arc<PeriodStore>,
+        rates: RatesFeed,
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let settings = config.state_settings()?;
@@ -538,6 +542,7 @@ impl Pipeline {
                 clock: clock.clone(),
                 commands: received_commands,
                 caught_up: tell_caught_up.clone(),
+                rates: rates.clone(),
             })?);
         }
         let components = ComponentsWriter::new(config.clone(), metrics.clone())?;
@@ -569,6 +574,7 @@ impl Pipeline {
             partitions_known: false,
             caught_up: false,
             dead_letters,
+            rates,
             paused: HashMap::new(),
             looked_up_ends: HashMap::new(),
             sent: SentValues::default(),
@@ -580,6 +586,11 @@ impl Pipeline {
         })
     }
 
+    /// The dead-letter producer, shared with the rates reader.
+    pub fn dead_letters(&self) -> Arc<DeadLetters> {
+        self.dead_letters.clone()
+    }
+
     /// Consumes until `shutdown` is cancelled (or, with `exit_when_caught_up`, until every
     /// assigned partition has caught up), then publishes a final snapshot, flushes and commits.
     pub async fn run(
@@ -587,6 +598,14 @@ impl Pipeline {
         shutdown: CancellationToken,
         exit_when_caught_up: bool,
     ) -> anyhow::Result<()> {
+        // No billing event is converted before the rates written until now are known.
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            loaded = self.rates.wait_for(Option::is_some) => {
+                loaded.map_err(|_| anyhow!("the rates reader stopped before the rates topic was read"))?;
+            }
+        }
         let topics: Vec<&str> = Family::ALL.iter().map(|f| self.config.topic(*f)).collect();
         self.consumer
             .subscribe(&topics)

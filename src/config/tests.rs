@@ -206,6 +206,15 @@ fn invalid_values_name_the_key() {
             "billing.base_currency",
         ),
         ("[billing.rates]\nEUR = -1.0", "billing.rates"),
+        (
+            "[billing]\nrates_topic = \"cs rates\"",
+            "billing.rates_topic",
+        ),
+        ("[billing]\nrates_topic = \"\"", "billing.rates_topic"),
+        (
+            "[billing]\nrates_topic = \"cs.billing\"",
+            "billing.rates_topic",
+        ),
         ("[kafka]\nmax_pause = \"0s\"", "kafka.max_pause"),
         ("[kafka]\nmax_pause = \"8d\"", "kafka.max_pause"),
         ("[kafka]\nmax_pause = \"100y\"", "kafka.max_pause"),
@@ -445,6 +454,16 @@ fn every_bound_is_enforced_at_its_edge() {
             "[billing.rates]\nJPY = 1e-9".into(),
             "[billing.rates]\nJPY = 0.999999e-9".into(),
             "billing.rates",
+        ),
+        (
+            "[billing]\nrates_topic = \"cs.rates\"\nmax_rates = 1".into(),
+            "[billing]\nrates_topic = \"cs.rates\"\nmax_rates = 0".into(),
+            "billing.max_rates",
+        ),
+        (
+            "[billing]\nmax_rates = 1000000".into(),
+            "[billing]\nmax_rates = 1000001".into(),
+            "billing.max_rates",
         ),
         (
             "[generate]\ncustomers = 1".into(),

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::deadletter::{DeadLetters, Letter};
 use crate::metrics::{Metrics, SurveyResponses, TopicCounters};
+use crate::rates::RatesFeed;
 use kpi_core::aggregate::Aggregates;
 use kpi_core::components::PartitionComponents;
 use kpi_core::event::{self, Family, Limits, Payload, Rejection};
@@ -179,6 +180,7 @@ pub(super) struct Setup {
     pub clock: Clock,
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub caught_up: mpsc::UnboundedSender<CaughtUp>,
+    pub rates: RatesFeed,
 }
 
 /// A worker: its partitions' queues, apart from their state so that a batch reads the
@@ -204,6 +206,8 @@ struct Owned {
     /// Events folded into "other" per dimension, as last added to the shared counter.
     overflow_reported: Vec<u64>,
     caught_up: mpsc::UnboundedSender<CaughtUp>,
+    /// The rates the rates reader sent last, taken at the start of each batch.
+    rates: RatesFeed,
     /// The queue a batch starts with; it turns, so that no partition waits behind another.
     first: usize,
 }
@@ -219,6 +223,7 @@ impl Worker {
             clock,
             commands,
             caught_up,
+            rates,
         } = setup;
         let settings = config.state_settings()?;
         let overflow_reported = vec![0; settings.dimensions.len()];
@@ -238,6 +243,7 @@ impl Worker {
                 newest_event_ms: [None; 3],
                 overflow_reported,
                 caught_up,
+                rates,
                 first: 0,
             },
         })
@@ -409,6 +415,7 @@ impl Owned {
         first: KafkaResult<BorrowedMessage<'_>>,
     ) {
         let now = (self.clock)();
+        self.take_new_rates();
         let mut handled = 0;
         match first {
             Ok(message) => {
@@ -459,8 +466,19 @@ impl Owned {
             .is_some_and(|p| !p.has_queue)
         {
             let now = (self.clock)();
+            self.take_new_rates();
             self.handle(message, now);
             self.settle();
+        }
+    }
+
+    /// Converts with the rates the rates reader sent since the last batch, if any: one
+    /// atomic load when none came.
+    fn take_new_rates(&mut self) {
+        if self.rates.has_changed().unwrap_or(false)
+            && let Some(rates) = self.rates.borrow_and_update().clone()
+        {
+            self.aggregates.set_rates(rates);
         }
     }
 

@@ -13,6 +13,7 @@ mod hostile;
 mod http;
 mod periods;
 mod prometheus;
+mod rates;
 mod revenue;
 mod scale;
 mod security;

@@ -9,13 +9,14 @@
 //! Pure: the caller passes `now`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Maps keyed by partitions and series, looked up for every event. Their keys are small
 /// and bounded (partitions, interned dimension values), so a fast hash is safe here.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::backlog::Backlog;
-use crate::billing::{BillingLedger, BillingTally, Current, CustomerSeries, Movement, Rates};
+use crate::billing::{BillingLedger, BillingTally, Current, CustomerSeries, Movement};
 use crate::calendar::{Calendar, CalendarWindowSpec, PeriodKind, PeriodWindow};
 use crate::components::{
     FamilyTallies, PartitionComponents, SeriesComponents, Totals, WindowFrame,
@@ -27,6 +28,7 @@ use crate::kpi::KpiRecord;
 use crate::open_tickets::{FirstReplyTime, OpenTicket, OpenTickets};
 use crate::partition::PartitionId;
 use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents, Restored};
+use crate::rates::Rates;
 use crate::sla::SlaTargets;
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
@@ -412,7 +414,8 @@ pub struct Aggregates {
     names: Vec<String>,
     lead_ms: i64,
     dimensions: Dimensions,
-    rates: Rates,
+    /// Shared with the other workers' state, and replaced whole when the rates change.
+    rates: Arc<Rates>,
     /// Index of the window whose customer churn ratio divides ARPA into CLV.
     clv_window: usize,
     partition_settings: PartitionSettings,
@@ -561,7 +564,7 @@ impl Aggregates {
             abandoned_tickets: 0,
             lead_ms,
             dimensions,
-            rates,
+            rates: Arc::new(rates),
             partitions: FastMap::default(),
             rings: windows.iter().map(|w| w.ring(lead_ms)).collect(),
             placements: Vec::new(),
@@ -574,6 +577,12 @@ impl Aggregates {
 
     pub fn dimensions(&self) -> &Dimensions {
         &self.dimensions
+    }
+
+    /// Converts the amounts of the events recorded from now on at `rates`; what the ledger
+    /// holds already stays as it was converted.
+    pub fn set_rates(&mut self, rates: Arc<Rates>) {
+        self.rates = rates;
     }
 
     pub fn windows(&self) -> &[WindowSpec] {

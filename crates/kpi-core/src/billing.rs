@@ -14,11 +14,12 @@
 //! from the customer's MRR before and after the event. The formulas live here and nowhere
 //! else.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{CancelReason, Event, Interval, Payload, Reason, Rejection, SubscriptionTerms};
+use crate::event::{CancelReason, Event, Payload, Reason, Rejection};
+use crate::rates::Rates;
 use crate::window::Tally;
 
 /// Millionths of one major unit of the base currency: one amount (a subscription's,
@@ -31,69 +32,8 @@ pub type MicrosSum = i128;
 
 pub const MICROS_PER_UNIT: i64 = 1_000_000;
 
-/// Rates are kept in millionths of a micro (1e-12 of a base unit), so that the rate of a
-/// currency worth a ten-thousandth of the base (IDR, VND against USD) keeps nine significant
-/// digits.
-const RATE_SCALE: i128 = 1_000_000_000_000;
-
-/// Fixed conversion rates into the base currency.
-#[derive(Debug, Clone)]
-pub struct Rates {
-    pub base: String,
-    /// Per currency code: base-currency units x 1e12 per major unit, and the number of
-    /// minor units per major unit (10^exponent), looked up once here rather than per event.
-    /// Configured, so a few entries: a fast hash cannot be made to degrade.
-    scaled: HashMap<String, (i128, i128), foldhash::fast::RandomState>,
-}
-
-impl Rates {
-    /// `rates`: base-currency major units per major unit of each other currency.
-    pub fn new(base: &str, rates: &BTreeMap<String, f64>) -> Self {
-        let minor_units = |code: &str| {
-            let exponent = iso_currency::Currency::from_code(code)
-                .and_then(|c| c.exponent())
-                .unwrap_or(2);
-            10i128.pow(u32::from(exponent))
-        };
-        let mut scaled: HashMap<String, (i128, i128), _> = rates
-            .iter()
-            .map(|(code, rate)| {
-                let rate = (rate * RATE_SCALE as f64).round() as i128;
-                (code.clone(), (rate, minor_units(code)))
-            })
-            .collect();
-        scaled.insert(base.to_owned(), (RATE_SCALE, minor_units(base)));
-        Rates {
-            base: base.to_owned(),
-            scaled,
-        }
-    }
-
-    /// The monthly recurring revenue of `terms` in base-currency micros:
-    /// price x quantity / months in the interval, converted at the fixed rate.
-    pub fn mrr(&self, terms: &SubscriptionTerms<'_>) -> Result<Micros, Rejection> {
-        let code = terms.currency.as_ref();
-        let (rate, minor_units) = self.scaled.get(code).ok_or_else(|| Rejection {
-            reason: Reason::UnknownCurrency,
-            detail: format!("no conversion rate from {code} to {}", self.base),
-        })?;
-        let months = match terms.interval {
-            Interval::Month => i128::from(terms.interval_count),
-            Interval::Year => 12 * i128::from(terms.interval_count),
-        };
-        // price x quantity x rate / 10^exponent / months, in micros: x 1e6 / RATE_SCALE.
-        let numerator = i128::from(terms.price)
-            .checked_mul(i128::from(terms.quantity))
-            .and_then(|n| n.checked_mul(*rate))
-            .ok_or_else(out_of_range)?;
-        let denominator = minor_units * months * (RATE_SCALE / i128::from(MICROS_PER_UNIT));
-        // Round half up; amounts are never negative.
-        let micros = (2 * numerator + denominator) / (2 * denominator);
-        i64::try_from(micros).map_err(|_| out_of_range())
-    }
-}
-
-fn out_of_range() -> Rejection {
+/// The rejection of an amount beyond [`Micros`].
+pub(crate) fn out_of_range() -> Rejection {
     Rejection {
         reason: Reason::OutOfRange,
         detail: "the MRR is out of range".into(),
@@ -332,7 +272,7 @@ impl<S: CustomerSeries> BillingLedger<S> {
             check_active(subscription.as_deref(), subscription_id)?;
         }
         let new_mrr = match terms {
-            Some(terms) => Some(rates.mrr(terms)?),
+            Some(terms) => Some(rates.mrr(terms, event.occurred_at_ms)?),
             None => cancellation.then_some(0),
         };
         let old_mrr = subscription.as_ref().map_or(0, |s| s.mrr);
@@ -790,4 +730,4 @@ pub fn major(micros: MicrosSum) -> f64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -75,10 +75,12 @@ pub enum Reason {
     Late,
     /// Counted in the rolling windows, but written after its calendar period closed.
     LateForPeriod,
+    /// A rate message that would grow the rate table beyond `billing.max_rates`.
+    TooManyRates,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::TooDeep,
@@ -103,6 +105,7 @@ impl Reason {
         Reason::PendingTrial,
         Reason::Late,
         Reason::LateForPeriod,
+        Reason::TooManyRates,
     ];
 
     pub fn code(self) -> &'static str {
@@ -131,6 +134,7 @@ impl Reason {
             Reason::PendingTrial => "pending_trial",
             Reason::Late => "late",
             Reason::LateForPeriod => "late_for_period",
+            Reason::TooManyRates => "too_many_rates",
         }
     }
 }
@@ -144,7 +148,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
             detail: detail.into(),
@@ -581,7 +585,7 @@ fn boolean<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D
     Option::<bool>::deserialize(deserializer)
 }
 
-fn required<T>(value: Option<T>, field: &str) -> Result<T, Rejection> {
+pub(crate) fn required<T>(value: Option<T>, field: &str) -> Result<T, Rejection> {
     value.ok_or_else(|| Rejection::new(Reason::MissingField, format!("missing field `{field}`")))
 }
 
@@ -692,7 +696,7 @@ pub fn parse_timestamp(text: &str, field: &str) -> Result<i64, Rejection> {
 }
 
 /// Detail strings echo parser messages, which can quote input; keep headers small.
-fn truncate(mut text: String, max: usize) -> String {
+pub(crate) fn truncate(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut cut = max;
         while !text.is_char_boundary(cut) {
@@ -724,25 +728,7 @@ pub fn parse<'a>(
     reference_ms: i64,
     limits: &Limits,
 ) -> Result<Event<'a>, Rejection> {
-    if bytes.is_empty() {
-        return Err(Rejection::new(Reason::Empty, "empty message"));
-    }
-    if bytes.len() > limits.max_event_bytes {
-        return Err(Rejection::new(
-            Reason::TooLarge,
-            format!(
-                "{} bytes exceeds the limit of {}",
-                bytes.len(),
-                limits.max_event_bytes
-            ),
-        ));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Rejection::new(
-            Reason::InvalidUtf8,
-            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        )
-    })?;
+    let text = message_text(bytes, limits.max_event_bytes)?;
     let mut wire = Wire::default();
     if flat::read(text, &mut wire).is_none() {
         wire = read_any(text)?;
@@ -750,10 +736,30 @@ pub fn parse<'a>(
     validate(wire, family, reference_ms, limits)
 }
 
+/// The text of a message: not empty, at most `max_bytes`, UTF-8.
+pub(crate) fn message_text(bytes: &[u8], max_bytes: usize) -> Result<&str, Rejection> {
+    if bytes.is_empty() {
+        return Err(Rejection::new(Reason::Empty, "empty message"));
+    }
+    if bytes.len() > max_bytes {
+        return Err(Rejection::new(
+            Reason::TooLarge,
+            format!("{} bytes exceeds the limit of {max_bytes}", bytes.len()),
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        Rejection::new(
+            Reason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })
+}
+
 /// The reference parse of a message's text, which decides every message: whether it is one
-/// JSON object within the depth limit, and its contract fields ([`Wire`]). [`flat::read`]
-/// reads the common shape faster with the same result, and leaves everything else here.
-fn read_any(text: &str) -> Result<Wire<'_>, Rejection> {
+/// JSON object within the depth limit, and its fields (an event's [`Wire`], or another
+/// message's). [`flat::read`] reads the common shape of an event faster with the same
+/// result, and leaves everything else here.
+pub(crate) fn read_any<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
     match text.trim_start().as_bytes().first() {
         Some(b'{') => {}
         Some(_) => {

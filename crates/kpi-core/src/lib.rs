@@ -16,6 +16,8 @@
 //! - [`billing`]: the MRR ledger, movements and revenue KPIs.
 //! - [`trial`]: each billing partition's pending trials, converted or expired by its own
 //!   event time.
+//! - [`rates`]: conversion rates into the base currency, fixed and over time, and the
+//!   messages of the rates topic.
 //! - [`open_tickets`]: each partition's open tickets, and the first reply of each.
 //! - [`dimension`]: dimension values interned under a cap.
 //! - [`health`]: the customer health model: signals mapped to 0-100, weighted, banded.
@@ -46,6 +48,7 @@ pub mod open_tickets;
 pub mod partition;
 pub mod period_components;
 pub mod policy;
+pub mod rates;
 pub mod sla;
 pub mod survey;
 pub mod ticket;

@@ -1,9 +1,10 @@
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use super::*;
-use crate::event::Interval;
+use crate::event::{Interval, SubscriptionTerms};
 
-fn rates() -> Rates {
+pub(crate) fn rates() -> Rates {
     let mut r = BTreeMap::new();
     r.insert("EUR".to_owned(), 1.08);
     r.insert("JPY".to_owned(), 0.0067);
@@ -11,7 +12,7 @@ fn rates() -> Rates {
     Rates::new("USD", &r)
 }
 
-fn terms(
+pub(crate) fn terms(
     id: &str,
     price: i64,
     quantity: u32,
@@ -62,46 +63,6 @@ fn canceled(customer: &str, id: &str) -> Event<'static> {
             reason: CancelReason::Voluntary,
         },
     )
-}
-
-#[test]
-fn mrr_normalises_interval_quantity_and_currency() {
-    let r = rates();
-    assert_eq!(
-        r.mrr(&terms("s", 4900, 1, "USD", Interval::Month)),
-        Ok(49_000_000)
-    );
-    assert_eq!(
-        r.mrr(&terms("s", 4900, 3, "USD", Interval::Month)),
-        Ok(147_000_000)
-    );
-    // 990.00 a year is 82.50 a month.
-    assert_eq!(
-        r.mrr(&terms("s", 99_000, 1, "USD", Interval::Year)),
-        Ok(82_500_000)
-    );
-    let mut two_years = terms("s", 120_000, 1, "USD", Interval::Year);
-    two_years.interval_count = 2;
-    assert_eq!(r.mrr(&two_years), Ok(50_000_000));
-    // 49.00 EUR at 1.08 = 52.92 USD.
-    assert_eq!(
-        r.mrr(&terms("s", 4900, 1, "EUR", Interval::Month)),
-        Ok(52_920_000)
-    );
-    // JPY has no minor unit: 10,000 JPY at 0.0067 = 67 USD.
-    assert_eq!(
-        r.mrr(&terms("s", 10_000, 1, "JPY", Interval::Month)),
-        Ok(67_000_000)
-    );
-    // A tiny rate keeps its precision: 1,000,000.00 IDR at 0.0000613 = 61.30 USD.
-    assert_eq!(
-        r.mrr(&terms("s", 100_000_000, 1, "IDR", Interval::Month)),
-        Ok(61_300_000)
-    );
-    let err = r
-        .mrr(&terms("s", 100, 1, "GBP", Interval::Month))
-        .unwrap_err();
-    assert_eq!(err.reason, Reason::UnknownCurrency);
 }
 
 #[test]

@@ -7,9 +7,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::aggregate::StateSettings;
-use crate::billing::Rates;
 use crate::dimension::Dimensions;
 use crate::event::{Family, Payload, Survey};
+use crate::rates::Rates;
 use crate::sla::SlaTargets;
 use crate::window::WindowSpec;
 
