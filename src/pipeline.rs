@@ -293,16 +293,24 @@ impl ConsumerCallbacks {
     }
 }
 
-/// Runs a metadata call up to three times; `None` (logged) when it keeps failing.
+/// Runs a metadata call up to three times; `None` (logged) when it keeps failing. A
+/// partition just created or moved has no leader for a moment, so a failure that a retry
+/// mends is only a debug line: one warning per call that failed for good.
 fn retry<T>(what: &str, mut call: impl FnMut() -> Result<T, KafkaError>) -> Option<T> {
-    for attempt in 1..=3 {
+    const ATTEMPTS: u64 = 3;
+    let mut attempt = 1;
+    loop {
         match call() {
             Ok(v) => return Some(v),
-            Err(e) => warn!(attempt, error = %e, "could not {what}"),
+            Err(e) if attempt == ATTEMPTS => {
+                warn!(attempts = ATTEMPTS, error = %e, "could not {what}");
+                return None;
+            }
+            Err(e) => debug!(attempt, error = %e, "could not {what}; trying again"),
         }
         std::thread::sleep(Duration::from_millis(200 * attempt));
+        attempt += 1;
     }
-    None
 }
 
 impl ClientContext for ConsumerCallbacks {

@@ -12,7 +12,7 @@ use crate::harness::{
 
 /// Gauges that do not add up across instances: ratios, means, quantiles and the values
 /// derived from them. Every other KPI gauge is a count or an amount.
-const NOT_ADDITIVE: [&str; 18] = [
+const NOT_ADDITIVE: [&str; 19] = [
     "kpi_nps",
     "kpi_csat_ratio",
     "kpi_ces_mean",
@@ -31,6 +31,7 @@ const NOT_ADDITIVE: [&str; 18] = [
     "kpi_gross_revenue_retention_ratio",
     "kpi_subscription_churn_ratio",
     "kpi_customer_churn_by_reason_ratio",
+    "kpi_trial_conversion_ratio",
 ];
 
 fn name(key: &str) -> &str {
@@ -196,6 +197,11 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
                     sum("kpi_customers_churned_by_reason", labels),
                     sum("kpi_customers_active_at_window_start", &plain),
                 )
+            }
+            "kpi_trial_conversion_ratio" => {
+                let converted = sum("kpi_trials_converted", labels);
+                let ended = converted.zip(sum("kpi_trials_expired", labels));
+                ratio(converted, ended.map(|(c, e)| c + e))
             }
             "kpi_renewal_ratio" => {
                 let renewals = sum("kpi_renewals", labels);
