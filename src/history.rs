@@ -25,6 +25,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::metrics::{KpiSamples, Metrics};
 use kpi_core::aggregate::Aggregates;
+use kpi_core::components::PartitionComponents;
 use kpi_core::event::{self, Family, Reason};
 use kpi_core::history::{Instants, Replay};
 use kpi_core::kpi::{self, KpiRecord};
@@ -104,7 +105,7 @@ pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let horizon = settings.replay_horizon();
     let since_ms = Family::ALL.map(|family| horizon.since_ms(family, args.from_ms));
     let mut feed = Feed {
-        replay: Replay::new(Aggregates::new(settings), instants),
+        replay: Replay::new(Aggregates::new(settings), instants).with_snapshot(snapshot_on_threads),
         tally: Tally::default(),
         started: Instant::now(),
         last_progress: Instant::now(),
@@ -324,6 +325,37 @@ fn read_event<'a>(
         }
     }
     Err(first.unwrap_or(Reason::WrongTopic))
+}
+
+/// [`Aggregates::snapshot`] with the partitions' components, most of an instant's work,
+/// computed on a thread per core: the replay waits for each instant, and the reading thread
+/// beside it has little to do meanwhile. The parts keep the partitions' order, so the sums
+/// are the sequential ones.
+fn snapshot_on_threads(aggregates: &Aggregates, now_ms: i64) -> Vec<KpiRecord> {
+    let partitions: Vec<PartitionId> = aggregates.partitions().collect();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = partitions.len().div_ceil(threads).max(1);
+    let components = |part: &[PartitionId]| -> Vec<PartitionComponents> {
+        part.iter()
+            .map(|partition| aggregates.components(*partition, now_ms))
+            .collect()
+    };
+    let mut chunks = partitions.chunks(chunk);
+    let first = chunks.next().unwrap_or_default();
+    let parts: Vec<PartitionComponents> = std::thread::scope(|scope| {
+        let others: Vec<_> = chunks
+            .map(|part| scope.spawn(move || components(part)))
+            .collect();
+        let mut parts = components(first);
+        for other in others {
+            match other.join() {
+                Ok(more) => parts.extend(more),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        parts
+    });
+    aggregates.records(&parts, now_ms)
 }
 
 /// The instant's records as the output topic's objects, one per line.

@@ -67,6 +67,11 @@ impl Instants {
     }
 }
 
+/// How the records of an instant are computed from the state: [`Aggregates::snapshot`], or
+/// the same computation with the partitions' components spread over threads
+/// ([`Replay::with_snapshot`]).
+pub type Snapshot = fn(&Aggregates, i64) -> Vec<KpiRecord>;
+
 /// A replay of received messages that evaluates the KPIs at each instant the clock passes.
 #[derive(Debug)]
 pub struct Replay {
@@ -75,6 +80,7 @@ pub struct Replay {
     /// The latest receipt time seen: the clock of the replay, as the live service's never
     /// goes back.
     clock: Option<i64>,
+    snapshot: Snapshot,
 }
 
 impl Replay {
@@ -83,7 +89,14 @@ impl Replay {
             aggregates,
             instants,
             clock: None,
+            snapshot: Aggregates::snapshot,
         }
+    }
+
+    /// The replay with `snapshot` computing each instant's records; it must give what
+    /// [`Aggregates::snapshot`] gives.
+    pub fn with_snapshot(self, snapshot: Snapshot) -> Self {
+        Replay { snapshot, ..self }
     }
 
     pub fn aggregates(&self) -> &Aggregates {
@@ -110,7 +123,7 @@ impl Replay {
         self.clock = Some(now);
         // An instant is evaluated with what was received strictly before it.
         while let Some(instant) = self.instants.next_until(now.saturating_sub(1)) {
-            emit(instant, self.aggregates.snapshot(instant));
+            emit(instant, (self.snapshot)(&self.aggregates, instant));
         }
         self.aggregates.record_at(partition, event, offset, now)
     }
@@ -118,7 +131,7 @@ impl Replay {
     /// Evaluates the instants left, after the last message.
     pub fn finish(mut self, emit: &mut impl FnMut(i64, Vec<KpiRecord>)) {
         while let Some(instant) = self.instants.next_until(i64::MAX) {
-            emit(instant, self.aggregates.snapshot(instant));
+            emit(instant, (self.snapshot)(&self.aggregates, instant));
         }
     }
 }
