@@ -1236,6 +1236,20 @@ impl Aggregates {
         self.partitions.keys().copied()
     }
 
+    /// Brings the block totals of every rolling window up to date at `now_ms`
+    /// ([`Window::refresh_blocks`]), so that the snapshots that follow fold a few totals
+    /// rather than every bucket. Values are the same without it.
+    pub fn refresh_blocks(&mut self, now_ms: i64) {
+        let windows = &self.windows;
+        for state in self.partitions.values_mut() {
+            for series in state.tickets.values_mut() {
+                for (spec, window) in windows.iter().zip(series.windows.iter_mut()) {
+                    window.refresh_blocks(spec, now_ms);
+                }
+            }
+        }
+    }
+
     /// The tallies of one partition folded over each window at `now_ms`; no series for a
     /// partition without state (it had no event yet, which is still a known value: empty).
     pub fn components(&self, partition: PartitionId, now_ms: i64) -> PartitionComponents {

@@ -123,6 +123,7 @@ impl Replay {
         self.clock = Some(now);
         // An instant is evaluated with what was received strictly before it.
         while let Some(instant) = self.instants.next_until(now.saturating_sub(1)) {
+            self.aggregates.refresh_blocks(instant);
             emit(instant, (self.snapshot)(&self.aggregates, instant));
         }
         self.aggregates.record_at(partition, event, offset, now)
@@ -131,6 +132,7 @@ impl Replay {
     /// Evaluates the instants left, after the last message.
     pub fn finish(mut self, emit: &mut impl FnMut(i64, Vec<KpiRecord>)) {
         while let Some(instant) = self.instants.next_until(i64::MAX) {
+            self.aggregates.refresh_blocks(instant);
             emit(instant, (self.snapshot)(&self.aggregates, instant));
         }
     }

@@ -16,9 +16,19 @@ use std::time::Duration;
 
 /// Mergeable per-bucket state.
 pub trait Tally: Default + Clone {
+    /// Whether a merge costs enough (a quantile sketch's) that a rolling window keeps the
+    /// merged totals of whole blocks of buckets ([`Window::refresh_blocks`]), so that a fold
+    /// merges a few totals rather than every bucket.
+    const FOLDED_IN_BLOCKS: bool = false;
+
     /// Adds `other` into `self`. Must be associative and commutative.
     fn merge(&mut self, other: &Self);
 }
+
+/// Buckets per block of [`Tally::FOLDED_IN_BLOCKS`] windows: about the square root of a
+/// window's buckets (60 by default), so that a fold merges at most a block's worth of
+/// loose buckets at each end and a total per block between.
+const BLOCK: i64 = 8;
 
 /// The shape of one configured window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,18 +187,49 @@ struct Slot<T> {
     tally: T,
 }
 
+/// The merged tally of the buckets numbered `block * BLOCK ..= block * BLOCK + BLOCK - 1`,
+/// valid while no bucket of the block has been written or recycled since.
+#[derive(Debug, Clone)]
+struct BlockTotal<T> {
+    block: i64,
+    valid: bool,
+    total: T,
+}
+
 /// A ring of buckets for one window and one series.
 #[derive(Debug, Clone)]
 pub struct Window<T> {
     slots: Box<[Slot<T>]>,
     /// Buckets kept ahead of the one holding `now`.
     lead: i64,
+    /// For a rolling window of a [`Tally::FOLDED_IN_BLOCKS`] tally, the totals of whole
+    /// blocks, by block number modulo their count; empty otherwise.
+    blocks: Box<[BlockTotal<T>]>,
+}
+
+/// Marks the block holding bucket `index` as changed.
+fn invalidate<T>(blocks: &mut [BlockTotal<T>], index: i64) {
+    if blocks.is_empty() {
+        return;
+    }
+    let block = index.div_euclid(BLOCK);
+    let entry = &mut blocks[block.rem_euclid(blocks.len() as i64) as usize];
+    if entry.block == block {
+        entry.valid = false;
+    }
 }
 
 impl<T: Tally> Window<T> {
     /// `lead_ms` is how far ahead of `now` an event may be (the accepted clock skew).
     pub fn new(spec: &WindowSpec, lead_ms: i64) -> Self {
         let len = spec.ring_slots(lead_ms) as usize;
+        // Every block a fold can cover has its own entry: the ring's slots span at most
+        // one block more than their number.
+        let blocks = if T::FOLDED_IN_BLOCKS {
+            len.div_ceil(BLOCK as usize) + 1
+        } else {
+            0
+        };
         Window {
             lead: spec.lead_buckets(lead_ms),
             slots: vec![
@@ -197,6 +238,15 @@ impl<T: Tally> Window<T> {
                     tally: T::default(),
                 };
                 len
+            ]
+            .into_boxed_slice(),
+            blocks: vec![
+                BlockTotal {
+                    block: i64::MIN,
+                    valid: false,
+                    total: T::default(),
+                };
+                blocks
             ]
             .into_boxed_slice(),
         }
@@ -214,6 +264,7 @@ impl<T: Tally> Window<T> {
                 ring.slots() as usize
             ]
             .into_boxed_slice(),
+            blocks: Box::default(),
         }
     }
 
@@ -237,10 +288,64 @@ impl<T: Tally> Window<T> {
         let slot = self.slots.get_mut(placement.slot)?;
         if slot.index != placement.index {
             // The slot still holds a bucket that has left the window: recycle it.
+            invalidate(&mut self.blocks, slot.index);
             slot.index = placement.index;
             slot.tally = T::default();
         }
+        invalidate(&mut self.blocks, placement.index);
         Some(&mut slot.tally)
+    }
+
+    /// The slot holding bucket `index`, if the ring holds it.
+    fn slot_of(&self, index: i64) -> Option<&Slot<T>> {
+        let slot = &self.slots[index.rem_euclid(self.slots.len() as i64) as usize];
+        (slot.index == index).then_some(slot)
+    }
+
+    /// The total of `block` if it is valid and every bucket of it is inside the window
+    /// whose oldest bucket is `oldest`.
+    fn block_total(&self, block: i64, oldest: i64) -> Option<&T> {
+        let entry = &self.blocks[block.rem_euclid(self.blocks.len() as i64) as usize];
+        (entry.valid && entry.block == block && block.saturating_mul(BLOCK) >= oldest)
+            .then_some(&entry.total)
+    }
+
+    /// Merges again the totals of the whole blocks inside the window at `now_ms` that
+    /// changed, up to the block before the newest bucket's, which events still fill. Folds
+    /// are exact without it, only slower: a block without a valid total is folded bucket
+    /// by bucket.
+    pub fn refresh_blocks(&mut self, spec: &WindowSpec, now_ms: i64) {
+        if self.blocks.is_empty() {
+            return;
+        }
+        let Some(newest) = self.slots.iter().map(|s| s.index).max() else {
+            return;
+        };
+        let oldest = spec.oldest_index(now_ms);
+        let last = newest.div_euclid(BLOCK) - 1;
+        // Blocks below the ring's reach hold no bucket: bounded whatever the clock says.
+        let reach = last - self.blocks.len() as i64 + 1;
+        let first =
+            (oldest.div_euclid(BLOCK) + i64::from(oldest.rem_euclid(BLOCK) != 0)).max(reach);
+        for block in first..=last {
+            let position = block.rem_euclid(self.blocks.len() as i64) as usize;
+            let entry = &self.blocks[position];
+            if entry.valid && entry.block == block {
+                continue;
+            }
+            let mut total = T::default();
+            for index in block.saturating_mul(BLOCK)..block.saturating_add(1).saturating_mul(BLOCK)
+            {
+                if let Some(slot) = self.slot_of(index) {
+                    total.merge(&slot.tally);
+                }
+            }
+            self.blocks[position] = BlockTotal {
+                block,
+                valid: true,
+                total,
+            };
+        }
     }
 
     /// Merges the buckets numbered `first` to `last` (inclusive) into `into`: the buckets of
@@ -258,8 +363,25 @@ impl<T: Tally> Window<T> {
     /// Merges every bucket inside the window at `now_ms` into `into`.
     pub fn fold_into(&self, spec: &WindowSpec, now_ms: i64, into: &mut T) {
         let oldest = spec.oldest_index(now_ms);
+        if self.blocks.is_empty() {
+            for slot in self.slots.iter().filter(|s| s.index >= oldest) {
+                into.merge(&slot.tally);
+            }
+            return;
+        }
+        // A bucket of a whole block with a valid total counts through the total.
+        for entry in self.blocks.iter() {
+            if let Some(total) = self.block_total(entry.block, oldest) {
+                into.merge(total);
+            }
+        }
         for slot in self.slots.iter().filter(|s| s.index >= oldest) {
-            into.merge(&slot.tally);
+            if self
+                .block_total(slot.index.div_euclid(BLOCK), oldest)
+                .is_none()
+            {
+                into.merge(&slot.tally);
+            }
         }
     }
 }
@@ -413,5 +535,89 @@ mod tests {
         let now = 42 * 60 * MINUTE + 90_000; // 1.5 minutes past a whole hour
         // The bucket holding `now` starts 30 s before it.
         assert_eq!(spec.start_ms(now), now - 30_000 - 59 * MINUTE);
+    }
+
+    /// Each event's id, kept sorted: a fold that counts a bucket twice or misses one
+    /// differs from the direct fold.
+    #[derive(Debug, Default, Clone, PartialEq)]
+    struct Ids(Vec<u32>);
+
+    impl Tally for Ids {
+        const FOLDED_IN_BLOCKS: bool = true;
+
+        fn merge(&mut self, other: &Self) {
+            self.0.extend_from_slice(&other.0);
+            self.0.sort_unstable();
+        }
+    }
+
+    /// Every bucket inside the window at `now`, one by one.
+    fn direct(w: &Window<Ids>, spec: &WindowSpec, now: i64) -> Ids {
+        let mut ids = Ids::default();
+        for slot in w.slots.iter().filter(|s| s.index >= spec.oldest_index(now)) {
+            ids.merge(&slot.tally);
+        }
+        ids
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of writes, refreshes and folds, and whichever way the clock
+        /// moves, a fold through the block totals equals the bucket-by-bucket fold.
+        #[test]
+        fn block_totals_fold_as_the_buckets_do(
+            steps in proptest::collection::vec(
+                (0u8..4, -90i64..90, 0i64..400),
+                1..200,
+            ),
+        ) {
+            let spec = hour();
+            let mut w = Window::<Ids>::new(&spec, 5 * MINUTE);
+            let mut now = 1_000 * MINUTE;
+            for (id, (op, offset, shift)) in steps.into_iter().enumerate() {
+                match op {
+                    0 => {
+                        if let Some(ids) = w.bucket_mut(&spec, now + offset * MINUTE, now) {
+                            ids.0.push(id as u32);
+                        }
+                    }
+                    1 => w.refresh_blocks(&spec, now),
+                    // The clock moves on, and at times back.
+                    2 => now += (shift - 200) * MINUTE / 2,
+                    _ => {}
+                }
+                let mut folded = Ids::default();
+                w.fold_into(&spec, now, &mut folded);
+                proptest::prop_assert_eq!(&folded, &direct(&w, &spec, now));
+            }
+        }
+    }
+
+    #[test]
+    fn refreshed_blocks_cover_the_whole_blocks_before_the_newest() {
+        let spec = hour();
+        let mut w = Window::<Ids>::new(&spec, 0);
+        let now = 1_000 * MINUTE;
+        for minute in 0..60 {
+            w.bucket_mut(&spec, now - minute * MINUTE, now)
+                .unwrap()
+                .0
+                .push(minute as u32);
+        }
+        w.refresh_blocks(&spec, now);
+        let valid = w.blocks.iter().filter(|b| b.valid).count();
+        // Minutes 941 to 1000: whole blocks 118 (944-951) to 124 (992-999); 125 holds now.
+        assert_eq!(valid, 7);
+        let mut folded = Ids::default();
+        w.fold_into(&spec, now, &mut folded);
+        assert_eq!(folded, direct(&w, &spec, now));
+        // A late write makes its block's total invalid until the next refresh.
+        w.bucket_mut(&spec, now - 50 * MINUTE, now)
+            .unwrap()
+            .0
+            .push(99);
+        assert_eq!(w.blocks.iter().filter(|b| b.valid).count(), 6);
+        let mut folded = Ids::default();
+        w.fold_into(&spec, now, &mut folded);
+        assert_eq!(folded, direct(&w, &spec, now));
     }
 }
