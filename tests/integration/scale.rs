@@ -12,7 +12,7 @@ use crate::harness::{
 
 /// Gauges that do not add up across instances: ratios, means, quantiles and the values
 /// derived from them. Every other KPI gauge is a count or an amount.
-const NOT_ADDITIVE: [&str; 19] = [
+const NOT_ADDITIVE: [&str; 25] = [
     "kpi_nps",
     "kpi_csat_ratio",
     "kpi_ces_mean",
@@ -20,6 +20,12 @@ const NOT_ADDITIVE: [&str; 19] = [
     "kpi_fcr_ratio",
     "kpi_resolution_time_seconds_mean",
     "kpi_resolution_time_percentile_seconds",
+    "kpi_first_reply_time_seconds_mean",
+    "kpi_first_reply_time_percentile_seconds",
+    "kpi_first_reply_sla_breach_ratio",
+    "kpi_resolution_sla_breach_ratio",
+    "kpi_one_touch_ratio",
+    "kpi_reopen_ratio",
     "kpi_customer_churn_ratio",
     "kpi_revenue_churn_ratio",
     "kpi_net_revenue_retention_ratio",
@@ -163,6 +169,26 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
             "kpi_resolution_time_seconds_mean" => ratio(
                 sum("kpi_resolution_time_total_seconds", labels),
                 sum("kpi_resolution_time_resolutions", labels),
+            ),
+            "kpi_first_reply_time_seconds_mean" => ratio(
+                sum("kpi_first_reply_time_total_seconds", labels),
+                sum("kpi_first_reply_time_replies", labels),
+            ),
+            "kpi_first_reply_sla_breach_ratio" | "kpi_resolution_sla_breach_ratio" => {
+                let clock = name(key)
+                    .trim_start_matches("kpi_")
+                    .trim_end_matches("_breach_ratio");
+                let breached = sum(&format!("kpi_{clock}_breached"), labels);
+                let judged = breached.zip(sum(&format!("kpi_{clock}_achieved"), labels));
+                ratio(breached, judged.map(|(b, a)| b + a))
+            }
+            "kpi_one_touch_ratio" => ratio(
+                sum("kpi_one_touch_resolutions", labels),
+                sum("kpi_tracked_resolutions", labels),
+            ),
+            "kpi_reopen_ratio" => ratio(
+                sum("kpi_reopened_resolutions", labels),
+                sum("kpi_tracked_resolutions", labels),
             ),
             "kpi_quick_ratio" => {
                 let kinds = |kinds: &[&str]| {
