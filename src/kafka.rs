@@ -3,8 +3,8 @@
 //! per kind a minute.
 //!
 //! librdkafka reports an error for every attempt while a broker is away, about ten a second
-//! for each client, and the service has four (the group consumer, two producers and the
-//! components reader). Logged as they came, a broker outage wrote about 2,000 lines a minute
+//! for each client, and the service has up to six (the group consumer, two producers, and
+//! the components, periods and rates readers). Logged as they came, a broker outage wrote about 2,000 lines a minute
 //! and buried everything else. Now the outage itself is logged once, as a change of broker
 //! reachability (by the group consumer's statistics), and every other kind of error at most
 //! once a minute, with the number of repeats left out since.
