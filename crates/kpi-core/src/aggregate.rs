@@ -1239,14 +1239,25 @@ impl Aggregates {
     /// Brings the block totals of every rolling window up to date at `now_ms`
     /// ([`Window::refresh_blocks`]), so that the snapshots that follow fold a few totals
     /// rather than every bucket. Values are the same without it.
+    /// Every family's windows are visited: a tally that keeps no blocks returns at once, so
+    /// which tallies keep them is decided by [`Tally::FOLDED_IN_BLOCKS`] alone.
     pub fn refresh_blocks(&mut self, now_ms: i64) {
-        let windows = &self.windows;
-        for state in self.partitions.values_mut() {
-            for series in state.tickets.values_mut() {
-                for (spec, window) in windows.iter().zip(series.windows.iter_mut()) {
+        fn refresh<T: Tally>(
+            specs: &[WindowSpec],
+            map: &mut FastMap<SeriesKey, SeriesWindows<T>>,
+            now_ms: i64,
+        ) {
+            for series in map.values_mut() {
+                for (spec, window) in specs.iter().zip(series.windows.iter_mut()) {
                     window.refresh_blocks(spec, now_ms);
                 }
             }
+        }
+        let specs = &self.windows;
+        for state in self.partitions.values_mut() {
+            refresh(specs, &mut state.surveys, now_ms);
+            refresh(specs, &mut state.tickets, now_ms);
+            refresh(specs, &mut state.billing, now_ms);
         }
     }
 
