@@ -365,6 +365,14 @@ impl Service {
         }
     }
 
+    /// The records of /kpis, or `None` while the service does not serve them yet.
+    pub async fn kpi_records(&self) -> Option<Vec<serde_json::Value>> {
+        match self.get("/kpis").await? {
+            (200, body) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

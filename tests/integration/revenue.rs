@@ -56,11 +56,7 @@ fn trial_events(now: i64) -> Vec<Value> {
 
 /// The global records of `/kpis` by KPI, window and labels.
 async fn global(service: &Service) -> Option<BTreeMap<(String, String, String), Value>> {
-    let (status, body) = service.get("/kpis").await?;
-    if status != 200 {
-        return None;
-    }
-    let records: Vec<Value> = serde_json::from_str(&body).ok()?;
+    let records = service.kpi_records().await?;
     Some(
         records
             .into_iter()

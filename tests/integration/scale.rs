@@ -246,11 +246,7 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
 
 /// `/kpis` without the times of computation, which differ between instances.
 async fn global_values(service: &Service) -> Option<Vec<String>> {
-    let (status, body) = service.get("/kpis").await?;
-    if status != 200 {
-        return None;
-    }
-    let values: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    let values = service.kpi_records().await?;
     let mut out: Vec<String> = values
         .into_iter()
         .map(|mut v| {
