@@ -33,6 +33,7 @@ use kpi_core::billing::BillingTally;
 use kpi_core::calendar::Calendar;
 use kpi_core::dimension::Dimensions;
 use kpi_core::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
+use kpi_core::health::parts::SignalSettings;
 use kpi_core::rates::{RATE_BOUNDS, Rates};
 use kpi_core::survey::SurveyTally;
 use kpi_core::ticket::TicketTally;
@@ -1197,6 +1198,7 @@ impl Config {
             max_open_age_ms: self.sla.max_open_age_ms()?,
             sla: self.sla.targets()?,
             trial_grace_ms: self.billing.trial_grace_ms()?,
+            signals: SignalSettings::default(),
         })
     }
 

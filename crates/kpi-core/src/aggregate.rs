@@ -24,12 +24,14 @@ use crate::components::{
 use crate::dedup::SeenIds;
 use crate::dimension::Dimensions;
 use crate::event::{DIMENSION_FIELDS, Event, Family, Payload, Reason, Rejection};
+use crate::health::customer::CustomerSignals;
+use crate::health::parts::{PartitionSignals, SignalSettings, TicketSignal};
 use crate::kpi::KpiRecord;
 use crate::open_tickets::{FirstReplyTime, OpenTicket, OpenTickets};
 use crate::partition::PartitionId;
 use crate::period_components::{CHECKPOINT_INTERVAL_MS, PeriodComponents, Restored};
 use crate::rates::Rates;
-use crate::sla::SlaTargets;
+use crate::sla::{self, SlaTargets};
 use crate::survey::SurveyTally;
 use crate::ticket::TicketTally;
 use crate::trial::Trials;
@@ -222,14 +224,17 @@ struct PartitionState {
     /// each slot of its ring: whether it changed since written, and up to which offset a
     /// restored record counts.
     marks: Vec<[PeriodMark; PERIOD_SLOTS]>,
+    /// The partition's part of its customers' health signals.
+    signals: PartitionSignals,
 }
 
 impl PartitionState {
-    fn new(settings: &PartitionSettings, periods: usize) -> Self {
+    fn new(settings: &PartitionSettings, periods: usize, family: Family) -> Self {
         let PartitionSettings {
             dedup_horizon_ms,
             max_open_age_ms,
             trial_grace_ms,
+            signals,
         } = *settings;
         PartitionState {
             seen: SeenIds::new(dedup_horizon_ms),
@@ -240,6 +245,7 @@ impl PartitionState {
             trials: Trials::new(trial_grace_ms),
             open_tickets: OpenTickets::new(max_open_age_ms),
             marks: vec![[PeriodMark::new(i64::MIN); PERIOD_SLOTS]; periods],
+            signals: PartitionSignals::new(family, signals),
         }
     }
 }
@@ -250,6 +256,7 @@ struct PartitionSettings {
     dedup_horizon_ms: i64,
     max_open_age_ms: i64,
     trial_grace_ms: i64,
+    signals: SignalSettings,
 }
 
 /// What is known of one period of a partition beside its tallies.
@@ -303,6 +310,9 @@ pub struct StateSettings {
     pub sla: SlaTargets,
     /// How long after its `trial_ends_at` a trial still converts (`billing.trial_grace`).
     pub trial_grace_ms: i64,
+    /// The customers' health signals: their window, and when an idle customer is
+    /// forgotten.
+    pub signals: SignalSettings,
 }
 
 impl StateSettings {
@@ -537,6 +547,7 @@ impl Aggregates {
             max_open_age_ms,
             sla,
             trial_grace_ms,
+            signals,
         } = settings;
         let names = windows
             .iter()
@@ -559,6 +570,7 @@ impl Aggregates {
                 dedup_horizon_ms,
                 max_open_age_ms,
                 trial_grace_ms,
+                signals,
             },
             sla,
             abandoned_tickets: 0,
@@ -646,7 +658,8 @@ impl Aggregates {
             .unwrap_or(now_ms)
     }
 
-    /// Forgets a partition's state (revoked, or about to be replayed from scratch).
+    /// Forgets a partition's state, its customers' signal parts included (revoked, or about
+    /// to be replayed from scratch).
     pub fn drop_partition(&mut self, partition: PartitionId) {
         self.partitions.remove(&partition);
     }
@@ -672,9 +685,9 @@ impl Aggregates {
         let Some(now) = calendar.locate(now_ms) else {
             return;
         };
-        let state = partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState::new(partition_settings, periods.len()));
+        let state = partitions.entry(partition).or_insert_with(|| {
+            PartitionState::new(partition_settings, periods.len(), partition.family)
+        });
         for record in records {
             if !record.counted_in(calendar) {
                 continue;
@@ -931,9 +944,9 @@ impl Aggregates {
         if late && family == Family::Surveys {
             return Ok(Outcome::Late);
         }
-        let state = partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState::new(partition_settings, periods.len()));
+        let state = partitions.entry(partition).or_insert_with(|| {
+            PartitionState::new(partition_settings, periods.len(), partition.family)
+        });
         let id = state.seen.hash(&event.event_id);
         if state.seen.seen(id) {
             return Ok(if late && family == Family::Tickets {
@@ -963,9 +976,14 @@ impl Aggregates {
         };
         let open = &mut state.open_tickets;
         let at = event.occurred_at_ms;
+        // The customer's health signals count every applied event, late ones included.
+        let customer = state.signals.key(&event.customer_id);
+        let mut ticket_signal = TicketSignal::default();
         let first_reply = match &event.payload {
             Payload::SurveyResponded { survey, score } => {
                 landing.apply(&mut state.surveys, |t| t.record(*survey, *score));
+                let id = &event.customer_id;
+                state.signals.answered(customer, id, at, *survey, *score);
                 None
             }
             Payload::TicketOpened {
@@ -975,7 +993,8 @@ impl Aggregates {
                 if !late {
                     landing.apply(&mut state.tickets, |t| t.opened += 1);
                 }
-                open.opened(ticket_id, at, *priority)
+                ticket_signal.opened = true;
+                open.opened(ticket_id, customer, at, *priority)
             }
             Payload::TicketReopened {
                 ticket_id,
@@ -984,7 +1003,7 @@ impl Aggregates {
                 if !late {
                     landing.apply(&mut state.tickets, |t| t.reopened += 1);
                 }
-                open.reopened(ticket_id, at, *priority);
+                open.reopened(ticket_id, customer, at, *priority);
                 None
             }
             Payload::TicketReplied {
@@ -1001,11 +1020,14 @@ impl Aggregates {
                 priority,
             } => {
                 let ticket = open.resolved(ticket_id, at);
+                // Validation guarantees opened_at <= occurred_at.
+                let duration_ms = u64::try_from(at - opened_at_ms).unwrap_or(0);
+                let priority = priority.or(ticket.and_then(|t| t.priority));
+                let target_ms = sla.of(priority).resolution_ms;
+                if sla::breached(duration_ms, target_ms) {
+                    ticket_signal.breached_at_ms = Some(at);
+                }
                 if !late {
-                    // Validation guarantees opened_at <= occurred_at.
-                    let duration_ms = u64::try_from(at - opened_at_ms).unwrap_or(0);
-                    let priority = priority.or(ticket.and_then(|t| t.priority));
-                    let target_ms = sla.of(priority).resolution_ms;
                     landing.apply(&mut state.tickets, |t| {
                         t.record_resolution(*agent_replies, *reopens, duration_ms);
                         t.service.resolution_sla.judge(duration_ms, target_ms);
@@ -1033,6 +1055,8 @@ impl Aggregates {
                 } else {
                     let place_now = CustomerPlace::new(series, at);
                     let applied = state.ledger.apply(event, rates, place_now)?;
+                    let id = &event.customer_id;
+                    state.signals.billed(customer, id, at, &applied);
                     if let Some(moved) = &applied.moved_from {
                         let (mrr, subscriptions) = (moved.mrr, moved.subscriptions);
                         for (old, new) in moved.from.series.keys().iter().zip(series.keys()) {
@@ -1178,6 +1202,16 @@ impl Aggregates {
                 t.first_reply.record(duration_ms);
                 t.service.first_reply_sla.judge(duration_ms, target_ms);
             });
+            if sla::breached(duration_ms, target_ms) {
+                ticket_signal.breached_at_ms = Some(replied_at_ms);
+            }
+        }
+        if family == Family::Tickets {
+            let changes = state.open_tickets.take_changes();
+            let id = &event.customer_id;
+            state
+                .signals
+                .ticket(customer, id, at, ticket_signal, changes);
         }
         // Only an applied event is remembered: a corrected resend of a rejected one applies.
         state.seen.remember(id, event.occurred_at_ms);
@@ -1188,6 +1222,29 @@ impl Aggregates {
         } else {
             Outcome::Counted
         })
+    }
+
+    /// The customer signal parts of `partition` changed since the last call, and `None` for
+    /// each customer forgotten since (no event for `forget_after` at `now_ms`, no MRR and
+    /// no open ticket): the count of `None`s is the count of customers forgotten.
+    pub fn take_signal_changes(
+        &mut self,
+        partition: PartitionId,
+        now_ms: i64,
+    ) -> Vec<(Arc<str>, Option<CustomerSignals>)> {
+        self.partitions
+            .get_mut(&partition)
+            .map(|state| state.signals.take_changes(now_ms))
+            .unwrap_or_default()
+    }
+
+    /// The part of `customer_id`'s signals that `partition` holds.
+    pub fn customer_signals(
+        &self,
+        partition: PartitionId,
+        customer_id: &str,
+    ) -> Option<CustomerSignals> {
+        self.partitions.get(&partition)?.signals.get(customer_id)
     }
 
     /// Tickets dropped from the open tickets for their age since the last call, over every

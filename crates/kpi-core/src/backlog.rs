@@ -116,6 +116,7 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::parts::CustomerKey;
 
     fn ticket(
         opened_at_ms: i64,
@@ -128,6 +129,7 @@ mod tests {
             first_reply,
             public_agent_replies: 0,
             reopened: false,
+            customer: CustomerKey::default(),
         }
     }
 

@@ -15,6 +15,7 @@
 //! else.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,11 @@ pub struct Applied<S> {
     pub active_since_ms: i64,
     /// The customer's series after the event, as the ledger keeps it.
     pub series: S,
+    /// The customer whose MRR the event changed: the one that owns the subscription,
+    /// whatever customer the event names.
+    pub customer_id: Arc<str>,
+    /// That customer's MRR after the event.
+    pub mrr: Micros,
 }
 
 /// Where a customer's values count, as the ledger keeps it between its events. Equal
@@ -140,6 +146,8 @@ impl CustomerSeries for &str {
 
 #[derive(Debug, Clone)]
 struct Customer<S> {
+    /// Shared with [`BillingLedger::customer_ids`]: one copy of the id.
+    id: Arc<str>,
     mrr: Micros,
     ever_paid: bool,
     /// Subscriptions started and not canceled, free ones included.
@@ -151,8 +159,9 @@ struct Customer<S> {
 }
 
 impl<S> Customer<S> {
-    fn new(series: S) -> Self {
+    fn new(id: Arc<str>, series: S) -> Self {
         Customer {
+            id,
             mrr: 0,
             ever_paid: false,
             subscriptions: 0,
@@ -188,7 +197,7 @@ pub struct BillingLedger<S> {
     customers: Vec<Customer<S>>,
     /// The position in `customers` of each customer id: one copy of an id however many
     /// subscriptions it has.
-    customer_ids: HashMap<Box<str>, usize>,
+    customer_ids: HashMap<Arc<str>, usize>,
     subscriptions: HashMap<Box<str>, Subscription>,
     /// The sum of every customer's MRR, kept within [`Micros`] so that each series' current
     /// MRR (a part of it) fits too.
@@ -251,11 +260,16 @@ impl<S: CustomerSeries> BillingLedger<S> {
                 (subscription_id.as_ref(), None, true, false)
             }
             _ => {
+                // No subscription changes: the customer the event names, as it is.
+                let id = event.customer_id.as_ref();
+                let known = self.customer_ids.get_key_value(id);
                 return Ok(Applied {
                     change: MrrChange::NONE,
                     moved_from: None,
                     active_since_ms: event.occurred_at_ms,
                     series,
+                    customer_id: known.map_or_else(|| id.into(), |(id, _)| id.clone()),
+                    mrr: known.map_or(0, |(_, &position)| self.customers[position].mrr),
                 });
             }
         };
@@ -296,8 +310,9 @@ impl<S: CustomerSeries> BillingLedger<S> {
                 let before = known.map_or(0, |position| customers[position].mrr);
                 *total = checked_total(before, *total, delta)?;
                 let position = known.unwrap_or_else(|| {
-                    customer_ids.insert(id.into(), customers.len());
-                    customers.push(Customer::new(series.clone()));
+                    let id: Arc<str> = id.into();
+                    customer_ids.insert(id.clone(), customers.len());
+                    customers.push(Customer::new(id, series.clone()));
                     customers.len() - 1
                 });
                 subscriptions.insert(
@@ -346,6 +361,8 @@ impl<S: CustomerSeries> BillingLedger<S> {
             moved_from,
             active_since_ms: customer.active_since_ms,
             series: customer.series.clone(),
+            customer_id: customer.id.clone(),
+            mrr: customer.mrr,
         })
     }
 

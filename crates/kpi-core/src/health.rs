@@ -15,6 +15,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub mod customer;
+pub mod parts;
 pub mod signal_window;
 
 /// One signal of a customer's health, from one event family.

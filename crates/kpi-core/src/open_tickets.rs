@@ -3,7 +3,7 @@
 //!
 //! A ticket is open from its `ticket.opened` until its `ticket.resolved`, and again from a
 //! `ticket.reopened`. Only public agent replies are replies. What a ticket keeps is small and
-//! of fixed size (its id's keyed hash, about 40 bytes in all), and a ticket open longer than
+//! of fixed size (its id's and its customer's keyed hashes, about 48 bytes in all), and a ticket open longer than
 //! the configured maximum age is dropped and counted as abandoned, so the set stays bounded
 //! by the tickets opened within that age.
 //!
@@ -11,6 +11,11 @@
 //! never against the clock, so that a replay of the log makes the decisions the live run
 //! made. A ticket that has passed the age is treated as gone when it is next looked up,
 //! whether or not a sweep has removed it yet: sweeps only give its memory back.
+//!
+//! Each ticket keeps the keyed hash of the customer it was opened for, and every ticket that
+//! comes into the set or leaves it (resolved, or dropped for its age) is noted as an
+//! [`OpenChange`] of that customer, so that the customer's count of open tickets
+//! ([`crate::health::parts`]) follows the set exactly.
 //!
 //! Events of one ticket are expected in the order they happened. The one disorder handled is
 //! a public agent reply that arrives before its ticket's `ticket.opened`: it waits, at most
@@ -29,6 +34,7 @@ use std::hash::BuildHasher;
 use nohash_hasher::IntMap;
 
 use crate::event::{Author, Priority};
+use crate::health::parts::CustomerKey;
 
 /// How long, in event time, a public agent reply waits for its ticket's `ticket.opened`.
 pub const WAIT_MS: i64 = 3_600_000;
@@ -65,6 +71,17 @@ pub struct OpenTicket {
     pub public_agent_replies: u32,
     /// A `ticket.reopened` was seen since it was opened.
     pub reopened: bool,
+    /// The customer it was opened for.
+    pub customer: CustomerKey,
+}
+
+/// A ticket that came into the open tickets or left them, and the customer it was opened
+/// for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenChange {
+    pub customer: CustomerKey,
+    /// Came in; otherwise left (resolved, or dropped for its age).
+    pub opened: bool,
 }
 
 /// A public agent reply seen before its ticket's `ticket.opened`, and the series `S` it
@@ -100,6 +117,8 @@ pub struct OpenTickets<S> {
     next_waiting_sweep_ms: i64,
     /// Tickets dropped for their age and not yet taken by [`OpenTickets::take_abandoned`].
     abandoned: u64,
+    /// Tickets that came in or left, not yet taken by [`OpenTickets::take_changes`].
+    changes: Vec<OpenChange>,
 }
 
 /// The time from opening to a reply; a reply dated before the opening (producers' clocks
@@ -120,6 +139,7 @@ impl<S: Copy> OpenTickets<S> {
             next_sweep_ms: i64::MIN,
             next_waiting_sweep_ms: i64::MIN,
             abandoned: 0,
+            changes: Vec::new(),
         }
     }
 
@@ -157,6 +177,15 @@ impl<S: Copy> OpenTickets<S> {
         std::mem::take(&mut self.abandoned)
     }
 
+    /// The tickets that came in or left since the last call, in order.
+    pub fn take_changes(&mut self) -> std::vec::Drain<'_, OpenChange> {
+        self.changes.drain(..)
+    }
+
+    fn note(&mut self, customer: CustomerKey, opened: bool) {
+        self.changes.push(OpenChange { customer, opened });
+    }
+
     fn expired(&self, opened_at_ms: i64) -> bool {
         opened_at_ms < self.newest_ms.saturating_sub(self.max_open_age_ms)
     }
@@ -168,10 +197,19 @@ impl<S: Copy> OpenTickets<S> {
         }
         self.newest_ms = at_ms;
         if at_ms >= self.next_sweep_ms {
-            let before = self.tickets.len();
             let oldest = at_ms.saturating_sub(self.max_open_age_ms);
-            self.tickets.retain(|_, t| t.opened_at_ms >= oldest);
-            self.abandoned += (before - self.tickets.len()) as u64;
+            let (abandoned, changes) = (&mut self.abandoned, &mut self.changes);
+            self.tickets.retain(|_, t| {
+                let keep = t.opened_at_ms >= oldest;
+                if !keep {
+                    *abandoned += 1;
+                    changes.push(OpenChange {
+                        customer: t.customer,
+                        opened: false,
+                    });
+                }
+                keep
+            });
             self.next_sweep_ms =
                 at_ms.saturating_add((self.max_open_age_ms / SWEEPS_PER_AGE).max(1));
         }
@@ -189,8 +227,10 @@ impl<S: Copy> OpenTickets<S> {
             .get(&key)
             .map(|t| self.expired(t.opened_at_ms))?;
         if expired {
-            self.tickets.remove(&key);
-            self.abandoned += 1;
+            if let Some(ticket) = self.tickets.remove(&key) {
+                self.abandoned += 1;
+                self.note(ticket.customer, false);
+            }
             return None;
         }
         self.tickets.get_mut(&key)
@@ -202,11 +242,12 @@ impl<S: Copy> OpenTickets<S> {
         self.waiting.remove(&key).filter(|w| w.at_ms >= oldest)
     }
 
-    /// A `ticket.opened` at `at_ms`. Returns the first reply to count when a public agent
-    /// reply was waiting for it.
+    /// A `ticket.opened` of `customer` at `at_ms`. Returns the first reply to count when a
+    /// public agent reply was waiting for it.
     pub fn opened(
         &mut self,
         ticket_id: &str,
+        customer: CustomerKey,
         at_ms: i64,
         priority: Option<Priority>,
     ) -> Option<FirstReplyTime<S>> {
@@ -231,8 +272,10 @@ impl<S: Copy> OpenTickets<S> {
             first_reply: waiting.map_or(FirstReply::Awaited, |w| FirstReply::At(w.at_ms)),
             public_agent_replies: waiting.map_or(0, |w| w.public_agent_replies),
             reopened: false,
+            customer,
         };
         self.tickets.insert(key, ticket);
+        self.note(customer, true);
         waiting.map(|w| FirstReplyTime {
             replied_at_ms: w.at_ms,
             duration_ms: elapsed(at_ms, w.at_ms),
@@ -241,8 +284,14 @@ impl<S: Copy> OpenTickets<S> {
         })
     }
 
-    /// A `ticket.reopened` at `at_ms`.
-    pub fn reopened(&mut self, ticket_id: &str, at_ms: i64, priority: Option<Priority>) {
+    /// A `ticket.reopened` of `customer` at `at_ms`.
+    pub fn reopened(
+        &mut self,
+        ticket_id: &str,
+        customer: CustomerKey,
+        at_ms: i64,
+        priority: Option<Priority>,
+    ) {
         self.advance(at_ms);
         let key = self.keys.hash_one(ticket_id);
         if let Some(ticket) = self.live(key) {
@@ -261,8 +310,10 @@ impl<S: Copy> OpenTickets<S> {
                 first_reply: FirstReply::Settled,
                 public_agent_replies: 0,
                 reopened: true,
+                customer,
             },
         );
+        self.note(customer, true);
     }
 
     /// A `ticket.replied` at `at_ms`, counted in `series`. Returns the first reply time when
@@ -330,7 +381,9 @@ impl<S: Copy> OpenTickets<S> {
         let key = self.keys.hash_one(ticket_id);
         self.waiting.remove(&key);
         self.live(key)?;
-        self.tickets.remove(&key)
+        let ticket = self.tickets.remove(&key)?;
+        self.note(ticket.customer, false);
+        Some(ticket)
     }
 }
 
@@ -346,6 +399,7 @@ mod tests {
     const HOUR: i64 = 60 * MINUTE;
     const DAY: i64 = 24 * HOUR;
     const T0: i64 = 20_000 * HOUR;
+    const C: CustomerKey = CustomerKey(1);
 
     fn tickets() -> OpenTickets<u8> {
         OpenTickets::new(90 * DAY)
@@ -377,7 +431,7 @@ mod tests {
     #[test]
     fn only_the_first_public_agent_reply_is_a_first_reply() {
         let mut t = tickets();
-        assert_eq!(t.opened("a", T0, Some(Priority::High)), None);
+        assert_eq!(t.opened("a", C, T0, Some(Priority::High)), None);
         assert_eq!(
             t.replied("a", T0 + MINUTE, Author::Customer, true, None, 1),
             None
@@ -400,20 +454,21 @@ mod tests {
                 first_reply: FirstReply::At(T0 + HOUR),
                 public_agent_replies: 2,
                 reopened: false,
+                customer: C,
             }
         );
         // Other tickets are apart.
         assert_eq!(t.get("b"), None);
-        assert_eq!(t.opened("b", T0, None), None);
+        assert_eq!(t.opened("b", C, T0, None), None);
         assert_eq!(reply(&mut t, "b", T0 + 1), first(T0 + 1, 1, 7));
     }
 
     #[test]
     fn a_reopen_starts_no_new_first_reply() {
         let mut t = tickets();
-        t.opened("a", T0, None);
+        t.opened("a", C, T0, None);
         reply(&mut t, "a", T0 + MINUTE);
-        t.reopened("a", T0 + HOUR, Some(Priority::Urgent));
+        t.reopened("a", C, T0 + HOUR, Some(Priority::Urgent));
         assert_eq!(reply(&mut t, "a", T0 + 2 * HOUR), None);
         let a = t.get("a").unwrap();
         assert!(a.reopened);
@@ -425,7 +480,7 @@ mod tests {
             Some(2)
         );
         assert_eq!(t.get("a"), None);
-        t.reopened("a", T0 + 4 * HOUR, None);
+        t.reopened("a", C, T0 + 4 * HOUR, None);
         assert_eq!(reply(&mut t, "a", T0 + 5 * HOUR), None);
         let a = t.get("a").unwrap();
         assert_eq!(
@@ -433,8 +488,8 @@ mod tests {
             (T0 + 4 * HOUR, FirstReply::Settled)
         );
         // A reopen before any reply keeps the reply to come.
-        t.opened("b", T0, None);
-        t.reopened("b", T0 + MINUTE, None);
+        t.opened("b", C, T0, None);
+        t.reopened("b", C, T0 + MINUTE, None);
         assert_eq!(
             reply(&mut t, "b", T0 + HOUR),
             first(T0 + HOUR, HOUR as u64, 7)
@@ -452,7 +507,7 @@ mod tests {
         assert_eq!((t.len(), t.waiting()), (0, 1));
         // Counted at the first reply's time, in its series.
         assert_eq!(
-            t.opened("a", T0, Some(Priority::High)),
+            t.opened("a", C, T0, Some(Priority::High)),
             with_priority(first(T0 + HOUR, HOUR as u64, 3), Priority::Low)
         );
         let a = t.get("a").unwrap();
@@ -462,14 +517,14 @@ mod tests {
         // Dated before its opening: no time.
         reply(&mut t, "b", T0 + 2 * HOUR);
         assert_eq!(
-            t.opened("b", T0 + 2 * HOUR + MINUTE, None),
+            t.opened("b", C, T0 + 2 * HOUR + MINUTE, None),
             first(T0 + 2 * HOUR, 0, 7)
         );
         // Customer and private replies do not wait.
         t.replied("c", T0, Author::Customer, true, None, 1);
         t.replied("c", T0, Author::Agent, false, None, 1);
         assert_eq!(t.waiting(), 0);
-        assert_eq!(t.opened("c", T0, None), None);
+        assert_eq!(t.opened("c", C, T0, None), None);
     }
 
     #[test]
@@ -477,10 +532,10 @@ mod tests {
         let mut t = tickets();
         reply(&mut t, "a", T0);
         reply(&mut t, "b", T0);
-        t.opened("x", T0 + WAIT_MS, None);
-        assert_eq!(t.opened("a", T0, None), first(T0, 0, 7));
-        t.opened("x", T0 + WAIT_MS + 1, None);
-        assert_eq!(t.opened("b", T0, None), None);
+        t.opened("x", C, T0 + WAIT_MS, None);
+        assert_eq!(t.opened("a", C, T0, None), first(T0, 0, 7));
+        t.opened("x", C, T0 + WAIT_MS + 1, None);
+        assert_eq!(t.opened("b", C, T0, None), None);
         assert_eq!(
             reply(&mut t, "b", T0 + WAIT_MS + 2),
             first(T0 + WAIT_MS + 2, (WAIT_MS + 2) as u64, 7)
@@ -490,16 +545,16 @@ mod tests {
         assert_eq!(t.waiting(), 0);
         // A waiting reply is replaced by a newer one once it has waited too long.
         reply(&mut t, "d", T0 + WAIT_MS);
-        t.opened("x", T0 + 2 * WAIT_MS + 1, None);
+        t.opened("x", C, T0 + 2 * WAIT_MS + 1, None);
         reply(&mut t, "d", T0 + 2 * WAIT_MS + 1);
         assert_eq!(
-            t.opened("d", T0 + 2 * WAIT_MS, None),
+            t.opened("d", C, T0 + 2 * WAIT_MS, None),
             first(T0 + 2 * WAIT_MS + 1, 1, 7)
         );
         // A resolution forgets it.
         reply(&mut t, "e", T0 + 2 * WAIT_MS + 1);
         assert_eq!(t.resolved("e", T0 + 2 * WAIT_MS + 1), None);
-        assert_eq!(t.opened("e", T0 + 2 * WAIT_MS, None), None);
+        assert_eq!(t.opened("e", C, T0 + 2 * WAIT_MS, None), None);
     }
 
     #[test]
@@ -509,30 +564,30 @@ mod tests {
             reply(&mut t, &i.to_string(), T0);
         }
         assert_eq!(t.waiting(), MAX_WAITING);
-        assert_eq!(t.opened("0", T0, None), first(T0, 0, 7));
-        assert_eq!(t.opened(&MAX_WAITING.to_string(), T0, None), None);
+        assert_eq!(t.opened("0", C, T0, None), first(T0, 0, 7));
+        assert_eq!(t.opened(&MAX_WAITING.to_string(), C, T0, None), None);
     }
 
     #[test]
     fn a_ticket_open_past_the_maximum_age_is_dropped_and_counted_once() {
         let mut t = OpenTickets::<u8>::new(DAY);
-        t.opened("a", T0, None);
-        t.opened("b", T0 + HOUR, None);
-        t.opened("x", T0 + DAY, None);
+        t.opened("a", C, T0, None);
+        t.opened("b", C, T0 + HOUR, None);
+        t.opened("x", C, T0 + DAY, None);
         assert!(t.get("a").is_some());
         // One millisecond past the age: gone, whether swept or not.
-        t.opened("x", T0 + DAY + 1, None);
+        t.opened("x", C, T0 + DAY + 1, None);
         assert_eq!(t.get("a"), None);
         assert_eq!(reply(&mut t, "a", T0 + DAY + 1), None);
         assert_eq!(t.take_abandoned(), 1);
         assert_eq!(t.take_abandoned(), 0);
         // A sweep gives back the memory of those never looked up again.
-        t.opened("y", T0 + 2 * DAY, None);
+        t.opened("y", C, T0 + 2 * DAY, None);
         assert_eq!(t.get("b"), None);
         assert_eq!(t.take_abandoned(), 1);
         assert_eq!(t.len(), 2);
         // An opening already past the age is not kept, nor counted.
-        assert_eq!(t.opened("old", T0, None), None);
+        assert_eq!(t.opened("old", C, T0, None), None);
         assert_eq!(t.get("old"), None);
         assert_eq!(t.take_abandoned(), 0);
     }
@@ -540,13 +595,13 @@ mod tests {
     #[test]
     fn priorities_follow_the_latest_event_that_gives_one() {
         let mut t = tickets();
-        t.opened("a", T0, Some(Priority::Low));
+        t.opened("a", C, T0, Some(Priority::Low));
         t.replied("a", T0, Author::Customer, false, Some(Priority::Normal), 0);
         assert_eq!(t.get("a").unwrap().priority, Some(Priority::Normal));
         t.replied("a", T0, Author::Agent, true, None, 0);
-        t.reopened("a", T0, None);
+        t.reopened("a", C, T0, None);
         assert_eq!(t.get("a").unwrap().priority, Some(Priority::Normal));
-        t.opened("a", T0 - HOUR, Some(Priority::Urgent));
+        t.opened("a", C, T0 - HOUR, Some(Priority::Urgent));
         let a = t.get("a").unwrap();
         // Opened again while open: the earliest opening stands.
         assert_eq!(
@@ -558,15 +613,15 @@ mod tests {
     #[test]
     fn instants_at_the_ends_of_time_do_not_overflow() {
         let mut t = tickets();
-        t.opened("a", i64::MIN, None);
+        t.opened("a", C, i64::MIN, None);
         assert_eq!(reply(&mut t, "a", i64::MIN), first(i64::MIN, 0, 7));
-        t.opened("b", i64::MIN, None);
+        t.opened("b", C, i64::MIN, None);
         assert_eq!(reply(&mut t, "b", i64::MAX), None);
         assert_eq!(t.get("b"), None);
-        t.opened("c", i64::MAX - 1, None);
+        t.opened("c", C, i64::MAX - 1, None);
         assert_eq!(reply(&mut t, "c", i64::MAX), first(i64::MAX, 1, 7));
         reply(&mut t, "d", i64::MAX);
-        assert_eq!(t.opened("d", i64::MIN, None), None);
+        assert_eq!(t.opened("d", C, i64::MIN, None), None);
     }
 
     /// A ticket as the brute-force model keeps it: the same rules, kept by name, with every
@@ -750,12 +805,14 @@ mod tests {
             let mut open = OpenTickets::<u8>::new(max_age);
             let mut model = Model { max_age, ..Model::default() };
             let mut abandoned = 0;
+            let mut held: HashMap<CustomerKey, i64> = HashMap::new();
             for step in &steps {
                 let id = step.ticket.to_string();
+                let customer = CustomerKey(u64::from(step.ticket % 3));
                 let got = match step.kind {
-                    0 => open.opened(&id, step.at, step.priority),
+                    0 => open.opened(&id, customer, step.at, step.priority),
                     1 => {
-                        open.reopened(&id, step.at, step.priority);
+                        open.reopened(&id, customer, step.at, step.priority);
                         None
                     }
                     2 => open.replied(&id, step.at, step.author, step.public, step.priority, step.series),
@@ -765,6 +822,17 @@ mod tests {
                     }
                 };
                 abandoned += open.take_abandoned();
+                for change in open.take_changes() {
+                    let count = held.entry(change.customer).or_insert(0i64);
+                    *count += if change.opened { 1 } else { -1 };
+                }
+                // The changes add up, per customer, to the tickets held for it.
+                let mut by_customer: HashMap<CustomerKey, i64> = HashMap::new();
+                for ticket in open.tickets.values() {
+                    *by_customer.entry(ticket.customer).or_default() += 1;
+                }
+                held.retain(|_, count| *count != 0);
+                prop_assert_eq!(&held, &by_customer);
                 let expected = model.apply(step);
                 prop_assert_eq!(got.map(|f| (f.replied_at_ms, f.duration_ms, f.series, f.priority)), expected, "{:?}", step);
                 for ticket in 0..6u8 {
@@ -776,6 +844,7 @@ mod tests {
                         first_reply: t.first,
                         public_agent_replies: t.replies,
                         reopened: t.reopened,
+                        customer: CustomerKey(u64::from(ticket % 3)),
                     });
                     prop_assert_eq!(got, expected, "ticket {}", ticket);
                 }

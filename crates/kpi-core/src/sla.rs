@@ -67,6 +67,12 @@ impl SlaTargets {
     }
 }
 
+/// Whether a clock that ran `duration_ms` breached `target_ms`: the target itself is
+/// achieved.
+pub fn breached(duration_ms: u64, target_ms: u64) -> bool {
+    duration_ms > target_ms
+}
+
 /// First replies or resolutions judged against their target in a bucket.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlaCounts {
@@ -79,10 +85,10 @@ pub struct SlaCounts {
 impl SlaCounts {
     /// Judges one clock that ran `duration_ms` against `target_ms`.
     pub fn judge(&mut self, duration_ms: u64, target_ms: u64) {
-        if duration_ms <= target_ms {
-            self.achieved += 1;
-        } else {
+        if breached(duration_ms, target_ms) {
             self.breached += 1;
+        } else {
+            self.achieved += 1;
         }
     }
 

@@ -45,6 +45,7 @@ fn aggregates(zone: &str, week_start: WeekStart, periods: &[PeriodKind]) -> Aggr
         max_open_age_ms: 90 * 86_400_000,
         sla: SlaTargets::default(),
         trial_grace_ms: 3 * 86_400_000,
+        signals: SignalSettings::default(),
     })
 }
 

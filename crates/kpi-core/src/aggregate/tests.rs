@@ -44,6 +44,7 @@ pub(super) fn settings(cap: usize) -> StateSettings {
         max_open_age_ms: 90 * DAY,
         sla: SlaTargets::default(),
         trial_grace_ms: 30 * MINUTE,
+        signals: SignalSettings::default(),
     }
 }
 
@@ -1252,6 +1253,7 @@ fn tickets_replay_far_enough_for_every_open_ticket() {
         max_open_age_ms,
         sla: SlaTargets::default(),
         trial_grace_ms: 30 * MINUTE,
+        signals: SignalSettings::default(),
     };
     let rolling = DAY + 1_440_000 + 5 * MINUTE;
     let long = settings(90 * DAY);

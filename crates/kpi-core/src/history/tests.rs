@@ -9,6 +9,7 @@ use super::*;
 use crate::aggregate::StateSettings;
 use crate::dimension::Dimensions;
 use crate::event::{Family, Payload, Survey};
+use crate::health::parts::SignalSettings;
 use crate::rates::Rates;
 use crate::sla::SlaTargets;
 use crate::window::WindowSpec;
@@ -36,6 +37,7 @@ fn aggregates() -> Aggregates {
         max_open_age_ms: 90 * 24 * HOUR,
         sla: SlaTargets::default(),
         trial_grace_ms: HOUR,
+        signals: SignalSettings::default(),
     })
 }
 

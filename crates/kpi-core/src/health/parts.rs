@@ -1,0 +1,440 @@
+//! The customer signals one input partition's events make: per customer, that family's part
+//! of its signals ([`CustomerSignals`] with one part set), kept where the events are read
+//! and taken when they change.
+//!
+//! A surveys or billing partition holds every event of its customers (those topics are
+//! keyed by customer); a tickets partition holds the tickets keyed to it, so a customer's
+//! ticket part is spread over the tickets partitions and adds up wherever the parts meet
+//! ([`CustomerSignals::merge`]). What a customer keeps here is small and of fixed size (its
+//! id, one part of sums over a ring of buckets, its latest event time), and a customer with
+//! no event for `forget_after`, no MRR and no open ticket is forgotten, so a partition holds
+//! the customers active within that time.
+//!
+//! Customers are found by a 64-bit hash of their id, keyed at random per partition, as
+//! ticket and event ids are: the open tickets keep it to find a ticket's customer when the
+//! ticket is dropped for its age, and a producer cannot craft ids that collide.
+//!
+//! Pure: every time is an argument.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use nohash_hasher::IntMap;
+
+use super::customer::{BillingPart, CustomerSignals, NpsAnswer, SurveyPart, TicketPart};
+use super::signal_window::SIGNAL_BUCKETS;
+use crate::billing::{Applied, Movement};
+use crate::event::{CancelReason, Family, Survey};
+use crate::open_tickets::OpenChange;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Sweeps for forgotten customers per `forget_after`: a customer is forgotten at most this
+/// fraction of the time after it became forgettable.
+const SWEEPS_PER_FORGET: i64 = 64;
+
+/// The time a customer's windowed signals cover, and how long an idle customer is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalSettings {
+    /// The signal window (`health.signal_window`): tickets opened, CSAT answers, MRR
+    /// movements and failed payments count within it.
+    pub window_ms: i64,
+    /// A customer with no event for this long, no MRR and no open ticket is forgotten
+    /// (`health.forget_after`). At least the window, so that what is forgotten has left the
+    /// window already.
+    pub forget_after_ms: i64,
+}
+
+impl Default for SignalSettings {
+    /// 90 days of signals, a customer forgotten after 400 days: a quarter of activity,
+    /// and a yearly customer's renewal with room to spare.
+    fn default() -> Self {
+        SignalSettings {
+            window_ms: 90 * DAY_MS,
+            forget_after_ms: 400 * DAY_MS,
+        }
+    }
+}
+
+impl SignalSettings {
+    /// The span of one bucket of a [`super::signal_window::SignalWindow`].
+    pub fn bucket_ms(&self) -> i64 {
+        (self.window_ms / SIGNAL_BUCKETS as i64).max(1)
+    }
+}
+
+/// A customer as one partition's signals and open tickets know it: the keyed hash of its
+/// id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CustomerKey(pub(crate) u64);
+
+/// What one ticket event did to its customer's signals besides the open tickets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TicketSignal {
+    /// A `ticket.opened`: counted in the tickets opened at the event's time.
+    pub opened: bool,
+    /// A first reply or a resolution judged to have breached its SLA target, at the time
+    /// it was judged (the reply's, or the resolution's).
+    pub breached_at_ms: Option<i64>,
+}
+
+/// One family's part of a customer's signals.
+trait Part: Default {
+    /// Whether the part keeps its customer however long it is idle: MRR or an open ticket
+    /// is a signal of now, not of the window.
+    fn holds_customer(&self) -> bool;
+    /// The part as a customer's signals with this part alone.
+    fn signals(&self) -> CustomerSignals;
+}
+
+impl Part for SurveyPart {
+    fn holds_customer(&self) -> bool {
+        false
+    }
+
+    fn signals(&self) -> CustomerSignals {
+        CustomerSignals {
+            surveys: Some(self.clone()),
+            ..CustomerSignals::default()
+        }
+    }
+}
+
+impl Part for TicketPart {
+    fn holds_customer(&self) -> bool {
+        self.open > 0
+    }
+
+    fn signals(&self) -> CustomerSignals {
+        CustomerSignals {
+            tickets: Some(self.clone()),
+            ..CustomerSignals::default()
+        }
+    }
+}
+
+impl Part for BillingPart {
+    fn holds_customer(&self) -> bool {
+        self.mrr > 0
+    }
+
+    fn signals(&self) -> CustomerSignals {
+        CustomerSignals {
+            billing: Some(self.clone()),
+            ..CustomerSignals::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Customer<P> {
+    id: Arc<str>,
+    part: P,
+    /// The latest `occurred_at` of the customer's applied events here.
+    last_event_ms: i64,
+    /// Changed since the parts were last taken.
+    changed: bool,
+}
+
+/// The customers of one partition, with the part of its family.
+#[derive(Debug, Clone)]
+struct Customers<P> {
+    customers: IntMap<u64, Customer<P>>,
+    /// The keys of the customers whose `changed` is set, each once.
+    changed: Vec<u64>,
+}
+
+impl<P> Default for Customers<P> {
+    fn default() -> Self {
+        Customers {
+            customers: IntMap::default(),
+            changed: Vec::new(),
+        }
+    }
+}
+
+impl<P: Part + Clone> Customers<P> {
+    /// Applies an event of `key` at `at_ms`: `update` changes the part and says whether it
+    /// did. A customer seen for the first time starts with an empty part, which is a change.
+    fn update(
+        &mut self,
+        key: CustomerKey,
+        id: impl FnOnce() -> Arc<str>,
+        at_ms: i64,
+        update: impl FnOnce(&mut P) -> bool,
+    ) {
+        let mut created = false;
+        let customer = self.customers.entry(key.0).or_insert_with(|| {
+            created = true;
+            Customer {
+                id: id(),
+                part: P::default(),
+                last_event_ms: at_ms,
+                changed: false,
+            }
+        });
+        customer.last_event_ms = customer.last_event_ms.max(at_ms);
+        let changed = update(&mut customer.part) || created;
+        Self::mark(&mut self.changed, key.0, customer, changed);
+    }
+
+    /// Changes the part of a customer known here; one not known (forgotten) is left alone.
+    fn update_known(&mut self, key: CustomerKey, update: impl FnOnce(&mut P) -> bool) {
+        if let Some(customer) = self.customers.get_mut(&key.0) {
+            let changed = update(&mut customer.part);
+            Self::mark(&mut self.changed, key.0, customer, changed);
+        }
+    }
+
+    fn mark(list: &mut Vec<u64>, key: u64, customer: &mut Customer<P>, changed: bool) {
+        if changed && !customer.changed {
+            customer.changed = true;
+            list.push(key);
+        }
+    }
+
+    /// Forgets the customers with no event after `idle_before_ms` that nothing holds, into
+    /// `taken` as `None`.
+    fn forget(
+        &mut self,
+        idle_before_ms: i64,
+        taken: &mut Vec<(Arc<str>, Option<CustomerSignals>)>,
+    ) {
+        self.customers.retain(|_, customer| {
+            let keep = customer.last_event_ms > idle_before_ms || customer.part.holds_customer();
+            if !keep {
+                taken.push((customer.id.clone(), None));
+            }
+            keep
+        });
+    }
+
+    /// The parts changed since the last call, into `taken`.
+    fn take_changed(&mut self, taken: &mut Vec<(Arc<str>, Option<CustomerSignals>)>) {
+        for key in self.changed.drain(..) {
+            // A forgotten customer's key stays in the list; its tombstone is taken already.
+            if let Some(customer) = self.customers.get_mut(&key) {
+                customer.changed = false;
+                taken.push((customer.id.clone(), Some(customer.part.signals())));
+            }
+        }
+    }
+
+    fn get(&self, key: CustomerKey) -> Option<CustomerSignals> {
+        self.customers.get(&key.0).map(|c| c.part.signals())
+    }
+
+    fn len(&self) -> usize {
+        self.customers.len()
+    }
+}
+
+/// The customers of a partition of each family.
+#[derive(Debug, Clone)]
+enum FamilyCustomers {
+    Surveys(Customers<SurveyPart>),
+    Tickets(Customers<TicketPart>),
+    Billing(Customers<BillingPart>),
+}
+
+/// The customer signals of one input partition.
+#[derive(Debug, Clone)]
+pub struct PartitionSignals {
+    keys: RandomState,
+    bucket_ms: i64,
+    forget_after_ms: i64,
+    /// Forgotten customers are looked for from this time of the clock on.
+    next_sweep_ms: i64,
+    customers: FamilyCustomers,
+}
+
+impl PartitionSignals {
+    /// The signals of a partition of `family`; events of other families change nothing.
+    pub fn new(family: Family, settings: SignalSettings) -> Self {
+        let customers = match family {
+            Family::Surveys => FamilyCustomers::Surveys(Customers::default()),
+            Family::Tickets => FamilyCustomers::Tickets(Customers::default()),
+            Family::Billing => FamilyCustomers::Billing(Customers::default()),
+        };
+        PartitionSignals {
+            keys: RandomState::new(),
+            bucket_ms: settings.bucket_ms(),
+            forget_after_ms: settings.forget_after_ms.max(1),
+            next_sweep_ms: i64::MIN,
+            customers,
+        }
+    }
+
+    /// The key under which this partition keeps `customer_id`; computed once per event.
+    pub fn key(&self, customer_id: &str) -> CustomerKey {
+        CustomerKey(self.keys.hash_one(customer_id))
+    }
+
+    /// A survey answer of `customer` at `at_ms`: an NPS answer is the latest if no answer
+    /// here is later, a CSAT answer counts in the window; CES is no signal.
+    pub fn answered(
+        &mut self,
+        customer: CustomerKey,
+        customer_id: &str,
+        at_ms: i64,
+        survey: Survey,
+        score: u8,
+    ) {
+        let FamilyCustomers::Surveys(customers) = &mut self.customers else {
+            return;
+        };
+        let bucket_ms = self.bucket_ms;
+        customers.update(
+            customer,
+            || customer_id.into(),
+            at_ms,
+            |part| match survey {
+                Survey::Nps => {
+                    // Ties at one instant go to the higher score, as merging parts decides.
+                    let latest = part.latest_nps.max(Some(NpsAnswer { at_ms, score }));
+                    std::mem::replace(&mut part.latest_nps, latest) != latest
+                }
+                Survey::Csat => {
+                    part.csat_points.add(at_ms, bucket_ms, u32::from(score));
+                    part.csat_answers.add(at_ms, bucket_ms, 1);
+                    true
+                }
+                Survey::Ces => false,
+            },
+        );
+    }
+
+    /// A ticket event of `customer` at `at_ms`, and the changes of the partition's open
+    /// tickets it made: a ticket that became open or left counts for the customer the
+    /// ticket was opened for, whoever the event names.
+    pub fn ticket(
+        &mut self,
+        customer: CustomerKey,
+        customer_id: &str,
+        at_ms: i64,
+        signal: TicketSignal,
+        open_changes: impl IntoIterator<Item = OpenChange>,
+    ) {
+        let FamilyCustomers::Tickets(customers) = &mut self.customers else {
+            return;
+        };
+        let bucket_ms = self.bucket_ms;
+        customers.update(
+            customer,
+            || customer_id.into(),
+            at_ms,
+            |part| {
+                if signal.opened {
+                    part.opened.add(at_ms, bucket_ms, 1);
+                }
+                if let Some(breached_at_ms) = signal.breached_at_ms {
+                    part.sla_breaches.add(breached_at_ms, bucket_ms, 1);
+                }
+                signal.opened || signal.breached_at_ms.is_some()
+            },
+        );
+        for change in open_changes {
+            customers.update_known(change.customer, |part| {
+                part.open = if change.opened {
+                    part.open.saturating_add(1)
+                } else {
+                    part.open.saturating_sub(1)
+                };
+                true
+            });
+        }
+    }
+
+    /// A subscription event at `at_ms` that the ledger applied: its MRR change counts for
+    /// the customer that owns the subscription (`applied.customer_id`), whoever the event
+    /// names; `customer` is the key of the one it names (`customer_id`).
+    pub fn billed<S>(
+        &mut self,
+        customer: CustomerKey,
+        customer_id: &str,
+        at_ms: i64,
+        applied: &Applied<S>,
+    ) {
+        let key = if *applied.customer_id == *customer_id {
+            customer
+        } else {
+            self.key(&applied.customer_id)
+        };
+        let FamilyCustomers::Billing(customers) = &mut self.customers else {
+            return;
+        };
+        let bucket_ms = self.bucket_ms;
+        let change = &applied.change;
+        customers.update(
+            key,
+            || applied.customer_id.clone(),
+            at_ms,
+            |part| {
+                let trend = match change.movement {
+                    Some(Movement::Expansion) => change.amount,
+                    Some(Movement::Contraction) => -change.amount,
+                    _ => 0,
+                };
+                if trend != 0 {
+                    part.mrr_change.add(at_ms, bucket_ms, trend);
+                }
+                let failed = change.cancellation && change.reason == CancelReason::Delinquent;
+                if failed {
+                    part.payment_failures.add(at_ms, bucket_ms, 1);
+                }
+                let paying_since_ms = (applied.mrr > 0).then_some(applied.active_since_ms);
+                let moved = part.mrr != applied.mrr || part.paying_since_ms != paying_since_ms;
+                part.mrr = applied.mrr;
+                part.paying_since_ms = paying_since_ms;
+                moved || trend != 0 || failed
+            },
+        );
+    }
+
+    /// The parts changed since the last call, and `None` for the customers forgotten since:
+    /// no event for `forget_after` at `now_ms`, and no MRR or open ticket. Each customer
+    /// once, a tombstone never beside a part.
+    pub fn take_changes(&mut self, now_ms: i64) -> Vec<(Arc<str>, Option<CustomerSignals>)> {
+        let mut taken = Vec::new();
+        if now_ms >= self.next_sweep_ms {
+            let idle_before_ms = now_ms.saturating_sub(self.forget_after_ms);
+            match &mut self.customers {
+                FamilyCustomers::Surveys(c) => c.forget(idle_before_ms, &mut taken),
+                FamilyCustomers::Tickets(c) => c.forget(idle_before_ms, &mut taken),
+                FamilyCustomers::Billing(c) => c.forget(idle_before_ms, &mut taken),
+            }
+            self.next_sweep_ms =
+                now_ms.saturating_add((self.forget_after_ms / SWEEPS_PER_FORGET).max(1));
+        }
+        match &mut self.customers {
+            FamilyCustomers::Surveys(c) => c.take_changed(&mut taken),
+            FamilyCustomers::Tickets(c) => c.take_changed(&mut taken),
+            FamilyCustomers::Billing(c) => c.take_changed(&mut taken),
+        }
+        taken
+    }
+
+    /// The part of `customer_id` this partition holds.
+    pub fn get(&self, customer_id: &str) -> Option<CustomerSignals> {
+        let key = self.key(customer_id);
+        match &self.customers {
+            FamilyCustomers::Surveys(c) => c.get(key),
+            FamilyCustomers::Tickets(c) => c.get(key),
+            FamilyCustomers::Billing(c) => c.get(key),
+        }
+    }
+
+    /// Customers held.
+    pub fn len(&self) -> usize {
+        match &self.customers {
+            FamilyCustomers::Surveys(c) => c.len(),
+            FamilyCustomers::Tickets(c) => c.len(),
+            FamilyCustomers::Billing(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
