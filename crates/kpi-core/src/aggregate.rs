@@ -1445,6 +1445,8 @@ mod period_tests;
 #[cfg(test)]
 mod service_tests;
 #[cfg(test)]
+mod signal_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod trial_tests;

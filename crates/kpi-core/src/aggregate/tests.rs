@@ -1275,11 +1275,11 @@ fn tickets_replay_far_enough_for_every_open_ticket() {
 /// A ticket event as the brute force reads it: `kind` 0 opened, 1 reopened, 2 replied,
 /// 3 resolved; `counts` for a public agent reply.
 #[derive(Debug, Clone, Copy)]
-struct TicketRecord {
-    at: i64,
-    kind: u8,
-    ticket: usize,
-    counts: bool,
+pub(super) struct TicketRecord {
+    pub(super) at: i64,
+    pub(super) kind: u8,
+    pub(super) ticket: usize,
+    pub(super) counts: bool,
 }
 
 /// The reply waiting for the opening `events[i]` of a ticket, if any: the earliest public
@@ -1301,9 +1301,10 @@ fn waiting_reply(events: &[TicketRecord], i: usize, spell_start: usize) -> Optio
     waiting
 }
 
-/// Every first reply (its time and first reply time) of `events`, in delivery order, each
-/// decided from the events before it. No ticket reaches the maximum open age here.
-fn first_replies(events: &[TicketRecord]) -> Vec<(i64, u64)> {
+/// Every first reply (its time, first reply time and ticket) of `events`, in delivery
+/// order, each decided from the events before it. No ticket reaches the maximum open age
+/// here.
+pub(super) fn first_replies(events: &[TicketRecord]) -> Vec<(i64, u64, usize)> {
     let mut firsts = Vec::new();
     for (i, e) in events.iter().enumerate() {
         // The ticket's spell: its events since its last resolution.
@@ -1327,13 +1328,14 @@ fn first_replies(events: &[TicketRecord]) -> Vec<(i64, u64)> {
                         .filter(|x| x.kind == 0)
                         .map(|x| x.at)
                         .fold(events[s].at, i64::min);
-                    firsts.push((e.at, u64::try_from(e.at - opened_at).unwrap_or(0)));
+                    let duration = u64::try_from(e.at - opened_at).unwrap_or(0);
+                    firsts.push((e.at, duration, e.ticket));
                 }
             }
             // An opening that begins a spell takes the reply waiting for it.
             (0, None) => {
                 if let Some(w) = waiting_reply(events, i, spell_start) {
-                    firsts.push((w, u64::try_from(w - e.at).unwrap_or(0)));
+                    firsts.push((w, u64::try_from(w - e.at).unwrap_or(0), e.ticket));
                 }
             }
             _ => {}
