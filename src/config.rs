@@ -33,16 +33,17 @@ use kpi_core::billing::BillingTally;
 use kpi_core::calendar::Calendar;
 use kpi_core::dimension::Dimensions;
 use kpi_core::event::{DIMENSION_FIELDS, Family, Limits, MAX_FIELD_BYTES};
-use kpi_core::health::parts::SignalSettings;
 use kpi_core::rates::{RATE_BOUNDS, Rates};
 use kpi_core::survey::SurveyTally;
 use kpi_core::ticket::TicketTally;
 use kpi_core::window::WindowSpec;
 
 mod calendar;
+mod health;
 mod sla;
 
 pub use calendar::CalendarConfig;
+pub use health::HealthConfig;
 pub use sla::SlaConfig;
 
 /// Prefix of the environment variables that override configuration keys.
@@ -52,7 +53,7 @@ pub const ENV_PREFIX: &str = "KPI_STREAM_";
 const MIN_MAX_PAUSE: Duration = Duration::from_secs(1);
 const MAX_MAX_PAUSE: Duration = Duration::from_secs(7 * 86_400);
 /// The sections of the configuration, as named in `KPI_STREAM_<SECTION>__<KEY>`.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "kafka",
     "topics",
     "events",
@@ -62,6 +63,7 @@ const SECTIONS: [&str; 12] = [
     "dimensions",
     "billing",
     "sla",
+    "health",
     "publish",
     "http",
     "generate",
@@ -191,6 +193,7 @@ pub struct Config {
     pub dimensions: DimensionsConfig,
     pub billing: BillingConfig,
     pub sla: SlaConfig,
+    pub health: HealthConfig,
     pub publish: PublishConfig,
     pub http: HttpConfig,
     pub generate: GenerateConfig,
@@ -839,6 +842,7 @@ impl Config {
         let calendar = self.calendar.calendar()?;
         self.sla.max_open_age_ms()?;
         self.sla.targets()?;
+        self.health.signal_settings()?;
         self.validate_kafka()?;
         if !(MIN_MAX_PAUSE..=MAX_MAX_PAUSE).contains(&self.kafka.max_pause) {
             return Err(invalid("kafka.max_pause", "must be between 1s and 7d"));
@@ -1198,7 +1202,7 @@ impl Config {
             max_open_age_ms: self.sla.max_open_age_ms()?,
             sla: self.sla.targets()?,
             trial_grace_ms: self.billing.trial_grace_ms()?,
-            signals: SignalSettings::default(),
+            signals: self.health.signal_settings()?,
         })
     }
 

@@ -307,6 +307,26 @@ fn every_bound_is_enforced_at_its_edge() {
             "billing.trial_grace",
         ),
         (
+            "[health]\nsignal_window = \"1d\"\nforget_after = \"1d\"".into(),
+            "[health]\nsignal_window = \"23h 59m 59s\"".into(),
+            "health.signal_window",
+        ),
+        (
+            "[health]\nsignal_window = \"366d\"".into(),
+            "[health]\nsignal_window = \"366d 1ms\"".into(),
+            "health.signal_window",
+        ),
+        (
+            "[health]\nforget_after = \"3660d\"".into(),
+            "[health]\nforget_after = \"3660d 1ms\"".into(),
+            "health.forget_after",
+        ),
+        (
+            "[health]\nforget_after = \"90d\"".into(),
+            "[health]\nforget_after = \"90d\"\nsignal_window = \"90d 1ms\"".into(),
+            "health.forget_after",
+        ),
+        (
             "[sla]\nmax_open_age = \"1h\"".into(),
             "[sla]\nmax_open_age = \"59m 59s\"".into(),
             "sla.max_open_age",
