@@ -80,12 +80,20 @@ pub struct TicketSignal {
 }
 
 /// One family's part of a customer's signals.
-trait Part: Default {
+trait Part: Default + Clone {
     /// Whether the part keeps its customer however long it is idle: MRR or an open ticket
     /// is a signal of now, not of the window.
     fn holds_customer(&self) -> bool;
+
+    /// The part's place among a customer's signals.
+    fn place(signals: &mut CustomerSignals) -> &mut Option<Self>;
+
     /// The part as a customer's signals with this part alone.
-    fn signals(&self) -> CustomerSignals;
+    fn signals(&self) -> CustomerSignals {
+        let mut signals = CustomerSignals::default();
+        *Self::place(&mut signals) = Some(self.clone());
+        signals
+    }
 }
 
 impl Part for SurveyPart {
@@ -93,11 +101,8 @@ impl Part for SurveyPart {
         false
     }
 
-    fn signals(&self) -> CustomerSignals {
-        CustomerSignals {
-            surveys: Some(self.clone()),
-            ..CustomerSignals::default()
-        }
+    fn place(signals: &mut CustomerSignals) -> &mut Option<Self> {
+        &mut signals.surveys
     }
 }
 
@@ -106,11 +111,8 @@ impl Part for TicketPart {
         self.open > 0
     }
 
-    fn signals(&self) -> CustomerSignals {
-        CustomerSignals {
-            tickets: Some(self.clone()),
-            ..CustomerSignals::default()
-        }
+    fn place(signals: &mut CustomerSignals) -> &mut Option<Self> {
+        &mut signals.tickets
     }
 }
 
@@ -119,11 +121,8 @@ impl Part for BillingPart {
         self.mrr > 0
     }
 
-    fn signals(&self) -> CustomerSignals {
-        CustomerSignals {
-            billing: Some(self.clone()),
-            ..CustomerSignals::default()
-        }
+    fn place(signals: &mut CustomerSignals) -> &mut Option<Self> {
+        &mut signals.billing
     }
 }
 
@@ -154,7 +153,7 @@ impl<P> Default for Customers<P> {
     }
 }
 
-impl<P: Part + Clone> Customers<P> {
+impl<P: Part> Customers<P> {
     /// Applies an event of `key` at `at_ms`: `update` changes the part and says whether it
     /// did. A customer seen for the first time starts with an empty part, which is a change.
     fn update(
@@ -228,6 +227,17 @@ impl<P: Part + Clone> Customers<P> {
     fn len(&self) -> usize {
         self.customers.len()
     }
+}
+
+/// `$body` with `$customers` of whichever family the partition's are.
+macro_rules! each_family {
+    ($family:expr, $customers:ident => $body:expr) => {
+        match $family {
+            FamilyCustomers::Surveys($customers) => $body,
+            FamilyCustomers::Tickets($customers) => $body,
+            FamilyCustomers::Billing($customers) => $body,
+        }
+    };
 }
 
 /// The customers of a partition of each family.
@@ -399,39 +409,23 @@ impl PartitionSignals {
         let mut taken = Vec::new();
         if now_ms >= self.next_sweep_ms {
             let idle_before_ms = now_ms.saturating_sub(self.forget_after_ms);
-            match &mut self.customers {
-                FamilyCustomers::Surveys(c) => c.forget(idle_before_ms, &mut taken),
-                FamilyCustomers::Tickets(c) => c.forget(idle_before_ms, &mut taken),
-                FamilyCustomers::Billing(c) => c.forget(idle_before_ms, &mut taken),
-            }
+            each_family!(&mut self.customers, c => c.forget(idle_before_ms, &mut taken));
             self.next_sweep_ms =
                 now_ms.saturating_add((self.forget_after_ms / SWEEPS_PER_FORGET).max(1));
         }
-        match &mut self.customers {
-            FamilyCustomers::Surveys(c) => c.take_changed(&mut taken),
-            FamilyCustomers::Tickets(c) => c.take_changed(&mut taken),
-            FamilyCustomers::Billing(c) => c.take_changed(&mut taken),
-        }
+        each_family!(&mut self.customers, c => c.take_changed(&mut taken));
         taken
     }
 
     /// The part of `customer_id` this partition holds.
     pub fn get(&self, customer_id: &str) -> Option<CustomerSignals> {
         let key = self.key(customer_id);
-        match &self.customers {
-            FamilyCustomers::Surveys(c) => c.get(key),
-            FamilyCustomers::Tickets(c) => c.get(key),
-            FamilyCustomers::Billing(c) => c.get(key),
-        }
+        each_family!(&self.customers, c => c.get(key))
     }
 
     /// Customers held.
     pub fn len(&self) -> usize {
-        match &self.customers {
-            FamilyCustomers::Surveys(c) => c.len(),
-            FamilyCustomers::Tickets(c) => c.len(),
-            FamilyCustomers::Billing(c) => c.len(),
-        }
+        each_family!(&self.customers, c => c.len())
     }
 
     pub fn is_empty(&self) -> bool {
