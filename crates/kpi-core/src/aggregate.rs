@@ -25,7 +25,9 @@ use crate::dedup::SeenIds;
 use crate::dimension::Dimensions;
 use crate::event::{DIMENSION_FIELDS, Event, Family, Payload, Reason, Rejection};
 use crate::health::customer::CustomerSignals;
-use crate::health::parts::{PartitionSignals, SignalSettings, TicketSignal};
+use crate::health::parts::{
+    CustomerEvent, CustomerPart, PartChange, PartitionSignals, SignalSettings, TicketSignal,
+};
 use crate::kpi::KpiRecord;
 use crate::open_tickets::{FirstReplyTime, OpenTicket, OpenTickets};
 use crate::partition::PartitionId;
@@ -977,13 +979,18 @@ impl Aggregates {
         let open = &mut state.open_tickets;
         let at = event.occurred_at_ms;
         // The customer's health signals count every applied event, late ones included.
-        let customer = state.signals.key(&event.customer_id);
+        let customer = CustomerEvent {
+            key: state.signals.key(&event.customer_id),
+            customer_id: &event.customer_id,
+            segment: event.dimensions[0].as_deref(),
+            at_ms: at,
+            offset,
+        };
         let mut ticket_signal = TicketSignal::default();
         let first_reply = match &event.payload {
             Payload::SurveyResponded { survey, score } => {
                 landing.apply(&mut state.surveys, |t| t.record(*survey, *score));
-                let id = &event.customer_id;
-                state.signals.answered(customer, id, at, *survey, *score);
+                state.signals.answered(&customer, *survey, *score);
                 None
             }
             Payload::TicketOpened {
@@ -994,7 +1001,7 @@ impl Aggregates {
                     landing.apply(&mut state.tickets, |t| t.opened += 1);
                 }
                 ticket_signal.opened = true;
-                open.opened(ticket_id, customer, at, *priority)
+                open.opened(ticket_id, customer.key, at, *priority)
             }
             Payload::TicketReopened {
                 ticket_id,
@@ -1003,7 +1010,7 @@ impl Aggregates {
                 if !late {
                     landing.apply(&mut state.tickets, |t| t.reopened += 1);
                 }
-                open.reopened(ticket_id, customer, at, *priority);
+                open.reopened(ticket_id, customer.key, at, *priority);
                 None
             }
             Payload::TicketReplied {
@@ -1055,8 +1062,7 @@ impl Aggregates {
                 } else {
                     let place_now = CustomerPlace::new(series, at);
                     let applied = state.ledger.apply(event, rates, place_now)?;
-                    let id = &event.customer_id;
-                    state.signals.billed(customer, id, at, &applied);
+                    state.signals.billed(&customer, &applied);
                     if let Some(moved) = &applied.moved_from {
                         let (mrr, subscriptions) = (moved.mrr, moved.subscriptions);
                         for (old, new) in moved.from.series.keys().iter().zip(series.keys()) {
@@ -1208,10 +1214,7 @@ impl Aggregates {
         }
         if family == Family::Tickets {
             let changes = state.open_tickets.take_changes();
-            let id = &event.customer_id;
-            state
-                .signals
-                .ticket(customer, id, at, ticket_signal, changes);
+            state.signals.ticket(&customer, ticket_signal, changes);
         }
         // Only an applied event is remembered: a corrected resend of a rejected one applies.
         state.seen.remember(id, event.occurred_at_ms);
@@ -1224,18 +1227,36 @@ impl Aggregates {
         })
     }
 
-    /// The customer signal parts of `partition` changed since the last call, and `None` for
-    /// each customer forgotten since (no event for `forget_after` at `now_ms`, no MRR and
-    /// no open ticket): the count of `None`s is the count of customers forgotten.
+    /// The customer signal parts of `partition` changed since the last call, each counting
+    /// the partition's events below `through_offset`, and `None` for each customer forgotten
+    /// since (no event for `forget_after` at `now_ms`, no MRR and no open ticket): the count
+    /// of `None`s is the count of customers forgotten.
     pub fn take_signal_changes(
         &mut self,
         partition: PartitionId,
         now_ms: i64,
-    ) -> Vec<(Arc<str>, Option<CustomerSignals>)> {
+        through_offset: i64,
+    ) -> Vec<PartChange> {
         self.partitions
             .get_mut(&partition)
-            .map(|state| state.signals.take_changes(now_ms))
+            .map(|state| state.signals.take_changes(now_ms, through_offset))
             .unwrap_or_default()
+    }
+
+    /// Puts the customer signal parts `partition` wrote earlier in place, before its replay
+    /// (which then skips, for each customer, the events its part counts).
+    pub fn restore_signals(
+        &mut self,
+        partition: PartitionId,
+        parts: impl IntoIterator<Item = (Arc<str>, CustomerPart)>,
+    ) {
+        let settings = self.partition_settings;
+        let periods = self.periods.len();
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(&settings, periods, partition.family))
+            .signals
+            .restore(parts);
     }
 
     /// The part of `customer_id`'s signals that `partition` holds.
@@ -1244,7 +1265,8 @@ impl Aggregates {
         partition: PartitionId,
         customer_id: &str,
     ) -> Option<CustomerSignals> {
-        self.partitions.get(&partition)?.signals.get(customer_id)
+        let part = self.partitions.get(&partition)?.signals.get(customer_id)?;
+        Some(part.signals)
     }
 
     /// Tickets dropped from the open tickets for their age since the last call, over every

@@ -15,6 +15,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub mod customer;
+pub mod owned;
 pub mod parts;
 pub mod signal_window;
 

@@ -25,6 +25,18 @@ fn event(id: &str, customer: &str, at: i64, payload: Payload<'static>) -> Event<
     }
 }
 
+/// The changes `partition` gives, as customer and signals.
+fn taken_changes(
+    agg: &mut Aggregates,
+    partition: PartitionId,
+    now_ms: i64,
+) -> Vec<(Arc<str>, Option<CustomerSignals>)> {
+    agg.take_signal_changes(partition, now_ms, 0)
+        .into_iter()
+        .map(|change| (change.customer_id, change.part.map(|p| p.signals)))
+        .collect()
+}
+
 fn with_signals(signals: SignalSettings) -> Aggregates {
     Aggregates::new(StateSettings {
         dedup_horizon_ms: 100 * DAY,
@@ -207,6 +219,7 @@ fn a_waiting_reply_breaches_at_its_own_time_when_its_ticket_opens() {
     let signals = SignalSettings {
         window_ms: 16 * HOUR,
         forget_after_ms: 400 * DAY,
+        ..SignalSettings::default()
     };
     let bucket = signals.bucket_ms();
     let mut agg = with_signals(signals);
@@ -253,7 +266,7 @@ fn a_ticket_dropped_for_its_age_leaves_its_customers_open_tickets() {
         1
     );
     // x's part changed by the drop, with no event of its own.
-    let changes = agg.take_signal_changes(p, later);
+    let changes = taken_changes(&mut agg, p, later);
     let x = changes.iter().find(|(id, _)| &**id == "x").unwrap();
     assert_eq!(x.1.as_ref().unwrap().tickets.as_ref().unwrap().open, 0);
 }
@@ -336,19 +349,16 @@ fn a_part_is_taken_once_after_it_changed() {
         .unwrap();
     agg.record(p, &event("2", "c", T0, opened("b")), T0)
         .unwrap();
-    let changes = agg.take_signal_changes(p, T0);
+    let changes = taken_changes(&mut agg, p, T0);
     assert_eq!(changes.len(), 1);
     assert_eq!(&*changes[0].0, "c");
     assert_eq!(changes[0].1, agg.customer_signals(p, "c"));
-    assert!(agg.take_signal_changes(p, T0).is_empty());
+    assert!(taken_changes(&mut agg, p, T0).is_empty());
     // A reply that decides nothing changes no signal.
     let reply = event("3", "c", T0, replied("a", Author::Customer, true));
     agg.record(p, &reply, T0).unwrap();
-    assert!(agg.take_signal_changes(p, T0).is_empty());
-    assert!(
-        agg.take_signal_changes(PartitionId::new(Family::Tickets, 1), T0)
-            .is_empty()
-    );
+    assert!(taken_changes(&mut agg, p, T0).is_empty());
+    assert!(taken_changes(&mut agg, PartitionId::new(Family::Tickets, 1), T0).is_empty());
 }
 
 #[test]
@@ -357,6 +367,7 @@ fn idle_customers_without_mrr_or_open_tickets_are_forgotten_exactly() {
     let signals = SignalSettings {
         window_ms: 16 * DAY,
         forget_after_ms: forget,
+        ..SignalSettings::default()
     };
     let mut agg = with_signals(signals);
     let surveys = PartitionId::new(Family::Surveys, 0);
@@ -383,15 +394,14 @@ fn idle_customers_without_mrr_or_open_tickets_are_forgotten_exactly() {
         agg.record(*p, e, e.occurred_at_ms).unwrap();
     }
     for p in [surveys, tickets, billing] {
-        let changes = agg.take_signal_changes(p, T0);
+        let changes = taken_changes(&mut agg, p, T0);
         assert!(
             changes.iter().all(|(_, part)| part.is_some()),
             "{changes:?}"
         );
     }
     let forgotten = |agg: &mut Aggregates, p, now| {
-        let mut ids: Vec<String> = agg
-            .take_signal_changes(p, now)
+        let mut ids: Vec<String> = taken_changes(agg, p, now)
             .into_iter()
             .map(|(id, part)| {
                 assert_eq!(part, None, "{id}");
@@ -443,7 +453,7 @@ fn a_dropped_partition_drops_its_signal_parts() {
     assert!(agg.customer_signals(p, "c").is_some());
     agg.drop_partition(p);
     assert_eq!(agg.customer_signals(p, "c"), None);
-    assert!(agg.take_signal_changes(p, T0).is_empty());
+    assert!(taken_changes(&mut agg, p, T0).is_empty());
 }
 
 /// One generated event: its family's part, the customer, and how long before now it
@@ -661,7 +671,11 @@ proptest! {
         ),
         instant in -12 * HOUR..2 * DAY,
     ) {
-        let signals = SignalSettings { window_ms: 16 * HOUR, forget_after_ms: 400 * DAY };
+        let signals = SignalSettings {
+            window_ms: 16 * HOUR,
+            forget_after_ms: 400 * DAY,
+            ..SignalSettings::default()
+        };
         let bucket = signals.bucket_ms();
         let rates = settings(10).rates;
         let mut agg = with_signals(signals);
@@ -762,7 +776,7 @@ proptest! {
         let mut taken: HashMap<String, CustomerSignals> = HashMap::new();
         for p in &partitions {
             let mut seen = HashSet::new();
-            for (id, part) in agg.take_signal_changes(*p, T0) {
+            for (id, part) in taken_changes(&mut agg, *p, T0) {
                 prop_assert!(seen.insert(id.clone()), "{} twice", id);
                 let part = part.expect("nobody is idle for 400 days");
                 taken.entry(id.to_string()).or_default().merge(&part);
@@ -793,5 +807,126 @@ proptest! {
                 prop_assert_eq!(replayed.customer_signals(*p, &name), agg.customer_signals(*p, &name));
             }
         }
+    }
+}
+
+/// A partition restarted at any point, from the parts it wrote at any earlier point and a
+/// replay from any offset up to them, ends with the parts of a run that never stopped: the
+/// replay skips, per customer, exactly the events the restored part counts. Cut the
+/// `offset < restored_through` test and the customers whose events are replayed count them
+/// twice.
+#[test]
+fn restored_parts_and_a_replay_make_the_parts_of_an_uninterrupted_run() {
+    let signals = SignalSettings::default();
+    let bucket = signals.bucket_ms();
+    let csat = |score| Payload::SurveyResponded {
+        survey: Survey::Csat,
+        score,
+    };
+    let nps = |score| Payload::SurveyResponded {
+        survey: Survey::Nps,
+        score,
+    };
+    let families: [(Family, Vec<Event<'static>>); 3] = [
+        (
+            Family::Surveys,
+            vec![
+                event("s1", "a", T0, csat(2)),
+                event("s2", "b", T0 + MINUTE, nps(3)),
+                event("s3", "a", T0 + 2 * MINUTE, csat(5)),
+                event("s4", "a", T0 + DAY, nps(9)),
+                event("s5", "b", T0 + DAY, csat(4)),
+                event("s6", "a", T0 + 2 * DAY, csat(1)),
+            ],
+        ),
+        (
+            Family::Tickets,
+            vec![
+                event("t1", "a", T0, opened("x")),
+                event("t2", "b", T0 + MINUTE, opened("y")),
+                event("t3", "a", T0 + HOUR, resolved("x", T0)),
+                event("t4", "a", T0 + DAY, opened("z")),
+                event("t5", "b", T0 + DAY, resolved("y", T0 + MINUTE)),
+            ],
+        ),
+        (
+            Family::Billing,
+            vec![
+                event("b1", "a", T0, started("sa", 1_000)),
+                event("b2", "b", T0 + MINUTE, started("sb", 2_000)),
+                event("b3", "a", T0 + DAY, changed("sa", 3_000)),
+                event(
+                    "b4",
+                    "b",
+                    T0 + 2 * DAY,
+                    canceled("sb", CancelReason::Delinquent),
+                ),
+            ],
+        ),
+    ];
+    let now = T0 + 3 * DAY;
+    for (family, events) in &families {
+        let p = PartitionId::new(*family, 0);
+        let run = |agg: &mut Aggregates, from: usize, to: usize| {
+            for (offset, e) in events.iter().enumerate().take(to).skip(from) {
+                agg.record_at(p, e, offset as i64, e.occurred_at_ms)
+                    .unwrap();
+            }
+        };
+        let mut whole = with_signals(signals);
+        run(&mut whole, 0, events.len());
+        for cut in 0..=events.len() {
+            let mut before = with_signals(signals);
+            run(&mut before, 0, cut);
+            let written: Vec<(Arc<str>, CustomerPart)> = before
+                .take_signal_changes(p, now, cut as i64)
+                .into_iter()
+                .filter_map(|c| Some((c.customer_id, c.part?)))
+                .collect();
+            // Open tickets and the ledger need their whole history, as the service's replay
+            // horizon gives them; survey answers may start anywhere up to the cut.
+            let starts = if *family == Family::Surveys {
+                0..=cut
+            } else {
+                0..=0
+            };
+            for start in starts {
+                let mut after = with_signals(signals);
+                after.restore_signals(p, written.clone());
+                run(&mut after, start, events.len());
+                for customer in ["a", "b"] {
+                    let expected = whole.customer_signals(p, customer).unwrap();
+                    let got = after.customer_signals(p, customer).unwrap();
+                    assert_eq!(
+                        got.values(now, bucket),
+                        expected.values(now, bucket),
+                        "{family:?} {customer}: cut {cut}, replay from {start}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// With `health.enabled = false` no partition keeps a customer, and nothing is taken.
+#[test]
+fn signals_off_keep_nothing() {
+    let mut agg = with_signals(SignalSettings {
+        enabled: false,
+        ..SignalSettings::default()
+    });
+    for family in Family::ALL {
+        let p = PartitionId::new(family, 0);
+        let payload = match family {
+            Family::Surveys => Payload::SurveyResponded {
+                survey: Survey::Nps,
+                score: 9,
+            },
+            Family::Tickets => opened("x"),
+            Family::Billing => started("s", 1_000),
+        };
+        agg.record(p, &event("1", "a", T0, payload), T0).unwrap();
+        assert_eq!(agg.customer_signals(p, "a"), None);
+        assert!(agg.take_signal_changes(p, T0, 1).is_empty());
     }
 }

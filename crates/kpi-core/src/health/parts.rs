@@ -21,6 +21,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use nohash_hasher::IntMap;
+use serde::{Deserialize, Serialize};
 
 use super::customer::{BillingPart, CustomerSignals, NpsAnswer, SurveyPart, TicketPart};
 use super::signal_window::SIGNAL_BUCKETS;
@@ -37,6 +38,9 @@ const SWEEPS_PER_FORGET: i64 = 64;
 /// The time a customer's windowed signals cover, and how long an idle customer is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignalSettings {
+    /// Whether customers' signals are kept at all (`health.enabled`): off, a partition
+    /// spends nothing on them.
+    pub enabled: bool,
     /// The signal window (`health.signal_window`): tickets opened, CSAT answers, MRR
     /// movements and failed payments count within it.
     pub window_ms: i64,
@@ -51,6 +55,7 @@ impl Default for SignalSettings {
     /// and a yearly customer's renewal with room to spare.
     fn default() -> Self {
         SignalSettings {
+            enabled: true,
             window_ms: 90 * DAY_MS,
             forget_after_ms: 400 * DAY_MS,
         }
@@ -77,6 +82,43 @@ pub struct TicketSignal {
     /// A first reply or a resolution judged to have breached its SLA target, at the time
     /// it was judged (the reply's, or the resolution's).
     pub breached_at_ms: Option<i64>,
+}
+
+/// The event a signal hook is called for: whose it is, when it happened and where it is in
+/// its partition.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomerEvent<'a> {
+    /// The key of `customer_id`, from [`PartitionSignals::key`].
+    pub key: CustomerKey,
+    pub customer_id: &'a str,
+    /// The event's `segment`, which the customer takes from its latest event.
+    pub segment: Option<&'a str>,
+    pub at_ms: i64,
+    /// The event's offset: an event below a restored part's offset is in that part already.
+    pub offset: i64,
+}
+
+/// A customer's part as one partition holds it: what is written to the customer signals
+/// topic, and restored from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerPart {
+    /// One family's part (the others are `None`).
+    pub signals: CustomerSignals,
+    /// The `segment` of the customer's latest event here.
+    pub segment: Option<String>,
+    /// The latest `occurred_at` of the customer's events here.
+    pub last_event_ms: i64,
+    /// The part counts every event of the customer below this offset of its partition, and
+    /// none above: a replay after restoring it skips the events below.
+    pub through_offset: i64,
+}
+
+/// A customer whose part changed since the parts were last taken: the part, or `None` once
+/// the customer is forgotten.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartChange {
+    pub customer_id: Arc<str>,
+    pub part: Option<CustomerPart>,
 }
 
 /// One family's part of a customer's signals.
@@ -130,10 +172,26 @@ impl Part for BillingPart {
 struct Customer<P> {
     id: Arc<str>,
     part: P,
+    /// The segment of the customer's latest event here.
+    segment: Option<Arc<str>>,
     /// The latest `occurred_at` of the customer's applied events here.
     last_event_ms: i64,
+    /// Events below this offset are in the part already (it was restored).
+    restored_through: i64,
     /// Changed since the parts were last taken.
     changed: bool,
+}
+
+impl<P: Part> Customer<P> {
+    /// The customer's part as written, counting the events below `through_offset`.
+    fn written(&self, through_offset: i64) -> CustomerPart {
+        CustomerPart {
+            signals: self.part.signals(),
+            segment: self.segment.as_deref().map(str::to_owned),
+            last_event_ms: self.last_event_ms,
+            through_offset,
+        }
+    }
 }
 
 /// The customers of one partition, with the part of its family.
@@ -154,13 +212,14 @@ impl<P> Default for Customers<P> {
 }
 
 impl<P: Part> Customers<P> {
-    /// Applies an event of `key` at `at_ms`: `update` changes the part and says whether it
-    /// did. A customer seen for the first time starts with an empty part, which is a change.
+    /// Applies `event` to the customer of `key`: `update` changes the part and says whether
+    /// it did. A customer seen for the first time starts with an empty part, which is a
+    /// change; an event its restored part counts already changes nothing.
     fn update(
         &mut self,
         key: CustomerKey,
+        event: &CustomerEvent<'_>,
         id: impl FnOnce() -> Arc<str>,
-        at_ms: i64,
         update: impl FnOnce(&mut P) -> bool,
     ) {
         let mut created = false;
@@ -169,21 +228,51 @@ impl<P: Part> Customers<P> {
             Customer {
                 id: id(),
                 part: P::default(),
-                last_event_ms: at_ms,
+                segment: None,
+                last_event_ms: event.at_ms,
+                restored_through: i64::MIN,
                 changed: false,
             }
         });
-        customer.last_event_ms = customer.last_event_ms.max(at_ms);
+        if event.offset < customer.restored_through {
+            return;
+        }
+        // The customer takes the segment of its latest event; allocated only when it moves.
+        if event.at_ms >= customer.last_event_ms && customer.segment.as_deref() != event.segment {
+            customer.segment = event.segment.map(Arc::from);
+        }
+        customer.last_event_ms = customer.last_event_ms.max(event.at_ms);
         let changed = update(&mut customer.part) || created;
         Self::mark(&mut self.changed, key.0, customer, changed);
     }
 
-    /// Changes the part of a customer known here; one not known (forgotten) is left alone.
-    fn update_known(&mut self, key: CustomerKey, update: impl FnOnce(&mut P) -> bool) {
-        if let Some(customer) = self.customers.get_mut(&key.0) {
+    /// Changes the part of a customer known here, for the event at `offset`; one not known
+    /// (forgotten) is left alone.
+    fn update_known(&mut self, key: CustomerKey, offset: i64, update: impl FnOnce(&mut P) -> bool) {
+        if let Some(customer) = self.customers.get_mut(&key.0)
+            && offset >= customer.restored_through
+        {
             let changed = update(&mut customer.part);
             Self::mark(&mut self.changed, key.0, customer, changed);
         }
+    }
+
+    /// Puts a restored part in place, replacing what the customer had.
+    fn restore(&mut self, key: CustomerKey, customer_id: &str, mut part: CustomerPart) {
+        let Some(restored) = P::place(&mut part.signals).take() else {
+            return;
+        };
+        self.customers.insert(
+            key.0,
+            Customer {
+                id: customer_id.into(),
+                part: restored,
+                segment: part.segment.map(Arc::from),
+                last_event_ms: part.last_event_ms,
+                restored_through: part.through_offset,
+                changed: false,
+            },
+        );
     }
 
     fn mark(list: &mut Vec<u64>, key: u64, customer: &mut Customer<P>, changed: bool) {
@@ -195,33 +284,36 @@ impl<P: Part> Customers<P> {
 
     /// Forgets the customers with no event after `idle_before_ms` that nothing holds, into
     /// `taken` as `None`.
-    fn forget(
-        &mut self,
-        idle_before_ms: i64,
-        taken: &mut Vec<(Arc<str>, Option<CustomerSignals>)>,
-    ) {
+    fn forget(&mut self, idle_before_ms: i64, taken: &mut Vec<PartChange>) {
         self.customers.retain(|_, customer| {
             let keep = customer.last_event_ms > idle_before_ms || customer.part.holds_customer();
             if !keep {
-                taken.push((customer.id.clone(), None));
+                taken.push(PartChange {
+                    customer_id: customer.id.clone(),
+                    part: None,
+                });
             }
             keep
         });
     }
 
-    /// The parts changed since the last call, into `taken`.
-    fn take_changed(&mut self, taken: &mut Vec<(Arc<str>, Option<CustomerSignals>)>) {
+    /// The parts changed since the last call, counting the events below `through_offset`,
+    /// into `taken`.
+    fn take_changed(&mut self, through_offset: i64, taken: &mut Vec<PartChange>) {
         for key in self.changed.drain(..) {
             // A forgotten customer's key stays in the list; its tombstone is taken already.
             if let Some(customer) = self.customers.get_mut(&key) {
                 customer.changed = false;
-                taken.push((customer.id.clone(), Some(customer.part.signals())));
+                taken.push(PartChange {
+                    customer_id: customer.id.clone(),
+                    part: Some(customer.written(through_offset)),
+                });
             }
         }
     }
 
-    fn get(&self, key: CustomerKey) -> Option<CustomerSignals> {
-        self.customers.get(&key.0).map(|c| c.part.signals())
+    fn get(&self, key: CustomerKey) -> Option<CustomerPart> {
+        self.customers.get(&key.0).map(|c| c.written(i64::MAX))
     }
 
     fn len(&self) -> usize {
@@ -252,6 +344,8 @@ enum FamilyCustomers {
 #[derive(Debug, Clone)]
 pub struct PartitionSignals {
     keys: RandomState,
+    /// Off (`health.enabled = false`): no customer is kept and every hook returns at once.
+    enabled: bool,
     bucket_ms: i64,
     forget_after_ms: i64,
     /// Forgotten customers are looked for from this time of the clock on.
@@ -269,6 +363,7 @@ impl PartitionSignals {
         };
         PartitionSignals {
             keys: RandomState::new(),
+            enabled: settings.enabled,
             bucket_ms: settings.bucket_ms(),
             forget_after_ms: settings.forget_after_ms.max(1),
             next_sweep_ms: i64::MIN,
@@ -276,29 +371,30 @@ impl PartitionSignals {
         }
     }
 
-    /// The key under which this partition keeps `customer_id`; computed once per event.
+    /// The key under which this partition keeps `customer_id`; computed once per event
+    /// (the default key when signals are off).
     pub fn key(&self, customer_id: &str) -> CustomerKey {
+        if !self.enabled {
+            return CustomerKey::default();
+        }
         CustomerKey(self.keys.hash_one(customer_id))
     }
 
-    /// A survey answer of `customer` at `at_ms`: an NPS answer is the latest if no answer
-    /// here is later, a CSAT answer counts in the window; CES is no signal.
-    pub fn answered(
-        &mut self,
-        customer: CustomerKey,
-        customer_id: &str,
-        at_ms: i64,
-        survey: Survey,
-        score: u8,
-    ) {
+    /// A survey answer of `score`: an NPS answer is the latest if no answer here is later,
+    /// a CSAT answer counts in the window; CES is no signal.
+    pub fn answered(&mut self, event: &CustomerEvent<'_>, survey: Survey, score: u8) {
         let FamilyCustomers::Surveys(customers) = &mut self.customers else {
             return;
         };
+        if !self.enabled {
+            return;
+        }
         let bucket_ms = self.bucket_ms;
+        let at_ms = event.at_ms;
         customers.update(
-            customer,
-            || customer_id.into(),
-            at_ms,
+            event.key,
+            event,
+            || event.customer_id.into(),
             |part| match survey {
                 Survey::Nps => {
                     // Ties at one instant go to the higher score, as merging parts decides.
@@ -315,28 +411,29 @@ impl PartitionSignals {
         );
     }
 
-    /// A ticket event of `customer` at `at_ms`, and the changes of the partition's open
-    /// tickets it made: a ticket that became open or left counts for the customer the
-    /// ticket was opened for, whoever the event names.
+    /// A ticket event, and the changes of the partition's open tickets it made: a ticket
+    /// that became open or left counts for the customer the ticket was opened for, whoever
+    /// the event names.
     pub fn ticket(
         &mut self,
-        customer: CustomerKey,
-        customer_id: &str,
-        at_ms: i64,
+        event: &CustomerEvent<'_>,
         signal: TicketSignal,
         open_changes: impl IntoIterator<Item = OpenChange>,
     ) {
         let FamilyCustomers::Tickets(customers) = &mut self.customers else {
             return;
         };
+        if !self.enabled {
+            return;
+        }
         let bucket_ms = self.bucket_ms;
         customers.update(
-            customer,
-            || customer_id.into(),
-            at_ms,
+            event.key,
+            event,
+            || event.customer_id.into(),
             |part| {
                 if signal.opened {
-                    part.opened.add(at_ms, bucket_ms, 1);
+                    part.opened.add(event.at_ms, bucket_ms, 1);
                 }
                 if let Some(breached_at_ms) = signal.breached_at_ms {
                     part.sla_breaches.add(breached_at_ms, bucket_ms, 1);
@@ -345,7 +442,7 @@ impl PartitionSignals {
             },
         );
         for change in open_changes {
-            customers.update_known(change.customer, |part| {
+            customers.update_known(change.customer, event.offset, |part| {
                 part.open = if change.opened {
                     part.open.saturating_add(1)
                 } else {
@@ -356,18 +453,14 @@ impl PartitionSignals {
         }
     }
 
-    /// A subscription event at `at_ms` that the ledger applied: its MRR change counts for
-    /// the customer that owns the subscription (`applied.customer_id`), whoever the event
-    /// names; `customer` is the key of the one it names (`customer_id`).
-    pub fn billed<S>(
-        &mut self,
-        customer: CustomerKey,
-        customer_id: &str,
-        at_ms: i64,
-        applied: &Applied<S>,
-    ) {
-        let key = if *applied.customer_id == *customer_id {
-            customer
+    /// A subscription event that the ledger applied: its MRR change counts for the customer
+    /// that owns the subscription (`applied.customer_id`), whoever the event names.
+    pub fn billed<S>(&mut self, event: &CustomerEvent<'_>, applied: &Applied<S>) {
+        if !self.enabled {
+            return;
+        }
+        let key = if *applied.customer_id == *event.customer_id {
+            event.key
         } else {
             self.key(&applied.customer_id)
         };
@@ -375,11 +468,12 @@ impl PartitionSignals {
             return;
         };
         let bucket_ms = self.bucket_ms;
+        let at_ms = event.at_ms;
         let change = &applied.change;
         customers.update(
             key,
+            event,
             || applied.customer_id.clone(),
-            at_ms,
             |part| {
                 let trend = match change.movement {
                     Some(Movement::Expansion) => change.amount,
@@ -402,23 +496,40 @@ impl PartitionSignals {
         );
     }
 
-    /// The parts changed since the last call, and `None` for the customers forgotten since:
-    /// no event for `forget_after` at `now_ms`, and no MRR or open ticket. Each customer
-    /// once, a tombstone never beside a part.
-    pub fn take_changes(&mut self, now_ms: i64) -> Vec<(Arc<str>, Option<CustomerSignals>)> {
+    /// Puts the parts written earlier (restored from the customer signals topic) in place,
+    /// before the partition's replay: the replay then skips, for each customer, the events
+    /// its part counts already. A part of another family is ignored.
+    pub fn restore(&mut self, parts: impl IntoIterator<Item = (Arc<str>, CustomerPart)>) {
+        if !self.enabled {
+            return;
+        }
+        for (customer_id, part) in parts {
+            let key = self.key(&customer_id);
+            each_family!(&mut self.customers, c => c.restore(key, &customer_id, part));
+        }
+    }
+
+    /// The parts changed since the last call, each counting the events below
+    /// `through_offset` (the partition's next offset), and `None` for the customers
+    /// forgotten since: no event for `forget_after` at `now_ms`, and no MRR or open ticket.
+    /// Each customer once, a tombstone never beside a part.
+    pub fn take_changes(&mut self, now_ms: i64, through_offset: i64) -> Vec<PartChange> {
         let mut taken = Vec::new();
+        if !self.enabled {
+            return taken;
+        }
         if now_ms >= self.next_sweep_ms {
             let idle_before_ms = now_ms.saturating_sub(self.forget_after_ms);
             each_family!(&mut self.customers, c => c.forget(idle_before_ms, &mut taken));
             self.next_sweep_ms =
                 now_ms.saturating_add((self.forget_after_ms / SWEEPS_PER_FORGET).max(1));
         }
-        each_family!(&mut self.customers, c => c.take_changed(&mut taken));
+        each_family!(&mut self.customers, c => c.take_changed(through_offset, &mut taken));
         taken
     }
 
     /// The part of `customer_id` this partition holds.
-    pub fn get(&self, customer_id: &str) -> Option<CustomerSignals> {
+    pub fn get(&self, customer_id: &str) -> Option<CustomerPart> {
         let key = self.key(customer_id);
         each_family!(&self.customers, c => c.get(key))
     }
@@ -445,9 +556,10 @@ mod tests {
         let surveys = entry(std::mem::size_of::<Customer<SurveyPart>>());
         let tickets = entry(std::mem::size_of::<Customer<TicketPart>>());
         let billing = entry(std::mem::size_of::<Customer<BillingPart>>());
-        // 208, 192 and 272 bytes on 64-bit targets, the id's own allocation besides.
+        // 232, 216 and 296 bytes on 64-bit targets, the id's and segment's own
+        // allocations besides.
         assert!(
-            surveys <= 216 && tickets <= 200 && billing <= 280,
+            surveys <= 240 && tickets <= 224 && billing <= 304,
             "{surveys} {tickets} {billing}"
         );
     }
