@@ -241,6 +241,11 @@ pub struct TopicsConfig {
     /// Each input partition's components per calendar period, kept beyond the input
     /// topics' retention.
     pub periods: String,
+    /// Each input partition's part of each customer's health signals, partitioned by
+    /// customer (compacted).
+    pub customer_signals: String,
+    /// Each customer's health, keyed by customer (compacted).
+    pub customer_health: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -392,6 +397,8 @@ impl Default for TopicsConfig {
             output: "cs.kpis".into(),
             components: "cs.kpi-components".into(),
             periods: "cs.kpi-periods".into(),
+            customer_signals: "cs.kpi-customer-signals".into(),
+            customer_health: "cs.customer-health".into(),
         }
     }
 }
@@ -843,6 +850,7 @@ impl Config {
         self.sla.max_open_age_ms()?;
         self.sla.targets()?;
         self.health.signal_settings()?;
+        self.health.model()?;
         self.validate_kafka()?;
         if !(MIN_MAX_PAUSE..=MAX_MAX_PAUSE).contains(&self.kafka.max_pause) {
             return Err(invalid("kafka.max_pause", "must be between 1s and 7d"));
@@ -925,6 +933,8 @@ impl Config {
             ("topics.output", &self.topics.output),
             ("topics.components", &self.topics.components),
             ("topics.periods", &self.topics.periods),
+            ("topics.customer_signals", &self.topics.customer_signals),
+            ("topics.customer_health", &self.topics.customer_health),
         ]
         .into_iter()
         .chain(

@@ -247,6 +247,12 @@ pub fn periods_consumer_config(config: &Config) -> ClientConfig {
     whole_topic_reader_config(config, "periods", &[])
 }
 
+/// The settings of the consumer that reads the customer signals topic whole to restore an
+/// input partition's parts.
+pub fn signals_consumer_config(config: &Config) -> ClientConfig {
+    whole_topic_reader_config(config, "signals", &[])
+}
+
 /// The settings of the consumer that reads the rates topic (`billing.rates_topic`).
 pub fn rates_consumer_config(config: &Config) -> ClientConfig {
     whole_topic_reader_config(config, "rates", &[])

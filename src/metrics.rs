@@ -185,6 +185,104 @@ pub struct Metrics {
     pub global_missing_partitions: IntGauge,
     pub global_components_age: prometheus::Gauge,
     pub http: HttpMetrics,
+    pub health: HealthMetrics,
+}
+
+/// Customer health: the owned customers by band, and the signals and health topics.
+#[derive(Debug, Clone)]
+pub struct HealthMetrics {
+    /// Owned, scored customers by `band` and `segment` (`""`: all of them).
+    pub customers_by_health: IntGaugeVec,
+    /// Their MRR, base-currency major units, by `band` and `segment`.
+    pub mrr_by_health: GaugeVec,
+    /// Band changes of owned customers, by `from`, `to` and `segment`.
+    pub transitions: IntCounterVec,
+    /// Customers whose signals this instance holds as their owner.
+    pub customers_owned: IntGauge,
+    /// Customers forgotten by their owner: every input partition forgot them.
+    pub customers_forgotten: IntCounter,
+    pub signals_sent: IntCounter,
+    pub signals_failures: IntCounter,
+    /// Signals messages the owner or a restore could not decode.
+    pub signals_invalid: IntCounter,
+    /// Restores of input partitions' parts that did not read the signals topic to its end.
+    pub signals_restore_failures: IntCounter,
+    pub health_messages: IntCounter,
+    pub health_failures: IntCounter,
+}
+
+impl HealthMetrics {
+    fn register(registry: &Registry, base_currency: &str) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str| register(registry, IntCounter::new(name, help)?);
+        Ok(HealthMetrics {
+            customers_by_health: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "kpi_customers_by_health",
+                        "Customers this instance owns and scores, by health band and segment (segment=\"\": all)",
+                    ),
+                    &["band", "segment"],
+                )?,
+            )?,
+            mrr_by_health: register(
+                registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "kpi_mrr_by_health",
+                        "MRR of the customers this instance owns and scores, by health band and segment (segment=\"\": all)",
+                    )
+                    .const_label("currency", base_currency),
+                    &["band", "segment"],
+                )?,
+            )?,
+            transitions: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kpi_health_transitions_total",
+                        "Owned customers that moved from one health band to another, by segment (segment=\"\": all)",
+                    ),
+                    &["from", "to", "segment"],
+                )?,
+            )?,
+            customers_owned: register(
+                registry,
+                IntGauge::new(
+                    "kpi_health_customers_owned",
+                    "Customers whose signals this instance holds as their owner, scored or not",
+                )?,
+            )?,
+            customers_forgotten: counter(
+                "kpi_health_customers_forgotten_total",
+                "Customers their owner forgot: every input partition with their events forgot them",
+            )?,
+            signals_sent: counter(
+                "kpi_customer_signals_sent_total",
+                "Customer signal parts and tombstones acknowledged by the broker",
+            )?,
+            signals_failures: counter(
+                "kpi_customer_signals_failures_total",
+                "Customer signal parts not queued or not acknowledged (each is written again)",
+            )?,
+            signals_invalid: counter(
+                "kpi_customer_signals_invalid_total",
+                "Messages read from the customer signals topic that could not be decoded",
+            )?,
+            signals_restore_failures: counter(
+                "kpi_customer_signals_restore_failures_total",
+                "Input partitions whose signal parts could not be restored from the customer signals topic",
+            )?,
+            health_messages: counter(
+                "kpi_customer_health_messages_total",
+                "Customer health messages acknowledged by the broker",
+            )?,
+            health_failures: counter(
+                "kpi_customer_health_failures_total",
+                "Customer health messages not queued or not acknowledged",
+            )?,
+        })
+    }
 }
 
 /// The HTTP server's connections, timeouts and password checks.
@@ -503,6 +601,7 @@ impl Metrics {
             .set(1);
 
         let http = HttpMetrics::register(&registry)?;
+        let health = HealthMetrics::register(&registry, base_currency)?;
         Ok(Metrics {
             registry,
             dimension_names: dimension_names.to_vec(),
@@ -539,6 +638,7 @@ impl Metrics {
             global_missing_partitions,
             global_components_age,
             http,
+            health,
         })
     }
 

@@ -233,6 +233,16 @@ pub struct Bands {
 }
 
 impl Bands {
+    /// The lowest healthy score.
+    pub fn healthy(&self) -> f64 {
+        self.healthy
+    }
+
+    /// The lowest score that is not at risk.
+    pub fn at_risk(&self) -> f64 {
+        self.at_risk
+    }
+
     /// The bands, checked: `0 <= at_risk < healthy <= 100`.
     pub fn new(healthy: f64, at_risk: f64) -> Result<Self, ModelError> {
         let (healthy, at_risk) = (finite(healthy)?, finite(at_risk)?);
