@@ -980,8 +980,14 @@ impl Aggregates {
         let customer = state.signals.key(&event.customer_id);
         let mut ticket_signal = TicketSignal::default();
         let first_reply = match &event.payload {
-            Payload::SurveyResponded { survey, score } => {
-                landing.apply(&mut state.surveys, |t| t.record(*survey, *score));
+            Payload::SurveyResponded {
+                survey,
+                score,
+                commented,
+            } => {
+                landing.apply(&mut state.surveys, |t| {
+                    t.record(*survey, *score, *commented)
+                });
                 let id = &event.customer_id;
                 state.signals.answered(customer, id, at, *survey, *score);
                 None

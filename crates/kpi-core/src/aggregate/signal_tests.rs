@@ -94,8 +94,14 @@ fn survey_answers_make_the_latest_nps_and_the_csat_of_the_window() {
     let signals = SignalSettings::default();
     let mut agg = with_signals(signals);
     let p = PartitionId::new(Family::Surveys, 0);
-    let answer =
-        |id, at, survey, score| event(id, "c", at, Payload::SurveyResponded { survey, score });
+    let answer = |id, at, survey, score| {
+        let payload = Payload::SurveyResponded {
+            survey,
+            score,
+            commented: false,
+        };
+        event(id, "c", at, payload)
+    };
     agg.record(p, &answer("1", T0 - HOUR, Survey::Nps, 3), T0)
         .unwrap();
     // Older, read later: not the latest.
@@ -140,6 +146,7 @@ fn survey_answers_make_the_latest_nps_and_the_csat_of_the_window() {
             Payload::SurveyResponded {
                 survey: Survey::Ces,
                 score: 7,
+                commented: false,
             },
         ),
         T0,
@@ -365,6 +372,7 @@ fn idle_customers_without_mrr_or_open_tickets_are_forgotten_exactly() {
     let nps = |score| Payload::SurveyResponded {
         survey: Survey::Nps,
         score,
+        commented: false,
     };
     let events = [
         (surveys, event("1", "idle", T0, nps(9))),
@@ -491,6 +499,7 @@ fn generated(
             let payload = Payload::SurveyResponded {
                 survey: *survey,
                 score: *score,
+                commented: false,
             };
             (Family::Surveys, customer, customer, payload)
         }
