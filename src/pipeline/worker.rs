@@ -158,7 +158,7 @@ impl Counters {
     /// Counters of raw inputs, each event counted once.
     fn count_input(&self, event: &event::Event<'_>) {
         match event.payload {
-            Payload::SurveyResponded { survey, score } => {
+            Payload::SurveyResponded { survey, score, .. } => {
                 self.survey_responses.get(survey, score).inc();
             }
             Payload::TicketResolved { opened_at_ms, .. } => {

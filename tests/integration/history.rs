@@ -396,6 +396,7 @@ impl BruteForce {
             if let Payload::SurveyResponded {
                 survey: Survey::Nps,
                 score,
+                ..
             } = event.payload
                 && event.occurred_at_ms >= since_7d
             {

@@ -12,11 +12,12 @@ use crate::harness::{
 
 /// Gauges that do not add up across instances: ratios, means, quantiles and the values
 /// derived from them. Every other KPI gauge is a count or an amount.
-const NOT_ADDITIVE: [&str; 25] = [
+const NOT_ADDITIVE: [&str; 26] = [
     "kpi_nps",
     "kpi_csat_ratio",
     "kpi_ces_mean",
     "kpi_ces_easy_ratio",
+    "kpi_survey_comment_ratio",
     "kpi_fcr_ratio",
     "kpi_resolution_time_seconds_mean",
     "kpi_resolution_time_percentile_seconds",
@@ -116,6 +117,10 @@ fn differences(sums: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Ve
             "kpi_ces_easy_ratio" => ratio(
                 sum("kpi_ces_easy", labels),
                 sum("kpi_ces_responses", labels),
+            ),
+            "kpi_survey_comment_ratio" => ratio(
+                sum("kpi_survey_commented_answers", labels),
+                sum("kpi_survey_answers", labels),
             ),
             "kpi_revenue_churn_ratio" => ratio(
                 movement(labels, "churn")

@@ -16,9 +16,9 @@ use crate::harness::{
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
-/// Records per publish: 4 series (overall, smb, enterprise, unknown) x (4 windows x 36
+/// Records per publish: 4 series (overall, smb, enterprise, unknown) x (4 windows x 37
 /// windowed KPIs + 6 current values), and the 3 backlog values of the overall series.
-const RECORDS: usize = 4 * (4 * 36 + 6) + 3;
+const RECORDS: usize = 4 * (4 * 37 + 6) + 3;
 
 fn survey(id: &str, at: i64, survey: &str, score: i64, segment: Option<&str>) -> Value {
     let mut v = json!({
@@ -29,6 +29,11 @@ fn survey(id: &str, at: i64, survey: &str, score: i64, segment: Option<&str>) ->
         v["segment"] = json!(segment);
     }
     v
+}
+
+fn commented(mut answer: Value, comment: &str) -> Value {
+    answer["comment"] = json!(comment);
+    answer
 }
 
 /// The bad messages, each with the reason it must be dead-lettered for.
@@ -87,6 +92,7 @@ fn kpi_gauges(metrics: &Metrics) -> BTreeMap<String, f64> {
                 "kpi_nps",
                 "kpi_csat",
                 "kpi_ces",
+                "kpi_survey",
                 "kpi_tickets",
                 "kpi_fcr",
                 "kpi_resolution",
@@ -131,6 +137,21 @@ fn check_values(metrics: &Metrics) {
     assert_eq!(g("kpi_ces_total_score", "7d", ""), Some(14.0));
     assert_eq!(g("kpi_ces_mean", "7d", "enterprise"), Some(2.0));
     assert_eq!(g("kpi_ces_mean", "1h", "enterprise"), None);
+    // Comments on NPS 10 (smb), CSAT 5 (smb) and CES 2 (enterprise, two days ago); the
+    // blank comment of NPS 3 and the empty one of CSAT 2 are none.
+    assert_eq!(g("kpi_survey_comment_ratio", "1h", ""), Some(2.0 / 9.0));
+    assert_eq!(g("kpi_survey_commented_answers", "1h", ""), Some(2.0));
+    assert_eq!(g("kpi_survey_answers", "1h", ""), Some(9.0));
+    assert_eq!(g("kpi_survey_comment_ratio", "1h", "smb"), Some(2.0 / 7.0));
+    assert_eq!(g("kpi_survey_comment_ratio", "1h", "unknown"), Some(0.0));
+    assert_eq!(g("kpi_survey_comment_ratio", "1h", "enterprise"), None);
+    assert_eq!(g("kpi_survey_answers", "1h", "enterprise"), Some(0.0));
+    assert_eq!(g("kpi_survey_comment_ratio", "24h", ""), Some(2.0 / 11.0));
+    assert_eq!(g("kpi_survey_comment_ratio", "7d", ""), Some(0.25));
+    assert_eq!(
+        g("kpi_survey_comment_ratio", "7d", "enterprise"),
+        Some(1.0 / 3.0)
+    );
     // Tickets (smb): opened a minute and 5 h ago, one reopen; resolved with one reply, after
     // a reopen, and 4 h ago with no reply.
     assert_eq!(g("kpi_tickets_opened", "1h", ""), Some(1.0));
@@ -203,6 +224,17 @@ fn check_output(output: &HashMap<String, Value>) {
     assert_eq!(output["csat/1h"]["value"], json!(2.0 / 3.0));
     assert_eq!(output["ces/7d"]["value"], json!(14.0 / 3.0));
     assert_eq!(output["ces_easy/1h/segment=unknown"]["value"], json!(1));
+    let comments = &output["survey_comment/7d"];
+    assert_eq!(comments["value"], json!(0.25));
+    assert_eq!(comments["samples"], json!(12));
+    assert_eq!(
+        comments["components"],
+        json!({"commented": 3, "answers": 12})
+    );
+    assert_eq!(
+        output["survey_comment/1h/segment=enterprise"]["value"],
+        Value::Null
+    );
     assert_eq!(output["fcr/24h"]["value"], json!(2.0 / 3.0));
     assert_eq!(
         output["fcr/24h"]["components"],
@@ -229,18 +261,30 @@ async fn survey_kpis_end_to_end_and_after_sigkill() {
     let producer = producer();
     let now = now_ms();
     let valid = [
-        survey("a", now - 10 * MINUTE, "nps", 10, Some("smb")),
+        commented(
+            survey("a", now - 10 * MINUTE, "nps", 10, Some("smb")),
+            "Quick and friendly",
+        ),
         survey("b", now - 10 * MINUTE, "nps", 9, Some("smb")),
         survey("c", now - 10 * MINUTE, "nps", 7, Some("smb")),
-        survey("d", now - 10 * MINUTE, "nps", 3, Some("smb")),
+        commented(
+            survey("d", now - 10 * MINUTE, "nps", 3, Some("smb")),
+            " \t ",
+        ),
         survey("e", now - 3 * HOUR, "nps", 0, Some("enterprise")),
         survey("f", now - 3 * HOUR, "nps", 10, Some("enterprise")),
-        survey("g", now - 20 * MINUTE, "csat", 5, Some("smb")),
+        commented(
+            survey("g", now - 20 * MINUTE, "csat", 5, Some("smb")),
+            "Solved at once",
+        ),
         survey("h", now - 20 * MINUTE, "csat", 4, Some("smb")),
-        survey("i", now - 20 * MINUTE, "csat", 2, None),
+        commented(survey("i", now - 20 * MINUTE, "csat", 2, None), ""),
         survey("j", now - 20 * MINUTE, "ces", 7, None),
         survey("k", now - 20 * MINUTE, "ces", 5, Some("smb")),
-        survey("l", now - 2 * DAY, "ces", 2, Some("enterprise")),
+        commented(
+            survey("l", now - 2 * DAY, "ces", 2, Some("enterprise")),
+            "Too many steps",
+        ),
     ];
     for event in &valid {
         let key = event["customer_id"].as_str().unwrap();

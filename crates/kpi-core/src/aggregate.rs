@@ -988,8 +988,14 @@ impl Aggregates {
         };
         let mut ticket_signal = TicketSignal::default();
         let first_reply = match &event.payload {
-            Payload::SurveyResponded { survey, score } => {
-                landing.apply(&mut state.surveys, |t| t.record(*survey, *score));
+            Payload::SurveyResponded {
+                survey,
+                score,
+                commented,
+            } => {
+                landing.apply(&mut state.surveys, |t| {
+                    t.record(*survey, *score, *commented)
+                });
                 state.signals.answered(&customer, *survey, *score);
                 None
             }

@@ -672,6 +672,13 @@ fn survey_records(tally: &SurveyTally, frame: &Frame<'_>, out: &mut Vec<KpiRecor
         ces.responses,
         counts([ces.easy, ces.responses]),
     ));
+    let comments = tally.comments();
+    out.push(frame.record(
+        &kpi::SURVEY_COMMENT,
+        comments.ratio(),
+        comments.answers,
+        counts([comments.commented, comments.answers]),
+    ));
 }
 
 #[cfg(test)]
@@ -684,8 +691,12 @@ mod tests {
     fn part(windows: &[&str], nps_promoters: u64) -> PartitionComponents {
         let mut tally = SurveyTally::default();
         for _ in 0..nps_promoters {
-            tally.record(event::Survey::Nps, 10);
+            tally.record(event::Survey::Nps, 10, false);
         }
+        survey_part(windows, tally)
+    }
+
+    fn survey_part(windows: &[&str], tally: SurveyTally) -> PartitionComponents {
         PartitionComponents {
             windows: windows.iter().map(|w| (*w).to_owned()).collect(),
             series: vec![SeriesComponents {
@@ -700,18 +711,24 @@ mod tests {
         vec!["1h".to_owned()]
     }
 
-    fn nps_responses(totals: &Totals) -> Option<f64> {
+    /// The overall record of `kpi` in the window `1h`.
+    fn overall_1h(totals: &Totals, kpi: &str) -> KpiRecord {
         let frame = WindowFrame {
             name: "1h".into(),
             start_ms: NOW - 3_600_000,
             end_ms: NOW,
             followed_by: None,
         };
+        let key = format!("{kpi}/1h");
         totals
             .records(&[frame], None, NOW)
-            .iter()
-            .find(|r| r.key() == "nps/1h")
-            .and_then(|r| r.components[3])
+            .into_iter()
+            .find(|r| r.key() == key)
+            .unwrap()
+    }
+
+    fn nps_responses(totals: &Totals) -> Option<f64> {
+        overall_1h(totals, "nps").components[3]
     }
 
     fn board_of_one_partition_per_topic() -> ReceivedComponents {
@@ -794,6 +811,32 @@ mod tests {
         let err = totals.add(&part(&["24h"], 1)).unwrap_err();
         assert!(matches!(err, Mismatch::Windows { .. }), "{err:?}");
         assert_eq!(nps_responses(&totals), Some(0.0));
+    }
+
+    #[test]
+    fn the_comment_ratio_of_summed_partitions_is_not_the_mean_of_their_ratios() {
+        use event::Survey::{Ces, Csat, Nps};
+        // One partition: 1 answer of 1 with a comment; the other: 1 of 3. Summed, as
+        // instances exchange them: 2 / 4 = 0.5, where the mean of the ratios is 0.667.
+        let mut one = SurveyTally::default();
+        one.record(Csat, 5, true);
+        let mut other = SurveyTally::default();
+        other.record(Nps, 2, true);
+        other.record(Nps, 9, false);
+        other.record(Ces, 4, false);
+        let mut totals = Totals::new(&one_window());
+        for tally in [one, other] {
+            let sent = serde_json::to_string(&survey_part(&["1h"], tally)).unwrap();
+            totals.add(&serde_json::from_str(&sent).unwrap()).unwrap();
+        }
+        let comments = overall_1h(&totals, "survey_comment");
+        assert_eq!(comments.value, Some(0.5));
+        assert_eq!(comments.samples, 4);
+        assert_eq!(comments.components, vec![Some(2.0), Some(4.0)]);
+        // Without answers: no value, the components at 0.
+        let empty = overall_1h(&Totals::new(&one_window()), "survey_comment");
+        assert_eq!(empty.value, None);
+        assert_eq!(empty.components, vec![Some(0.0), Some(0.0)]);
     }
 
     #[test]

@@ -270,6 +270,10 @@ pub enum Payload<'a> {
     SurveyResponded {
         survey: Survey,
         score: u8,
+        /// Whether the answer carries a comment: a `comment` with at least one character
+        /// that is not Unicode white space. An empty or blank comment is no comment; the
+        /// text is not kept.
+        commented: bool,
     },
     TicketOpened {
         ticket_id: Cow<'a, str>,
@@ -790,8 +794,6 @@ fn validate<'a>(
     let occurred_at = required(wire.occurred_at, "occurred_at")?;
     let customer_id = required_str(wire.customer_id, "customer_id")?;
     let occurred_at_ms = parse_timestamp(&occurred_at, "occurred_at")?;
-    // The comment is free text that no KPI reads; only its type is part of the contract.
-    let _ = wire.comment;
 
     let payload = match kind.as_ref() {
         "survey.responded" => {
@@ -827,6 +829,10 @@ fn validate<'a>(
             Payload::SurveyResponded {
                 survey,
                 score: score as u8,
+                commented: wire
+                    .comment
+                    .as_deref()
+                    .is_some_and(|comment| !comment.trim().is_empty()),
             }
         }
         "ticket.opened" => Payload::TicketOpened {

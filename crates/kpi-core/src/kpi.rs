@@ -176,6 +176,24 @@ pub const CES_EASY: KpiDef = kpi(
     ],
 );
 
+pub const SURVEY_COMMENT: KpiDef = kpi(
+    "survey_comment",
+    "kpi_survey_comment_ratio",
+    "Share of the survey answers (NPS, CSAT and CES) in the window with a comment: commented answers / answers",
+    &[
+        component(
+            "commented",
+            "kpi_survey_commented_answers",
+            "Survey answers (NPS, CSAT and CES) in the window with a comment that is not blank",
+        ),
+        component(
+            "answers",
+            "kpi_survey_answers",
+            "Survey answers (NPS, CSAT and CES) in the window",
+        ),
+    ],
+);
+
 pub const TICKETS_OPENED: KpiDef = kpi(
     "tickets_opened",
     "kpi_tickets_opened",
@@ -780,11 +798,12 @@ pub const TRIALS_ACTIVE: KpiDef = kpi(
 );
 
 /// Every KPI the service computes.
-pub const KPIS: [&KpiDef; 45] = [
+pub const KPIS: [&KpiDef; 46] = [
     &NPS,
     &CSAT,
     &CES,
     &CES_EASY,
+    &SURVEY_COMMENT,
     &TICKETS_OPENED,
     &TICKETS_REOPENED,
     &TICKETS_RESOLVED,

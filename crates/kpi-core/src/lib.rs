@@ -8,7 +8,8 @@
 //! - [`window`]: rolling windows as rings of mergeable time buckets.
 //! - [`calendar`]: calendar periods (day, week, month, quarter, year) in the company's time
 //!   zone: their windows, local day and month buckets and DST-correct boundaries.
-//! - [`survey`]: NPS, CSAT and CES tallies and their formulas.
+//! - [`survey`]: NPS, CSAT and CES tallies, the share of answers with a comment, and their
+//!   formulas.
 //! - [`ticket`]: ticket counts, first-contact resolution, resolution and first reply time,
 //!   one-touch and reopen rates.
 //! - [`sla`]: SLA targets per priority and the achieved and breached counts.

@@ -1,8 +1,10 @@
-//! Survey KPIs: NPS, CSAT and CES, from score counts.
+//! Survey KPIs: NPS, CSAT and CES, from score counts, and the share of answers with a
+//! comment.
 //!
 //! The tally keeps one counter per score of each scale, the sufficient statistics for every
-//! variant of these KPIs, so buckets merge exactly and any definition can be derived later.
-//! The formulas live here and nowhere else.
+//! variant of these KPIs, so buckets merge exactly and any definition can be derived later,
+//! and the answers of every survey with and without a comment. The formulas live here and
+//! nowhere else.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,14 @@ pub struct SurveyTally {
     csat: [u64; 5],
     /// Index = score - 1, scores 1..=7 (7 = "it was easy").
     ces: [u64; 7],
+    /// Answers of every survey, and those of them with a comment. The answers are counted
+    /// here again rather than summed from the scores: components written before these
+    /// counts existed lack both, so their answers, whose comments were never read, count
+    /// in neither instead of as answers without a comment.
+    #[serde(default)]
+    answers: u64,
+    #[serde(default)]
+    commented: u64,
 }
 
 impl Tally for SurveyTally {
@@ -25,6 +35,8 @@ impl Tally for SurveyTally {
         add_counts(&mut self.nps, &other.nps);
         add_counts(&mut self.csat, &other.csat);
         add_counts(&mut self.ces, &other.ces);
+        self.answers += other.answers;
+        self.commented += other.commented;
     }
 }
 
@@ -35,8 +47,9 @@ fn add_counts(into: &mut [u64], from: &[u64]) {
 }
 
 impl SurveyTally {
-    /// Records one response. The score has been validated against the survey's scale.
-    pub fn record(&mut self, survey: Survey, score: u8) {
+    /// Records one response, with or without a comment. The score has been validated
+    /// against the survey's scale.
+    pub fn record(&mut self, survey: Survey, score: u8, commented: bool) {
         let (low, _) = survey.scale();
         let index = usize::from(score - low);
         let counts: &mut [u64] = match survey {
@@ -45,6 +58,16 @@ impl SurveyTally {
             Survey::Ces => &mut self.ces,
         };
         counts[index] += 1;
+        self.answers += 1;
+        self.commented += u64::from(commented);
+    }
+
+    /// The answers of every survey and those with a comment.
+    pub fn comments(&self) -> Comments {
+        Comments {
+            commented: self.commented,
+            answers: self.answers,
+        }
     }
 
     pub fn nps(&self) -> Nps {
@@ -132,6 +155,21 @@ impl Ces {
     }
 }
 
+/// Comment components: answers of every survey (NPS, CSAT and CES) and those with a
+/// comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Comments {
+    pub commented: u64,
+    pub answers: u64,
+}
+
+impl Comments {
+    /// Comment ratio = commented / answers, in 0..=1; `None` without answers.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.answers > 0).then(|| self.commented as f64 / self.answers as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,7 +177,7 @@ mod tests {
     fn tally(survey: Survey, scores: &[u8]) -> SurveyTally {
         let mut t = SurveyTally::default();
         for &s in scores {
-            t.record(survey, s);
+            t.record(survey, s, false);
         }
         t
     }
@@ -192,8 +230,8 @@ mod tests {
     #[test]
     fn surveys_do_not_leak_into_each_other() {
         let mut t = tally(Survey::Nps, &[10]);
-        t.record(Survey::Csat, 1);
-        t.record(Survey::Ces, 1);
+        t.record(Survey::Csat, 1, false);
+        t.record(Survey::Ces, 1, false);
         assert_eq!(t.nps().responses(), 1);
         assert_eq!(t.csat().responses, 1);
         assert_eq!(t.ces().responses, 1);
@@ -204,5 +242,80 @@ mod tests {
         let mut a = tally(Survey::Nps, &[10, 0]);
         a.merge(&tally(Survey::Nps, &[8]));
         assert_eq!(a, tally(Survey::Nps, &[10, 0, 8]));
+    }
+
+    #[test]
+    fn comment_ratio_edges() {
+        assert_eq!(SurveyTally::default().comments().ratio(), None);
+        let none = tally(Survey::Csat, &[5, 1]).comments();
+        assert_eq!(
+            none,
+            Comments {
+                commented: 0,
+                answers: 2
+            }
+        );
+        assert_eq!(none.ratio(), Some(0.0));
+        let mut all = SurveyTally::default();
+        all.record(Survey::Nps, 0, true);
+        all.record(Survey::Ces, 7, true);
+        assert_eq!(all.comments().ratio(), Some(1.0));
+    }
+
+    #[test]
+    fn comment_ratio_counts_the_answers_of_every_survey() {
+        // NPS with and without a comment, CSAT with one, CES without: 2 of 4.
+        let mut t = SurveyTally::default();
+        t.record(Survey::Nps, 10, true);
+        t.record(Survey::Nps, 3, false);
+        t.record(Survey::Csat, 2, true);
+        t.record(Survey::Ces, 6, false);
+        assert_eq!(
+            t.comments(),
+            Comments {
+                commented: 2,
+                answers: 4
+            }
+        );
+        assert_eq!(t.comments().ratio(), Some(0.5));
+        // The comment changes no score count.
+        assert_eq!(t.nps().responses(), 2);
+        assert_eq!(t.csat().satisfied, 0);
+    }
+
+    #[test]
+    fn merge_adds_comment_counts() {
+        // 1 of 1 and 1 of 3: 2 / 4 = 0.5 merged, not the mean of the ratios (0.667).
+        let mut a = SurveyTally::default();
+        a.record(Survey::Csat, 4, true);
+        let mut b = SurveyTally::default();
+        b.record(Survey::Nps, 9, true);
+        b.record(Survey::Nps, 9, false);
+        b.record(Survey::Ces, 1, false);
+        a.merge(&b);
+        assert_eq!(
+            a.comments(),
+            Comments {
+                commented: 2,
+                answers: 4
+            }
+        );
+        assert_eq!(a.comments().ratio(), Some(0.5));
+    }
+
+    #[test]
+    fn a_tally_written_without_comment_counts_adds_no_answer_to_the_ratio() {
+        let earlier: SurveyTally = serde_json::from_str(
+            r#"{"nps":[0,0,0,0,0,0,0,0,0,0,3],"csat":[0,0,0,0,1],"ces":[0,0,0,0,0,0,0]}"#,
+        )
+        .unwrap();
+        assert_eq!(earlier.nps().responses(), 3);
+        assert_eq!(earlier.comments().ratio(), None);
+        let mut now = SurveyTally::default();
+        now.record(Survey::Nps, 10, true);
+        now.record(Survey::Nps, 10, false);
+        now.merge(&earlier);
+        assert_eq!(now.nps().responses(), 5);
+        assert_eq!(now.comments().ratio(), Some(0.5));
     }
 }

@@ -58,6 +58,7 @@ fn nps_answer(at: i64, score: u8, reference_ms: i64) -> Event<'static> {
         payload: Payload::SurveyResponded {
             survey: Survey::Nps,
             score,
+            commented: false,
         },
         reference_ms,
     }
@@ -211,7 +212,7 @@ proptest! {
                     let own = period_start(kind, week_start, date);
                     let on_time = *reference <= start_of(&tz, next_start(kind, own)) + GRACE;
                     if own == first && on_time {
-                        expected.record(Survey::Nps, *score);
+                        expected.record(Survey::Nps, *score, false);
                     }
                 }
                 let nps = find(&records, &format!("nps/{name}"));

@@ -106,8 +106,14 @@ fn survey_answers_make_the_latest_nps_and_the_csat_of_the_window() {
     let signals = SignalSettings::default();
     let mut agg = with_signals(signals);
     let p = PartitionId::new(Family::Surveys, 0);
-    let answer =
-        |id, at, survey, score| event(id, "c", at, Payload::SurveyResponded { survey, score });
+    let answer = |id, at, survey, score| {
+        let payload = Payload::SurveyResponded {
+            survey,
+            score,
+            commented: false,
+        };
+        event(id, "c", at, payload)
+    };
     agg.record(p, &answer("1", T0 - HOUR, Survey::Nps, 3), T0)
         .unwrap();
     // Older, read later: not the latest.
@@ -152,6 +158,7 @@ fn survey_answers_make_the_latest_nps_and_the_csat_of_the_window() {
             Payload::SurveyResponded {
                 survey: Survey::Ces,
                 score: 7,
+                commented: false,
             },
         ),
         T0,
@@ -376,6 +383,7 @@ fn idle_customers_without_mrr_or_open_tickets_are_forgotten_exactly() {
     let nps = |score| Payload::SurveyResponded {
         survey: Survey::Nps,
         score,
+        commented: false,
     };
     let events = [
         (surveys, event("1", "idle", T0, nps(9))),
@@ -501,6 +509,7 @@ fn generated(
             let payload = Payload::SurveyResponded {
                 survey: *survey,
                 score: *score,
+                commented: false,
             };
             (Family::Surveys, customer, customer, payload)
         }
@@ -822,10 +831,12 @@ fn restored_parts_and_a_replay_make_the_parts_of_an_uninterrupted_run() {
     let csat = |score| Payload::SurveyResponded {
         survey: Survey::Csat,
         score,
+        commented: false,
     };
     let nps = |score| Payload::SurveyResponded {
         survey: Survey::Nps,
         score,
+        commented: false,
     };
     let families: [(Family, Vec<Event<'static>>); 3] = [
         (
@@ -921,6 +932,7 @@ fn signals_off_keep_nothing() {
             Family::Surveys => Payload::SurveyResponded {
                 survey: Survey::Nps,
                 score: 9,
+                commented: false,
             },
             Family::Tickets => opened("x"),
             Family::Billing => started("s", 1_000),

@@ -49,12 +49,26 @@ pub(super) fn settings(cap: usize) -> StateSettings {
 }
 
 fn survey_event(at: i64, survey: Survey, score: u8, segment: Option<&str>) -> Event<'_> {
+    answer_event(at, survey, score, false, segment)
+}
+
+fn answer_event(
+    at: i64,
+    survey: Survey,
+    score: u8,
+    commented: bool,
+    segment: Option<&str>,
+) -> Event<'_> {
     Event {
         event_id: Cow::Borrowed("e"),
         occurred_at_ms: at,
         customer_id: Cow::Borrowed("c"),
         dimensions: [segment.map(Cow::Borrowed), None, None, None],
-        payload: Payload::SurveyResponded { survey, score },
+        payload: Payload::SurveyResponded {
+            survey,
+            score,
+            commented,
+        },
         reference_ms: at,
     }
 }
@@ -211,6 +225,7 @@ struct Step {
     age_ms: i64,
     survey: Survey,
     score: u8,
+    commented: bool,
     segment: Option<&'static str>,
     partition: i32,
 }
@@ -221,6 +236,7 @@ fn step() -> impl Strategy<Value = Step> {
         -5 * MINUTE..30 * HOUR,
         prop_oneof![Just(Survey::Nps), Just(Survey::Csat), Just(Survey::Ces)],
         0u8..=10,
+        any::<bool>(),
         prop_oneof![
             Just(None),
             Just(Some("smb")),
@@ -230,17 +246,20 @@ fn step() -> impl Strategy<Value = Step> {
         ],
         0..3i32,
     )
-        .prop_map(|(advance_ms, age_ms, survey, score, segment, partition)| {
-            let (low, high) = survey.scale();
-            Step {
-                advance_ms,
-                age_ms,
-                survey,
-                score: low + score % (high - low + 1),
-                segment,
-                partition,
-            }
-        })
+        .prop_map(
+            |(advance_ms, age_ms, survey, score, commented, segment, partition)| {
+                let (low, high) = survey.scale();
+                Step {
+                    advance_ms,
+                    age_ms,
+                    survey,
+                    score: low + score % (high - low + 1),
+                    commented,
+                    segment,
+                    partition,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -253,13 +272,13 @@ proptest! {
         let cap = 2;
         let mut agg = aggregates(cap);
         let mut now = T0;
-        // (occurred_at, survey, score, segment label) of every counted event.
-        let mut accepted: Vec<(i64, Survey, u8, String)> = Vec::new();
+        // (occurred_at, survey, score, commented, segment label) of every counted event.
+        let mut accepted: Vec<(i64, Survey, u8, bool, String)> = Vec::new();
         let mut interned: Vec<String> = Vec::new();
         for s in &steps {
             now += s.advance_ms;
             let at = now - s.age_ms;
-            let event = survey_event(at, s.survey, s.score, s.segment);
+            let event = answer_event(at, s.survey, s.score, s.commented, s.segment);
             let outcome = agg.record(PartitionId::new(Family::Surveys, s.partition), &event, now);
             let expect_late = at < agg.horizon_ms(now);
             prop_assert_eq!(outcome == Ok(Outcome::Late), expect_late);
@@ -273,7 +292,7 @@ proptest! {
                 } else {
                     "other".to_owned()
                 };
-                accepted.push((at, s.survey, s.score, label));
+                accepted.push((at, s.survey, s.score, s.commented, label));
             }
         }
         now += final_advance;
@@ -281,13 +300,16 @@ proptest! {
         for spec in specs() {
             let start = spec.start_ms(now);
             let mut series: Vec<Option<String>> = vec![None];
-            series.extend(accepted.iter().map(|a| Some(a.3.clone())));
+            series.extend(accepted.iter().map(|a| Some(a.4.clone())));
             series.dedup();
             for label in series {
                 let mut expected = SurveyTally::default();
-                for (at, survey, score, seg) in &accepted {
+                let (mut answers, mut commented) = (0u64, 0u64);
+                for (at, survey, score, comment, seg) in &accepted {
                     if *at >= start && label.as_ref().is_none_or(|l| l == seg) {
-                        expected.record(*survey, *score);
+                        expected.record(*survey, *score, *comment);
+                        answers += 1;
+                        commented += u64::from(*comment);
                     }
                 }
                 let suffix = label.as_ref().map(|l| format!("/segment={l}")).unwrap_or_default();
@@ -300,6 +322,14 @@ proptest! {
                 prop_assert_eq!(ces.value, expected.ces().mean());
                 let easy = find(&records, &format!("ces_easy/{}{suffix}", spec.name));
                 prop_assert_eq!(easy.value, expected.ces().easy_ratio());
+                let comments = find(&records, &format!("survey_comment/{}{suffix}", spec.name));
+                let ratio = (answers > 0).then(|| commented as f64 / answers as f64);
+                prop_assert_eq!(comments.value, ratio);
+                prop_assert_eq!(comments.samples, answers);
+                prop_assert_eq!(
+                    &comments.components,
+                    &vec![Some(commented as f64), Some(answers as f64)]
+                );
             }
         }
     }
@@ -1525,7 +1555,7 @@ fn assert_values_equal_brute_force(
             if m.billing {
                 mrr_new += price(i);
             } else {
-                expected.record(Survey::Nps, m.score);
+                expected.record(Survey::Nps, m.score, false);
             }
         }
         let nps = records

@@ -36,7 +36,8 @@ fn accepts_a_survey_response_with_dimensions() {
         event.payload,
         Payload::SurveyResponded {
             survey: Survey::Nps,
-            score: 9
+            score: 9,
+            commented: false
         }
     );
 }
@@ -440,6 +441,57 @@ fn a_survey_answer_may_name_its_ticket_and_agent() {
         accept(&text, Family::Surveys),
         Payload::SurveyResponded { score: 5, .. }
     ));
+}
+
+/// Whether the survey answer in `text` has a comment.
+fn commented(text: &str) -> bool {
+    match accept(text, Family::Surveys) {
+        Payload::SurveyResponded { commented, .. } => commented,
+        other => panic!("not an answer: {other:?}"),
+    }
+}
+
+#[test]
+fn an_answer_has_a_comment_unless_it_is_absent_null_empty_or_blank() {
+    let with = |comment: &str| survey(&format!(r#","survey":"nps","score":3,"comment":{comment}"#));
+    assert!(!commented(&survey(r#","survey":"nps","score":3"#)));
+    for blank in [
+        "null",
+        r#""""#,
+        r#""   ""#,
+        r#""\t\r\n ""#,
+        r#""\u0020""#,
+        // Unicode white space: no-break, em and ideographic spaces, line separator.
+        r#""\u00a0\u2003\u3000\u2028""#,
+        "\"\u{a0} \u{3000}\"",
+    ] {
+        assert!(!commented(&with(blank)), "{blank}");
+    }
+    for comment in [
+        r#""ok""#,
+        r#""  slow export  ""#,
+        r#""\n.""#,
+        r#""Ünïcode""#,
+        // Not white space in Unicode, though it shows nothing.
+        r#""\u200b""#,
+    ] {
+        assert!(commented(&with(comment)), "{comment}");
+    }
+    // Every survey reads it.
+    assert!(commented(&survey(
+        r#","survey":"ces","score":7,"comment":"ok""#
+    )));
+    assert!(commented(&survey(
+        r#","survey":"csat","score":1,"comment":"no""#
+    )));
+    // Its type is still part of the contract.
+    for wrong in ["5", "true", "[]", r#"{"text":"ok"}"#] {
+        assert_eq!(
+            reject(with(wrong).as_bytes(), Family::Surveys),
+            Reason::WrongType,
+            "{wrong}"
+        );
+    }
 }
 
 #[test]
@@ -1004,5 +1056,36 @@ mod fuzz {
             prop_assert_eq!(at, Ok(ms), "{}", text);
         }
         Ok(())
+    }
+}
+
+mod comments {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any comment, JSON-escaped or not: the answer has one exactly when the comment
+        /// holds a character that is not white space.
+        #[test]
+        fn an_answer_has_a_comment_when_it_holds_more_than_white_space(
+            chars in prop::collection::vec(
+                prop::sample::select(&[
+                    ' ', '\t', '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{a0}', '\u{1680}',
+                    '\u{2003}', '\u{2028}', '\u{3000}', '\u{200b}', '\u{feff}', '\u{1}', 'a',
+                    'é', '"', '\\', '/',
+                ][..]),
+                0..8,
+            ),
+            survey in prop::sample::select(&["nps", "csat", "ces"][..]),
+        ) {
+            let comment: String = chars.iter().collect();
+            let text = super::survey(&format!(
+                r#","survey":"{survey}","score":5,"comment":{}"#,
+                serde_json::to_string(&comment).unwrap()
+            ));
+            let expected = comment.chars().any(|c| !c.is_whitespace());
+            prop_assert_eq!(commented(&text), expected, "{:?}", comment);
+        }
     }
 }
