@@ -8,7 +8,8 @@
 #   scripts/kafka.sh clean     stop, then delete the broker's data
 #   scripts/kafka.sh topics PREFIX N      create PREFIX{surveys,tickets,billing} with N partitions
 #                                         (kept 367 days), PREFIXdeadletter and the compacted
-#                                         PREFIXkpis, PREFIXkpi-components and PREFIXkpi-periods,
+#                                         PREFIXkpis, PREFIXkpi-components, PREFIXkpi-periods,
+#                                         PREFIXkpi-customer-signals and PREFIXcustomer-health,
 #                                         if missing
 #   eval "$(scripts/kafka.sh env PREFIX)" point kpi-stream at those topics (KPI_STREAM_TOPICS__*)
 #   scripts/kafka.sh tool CLASS ARGS...   run a Kafka command-line class (TopicCommand, ConsumerPerformance, ...)
@@ -213,6 +214,11 @@ topics)
         --config max.message.bytes=16777216
     create --topic "${prefix}kpi-periods" --partitions 1 --config cleanup.policy=compact \
         --config max.message.bytes=16777216
+    # Partitioned by customer: as many partitions as instances may own customers at once.
+    create --topic "${prefix}kpi-customer-signals" --partitions "$partitions" \
+        --config cleanup.policy=compact
+    create --topic "${prefix}customer-health" --partitions "$partitions" \
+        --config cleanup.policy=compact
     ;;
 env)
     prefix=${2:?usage: $0 env PREFIX}
@@ -222,6 +228,8 @@ env)
     printf 'export KPI_STREAM_TOPICS__OUTPUT=%q\n' "${prefix}kpis"
     printf 'export KPI_STREAM_TOPICS__COMPONENTS=%q\n' "${prefix}kpi-components"
     printf 'export KPI_STREAM_TOPICS__PERIODS=%q\n' "${prefix}kpi-periods"
+    printf 'export KPI_STREAM_TOPICS__CUSTOMER_SIGNALS=%q\n' "${prefix}kpi-customer-signals"
+    printf 'export KPI_STREAM_TOPICS__CUSTOMER_HEALTH=%q\n' "${prefix}customer-health"
     ;;
 tool)
     shift

@@ -10,6 +10,7 @@ use tracing::warn;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::customer_health::{HealthView, own_customers};
 use crate::exchange::read_components;
 use crate::http::ServedState;
 use crate::metrics::Metrics;
@@ -38,7 +39,8 @@ pub async fn run(
         )
         .context("registering metrics")?,
     );
-    let status = Arc::new(ServedState::new());
+    let customers = Arc::new(HealthView::new(&config));
+    let status = Arc::new(ServedState::new(customers.clone()));
     let server = crate::http::Server::bind(&config.http, metrics.clone(), status.clone())?;
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(server.serve(http_stop.clone()));
@@ -78,9 +80,23 @@ pub async fn run(
         received,
         periods,
         rates,
-        clock,
+        clock.clone(),
     )?;
     let mut readers = vec![("components", reader), ("periods", periods_reader)];
+    if config.health.enabled {
+        let (config, metrics, clock, stop, runtime) = (
+            config.clone(),
+            metrics.clone(),
+            clock.clone(),
+            reader_stop.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let owner = std::thread::Builder::new()
+            .name("customer-health".into())
+            .spawn(move || own_customers(config, metrics, customers, clock, runtime, stop))
+            .context("starting the customer health owner")?;
+        readers.push(("customer health", owner));
+    }
     if config.billing.rates_topic.is_some() {
         let (dead_letters, stop, runtime) = (
             pipeline.dead_letters(),

@@ -34,6 +34,9 @@ use crate::metrics::Metrics;
 use kpi_core::health::parts::{CustomerPart, PartChange};
 use kpi_core::partition::PartitionId;
 
+/// The parts restored for each input partition (topic and partition), by customer.
+pub type RestoredParts = HashMap<(String, i32), Vec<(Arc<str>, CustomerPart)>>;
+
 /// The longest a poll waits for a message.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -66,11 +69,39 @@ pub fn key(customer_id: &str, topic: &str, partition: i32) -> String {
     format!("{customer_id}|{topic}:{partition}")
 }
 
-/// The customer, input topic and input partition of a key made by [`key`].
-pub fn parse_key(key: &str) -> Option<(&str, &str, i32)> {
+/// The key under which the owner writes back what it published of a customer.
+pub fn published_key(customer_id: &str) -> String {
+    format!("{customer_id}|{PUBLISHED}")
+}
+
+/// What follows the customer id in the key of an owner's record.
+const PUBLISHED: &str = "health";
+
+/// What a key of the signals topic is of.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignalsKey<'a> {
+    /// A customer's part from one input partition ([`key`]).
+    Part {
+        customer_id: &'a str,
+        topic: &'a str,
+        partition: i32,
+    },
+    /// What the owner published of a customer ([`published_key`]).
+    Published { customer_id: &'a str },
+}
+
+/// What a key made by [`key`] or [`published_key`] is of.
+pub fn parse_key(key: &str) -> Option<SignalsKey<'_>> {
     let (customer_id, source) = key.rsplit_once('|')?;
+    if source == PUBLISHED {
+        return Some(SignalsKey::Published { customer_id });
+    }
     let (topic, partition) = source.rsplit_once(':')?;
-    Some((customer_id, topic, partition.parse().ok()?))
+    Some(SignalsKey::Part {
+        customer_id,
+        topic,
+        partition: partition.parse().ok()?,
+    })
 }
 
 /// A part as written: the key's fields again, so that a message explains itself.
@@ -183,11 +214,10 @@ impl SignalsWriter {
                     }
                     None => None,
                 };
-                let mut record = FutureRecord::<String, Vec<u8>>::to(
-                    &self.config.topics.customer_signals,
-                )
-                .key(&key)
-                .partition(target);
+                let mut record =
+                    FutureRecord::<String, Vec<u8>>::to(&self.config.topics.customer_signals)
+                        .key(&key)
+                        .partition(target);
                 if let Some(payload) = &payload {
                     record = record.payload(payload);
                 }
@@ -254,7 +284,7 @@ pub fn read_parts(
     config: &Config,
     wanted: &HashSet<(String, i32)>,
     patience: Duration,
-) -> anyhow::Result<HashMap<(String, i32), Vec<(Arc<str>, CustomerPart)>>> {
+) -> anyhow::Result<RestoredParts> {
     let mut found: HashMap<(String, i32), HashMap<String, CustomerPart>> = HashMap::new();
     let topic = &config.topics.customer_signals;
     let reader: Reader = signals_consumer_config(config)
@@ -304,7 +334,12 @@ pub fn read_parts(
         let Some(Ok(key)) = message.key().map(std::str::from_utf8) else {
             continue;
         };
-        let Some((customer_id, source_topic, source_partition)) = parse_key(key) else {
+        let Some(SignalsKey::Part {
+            customer_id,
+            topic: source_topic,
+            partition: source_partition,
+        }) = parse_key(key)
+        else {
             continue;
         };
         let source = (source_topic.to_owned(), source_partition);
@@ -319,10 +354,12 @@ pub fn read_parts(
             Ok(None) => {
                 parts.remove(customer_id);
             }
-            Err(e) => warn!(offset = message.offset(), error = %e, "undecodable customer signal part"),
+            Err(e) => {
+                warn!(offset = message.offset(), error = %e, "undecodable customer signal part")
+            }
         }
     }
-    let restored: HashMap<(String, i32), Vec<(Arc<str>, CustomerPart)>> = found
+    let restored: RestoredParts = found
         .into_iter()
         .map(|(source, parts)| {
             let parts = parts
@@ -356,7 +393,10 @@ mod tests {
             ("foobar", -790_332_482),
             ("a-little-bit-long-string", -985_981_536),
             ("a-little-bit-longer-string", -1_486_304_829),
-            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             ("abc", 479_470_107),
         ];
         for (key, hash) in java {
@@ -369,9 +409,21 @@ mod tests {
 
     #[test]
     fn keys_give_back_their_customer_whatever_it_holds() {
-        for customer in ["c", "a|b", "x:1|y:2", ""] {
-            let key = key(customer, "cs.tickets", 7);
-            assert_eq!(parse_key(&key), Some((customer, "cs.tickets", 7)));
+        for customer_id in ["c", "a|b", "x:1|y:2", "", "health|health"] {
+            let key = key(customer_id, "cs.tickets", 7);
+            assert_eq!(
+                parse_key(&key),
+                Some(SignalsKey::Part {
+                    customer_id,
+                    topic: "cs.tickets",
+                    partition: 7
+                })
+            );
+            let published = published_key(customer_id);
+            assert_eq!(
+                parse_key(&published),
+                Some(SignalsKey::Published { customer_id })
+            );
         }
         assert_eq!(parse_key("no-separator"), None);
         assert_eq!(parse_key("c|topic:x"), None);

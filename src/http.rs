@@ -1,4 +1,4 @@
-//! HTTP endpoints: `/metrics`, `/kpis`, `/healthz`, `/readyz`.
+//! HTTP endpoints: `/metrics`, `/kpis`, `/customers/{id}`, `/healthz`, `/readyz`.
 //!
 //! The handlers only read: the Prometheus registry (thread-safe) and the [`ServedState`] the
 //! consume loop publishes, so serving never waits on consumption.
@@ -15,12 +15,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
+use serde_json::json;
+
+use crate::customer_health::{HealthView, Lookup};
 use crate::metrics::{self, Metrics};
 
 pub use server::Server;
@@ -40,11 +43,14 @@ pub struct ServedState {
     pub paused_too_long: AtomicBool,
     /// Rendered `GET /kpis` body, the global values; empty until they are first complete.
     pub kpis: watch::Sender<Arc<Vec<u8>>>,
+    /// The customers this instance owns, for `GET /customers/{id}`.
+    pub customers: Arc<HealthView>,
 }
 
 impl ServedState {
-    pub fn new() -> Self {
+    pub fn new(customers: Arc<HealthView>) -> Self {
         ServedState {
+            customers,
             caught_up: AtomicBool::new(false),
             broker_up: AtomicBool::new(true),
             paused_too_long: AtomicBool::new(false),
@@ -59,12 +65,6 @@ impl ServedState {
     }
 }
 
-impl Default for ServedState {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[derive(Clone)]
 struct Shared {
     metrics: Arc<Metrics>,
@@ -76,6 +76,7 @@ pub fn router(metrics: Arc<Metrics>, status: Arc<ServedState>) -> Router {
     probe_router()
         .route("/metrics", get(serve_metrics))
         .route("/kpis", get(serve_kpis))
+        .route("/customers/{id}", get(serve_customer))
         .with_state(Shared { metrics, status })
 }
 
@@ -112,6 +113,52 @@ async fn serve_kpis(State(shared): State<Shared>) -> Response {
         body.as_ref().clone(),
     )
         .into_response()
+}
+
+/// A customer's health, on the instance that owns it; elsewhere, where it is.
+async fn serve_customer(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
+    let customers = &shared.status.customers;
+    let topic = customers.topic();
+    let (status, body) = match customers.lookup(&id) {
+        Lookup::Found(body) => (StatusCode::OK, body),
+        Lookup::Off => (
+            StatusCode::NOT_FOUND,
+            error_body(json!({"error": "customer health is off (health.enabled = false)"})),
+        ),
+        Lookup::NotYetKnown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_body(json!({"error": format!("the partitions of {topic} are not known yet")})),
+        ),
+        Lookup::Restoring { partition } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_body(json!({
+                "error": format!("this instance owns customer {id:?} and is still restoring partition {partition} of {topic}"),
+                "topic": topic,
+                "partition": partition,
+            })),
+        ),
+        Lookup::NoScore { partition } => (
+            StatusCode::NOT_FOUND,
+            error_body(json!({
+                "error": format!("no score of customer {id:?}: this instance owns partition {partition} of {topic} and holds no signal of it with a weight"),
+                "topic": topic,
+                "partition": partition,
+            })),
+        ),
+        Lookup::Elsewhere { partition } => (
+            StatusCode::NOT_FOUND,
+            error_body(json!({
+                "error": format!("customer {id:?} is owned by another instance: the owner of partition {partition} of {topic} in group <group>.health"),
+                "topic": topic,
+                "partition": partition,
+            })),
+        ),
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn error_body(value: serde_json::Value) -> Vec<u8> {
+    value.to_string().into_bytes()
 }
 
 async fn serve_readyz(State(shared): State<Shared>) -> Response {

@@ -22,6 +22,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod customer_health;
 pub mod customer_signals;
 pub mod deadletter;
 pub mod exchange;

@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 use kpi_core::event::{Family, Reason, Survey};
+use kpi_core::health::Band;
 use kpi_core::kpi::{ConstLabel, KPIS, KpiRecord};
 use kpi_core::ticket::DURATION_BOUNDS_SECONDS;
 
@@ -214,7 +215,7 @@ pub struct HealthMetrics {
 impl HealthMetrics {
     fn register(registry: &Registry, base_currency: &str) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str| register(registry, IntCounter::new(name, help)?);
-        Ok(HealthMetrics {
+        let metrics = HealthMetrics {
             customers_by_health: register(
                 registry,
                 IntGaugeVec::new(
@@ -281,7 +282,24 @@ impl HealthMetrics {
                 "kpi_customer_health_failures_total",
                 "Customer health messages not queued or not acknowledged",
             )?,
-        })
+        };
+        // Every band's overall series and every transition exist from the start, at 0, so
+        // that a rule over them has a series before the first customer is scored.
+        for band in Band::ALL {
+            let labels = [band.name(), ""];
+            metrics
+                .customers_by_health
+                .with_label_values(&labels)
+                .set(0);
+            metrics.mrr_by_health.with_label_values(&labels).set(0.0);
+            for to in Band::ALL.into_iter().filter(|to| *to != band) {
+                metrics
+                    .transitions
+                    .with_label_values(&[band.name(), to.name(), ""])
+                    .inc_by(0);
+            }
+        }
+        Ok(metrics)
     }
 }
 

@@ -39,6 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::customer_signals::{self, RestoredParts, SignalsWriter};
 use crate::deadletter::DeadLetters;
 use crate::exchange::ComponentsWriter;
 use crate::http::ServedState;
@@ -51,6 +52,7 @@ use crate::rates::RatesFeed;
 use kpi_core::aggregate::{Aggregates, ReplayHorizon};
 use kpi_core::components::{Incomplete, PartitionComponents, ReceivedComponents};
 use kpi_core::event::Family;
+use kpi_core::health::parts::CustomerPart;
 use kpi_core::kpi::KpiRecord;
 use kpi_core::partition::PartitionId;
 use kpi_core::period_components::{PeriodComponents, Restored};
@@ -62,6 +64,9 @@ type GroupConsumer = StreamConsumer<ConsumerCallbacks>;
 
 /// Messages handled per wake-up of a worker, at most; a batch shares one clock read.
 const BATCH: usize = 512;
+
+/// How long restoring customer signal parts waits for the signals topic to make progress.
+const SIGNALS_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Where the replay of one assigned partition starts and ends.
 #[derive(Debug, Clone, Copy)]
@@ -85,14 +90,22 @@ impl Replay {
 enum Rebalance {
     /// The group gave this instance an assignment (possibly empty).
     Joined,
-    /// With the partition's own queue, split off before the partition was assigned, and the
-    /// records its calendar periods are restored from.
-    Assigned(PartitionId, Replay, Option<Queue>, Vec<PeriodComponents>),
+    /// With the partition's own queue, split off before the partition was assigned, what is
+    /// restored before its replay.
+    Assigned(PartitionId, Replay, Option<Queue>, RestoredState),
     Revoked(PartitionId),
     /// The group took the partitions away without a handover (the session timed out, for
     /// instance during a broker outage): the values are frozen until a new assignment has
     /// been replayed, rather than published without these partitions.
     Lost,
+}
+
+/// What an assigned partition restores before its replay: the records of its calendar
+/// periods, and the customer signal parts it wrote.
+#[derive(Default)]
+struct RestoredState {
+    periods: Vec<PeriodComponents>,
+    signals: Vec<(Arc<str>, CustomerPart)>,
 }
 
 /// librdkafka callbacks: rebalances (with the replay seek), statistics and errors. They run
@@ -120,6 +133,9 @@ pub struct ConsumerCallbacks {
     report_history: bool,
     /// No assignment has been planned yet in this process.
     first_assignment: AtomicBool,
+    /// With customer health on: where assigned partitions restore their customer signal
+    /// parts from.
+    signals: Option<(Arc<Config>, Arc<Metrics>)>,
 }
 
 impl ConsumerCallbacks {
@@ -225,6 +241,7 @@ impl ConsumerCallbacks {
         } else {
             History::Reported
         };
+        let mut signals = self.restore_signals(&partitions);
         for (topic, partition) in partitions {
             let Some(family) = self.family(&topic) else {
                 continue;
@@ -246,6 +263,9 @@ impl ConsumerCallbacks {
             let records = restored
                 .remove(&(topic.clone(), partition))
                 .unwrap_or_default();
+            let parts = signals
+                .remove(&(topic.clone(), partition))
+                .unwrap_or_default();
             let through = records.iter().map(|r| r.through_offset).min();
             let start = policy::replay_start(family, by_time, low, through);
             let count_from =
@@ -259,6 +279,7 @@ impl ConsumerCallbacks {
                 end = high,
                 count_from,
                 restored_periods = records.len(),
+                restored_customers = parts.len(),
                 "partition assigned, replaying"
             );
             self.push(Rebalance::Assigned(
@@ -269,8 +290,33 @@ impl ConsumerCallbacks {
                     position: start,
                 },
                 queue,
-                records,
+                RestoredState {
+                    periods: records,
+                    signals: parts,
+                },
             ));
+        }
+    }
+
+    /// The customer signal parts `partitions` wrote, read from the customer signals topic
+    /// (none with customer health off). A topic that cannot be read is logged and counted:
+    /// the partitions then replay without them, and their customers' signals count only the
+    /// replayed events.
+    fn restore_signals(
+        &self,
+        partitions: &[(String, i32)],
+    ) -> RestoredParts {
+        let Some((config, metrics)) = &self.signals else {
+            return HashMap::new();
+        };
+        let wanted: HashSet<(String, i32)> = partitions.iter().cloned().collect();
+        match customer_signals::read_parts(config, &wanted, SIGNALS_PATIENCE) {
+            Ok(parts) => parts,
+            Err(e) => {
+                metrics.health.signals_restore_failures.inc();
+                error!(error = %e, "customer signal parts not restored; the partitions' customers count only the replayed events");
+                HashMap::new()
+            }
         }
     }
 
@@ -473,6 +519,8 @@ pub struct Pipeline {
     rates: RatesFeed,
     components: ComponentsWriter,
     period_writer: PeriodWriter,
+    /// Writes the customer signal parts; none with customer health off.
+    signals: Option<SignalsWriter>,
     /// Components received from the other instances, and the input partition counts.
     received: Arc<Mutex<ReceivedComponents>>,
     /// Partitions paused because their dead letters cannot be delivered, each with when
@@ -522,6 +570,10 @@ impl Pipeline {
             errors: ErrorLog::default(),
             report_history: config.events.report_history,
             first_assignment: AtomicBool::new(true),
+            signals: config
+                .health
+                .enabled
+                .then(|| (config.clone(), metrics.clone())),
         };
         let consumer: Arc<GroupConsumer> = Arc::new(
             group_consumer_config(&config)
@@ -562,9 +614,19 @@ impl Pipeline {
         );
         let stale_after_ms =
             (2 * config.publish.snapshot_interval + config.publish.interval).as_millis() as i64;
+        let signals = if config.health.enabled {
+            Some(SignalsWriter::new(
+                config.clone(),
+                crate::kafka::producer(&config, &[("compression.type", "lz4".into())])?,
+                metrics.clone(),
+            ))
+        } else {
+            None
+        };
         Ok(Pipeline {
             components,
             period_writer,
+            signals,
             received,
             kpis: Aggregates::new(settings),
             producer,
@@ -718,6 +780,10 @@ impl Pipeline {
                     reassigned = true;
                 }
                 Rebalance::Assigned(partition, replay, queue, restored) => {
+                    let RestoredState {
+                        periods: restored,
+                        signals,
+                    } = restored;
                     self.generation += 1;
                     let generation = self.generation;
                     self.assigned.insert(
@@ -736,6 +802,7 @@ impl Pipeline {
                             queue,
                             generation,
                             restored,
+                            signals,
                         },
                     );
                 }
@@ -950,6 +1017,7 @@ impl Pipeline {
         }
         let mut local = HashMap::new();
         let mut due = Vec::new();
+        let mut signals = Vec::new();
         for (index, answer) in answers.into_iter().enumerate() {
             let report = answer
                 .await
@@ -969,6 +1037,9 @@ impl Pipeline {
                     components,
                     version,
                 }));
+                if !part.signals.is_empty() {
+                    signals.push((part.partition, part.signals));
+                }
             }
             for (newest, reported) in self.newest_event_ms.iter_mut().zip(report.newest_event_ms) {
                 *newest = (*newest).max(reported);
@@ -976,6 +1047,9 @@ impl Pipeline {
         }
         if self.joined {
             self.period_writer.write(due);
+            if let Some(writer) = &mut self.signals {
+                writer.write(signals);
+            }
         }
         Ok(local)
     }

@@ -27,6 +27,7 @@ use crate::rates::RatesFeed;
 use kpi_core::aggregate::Aggregates;
 use kpi_core::components::PartitionComponents;
 use kpi_core::event::{self, Family, Limits, Payload, Rejection};
+use kpi_core::health::parts::{CustomerPart, PartChange};
 use kpi_core::partition::PartitionId;
 use kpi_core::period_components::PeriodComponents;
 use kpi_core::policy;
@@ -62,6 +63,8 @@ pub(super) enum Command {
         generation: u64,
         /// The records its calendar periods are restored from before the replay.
         restored: Vec<PeriodComponents>,
+        /// The customer signal parts it wrote earlier, restored before the replay.
+        signals: Vec<(Arc<str>, CustomerPart)>,
     },
     /// Forget a revoked partition.
     Drop(PartitionId),
@@ -99,6 +102,9 @@ pub(super) struct PartitionReport {
     /// Its period records due to be written, with the versions that confirm them; only for
     /// a partition that has caught up.
     pub periods: Vec<(PeriodComponents, u64)>,
+    /// Its customers' signal parts changed since the last report, counting the messages
+    /// below `position`; only for a partition that has caught up.
+    pub signals: Vec<PartChange>,
 }
 
 /// A worker's answer to [`Command::Report`].
@@ -289,10 +295,12 @@ impl Worker {
                 queue,
                 generation,
                 restored,
+                signals,
             } => {
                 self.take(partition, replay, queue, generation).await;
                 let now = (self.owned.clock)();
                 self.owned.aggregates.restore(partition, &restored, now);
+                self.owned.aggregates.restore_signals(partition, signals);
             }
             Command::Drop(partition) => {
                 self.owned.aggregates.drop_partition(partition);
@@ -625,6 +633,15 @@ impl Owned {
                     periods: if caught_up {
                         self.aggregates
                             .period_components(*partition, progress.replay.position, now)
+                    } else {
+                        Vec::new()
+                    },
+                    signals: if caught_up {
+                        self.aggregates.take_signal_changes(
+                            *partition,
+                            now,
+                            progress.replay.position,
+                        )
                     } else {
                         Vec::new()
                     },

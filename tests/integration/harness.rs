@@ -72,6 +72,8 @@ pub struct Topics {
     pub output: String,
     pub components: String,
     pub periods: String,
+    pub customer_signals: String,
+    pub customer_health: String,
     pub group: String,
 }
 
@@ -109,6 +111,8 @@ impl Topics {
             output: format!("kpis-{id}"),
             components: format!("components-{id}"),
             periods: format!("periods-{id}"),
+            customer_signals: format!("customer-signals-{id}"),
+            customer_health: format!("customer-health-{id}"),
             group: format!("group-{id}"),
         };
         let mut specs = vec![
@@ -118,6 +122,8 @@ impl Topics {
             (topics.output.as_str(), 1),
             (topics.components.as_str(), 1),
             (topics.periods.as_str(), 1),
+            (topics.customer_signals.as_str(), 2),
+            (topics.customer_health.as_str(), 2),
         ];
         if with_deadletter {
             specs.push((topics.deadletter.as_str(), 1));
@@ -139,6 +145,8 @@ impl Topics {
             output: format!("kpis-{id}"),
             components: format!("components-{id}"),
             periods: format!("periods-{id}"),
+            customer_signals: format!("customer-signals-{id}"),
+            customer_health: format!("customer-health-{id}"),
             group: format!("group-{id}"),
         };
         create_topics(
@@ -148,6 +156,8 @@ impl Topics {
                 (reference.output.as_str(), 1),
                 (reference.components.as_str(), 1),
                 (reference.periods.as_str(), 1),
+                (reference.customer_signals.as_str(), 2),
+                (reference.customer_health.as_str(), 2),
             ],
         )
         .await;
@@ -167,6 +177,14 @@ impl Topics {
             ("KPI_STREAM_TOPICS__OUTPUT", self.output.clone()),
             ("KPI_STREAM_TOPICS__COMPONENTS", self.components.clone()),
             ("KPI_STREAM_TOPICS__PERIODS", self.periods.clone()),
+            (
+                "KPI_STREAM_TOPICS__CUSTOMER_SIGNALS",
+                self.customer_signals.clone(),
+            ),
+            (
+                "KPI_STREAM_TOPICS__CUSTOMER_HEALTH",
+                self.customer_health.clone(),
+            ),
             ("KPI_STREAM_PUBLISH__INTERVAL", "1s".into()),
             // Tests produce their messages before the first start of a new group, and
             // check that they are counted and dead-lettered.

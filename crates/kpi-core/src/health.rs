@@ -11,7 +11,7 @@
 //! Pure: the signal values come in, a [`HealthScore`] with every signal's part goes out,
 //! so that a score can always be explained by the signals that make it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub mod customer;
@@ -20,7 +20,7 @@ pub mod parts;
 pub mod signal_window;
 
 /// One signal of a customer's health, from one event family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
     /// The customer's latest NPS answer, 0-10.
@@ -203,7 +203,7 @@ impl SignalRule {
 }
 
 /// Where a score falls: healthy, neutral or at risk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Band {
     Healthy,
@@ -283,7 +283,7 @@ pub struct HealthModel {
 }
 
 /// One signal's part in a customer's score.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SignalScore {
     pub signal: Signal,
     /// The signal's value.
@@ -295,7 +295,7 @@ pub struct SignalScore {
 }
 
 /// A customer's score and how it is made.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthScore {
     /// The weighted mean of the mapped signals the customer has, 0-100.
     pub score: f64,

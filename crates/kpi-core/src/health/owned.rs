@@ -17,6 +17,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
+
 use super::customer::CustomerSignals;
 use super::parts::CustomerPart;
 use super::{Band, HealthModel, HealthScore, Signal, SignalValues};
@@ -27,7 +29,7 @@ use crate::billing::major;
 pub const SCORE_STEP: f64 = 0.1;
 
 /// A customer's health as published: on the customer health topic and `/customers/{id}`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerHealth {
     pub customer_id: String,
     /// The weighted mean of the customer's signals' scores, and its band, with every
@@ -45,12 +47,21 @@ pub struct CustomerHealth {
     pub moved_by: Option<Signal>,
 }
 
-/// What a rescoring found for one customer: its new health, or `None` when it has no
-/// score any more (forgotten, or no signal with a weight left), and its band change.
+/// What the owner last published of a customer, with the signal values it was scored
+/// from: kept in the customer signals topic, so that the next owner (a restart, a
+/// rebalance) publishes only what changes after it, and explains it against these values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    pub health: CustomerHealth,
+    pub values: SignalValues,
+}
+
+/// What a rescoring found for one customer: what is published now, or `None` when it has
+/// no score any more (forgotten, or no signal with a weight left), and its band change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthChange {
     pub customer_id: String,
-    pub health: Option<CustomerHealth>,
+    pub published: Option<Published>,
     /// From and to, when the customer moved from one band to another.
     pub transition: Option<(Band, Band)>,
 }
@@ -76,8 +87,8 @@ struct OwnedCustomer {
     partition: i32,
     /// Each input partition's part, by the input partition's name (`topic:partition`).
     parts: Vec<(Box<str>, CustomerPart)>,
-    /// What was last published, with the signal values it was scored from.
-    published: Option<(CustomerHealth, SignalValues)>,
+    /// What was last published.
+    published: Option<Published>,
     /// A part arrived since the customer was last scored.
     dirty: bool,
 }
@@ -148,6 +159,21 @@ impl OwnedCustomers {
         }
     }
 
+    /// What an earlier owner published of `customer_id` (read back from the customer
+    /// signals topic while restoring `partition`), or `None` when it published that the
+    /// customer has no score: the next rescoring publishes only what differs from it.
+    pub fn restore_published(
+        &mut self,
+        partition: i32,
+        customer_id: &str,
+        published: Option<Published>,
+    ) {
+        let customer = self.customers.entry(customer_id.into()).or_default();
+        customer.partition = partition;
+        customer.published = published;
+        customer.dirty = true;
+    }
+
     /// Drops the customers of a signals partition this instance no longer owns.
     pub fn drop_partition(&mut self, partition: i32) {
         self.customers.retain(|_, c| c.partition != partition);
@@ -176,7 +202,7 @@ impl OwnedCustomers {
                 if customer.published.is_some() {
                     changes.push(HealthChange {
                         customer_id: id.to_string(),
-                        health: None,
+                        published: None,
                         transition: None,
                     });
                 }
@@ -188,7 +214,7 @@ impl OwnedCustomers {
                 if customer.published.take().is_some() {
                     changes.push(HealthChange {
                         customer_id: id.to_string(),
-                        health: None,
+                        published: None,
                         transition: None,
                     });
                 }
@@ -197,7 +223,7 @@ impl OwnedCustomers {
             let mrr = signals.billing.as_ref().map_or(0, |b| b.mrr);
             let segment = customer.segment();
             let before = customer.published.as_ref();
-            let news = before.is_none_or(|(health, _)| {
+            let news = before.is_none_or(|Published { health, .. }| {
                 health.score.band != score.band
                     || (health.score.score - score.score).abs() >= SCORE_STEP
                     || health.segment != segment
@@ -206,17 +232,20 @@ impl OwnedCustomers {
             if !news {
                 continue;
             }
-            let moved = before.is_none_or(|(health, _)| {
+            let moved = before.is_none_or(|Published { health, .. }| {
                 health.score.band != score.band
                     || (health.score.score - score.score).abs() >= SCORE_STEP
             });
             let transition = before
-                .map(|(health, _)| health.score.band)
+                .map(|p| p.health.score.band)
                 .filter(|band| *band != score.band)
                 .map(|band| (band, score.band));
             let (changed_at_ms, moved_by) = match before {
-                Some((health, _)) if !moved => (health.changed_at_ms, health.moved_by),
-                Some((_, before_values)) => (now_ms, model.moved_by(before_values, &values)),
+                Some(Published { health, .. }) if !moved => (health.changed_at_ms, health.moved_by),
+                Some(Published {
+                    values: before_values,
+                    ..
+                }) => (now_ms, model.moved_by(before_values, &values)),
                 None => (now_ms, None),
             };
             let health = CustomerHealth {
@@ -227,10 +256,11 @@ impl OwnedCustomers {
                 changed_at_ms,
                 moved_by,
             };
-            customer.published = Some((health.clone(), values));
+            let published = Published { health, values };
+            customer.published = Some(published.clone());
             changes.push(HealthChange {
                 customer_id: id.to_string(),
-                health: Some(health),
+                published: Some(published),
                 transition,
             });
         }
@@ -247,7 +277,7 @@ impl OwnedCustomers {
             .get(customer_id)?
             .published
             .as_ref()
-            .map(|(health, _)| health)
+            .map(|p| &p.health)
     }
 
     /// Whether this instance holds any part of `customer_id`.
@@ -277,7 +307,8 @@ impl OwnedCustomers {
         for band in Band::ALL {
             totals.insert((band, None), BandTotal::default());
         }
-        for (health, _) in self.customers.values().filter_map(|c| c.published.as_ref()) {
+        for Published { health, .. } in self.customers.values().filter_map(|c| c.published.as_ref())
+        {
             let band = health.score.band;
             let mut add = |segment: Option<String>| {
                 let total = totals.entry((band, segment)).or_default();

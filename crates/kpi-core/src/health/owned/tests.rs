@@ -86,7 +86,7 @@ fn a_customer_is_scored_from_every_part_of_it_and_counted_in_its_band() {
     );
     let changes = rescore(&mut owned, T0, false);
     assert_eq!(changes.len(), 1);
-    let health = changes[0].health.as_ref().unwrap();
+    let health = changes[0].published.as_ref().map(|p| &p.health).unwrap();
     let score = expected(&[&survey, &t1, &t2, &bill], T0);
     // NPS 3 scores 0 (weight 3), three open tickets 0 (1); no ticket opened in the window
     // (1), no breach (2), a flat MRR (2), no failed payment (3) and 400 days of tenure (1)
@@ -117,7 +117,16 @@ fn a_band_change_is_a_transition_explained_by_the_signal_that_moved() {
     owned.receive(0, "c", "surveys:0", Some(part(nps(10, T0), None, T0)));
     owned.receive(0, "c", "tickets:0", Some(part(open_tickets(0), None, T0)));
     let first = rescore(&mut owned, T0, false);
-    assert_eq!(first[0].health.as_ref().unwrap().score.band, Band::Healthy);
+    assert_eq!(
+        first[0]
+            .published
+            .as_ref()
+            .map(|p| &p.health)
+            .unwrap()
+            .score
+            .band,
+        Band::Healthy
+    );
     // A replaced part, not an added one: the tickets partition now has three open.
     owned.receive(0, "c", "tickets:0", Some(part(open_tickets(3), None, T0)));
     owned.receive(
@@ -127,7 +136,7 @@ fn a_band_change_is_a_transition_explained_by_the_signal_that_moved() {
         Some(part(nps(2, T0 + DAY), None, T0 + DAY)),
     );
     let changes = rescore(&mut owned, T0 + DAY, false);
-    let health = changes[0].health.as_ref().unwrap();
+    let health = changes[0].published.as_ref().map(|p| &p.health).unwrap();
     // NPS 2 and three open tickets score 0 (weights 3 and 1), no ticket opened and no
     // breach 100 (1 and 2): 300 / 7.
     assert_eq!(health.score.score, 300.0 / 7.0);
@@ -146,11 +155,20 @@ fn a_customer_whose_parts_are_all_gone_is_forgotten_and_unpublished() {
     owned.receive(0, "c", "surveys:0", None);
     let changes = rescore(&mut owned, T0, false);
     // Still scored from its tickets alone.
-    assert_eq!(changes[0].health.as_ref().unwrap().score.score, 100.0);
+    assert_eq!(
+        changes[0]
+            .published
+            .as_ref()
+            .map(|p| &p.health)
+            .unwrap()
+            .score
+            .score,
+        100.0
+    );
     owned.receive(0, "c", "tickets:1", None);
     let changes = rescore(&mut owned, T0, false);
     assert_eq!(changes.len(), 1);
-    assert_eq!(changes[0].health, None);
+    assert_eq!(changes[0].published, None);
     assert!(!owned.holds("c"));
     assert_eq!(owned.take_forgotten(), 1);
     assert_eq!(owned.take_forgotten(), 0);
@@ -186,19 +204,39 @@ fn a_small_move_is_no_news_but_tenure_crossing_a_band_is() {
     );
     // 69 days: 69, neutral.
     let first = rescore(&mut owned, T0, false);
-    assert_eq!(first[0].health.as_ref().unwrap().score.band, Band::Neutral);
+    assert_eq!(
+        first[0]
+            .published
+            .as_ref()
+            .map(|p| &p.health)
+            .unwrap()
+            .score
+            .band,
+        Band::Neutral
+    );
     // A move below a tenth of a point is no news.
     assert!(rescore(&mut owned, T0 + DAY / 20, true).is_empty());
     // Nothing is scored again without a part unless every customer is asked for.
     assert!(rescore(&mut owned, T0 + 2 * DAY, false).is_empty());
     let changes = rescore(&mut owned, T0 + 2 * DAY, true);
     assert_eq!(
-        changes[0].health.as_ref().unwrap().score.band,
+        changes[0]
+            .published
+            .as_ref()
+            .map(|p| &p.health)
+            .unwrap()
+            .score
+            .band,
         Band::Healthy
     );
     assert_eq!(changes[0].transition, Some((Band::Neutral, Band::Healthy)));
     assert_eq!(
-        changes[0].health.as_ref().unwrap().moved_by,
+        changes[0]
+            .published
+            .as_ref()
+            .map(|p| &p.health)
+            .unwrap()
+            .moved_by,
         Some(Signal::TenureDays)
     );
 }
@@ -294,7 +332,7 @@ proptest! {
                     for change in owned.rescore(&model, BUCKET, now, true, |_| true) {
                         let customer: usize = change.customer_id[1..].parse().unwrap();
                         let before = published.get(&customer).map(|s| s.band);
-                        match &change.health {
+                        match change.published.as_ref().map(|p| &p.health) {
                             Some(health) => {
                                 let after = health.score.band;
                                 let expected_transition =
@@ -336,4 +374,42 @@ proptest! {
             }
         }
     }
+}
+
+/// A new owner restores what the former one published: the same parts publish nothing,
+/// keep the change time, and a later band change is a transition from the restored band.
+#[test]
+fn a_restored_publication_is_the_baseline_of_the_next_owner() {
+    let mut former = OwnedCustomers::default();
+    former.receive(2, "c", "surveys:0", Some(part(nps(10, T0), None, T0)));
+    let published = rescore(&mut former, T0, false)[0]
+        .published
+        .clone()
+        .unwrap();
+    let mut owner = OwnedCustomers::default();
+    owner.receive(2, "c", "surveys:0", Some(part(nps(10, T0), None, T0)));
+    owner.restore_published(2, "c", Some(published.clone()));
+    assert!(rescore(&mut owner, T0 + DAY, false).is_empty());
+    assert_eq!(owner.get("c"), Some(&published.health));
+    owner.receive(
+        2,
+        "c",
+        "surveys:0",
+        Some(part(nps(0, T0 + DAY), None, T0 + DAY)),
+    );
+    let changes = rescore(&mut owner, T0 + DAY, false);
+    assert_eq!(changes[0].transition, Some((Band::Healthy, Band::AtRisk)));
+    assert_eq!(
+        changes[0].published.as_ref().unwrap().health.moved_by,
+        Some(Signal::Nps)
+    );
+    // Without the restored publication, the same parts would be a first score.
+    let mut fresh = OwnedCustomers::default();
+    fresh.receive(
+        2,
+        "c",
+        "surveys:0",
+        Some(part(nps(0, T0 + DAY), None, T0 + DAY)),
+    );
+    assert_eq!(rescore(&mut fresh, T0 + DAY, false)[0].transition, None);
 }

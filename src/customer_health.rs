@@ -1,0 +1,569 @@
+//! The owner of customers' health: a consumer group of its own (`<group>.health`) on the
+//! customer signals topic, so that each signals partition, and so each customer, has one
+//! owner among the instances. The owner reads its partitions from their beginning (the
+//! topic is compacted: that is the restore, after a restart or a rebalance), brings each
+//! customer's parts together, scores them ([`OwnedCustomers`]), and publishes what changes:
+//! the customer health topic, the band gauges and transitions, and `GET /customers/{id}`
+//! ([`HealthView`]).
+//!
+//! What the owner published is written back to the signals topic too (key
+//! `<customer>|health`), in the customer's partition, so that the next owner restores it
+//! with the parts: it publishes only what changes after it, counts a band change across
+//! the move as one transition, and keeps the time of the last change.
+//!
+//! Blocking: it runs on a thread of its own, as the components reader does.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientContext, Message};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::customer_signals::{self, SignalsKey, partition_of};
+use crate::kafka::{Producer, client_config, partitions_of, producer};
+use crate::metrics::Metrics;
+
+use kpi_core::billing::major;
+use kpi_core::health::owned::{CustomerHealth, OwnedCustomers, Published};
+use kpi_core::health::{Band, HealthModel, Signal, SignalScore};
+use kpi_core::kpi::rfc3339;
+
+/// The longest a poll waits for a message, and so for a shutdown or a tick to be noticed.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Every customer is scored again this often, not only those whose parts changed: the
+/// signal window moves and tenure grows with time alone, by a bucket (5.6 days by default)
+/// or a day at a time.
+const RESCORE_ALL: Duration = Duration::from_secs(600);
+
+/// The end of a partition whose watermarks could not be read yet.
+const UNKNOWN_END: i64 = i64::MAX;
+
+/// How often the signals topic's partition count is read again (for the owner's pointer).
+const METADATA_REFRESH: Duration = Duration::from_secs(30);
+
+/// Which signals partitions this instance owns, and which of them are still being read to
+/// the end they had when assigned.
+#[derive(Debug, Default)]
+struct Ownership {
+    partitions: Option<i32>,
+    owned: BTreeSet<i32>,
+    /// Owned partitions being restored, with the end offset to reach ([`UNKNOWN_END`] until
+    /// it could be read).
+    restoring: HashMap<i32, i64>,
+}
+
+/// What `GET /customers/{id}` finds.
+#[derive(Debug, PartialEq)]
+pub enum Lookup {
+    /// The customer's health as the health topic has it, rendered.
+    Found(Vec<u8>),
+    /// Customer health is off (`health.enabled = false`).
+    Off,
+    /// The signals topic's partitions are not known yet.
+    NotYetKnown,
+    /// This instance owns the customer's partition and is reading it.
+    Restoring { partition: i32 },
+    /// This instance owns the customer's partition, and no score of the customer.
+    NoScore { partition: i32 },
+    /// Another instance owns the customer's partition.
+    Elsewhere { partition: i32 },
+}
+
+/// The owner's state as the HTTP endpoints read it.
+#[derive(Debug)]
+pub struct HealthView {
+    enabled: bool,
+    topic: String,
+    currency: String,
+    customers: Mutex<OwnedCustomers>,
+    ownership: Mutex<Ownership>,
+}
+
+impl HealthView {
+    pub fn new(config: &Config) -> Self {
+        HealthView {
+            enabled: config.health.enabled,
+            topic: config.topics.customer_signals.clone(),
+            currency: config.billing.base_currency.clone(),
+            customers: Mutex::new(OwnedCustomers::default()),
+            ownership: Mutex::new(Ownership::default()),
+        }
+    }
+
+    /// The signals topic the customers' partitions are of.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Finds `customer_id`'s health, or says where it is.
+    pub fn lookup(&self, customer_id: &str) -> Lookup {
+        if !self.enabled {
+            return Lookup::Off;
+        }
+        let (partition, owned, restoring) = {
+            let Ok(ownership) = self.ownership.lock() else {
+                return Lookup::NotYetKnown;
+            };
+            let Some(partition) = ownership
+                .partitions
+                .and_then(|n| partition_of(customer_id, n))
+            else {
+                return Lookup::NotYetKnown;
+            };
+            (
+                partition,
+                ownership.owned.contains(&partition),
+                ownership.restoring.contains_key(&partition),
+            )
+        };
+        if !owned {
+            return Lookup::Elsewhere { partition };
+        }
+        if restoring {
+            return Lookup::Restoring { partition };
+        }
+        let Ok(customers) = self.customers.lock() else {
+            return Lookup::NotYetKnown;
+        };
+        match customers.get(customer_id) {
+            Some(health) => match serde_json::to_vec(&HealthMessage::of(health, &self.currency)) {
+                Ok(body) => Lookup::Found(body),
+                Err(_) => Lookup::NoScore { partition },
+            },
+            None => Lookup::NoScore { partition },
+        }
+    }
+}
+
+/// A customer's health on the health topic and `GET /customers/{id}` (docs/output.md).
+#[derive(Serialize)]
+struct HealthMessage<'a> {
+    customer_id: &'a str,
+    score: f64,
+    band: Band,
+    signals: &'a [SignalScore],
+    /// Base-currency major units.
+    mrr: f64,
+    currency: &'a str,
+    segment: Option<&'a str>,
+    changed_at: String,
+    moved_by: Option<Signal>,
+}
+
+impl<'a> HealthMessage<'a> {
+    fn of(health: &'a CustomerHealth, currency: &'a str) -> Self {
+        HealthMessage {
+            customer_id: &health.customer_id,
+            score: health.score.score,
+            band: health.score.band,
+            signals: &health.score.signals,
+            mrr: major(i128::from(health.mrr)),
+            currency,
+            segment: health.segment.as_deref(),
+            changed_at: rfc3339(health.changed_at_ms),
+            moved_by: health.moved_by,
+        }
+    }
+}
+
+/// A group rebalance of the owner's consumer, handed from its callback to the loop.
+enum OwnerRebalance {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Records the owner's rebalances; the loop applies them after each poll.
+#[derive(Default)]
+struct OwnerCallbacks {
+    changes: Mutex<Vec<OwnerRebalance>>,
+}
+
+impl ClientContext for OwnerCallbacks {}
+
+impl ConsumerContext for OwnerCallbacks {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let change = match rebalance {
+            Rebalance::Assign(tpl) => {
+                OwnerRebalance::Assigned(tpl.elements().iter().map(|e| e.partition()).collect())
+            }
+            Rebalance::Revoke(tpl) => {
+                OwnerRebalance::Revoked(tpl.elements().iter().map(|e| e.partition()).collect())
+            }
+            Rebalance::Error(e) => {
+                warn!(error = %e, "customer health rebalance failed");
+                return;
+            }
+        };
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.push(change);
+        }
+    }
+}
+
+type OwnerConsumer = BaseConsumer<OwnerCallbacks>;
+
+/// Owns customers until `shutdown` is cancelled.
+pub fn own_customers(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    view: Arc<HealthView>,
+    clock: Clock,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let model = config.health.model()?;
+    let bucket_ms = config.health.signal_settings()?.bucket_ms();
+    let consumer: OwnerConsumer = client_config(
+        &config,
+        &[
+            ("group.id", format!("{}.health", config.kafka.group_id)),
+            (
+                "session.timeout.ms",
+                config.kafka.session_timeout_ms.to_string(),
+            ),
+            ("partition.assignment.strategy", "cooperative-sticky".into()),
+            // Never committed: every assignment reads the compacted topic from its
+            // beginning, which is the restore.
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+        ],
+    )
+    .create_with_context(OwnerCallbacks::default())
+    .context("creating the customer health consumer")?;
+    consumer
+        .subscribe(&[&config.topics.customer_signals])
+        .context("subscribing to the customer signals topic")?;
+    let producer = producer(&config, &[])?;
+    let mut owner = Owner {
+        config,
+        metrics,
+        view,
+        model,
+        bucket_ms,
+        producer,
+        runtime,
+        clock,
+        last_rescore_all: None,
+        next_metadata: Instant::now(),
+    };
+    owner.refresh_partitions(&consumer);
+    let interval = owner.config.publish.interval;
+    let mut next_tick = Instant::now() + interval;
+    while !shutdown.is_cancelled() {
+        match consumer.poll(POLL) {
+            Some(Ok(message)) => owner.receive(&message),
+            Some(Err(e)) => debug!(error = %e, "customer signals consume error"),
+            None => {}
+        }
+        owner.apply_rebalances(&consumer);
+        if Instant::now() >= next_tick {
+            next_tick = Instant::now() + interval;
+            owner.refresh_partitions(&consumer);
+            owner.check_restored(&consumer);
+            owner.publish();
+        }
+    }
+    owner.check_restored(&consumer);
+    owner.publish();
+    let _ = rdkafka::producer::Producer::flush(&owner.producer, Duration::from_secs(3));
+    consumer.unsubscribe();
+    Ok(())
+}
+
+struct Owner {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    view: Arc<HealthView>,
+    model: HealthModel,
+    bucket_ms: i64,
+    producer: Producer,
+    runtime: tokio::runtime::Handle,
+    clock: Clock,
+    last_rescore_all: Option<Instant>,
+    next_metadata: Instant,
+}
+
+impl Owner {
+    fn receive(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
+        let partition = message.partition();
+        if let Ok(mut ownership) = self.view.ownership.lock()
+            && ownership
+                .restoring
+                .get(&partition)
+                .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ownership.restoring.remove(&partition);
+            info!(partition, "customer health partition restored");
+        }
+        let restoring = self
+            .view
+            .ownership
+            .lock()
+            .map(|o| o.restoring.contains_key(&partition))
+            .unwrap_or(false);
+        let Some(Ok(key)) = message.key().map(std::str::from_utf8) else {
+            self.metrics.health.signals_invalid.inc();
+            return;
+        };
+        let Ok(mut customers) = self.view.customers.lock() else {
+            return;
+        };
+        match customer_signals::parse_key(key) {
+            Some(SignalsKey::Part {
+                customer_id,
+                topic,
+                partition: source,
+            }) => match customer_signals::decode(message.payload()) {
+                Ok(part) => customers.receive(
+                    partition,
+                    customer_id,
+                    &format!("{topic}:{source}"),
+                    part.map(|p| p.part),
+                ),
+                Err(e) => {
+                    self.metrics.health.signals_invalid.inc();
+                    warn!(partition, offset = message.offset(), error = %e, "undecodable customer signal part");
+                }
+            },
+            // Read back while restoring only: afterwards this owner knows better.
+            Some(SignalsKey::Published { customer_id }) if restoring => {
+                match message
+                    .payload()
+                    .map(serde_json::from_slice::<Published>)
+                    .transpose()
+                {
+                    Ok(published) => customers.restore_published(partition, customer_id, published),
+                    Err(e) => {
+                        self.metrics.health.signals_invalid.inc();
+                        warn!(partition, offset = message.offset(), error = %e, "undecodable customer health record");
+                    }
+                }
+            }
+            Some(SignalsKey::Published { .. }) => {}
+            None => self.metrics.health.signals_invalid.inc(),
+        }
+    }
+
+    fn apply_rebalances(&mut self, consumer: &OwnerConsumer) {
+        let changes = match consumer.context().changes.lock() {
+            Ok(mut changes) => std::mem::take(&mut *changes),
+            Err(_) => return,
+        };
+        let timeout = Duration::from_millis(u64::from(self.config.kafka.request_timeout_ms));
+        let topic = &self.config.topics.customer_signals;
+        for change in changes {
+            match change {
+                OwnerRebalance::Assigned(partitions) => {
+                    for partition in partitions {
+                        // An end not read now is read again at the next tick.
+                        let end = consumer
+                            .fetch_watermarks(topic, partition, timeout)
+                            .map(|(low, high)| if high > low { high } else { 0 })
+                            .unwrap_or(UNKNOWN_END);
+                        info!(
+                            partition,
+                            end, "customer health partition assigned, restoring"
+                        );
+                        if let Ok(mut ownership) = self.view.ownership.lock() {
+                            ownership.owned.insert(partition);
+                            if end > 0 {
+                                ownership.restoring.insert(partition, end);
+                            }
+                        }
+                    }
+                }
+                OwnerRebalance::Revoked(partitions) => {
+                    for partition in partitions {
+                        if let Ok(mut ownership) = self.view.ownership.lock() {
+                            ownership.owned.remove(&partition);
+                            ownership.restoring.remove(&partition);
+                        }
+                        if let Ok(mut customers) = self.view.customers.lock() {
+                            customers.drop_partition(partition);
+                        }
+                        info!(partition, "customer health partition revoked");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the restore of partitions whose consumer position reached their end (the last
+    /// messages of a compacted partition may be gone, so no message need be at it).
+    fn check_restored(&mut self, consumer: &OwnerConsumer) {
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        let Ok(mut ownership) = self.view.ownership.lock() else {
+            return;
+        };
+        let timeout = Duration::from_millis(u64::from(self.config.kafka.request_timeout_ms));
+        let topic = &self.config.topics.customer_signals;
+        for (partition, end) in ownership.restoring.iter_mut() {
+            if *end == UNKNOWN_END
+                && let Ok((low, high)) = consumer.fetch_watermarks(topic, *partition, timeout)
+            {
+                *end = if high > low { high } else { 0 };
+            }
+        }
+        ownership.restoring.retain(|_, end| *end > 0);
+        for element in positions.elements() {
+            if let rdkafka::Offset::Offset(position) = element.offset()
+                && ownership
+                    .restoring
+                    .get(&element.partition())
+                    .is_some_and(|end| position >= *end)
+            {
+                ownership.restoring.remove(&element.partition());
+                info!(
+                    partition = element.partition(),
+                    "customer health partition restored"
+                );
+            }
+        }
+    }
+
+    fn refresh_partitions(&mut self, consumer: &OwnerConsumer) {
+        if Instant::now() < self.next_metadata {
+            return;
+        }
+        self.next_metadata = Instant::now() + METADATA_REFRESH;
+        let topic = &self.config.topics.customer_signals;
+        let timeout = Duration::from_millis(u64::from(self.config.kafka.request_timeout_ms));
+        if let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) {
+            let count = partitions_of(&metadata, topic).len() as i32;
+            if let Ok(mut ownership) = self.view.ownership.lock() {
+                ownership.partitions = (count > 0).then_some(count);
+            }
+        }
+    }
+
+    /// Scores the customers due, sends what changed to the health topic and back to the
+    /// signals topic, and sets the gauges.
+    fn publish(&mut self) {
+        let all = self
+            .last_rescore_all
+            .is_none_or(|at| at.elapsed() >= RESCORE_ALL);
+        if all {
+            self.last_rescore_all = Some(Instant::now());
+        }
+        let now = (self.clock)();
+        let restoring: Vec<i32> = self
+            .view
+            .ownership
+            .lock()
+            .map(|o| o.restoring.keys().copied().collect())
+            .unwrap_or_default();
+        let (changes, totals, held, forgotten) = {
+            let Ok(mut customers) = self.view.customers.lock() else {
+                return;
+            };
+            let changes = customers.rescore(&self.model, self.bucket_ms, now, all, |p| {
+                !restoring.contains(&p)
+            });
+            (
+                changes,
+                customers.totals(),
+                customers.len(),
+                customers.take_forgotten(),
+            )
+        };
+        let health = &self.metrics.health;
+        health.customers_owned.set(held as i64);
+        health.customers_forgotten.inc_by(forgotten);
+        health.customers_by_health.reset();
+        health.mrr_by_health.reset();
+        for ((band, segment), total) in &totals {
+            let labels = [band.name(), segment.as_deref().unwrap_or("")];
+            health
+                .customers_by_health
+                .with_label_values(&labels)
+                .set(total.customers as i64);
+            health
+                .mrr_by_health
+                .with_label_values(&labels)
+                .set(total.mrr_major());
+        }
+        let mut deliveries = Vec::new();
+        for change in &changes {
+            if let Some((from, to)) = change.transition {
+                let segment = change
+                    .published
+                    .as_ref()
+                    .and_then(|p| p.health.segment.as_deref());
+                for segment in std::iter::once("").chain(segment) {
+                    health
+                        .transitions
+                        .with_label_values(&[from.name(), to.name(), segment])
+                        .inc();
+                }
+            }
+            let health_payload = change.published.as_ref().and_then(|p| {
+                serde_json::to_vec(&HealthMessage::of(
+                    &p.health,
+                    &self.config.billing.base_currency,
+                ))
+                .ok()
+            });
+            let published_payload = change
+                .published
+                .as_ref()
+                .and_then(|p| serde_json::to_vec(p).ok());
+            let mut record = FutureRecord::<str, Vec<u8>>::to(&self.config.topics.customer_health)
+                .key(&change.customer_id);
+            if let Some(payload) = &health_payload {
+                record = record.payload(payload);
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => {
+                    health.health_failures.inc();
+                    warn!(error = %e, "could not queue a customer health message");
+                }
+            }
+            let key = customer_signals::published_key(&change.customer_id);
+            let partition = self
+                .view
+                .ownership
+                .lock()
+                .ok()
+                .and_then(|o| o.partitions)
+                .and_then(|n| partition_of(&change.customer_id, n));
+            if let Some(partition) = partition {
+                let mut record =
+                    FutureRecord::<String, Vec<u8>>::to(&self.config.topics.customer_signals)
+                        .key(&key)
+                        .partition(partition);
+                if let Some(payload) = &published_payload {
+                    record = record.payload(payload);
+                }
+                if let Err((e, _)) = self.producer.send_result(record) {
+                    health.signals_failures.inc();
+                    warn!(error = %e, "could not queue a customer health record");
+                }
+            }
+        }
+        if deliveries.is_empty() {
+            return;
+        }
+        let metrics = self.metrics.clone();
+        self.runtime.spawn(async move {
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => metrics.health.health_messages.inc(),
+                    _ => metrics.health.health_failures.inc(),
+                }
+            }
+        });
+    }
+}
