@@ -296,21 +296,19 @@ struct Owner {
 impl Owner {
     fn receive(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
         let partition = message.partition();
-        if let Ok(mut ownership) = self.view.ownership.lock()
-            && ownership
-                .restoring
-                .get(&partition)
-                .is_some_and(|end| message.offset() + 1 >= *end)
-        {
-            ownership.restoring.remove(&partition);
-            info!(partition, "customer health partition restored");
-        }
-        let restoring = self
-            .view
-            .ownership
-            .lock()
-            .map(|o| o.restoring.contains_key(&partition))
-            .unwrap_or(false);
+        // Whether this message is part of the restore: the message that reaches the end is.
+        let restoring = match self.view.ownership.lock() {
+            Ok(mut ownership) => match ownership.restoring.get(&partition) {
+                Some(end) if message.offset() + 1 >= *end => {
+                    ownership.restoring.remove(&partition);
+                    info!(partition, "customer health partition restored");
+                    true
+                }
+                Some(_) => true,
+                None => false,
+            },
+            Err(_) => false,
+        };
         let Some(Ok(key)) = message.key().map(std::str::from_utf8) else {
             self.metrics.health.signals_invalid.inc();
             return;

@@ -302,10 +302,7 @@ impl ConsumerCallbacks {
     /// (none with customer health off). A topic that cannot be read is logged and counted:
     /// the partitions then replay without them, and their customers' signals count only the
     /// replayed events.
-    fn restore_signals(
-        &self,
-        partitions: &[(String, i32)],
-    ) -> RestoredParts {
+    fn restore_signals(&self, partitions: &[(String, i32)]) -> RestoredParts {
         let Some((config, metrics)) = &self.signals else {
             return HashMap::new();
         };

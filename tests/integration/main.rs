@@ -8,6 +8,7 @@ mod edges;
 mod faults;
 mod generator;
 mod harness;
+mod health;
 mod history;
 mod hostile;
 mod http;
