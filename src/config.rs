@@ -246,6 +246,8 @@ pub struct TopicsConfig {
     pub customer_signals: String,
     /// Each customer's health, keyed by customer (compacted).
     pub customer_health: String,
+    /// Detractors' answers to follow up, keyed by customer.
+    pub feedback: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -399,6 +401,7 @@ impl Default for TopicsConfig {
             periods: "cs.kpi-periods".into(),
             customer_signals: "cs.kpi-customer-signals".into(),
             customer_health: "cs.customer-health".into(),
+            feedback: "cs.feedback".into(),
         }
     }
 }
@@ -935,6 +938,7 @@ impl Config {
             ("topics.periods", &self.topics.periods),
             ("topics.customer_signals", &self.topics.customer_signals),
             ("topics.customer_health", &self.topics.customer_health),
+            ("topics.feedback", &self.topics.feedback),
         ]
         .into_iter()
         .chain(

@@ -13,7 +13,7 @@
 //!
 //! Blocking: it runs on a thread of its own, as the components reader does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::customer_signals::{self, SignalsKey, partition_of};
+use crate::customer_signals::{self, AnswerMessage, SignalsKey, partition_of};
 use crate::kafka::{Producer, client_config, partitions_of, producer};
 use crate::metrics::Metrics;
 
@@ -255,6 +255,10 @@ pub fn own_customers(
         clock,
         last_rescore_all: None,
         next_metadata: Instant::now(),
+        answers: BTreeMap::new(),
+        in_flight: HashSet::new(),
+        feed_again: Arc::new(Mutex::new(Vec::new())),
+        tombstones_due: Arc::new(Mutex::new(Vec::new())),
     };
     owner.refresh_partitions(&consumer);
     let interval = owner.config.publish.interval;
@@ -291,6 +295,16 @@ struct Owner {
     clock: Clock,
     last_rescore_all: Option<Instant>,
     next_metadata: Instant,
+    /// Detractors' answers not followed up yet, by their key, with their signals partition.
+    answers: BTreeMap<String, (i32, AnswerMessage)>,
+    /// Answers written to the feedback topic (or being written) whose tombstone has not
+    /// been read back yet: not written again.
+    in_flight: HashSet<String>,
+    /// Answers whose feedback message failed: written again at the next publish.
+    feed_again: Arc<Mutex<Vec<String>>>,
+    /// Answers followed up whose tombstone failed, with their signals partition: the
+    /// tombstone is written again, the feedback message not.
+    tombstones_due: Arc<Mutex<Vec<(String, i32)>>>,
 }
 
 impl Owner {
@@ -348,6 +362,23 @@ impl Owner {
                 }
             }
             Some(SignalsKey::Published { .. }) => {}
+            Some(SignalsKey::Answer { .. }) => match message
+                .payload()
+                .map(serde_json::from_slice::<AnswerMessage>)
+                .transpose()
+            {
+                Ok(Some(answer)) => {
+                    self.answers.insert(key.to_owned(), (partition, answer));
+                }
+                Ok(None) => {
+                    self.answers.remove(key);
+                    self.in_flight.remove(key);
+                }
+                Err(e) => {
+                    self.metrics.health.signals_invalid.inc();
+                    warn!(partition, offset = message.offset(), error = %e, "undecodable detractor's answer");
+                }
+            },
             None => self.metrics.health.signals_invalid.inc(),
         }
     }
@@ -389,6 +420,9 @@ impl Owner {
                         if let Ok(mut customers) = self.view.customers.lock() {
                             customers.drop_partition(partition);
                         }
+                        self.answers.retain(|_, (p, _)| *p != partition);
+                        let answers = &self.answers;
+                        self.in_flight.retain(|key| answers.contains_key(key));
                         info!(partition, "customer health partition revoked");
                     }
                 }
@@ -551,6 +585,7 @@ impl Owner {
                 }
             }
         }
+        self.follow_up(&restoring);
         if deliveries.is_empty() {
             return;
         }
@@ -564,4 +599,139 @@ impl Owner {
             }
         });
     }
+
+    /// Writes each detractor's answer not followed up yet to the feedback topic, with its
+    /// customer's health now; once the broker has it, a tombstone of the answer to the
+    /// signals topic, so that no owner follows it up again. Answers of partitions being
+    /// restored wait: their tombstones may be further on.
+    fn follow_up(&mut self, restoring: &[i32]) {
+        if let Ok(mut again) = self.feed_again.lock() {
+            for key in again.drain(..) {
+                self.in_flight.remove(&key);
+            }
+        }
+        let due: Vec<(String, i32)> = self
+            .tombstones_due
+            .lock()
+            .map(|mut due| std::mem::take(&mut *due))
+            .unwrap_or_default();
+        for (key, partition) in due {
+            spawn_tombstone(self.tombstone_writer(), key, partition);
+        }
+        let Ok(customers) = self.view.customers.lock() else {
+            return;
+        };
+        for (key, (partition, answer)) in &self.answers {
+            if restoring.contains(partition) || self.in_flight.contains(key) {
+                continue;
+            }
+            let health = customers.get(&answer.customer_id);
+            let message = FeedbackMessage {
+                customer_id: &answer.customer_id,
+                event_id: &answer.event_id,
+                survey: &answer.survey,
+                score: answer.score,
+                comment: answer.comment.as_deref(),
+                answered_at: rfc3339(answer.answered_at_ms),
+                mrr: health.map(|h| major(i128::from(h.mrr))),
+                currency: &self.config.billing.base_currency,
+                band: health.map(|h| h.score.band),
+                health_score: health.map(|h| h.score.score),
+                segment: health.and_then(|h| h.segment.as_deref()),
+            };
+            let Ok(payload) = serde_json::to_vec(&message) else {
+                continue;
+            };
+            let record = FutureRecord::to(&self.config.topics.feedback)
+                .key(&answer.customer_id)
+                .payload(&payload);
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    self.in_flight.insert(key.clone());
+                    let (metrics, again, writer) = (
+                        self.metrics.clone(),
+                        self.feed_again.clone(),
+                        self.tombstone_writer(),
+                    );
+                    let (key, partition) = (key.clone(), *partition);
+                    self.runtime.spawn(async move {
+                        match delivery.await {
+                            Ok(Ok(_)) => {
+                                metrics.health.feedback_messages.inc();
+                                write_tombstone(writer, key, partition).await;
+                            }
+                            _ => {
+                                metrics.health.feedback_failures.inc();
+                                if let Ok(mut again) = again.lock() {
+                                    again.push(key);
+                                }
+                            }
+                        }
+                    });
+                }
+                Err((e, _)) => {
+                    self.metrics.health.feedback_failures.inc();
+                    warn!(error = %e, "could not queue a feedback message");
+                }
+            }
+        }
+    }
+
+    fn tombstone_writer(&self) -> TombstoneWriter {
+        TombstoneWriter {
+            producer: self.producer.clone(),
+            topic: self.config.topics.customer_signals.clone(),
+            due: self.tombstones_due.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Writes the tombstones of answers followed up.
+struct TombstoneWriter {
+    producer: Producer,
+    topic: String,
+    due: Arc<Mutex<Vec<(String, i32)>>>,
+    metrics: Arc<Metrics>,
+}
+
+fn spawn_tombstone(writer: TombstoneWriter, key: String, partition: i32) {
+    tokio::spawn(write_tombstone(writer, key, partition));
+}
+
+/// Writes the tombstone of an answer followed up; one that fails is due again.
+async fn write_tombstone(writer: TombstoneWriter, key: String, partition: i32) {
+    let record = FutureRecord::<String, [u8]>::to(&writer.topic)
+        .key(&key)
+        .partition(partition);
+    let delivered = match writer.producer.send_result(record) {
+        Ok(delivery) => matches!(delivery.await, Ok(Ok(_))),
+        Err(_) => false,
+    };
+    if delivered {
+        writer.metrics.health.signals_sent.inc();
+    } else {
+        writer.metrics.health.signals_failures.inc();
+        if let Ok(mut due) = writer.due.lock() {
+            due.push((key, partition));
+        }
+    }
+}
+
+/// A detractor's answer on the feedback topic (docs/output.md).
+#[derive(Serialize)]
+struct FeedbackMessage<'a> {
+    customer_id: &'a str,
+    event_id: &'a str,
+    survey: &'a str,
+    score: u8,
+    comment: Option<&'a str>,
+    answered_at: String,
+    /// The customer's MRR, band, score and segment when the answer is followed up; `None`
+    /// while its owner has no score of it.
+    mrr: Option<f64>,
+    currency: &'a str,
+    band: Option<Band>,
+    health_score: Option<f64>,
+    segment: Option<&'a str>,
 }

@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::kafka::{LoggedErrors, Producer, Reader, partitions_of, signals_consumer_config};
 use crate::metrics::Metrics;
 
-use kpi_core::health::parts::{CustomerPart, PartChange};
+use kpi_core::health::parts::{CustomerPart, DetractorAnswer, PartChange};
 use kpi_core::partition::PartitionId;
 
 /// The parts restored for each input partition (topic and partition), by customer.
@@ -77,6 +77,14 @@ pub fn published_key(customer_id: &str) -> String {
 /// What follows the customer id in the key of an owner's record.
 const PUBLISHED: &str = "health";
 
+/// What starts the source of an answer's key.
+const ANSWER: &str = "answer:";
+
+/// The key of a detractor's answer, unique by its place in its input partition.
+pub fn answer_key(customer_id: &str, topic: &str, partition: i32, offset: i64) -> String {
+    format!("{customer_id}|{ANSWER}{topic}:{partition}:{offset}")
+}
+
 /// What a key of the signals topic is of.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SignalsKey<'a> {
@@ -88,6 +96,8 @@ pub enum SignalsKey<'a> {
     },
     /// What the owner published of a customer ([`published_key`]).
     Published { customer_id: &'a str },
+    /// A detractor's answer to follow up ([`answer_key`]).
+    Answer { customer_id: &'a str },
 }
 
 /// What a key made by [`key`] or [`published_key`] is of.
@@ -95,6 +105,9 @@ pub fn parse_key(key: &str) -> Option<SignalsKey<'_>> {
     let (customer_id, source) = key.rsplit_once('|')?;
     if source == PUBLISHED {
         return Some(SignalsKey::Published { customer_id });
+    }
+    if source.starts_with(ANSWER) {
+        return Some(SignalsKey::Answer { customer_id });
     }
     let (topic, partition) = source.rsplit_once(':')?;
     Some(SignalsKey::Part {
@@ -122,6 +135,30 @@ pub struct Incoming {
     pub part: CustomerPart,
 }
 
+/// A detractor's answer as written to the signals topic, for its customer's owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnswerMessage {
+    pub customer_id: String,
+    pub event_id: String,
+    pub survey: String,
+    pub score: u8,
+    pub comment: Option<String>,
+    pub answered_at_ms: i64,
+}
+
+impl AnswerMessage {
+    fn of(answer: &DetractorAnswer) -> Self {
+        AnswerMessage {
+            customer_id: answer.customer_id.to_string(),
+            event_id: answer.event_id.clone(),
+            survey: answer.survey.name().to_owned(),
+            score: answer.score,
+            comment: answer.comment.clone(),
+            answered_at_ms: answer.answered_at_ms,
+        }
+    }
+}
+
 /// Decodes a part message; `None` for a tombstone.
 pub fn decode(payload: Option<&[u8]>) -> Result<Option<Incoming>, serde_json::Error> {
     payload.map(serde_json::from_slice).transpose()
@@ -138,6 +175,8 @@ pub struct SignalsWriter {
     /// Parts whose message the broker did not acknowledge: written again unless a newer part
     /// of the same key is written first.
     failed: Arc<Mutex<Vec<(PartitionId, PartChange)>>>,
+    /// Answers whose message the broker did not acknowledge: written again.
+    failed_answers: Arc<Mutex<Vec<(PartitionId, DetractorAnswer)>>>,
 }
 
 impl SignalsWriter {
@@ -149,11 +188,90 @@ impl SignalsWriter {
             partitions: None,
             warned: false,
             failed: Arc::new(Mutex::new(Vec::new())),
+            failed_answers: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// Writes each input partition's changed parts, and the parts that failed before.
-    pub fn write(&mut self, mut changes: Vec<(PartitionId, Vec<PartChange>)>) {
+    /// Writes each input partition's changed parts, and the parts that failed before; then
+    /// the detractors' answers, after the parts that count them (in the same partition of
+    /// the topic, so the owner reads them in that order).
+    pub fn write(
+        &mut self,
+        changes: Vec<(PartitionId, Vec<PartChange>)>,
+        answers: Vec<(PartitionId, Vec<DetractorAnswer>)>,
+    ) {
+        self.write_parts(changes);
+        self.write_answers(answers);
+    }
+
+    fn write_answers(&mut self, answers: Vec<(PartitionId, Vec<DetractorAnswer>)>) {
+        let mut answers: Vec<(PartitionId, DetractorAnswer)> = answers
+            .into_iter()
+            .flat_map(|(p, list)| list.into_iter().map(move |a| (p, a)))
+            .collect();
+        if let Ok(mut failed) = self.failed_answers.lock() {
+            answers.extend(failed.drain(..));
+        }
+        if answers.is_empty() {
+            return;
+        }
+        let Some(partitions) = self.partition_count() else {
+            self.metrics
+                .health
+                .signals_failures
+                .inc_by(answers.len() as u64);
+            if let Ok(mut failed) = self.failed_answers.lock() {
+                failed.extend(answers);
+            }
+            return;
+        };
+        let mut deliveries = Vec::new();
+        for (partition, answer) in answers {
+            let topic = self.config.topic(partition.family);
+            let Some(target) = partition_of(&answer.customer_id, partitions) else {
+                continue;
+            };
+            let key = answer_key(&answer.customer_id, topic, partition.partition, answer.offset);
+            let payload = match serde_json::to_vec(&AnswerMessage::of(&answer)) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    warn!(error = %e, "could not encode a detractor's answer");
+                    continue;
+                }
+            };
+            let record = FutureRecord::to(&self.config.topics.customer_signals)
+                .key(&key)
+                .payload(&payload)
+                .partition(target);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push((partition, answer, delivery)),
+                Err((e, _)) => {
+                    self.metrics.health.signals_failures.inc();
+                    warn!(error = %e, "could not queue a detractor's answer");
+                    if let Ok(mut failed) = self.failed_answers.lock() {
+                        failed.push((partition, answer));
+                    }
+                }
+            }
+        }
+        let metrics = self.metrics.clone();
+        let failed = self.failed_answers.clone();
+        tokio::spawn(async move {
+            for (partition, answer, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => metrics.health.signals_sent.inc(),
+                    _ => {
+                        metrics.health.signals_failures.inc();
+                        if let Ok(mut failed) = failed.lock() {
+                            failed.push((partition, answer));
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn write_parts(&mut self, mut changes: Vec<(PartitionId, Vec<PartChange>)>) {
         let retried = self
             .failed
             .lock()
@@ -423,6 +541,11 @@ mod tests {
             assert_eq!(
                 parse_key(&published),
                 Some(SignalsKey::Published { customer_id })
+            );
+            let answer = answer_key(customer_id, "cs.surveys", 3, 99);
+            assert_eq!(
+                parse_key(&answer),
+                Some(SignalsKey::Answer { customer_id })
             );
         }
         assert_eq!(parse_key("no-separator"), None);

@@ -210,6 +210,8 @@ pub struct HealthMetrics {
     pub signals_restore_failures: IntCounter,
     pub health_messages: IntCounter,
     pub health_failures: IntCounter,
+    pub feedback_messages: IntCounter,
+    pub feedback_failures: IntCounter,
 }
 
 impl HealthMetrics {
@@ -281,6 +283,14 @@ impl HealthMetrics {
             health_failures: counter(
                 "kpi_customer_health_failures_total",
                 "Customer health messages not queued or not acknowledged",
+            )?,
+            feedback_messages: counter(
+                "kpi_feedback_messages_total",
+                "Detractors' answers written to the feedback topic and acknowledged",
+            )?,
+            feedback_failures: counter(
+                "kpi_feedback_failures_total",
+                "Feedback messages not queued or not acknowledged (each is written again)",
             )?,
         };
         // Every band's overall series and every transition exist from the start, at 0, so

@@ -1015,6 +1015,7 @@ impl Pipeline {
         let mut local = HashMap::new();
         let mut due = Vec::new();
         let mut signals = Vec::new();
+        let mut detractors = Vec::new();
         for (index, answer) in answers.into_iter().enumerate() {
             let report = answer
                 .await
@@ -1037,6 +1038,9 @@ impl Pipeline {
                 if !part.signals.is_empty() {
                     signals.push((part.partition, part.signals));
                 }
+                if !part.detractors.is_empty() {
+                    detractors.push((part.partition, part.detractors));
+                }
             }
             for (newest, reported) in self.newest_event_ms.iter_mut().zip(report.newest_event_ms) {
                 *newest = (*newest).max(reported);
@@ -1045,7 +1049,7 @@ impl Pipeline {
         if self.joined {
             self.period_writer.write(due);
             if let Some(writer) = &mut self.signals {
-                writer.write(signals);
+                writer.write(signals, detractors);
             }
         }
         Ok(local)

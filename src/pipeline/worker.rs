@@ -27,7 +27,7 @@ use crate::rates::RatesFeed;
 use kpi_core::aggregate::Aggregates;
 use kpi_core::components::PartitionComponents;
 use kpi_core::event::{self, Family, Limits, Payload, Rejection};
-use kpi_core::health::parts::{CustomerPart, PartChange};
+use kpi_core::health::parts::{CustomerPart, DetractorAnswer, PartChange};
 use kpi_core::partition::PartitionId;
 use kpi_core::period_components::PeriodComponents;
 use kpi_core::policy;
@@ -105,6 +105,10 @@ pub(super) struct PartitionReport {
     /// Its customers' signal parts changed since the last report, counting the messages
     /// below `position`; only for a partition that has caught up.
     pub signals: Vec<PartChange>,
+    /// The detractors' answers applied since the last report, those counted live only
+    /// (at or past `count_from`, as dead letters are); only for a partition that has caught
+    /// up.
+    pub detractors: Vec<DetractorAnswer>,
 }
 
 /// A worker's answer to [`Command::Report`].
@@ -642,6 +646,13 @@ impl Owned {
                             now,
                             progress.replay.position,
                         )
+                    } else {
+                        Vec::new()
+                    },
+                    detractors: if caught_up {
+                        let mut answers = self.aggregates.take_detractors(*partition);
+                        answers.retain(|a| a.offset >= progress.replay.count_from);
+                        answers
                     } else {
                         Vec::new()
                     },

@@ -29,7 +29,7 @@ fn exported() -> BTreeSet<String> {
         payload: Payload::SurveyResponded {
             survey: Survey::Nps,
             score: 9,
-            commented: false,
+            comment: None,
         },
         reference_ms: 0,
     };

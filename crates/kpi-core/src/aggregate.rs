@@ -26,7 +26,8 @@ use crate::dimension::Dimensions;
 use crate::event::{DIMENSION_FIELDS, Event, Family, Payload, Reason, Rejection};
 use crate::health::customer::CustomerSignals;
 use crate::health::parts::{
-    CustomerEvent, CustomerPart, PartChange, PartitionSignals, SignalSettings, TicketSignal,
+    CustomerEvent, CustomerPart, DetractorAnswer, PartChange, PartitionSignals, SignalSettings,
+    TicketSignal,
 };
 use crate::kpi::KpiRecord;
 use crate::open_tickets::{FirstReplyTime, OpenTicket, OpenTickets};
@@ -985,18 +986,20 @@ impl Aggregates {
             segment: event.dimensions[0].as_deref(),
             at_ms: at,
             offset,
+            event_id: &event.event_id,
         };
         let mut ticket_signal = TicketSignal::default();
         let first_reply = match &event.payload {
             Payload::SurveyResponded {
                 survey,
                 score,
-                commented,
+                comment,
             } => {
-                landing.apply(&mut state.surveys, |t| {
-                    t.record(*survey, *score, *commented)
-                });
-                state.signals.answered(&customer, *survey, *score);
+                let commented = comment.is_some();
+                landing.apply(&mut state.surveys, |t| t.record(*survey, *score, commented));
+                state
+                    .signals
+                    .answered(&customer, *survey, *score, comment.as_deref());
                 None
             }
             Payload::TicketOpened {
@@ -1246,6 +1249,15 @@ impl Aggregates {
         self.partitions
             .get_mut(&partition)
             .map(|state| state.signals.take_changes(now_ms, through_offset))
+            .unwrap_or_default()
+    }
+
+    /// The detractors' answers `partition` applied since the last call, in the order
+    /// applied.
+    pub fn take_detractors(&mut self, partition: PartitionId) -> Vec<DetractorAnswer> {
+        self.partitions
+            .get_mut(&partition)
+            .map(|state| state.signals.take_detractors())
             .unwrap_or_default()
     }
 

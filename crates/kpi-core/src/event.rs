@@ -270,10 +270,9 @@ pub enum Payload<'a> {
     SurveyResponded {
         survey: Survey,
         score: u8,
-        /// Whether the answer carries a comment: a `comment` with at least one character
-        /// that is not Unicode white space. An empty or blank comment is no comment; the
-        /// text is not kept.
-        commented: bool,
+        /// The answer's comment, when it has at least one character that is not Unicode
+        /// white space: an empty or blank comment is no comment.
+        comment: Option<Cow<'a, str>>,
     },
     TicketOpened {
         ticket_id: Cow<'a, str>,
@@ -829,10 +828,7 @@ fn validate<'a>(
             Payload::SurveyResponded {
                 survey,
                 score: score as u8,
-                commented: wire
-                    .comment
-                    .as_deref()
-                    .is_some_and(|comment| !comment.trim().is_empty()),
+                comment: wire.comment.filter(|comment| !comment.trim().is_empty()),
             }
         }
         "ticket.opened" => Payload::TicketOpened {

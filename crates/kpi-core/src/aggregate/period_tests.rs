@@ -58,7 +58,7 @@ fn nps_answer(at: i64, score: u8, reference_ms: i64) -> Event<'static> {
         payload: Payload::SurveyResponded {
             survey: Survey::Nps,
             score,
-            commented: false,
+            comment: None,
         },
         reference_ms,
     }

@@ -110,7 +110,7 @@ fn survey_answers_make_the_latest_nps_and_the_csat_of_the_window() {
         let payload = Payload::SurveyResponded {
             survey,
             score,
-            commented: false,
+            comment: None,
         };
         event(id, "c", at, payload)
     };
@@ -158,7 +158,7 @@ fn survey_answers_make_the_latest_nps_and_the_csat_of_the_window() {
             Payload::SurveyResponded {
                 survey: Survey::Ces,
                 score: 7,
-                commented: false,
+                comment: None,
             },
         ),
         T0,
@@ -383,7 +383,7 @@ fn idle_customers_without_mrr_or_open_tickets_are_forgotten_exactly() {
     let nps = |score| Payload::SurveyResponded {
         survey: Survey::Nps,
         score,
-        commented: false,
+        comment: None,
     };
     let events = [
         (surveys, event("1", "idle", T0, nps(9))),
@@ -509,7 +509,7 @@ fn generated(
             let payload = Payload::SurveyResponded {
                 survey: *survey,
                 score: *score,
-                commented: false,
+                comment: None,
             };
             (Family::Surveys, customer, customer, payload)
         }
@@ -831,12 +831,12 @@ fn restored_parts_and_a_replay_make_the_parts_of_an_uninterrupted_run() {
     let csat = |score| Payload::SurveyResponded {
         survey: Survey::Csat,
         score,
-        commented: false,
+        comment: None,
     };
     let nps = |score| Payload::SurveyResponded {
         survey: Survey::Nps,
         score,
-        commented: false,
+        comment: None,
     };
     let families: [(Family, Vec<Event<'static>>); 3] = [
         (
@@ -932,7 +932,7 @@ fn signals_off_keep_nothing() {
             Family::Surveys => Payload::SurveyResponded {
                 survey: Survey::Nps,
                 score: 9,
-                commented: false,
+                comment: None,
             },
             Family::Tickets => opened("x"),
             Family::Billing => started("s", 1_000),
@@ -941,4 +941,68 @@ fn signals_off_keep_nothing() {
         assert_eq!(agg.customer_signals(p, "a"), None);
         assert!(agg.take_signal_changes(p, T0, 1).is_empty());
     }
+}
+
+/// Detractors' answers (NPS 0-6, CSAT 1-2) are taken once each: not their duplicates, and
+/// not again by a replay after the parts that count them are restored.
+#[test]
+fn a_detractor_answer_is_taken_once_through_duplicates_and_a_restored_replay() {
+    let signals = SignalSettings::default();
+    let p = PartitionId::new(Family::Surveys, 0);
+    let answer = |id: &str, at: i64, survey, score, comment: Option<&'static str>| {
+        event(
+            id,
+            "c",
+            at,
+            Payload::SurveyResponded {
+                survey,
+                score,
+                comment: comment.map(Cow::Borrowed),
+            },
+        )
+    };
+    let events = [
+        answer("a", T0, Survey::Nps, 9, None),
+        answer("b", T0 - MINUTE, Survey::Nps, 3, Some("too slow")),
+        answer("c", T0, Survey::Csat, 2, None),
+        answer("d", T0, Survey::Csat, 3, Some("fine")),
+        answer("e", T0, Survey::Ces, 1, None),
+        answer("b", T0 - MINUTE, Survey::Nps, 3, Some("too slow")),
+        answer("f", T0, Survey::Nps, 7, None),
+    ];
+    let mut agg = with_signals(signals);
+    for (offset, e) in events.iter().enumerate() {
+        let _ = agg.record_at(p, e, offset as i64, T0);
+    }
+    let taken: Vec<(String, u8, Option<String>, i64)> = agg
+        .take_detractors(p)
+        .into_iter()
+        .map(|d| (d.event_id, d.score, d.comment, d.offset))
+        .collect();
+    assert_eq!(
+        taken,
+        [
+            ("b".to_owned(), 3, Some("too slow".to_owned()), 1),
+            ("c".to_owned(), 2, None, 2)
+        ]
+    );
+    assert!(agg.take_detractors(p).is_empty());
+    let written: Vec<(Arc<str>, CustomerPart)> = agg
+        .take_signal_changes(p, T0, events.len() as i64)
+        .into_iter()
+        .filter_map(|c| Some((c.customer_id, c.part?)))
+        .collect();
+    let mut restarted = with_signals(signals);
+    restarted.restore_signals(p, written);
+    for (offset, e) in events.iter().enumerate() {
+        let _ = restarted.record_at(p, e, offset as i64, T0);
+    }
+    assert!(restarted.take_detractors(p).is_empty());
+    let next = answer("g", T0, Survey::Csat, 1, None);
+    restarted
+        .record_at(p, &next, events.len() as i64, T0)
+        .unwrap();
+    let taken = restarted.take_detractors(p);
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].event_id.as_str(), taken[0].score), ("g", 1));
 }

@@ -67,7 +67,7 @@ fn answer_event(
         payload: Payload::SurveyResponded {
             survey,
             score,
-            commented,
+            comment: commented.then_some(Cow::Borrowed("a comment")),
         },
         reference_ms: at,
     }

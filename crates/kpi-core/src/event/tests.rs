@@ -37,7 +37,7 @@ fn accepts_a_survey_response_with_dimensions() {
         Payload::SurveyResponded {
             survey: Survey::Nps,
             score: 9,
-            commented: false
+            comment: None
         }
     );
 }
@@ -446,7 +446,7 @@ fn a_survey_answer_may_name_its_ticket_and_agent() {
 /// Whether the survey answer in `text` has a comment.
 fn commented(text: &str) -> bool {
     match accept(text, Family::Surveys) {
-        Payload::SurveyResponded { commented, .. } => commented,
+        Payload::SurveyResponded { comment, .. } => comment.is_some(),
         other => panic!("not an answer: {other:?}"),
     }
 }

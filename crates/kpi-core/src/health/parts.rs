@@ -96,6 +96,29 @@ pub struct CustomerEvent<'a> {
     pub at_ms: i64,
     /// The event's offset: an event below a restored part's offset is in that part already.
     pub offset: i64,
+    pub event_id: &'a str,
+}
+
+/// A detractor's answer, to be followed up: an NPS answer of 0-6 or a CSAT answer of 1-2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetractorAnswer {
+    pub customer_id: Arc<str>,
+    pub event_id: String,
+    pub survey: Survey,
+    pub score: u8,
+    pub comment: Option<String>,
+    pub answered_at_ms: i64,
+    /// The answer's offset in its partition: no two answers share it.
+    pub offset: i64,
+}
+
+/// Whether an answer of `score` to `survey` is a detractor's.
+pub fn is_detractor(survey: Survey, score: u8) -> bool {
+    match survey {
+        Survey::Nps => score <= 6,
+        Survey::Csat => score <= 2,
+        Survey::Ces => false,
+    }
 }
 
 /// A customer's part as one partition holds it: what is written to the customer signals
@@ -214,14 +237,15 @@ impl<P> Default for Customers<P> {
 impl<P: Part> Customers<P> {
     /// Applies `event` to the customer of `key`: `update` changes the part and says whether
     /// it did. A customer seen for the first time starts with an empty part, which is a
-    /// change; an event its restored part counts already changes nothing.
+    /// change; an event its restored part counts already changes nothing, and the customer
+    /// is returned only when the event applied.
     fn update(
         &mut self,
         key: CustomerKey,
         event: &CustomerEvent<'_>,
         id: impl FnOnce() -> Arc<str>,
         update: impl FnOnce(&mut P) -> bool,
-    ) {
+    ) -> Option<Arc<str>> {
         let mut created = false;
         let customer = self.customers.entry(key.0).or_insert_with(|| {
             created = true;
@@ -235,7 +259,7 @@ impl<P: Part> Customers<P> {
             }
         });
         if event.offset < customer.restored_through {
-            return;
+            return None;
         }
         // The customer takes the segment of its latest event; allocated only when it moves.
         if event.at_ms >= customer.last_event_ms && customer.segment.as_deref() != event.segment {
@@ -244,6 +268,7 @@ impl<P: Part> Customers<P> {
         customer.last_event_ms = customer.last_event_ms.max(event.at_ms);
         let changed = update(&mut customer.part) || created;
         Self::mark(&mut self.changed, key.0, customer, changed);
+        Some(customer.id.clone())
     }
 
     /// Changes the part of a customer known here, for the event at `offset`; one not known
@@ -351,6 +376,8 @@ pub struct PartitionSignals {
     /// Forgotten customers are looked for from this time of the clock on.
     next_sweep_ms: i64,
     customers: FamilyCustomers,
+    /// Detractors' answers applied since they were last taken.
+    detractors: Vec<DetractorAnswer>,
 }
 
 impl PartitionSignals {
@@ -368,6 +395,7 @@ impl PartitionSignals {
             forget_after_ms: settings.forget_after_ms.max(1),
             next_sweep_ms: i64::MIN,
             customers,
+            detractors: Vec::new(),
         }
     }
 
@@ -381,8 +409,16 @@ impl PartitionSignals {
     }
 
     /// A survey answer of `score`: an NPS answer is the latest if no answer here is later,
-    /// a CSAT answer counts in the window; CES is no signal.
-    pub fn answered(&mut self, event: &CustomerEvent<'_>, survey: Survey, score: u8) {
+    /// a CSAT answer counts in the window; CES is no signal. A detractor's answer is kept
+    /// to be taken, and changes the part (its offset must be written with it, so that a
+    /// replay does not take it again).
+    pub fn answered(
+        &mut self,
+        event: &CustomerEvent<'_>,
+        survey: Survey,
+        score: u8,
+        comment: Option<&str>,
+    ) {
         let FamilyCustomers::Surveys(customers) = &mut self.customers else {
             return;
         };
@@ -391,7 +427,8 @@ impl PartitionSignals {
         }
         let bucket_ms = self.bucket_ms;
         let at_ms = event.at_ms;
-        customers.update(
+        let detractor = is_detractor(survey, score);
+        let applied = customers.update(
             event.key,
             event,
             || event.customer_id.into(),
@@ -399,7 +436,7 @@ impl PartitionSignals {
                 Survey::Nps => {
                     // Ties at one instant go to the higher score, as merging parts decides.
                     let latest = part.latest_nps.max(Some(NpsAnswer { at_ms, score }));
-                    std::mem::replace(&mut part.latest_nps, latest) != latest
+                    std::mem::replace(&mut part.latest_nps, latest) != latest || detractor
                 }
                 Survey::Csat => {
                     part.csat_points.add(at_ms, bucket_ms, u32::from(score));
@@ -409,6 +446,22 @@ impl PartitionSignals {
                 Survey::Ces => false,
             },
         );
+        if let Some(customer_id) = applied.filter(|_| detractor) {
+            self.detractors.push(DetractorAnswer {
+                customer_id,
+                event_id: event.event_id.to_owned(),
+                survey,
+                score,
+                comment: comment.map(str::to_owned),
+                answered_at_ms: at_ms,
+                offset: event.offset,
+            });
+        }
+    }
+
+    /// The detractors' answers applied since the last call, in the order applied.
+    pub fn take_detractors(&mut self) -> Vec<DetractorAnswer> {
+        std::mem::take(&mut self.detractors)
     }
 
     /// A ticket event, and the changes of the partition's open tickets it made: a ticket

@@ -50,7 +50,7 @@ fn answer(id: String, at: i64, score: u8, segment: &'static str) -> Event<'stati
         payload: Payload::SurveyResponded {
             survey: Survey::Nps,
             score,
-            commented: false,
+            comment: None,
         },
         reference_ms: at,
     }
