@@ -28,11 +28,11 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::customer_signals::{self, AnswerMessage, SignalsKey, partition_of};
-use crate::kafka::{Producer, client_config, partitions_of, producer};
+use crate::kafka::{Producer, health_consumer_config, partitions_of, producer};
 use crate::metrics::Metrics;
 
 use kpi_core::billing::major;
-use kpi_core::health::owned::{CustomerHealth, OwnedCustomers, Published};
+use kpi_core::health::owned::{BandTotal, CustomerHealth, OwnedCustomers, Published};
 use kpi_core::health::{Band, HealthModel, Signal, SignalScore};
 use kpi_core::kpi::rfc3339;
 
@@ -43,6 +43,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// signal window moves and tenure grows with time alone, by a bucket (5.6 days by default)
 /// or a day at a time.
 const RESCORE_ALL: Duration = Duration::from_secs(600);
+
+/// The label of the segments past `dimensions.max_values`.
+const OTHER: &str = "other";
 
 /// The end of a partition whose watermarks could not be read yet.
 const UNKNOWN_END: i64 = i64::MAX;
@@ -83,6 +86,8 @@ pub enum Lookup {
 pub struct HealthView {
     enabled: bool,
     topic: String,
+    /// The owners' consumer group.
+    group: String,
     currency: String,
     customers: Mutex<OwnedCustomers>,
     ownership: Mutex<Ownership>,
@@ -93,6 +98,7 @@ impl HealthView {
         HealthView {
             enabled: config.health.enabled,
             topic: config.topics.customer_signals.clone(),
+            group: format!("{}.health", config.kafka.group_id),
             currency: config.billing.base_currency.clone(),
             customers: Mutex::new(OwnedCustomers::default()),
             ownership: Mutex::new(Ownership::default()),
@@ -102,6 +108,11 @@ impl HealthView {
     /// The signals topic the customers' partitions are of.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The consumer group whose members own the customers.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     /// Finds `customer_id`'s health, or says where it is.
@@ -222,28 +233,16 @@ pub fn own_customers(
 ) -> anyhow::Result<()> {
     let model = config.health.model()?;
     let bucket_ms = config.health.signal_settings()?.bucket_ms();
-    let consumer: OwnerConsumer = client_config(
-        &config,
-        &[
-            ("group.id", format!("{}.health", config.kafka.group_id)),
-            (
-                "session.timeout.ms",
-                config.kafka.session_timeout_ms.to_string(),
-            ),
-            ("partition.assignment.strategy", "cooperative-sticky".into()),
-            // Never committed: every assignment reads the compacted topic from its
-            // beginning, which is the restore.
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("auto.offset.reset", "earliest".into()),
-        ],
-    )
-    .create_with_context(OwnerCallbacks::default())
-    .context("creating the customer health consumer")?;
+    let consumer: OwnerConsumer = health_consumer_config(&config)
+        .create_with_context(OwnerCallbacks::default())
+        .context("creating the customer health consumer")?;
     consumer
         .subscribe(&[&config.topics.customer_signals])
         .context("subscribing to the customer signals topic")?;
-    let producer = producer(&config, &[])?;
+    // Keyed by customer as Kafka's own clients key them (murmur2), so that the health and
+    // feedback topics put a customer in the partition the signals topic does when their
+    // partition counts are the same.
+    let producer = producer(&config, &[("partitioner", "murmur2_random".into())])?;
     let mut owner = Owner {
         config,
         metrics,
@@ -258,6 +257,8 @@ pub fn own_customers(
         answers: BTreeMap::new(),
         in_flight: HashSet::new(),
         feed_again: Arc::new(Mutex::new(Vec::new())),
+        health_again: Arc::new(Mutex::new(Vec::new())),
+        segments: BTreeSet::new(),
         tombstones_due: Arc::new(Mutex::new(Vec::new())),
     };
     owner.refresh_partitions(&consumer);
@@ -265,7 +266,11 @@ pub fn own_customers(
     let mut next_tick = Instant::now() + interval;
     while !shutdown.is_cancelled() {
         match consumer.poll(POLL) {
-            Some(Ok(message)) => owner.receive(&message),
+            Some(Ok(message)) => {
+                // An assignment made during this poll is known before its first message.
+                owner.apply_rebalances(&consumer);
+                owner.receive(&message);
+            }
             Some(Err(e)) => debug!(error = %e, "customer signals consume error"),
             None => {}
         }
@@ -302,6 +307,10 @@ struct Owner {
     in_flight: HashSet<String>,
     /// Answers whose feedback message failed: written again at the next publish.
     feed_again: Arc<Mutex<Vec<String>>>,
+    /// Customers whose health message or record failed: sent again at the next publish.
+    health_again: Arc<Mutex<Vec<String>>>,
+    /// The segments with series of their own on the health gauges.
+    segments: BTreeSet<String>,
     /// Answers followed up whose tombstone failed, with their signals partition: the
     /// tombstone is written again, the feedback message not.
     tombstones_due: Arc<Mutex<Vec<(String, i32)>>>,
@@ -496,10 +505,22 @@ impl Owner {
             .lock()
             .map(|o| o.restoring.keys().copied().collect())
             .unwrap_or_default();
-        let (changes, totals, held, forgotten) = {
+        let again: Vec<String> = self
+            .health_again
+            .lock()
+            .map(|mut again| std::mem::take(&mut *again))
+            .unwrap_or_default();
+        let (changes, totals, held, forgotten, resend) = {
             let Ok(mut customers) = self.view.customers.lock() else {
                 return;
             };
+            let resend: Vec<(String, Option<Published>)> = again
+                .into_iter()
+                .map(|id| {
+                    let published = customers.published(&id).cloned();
+                    (id, published)
+                })
+                .collect();
             let changes = customers.rescore(&self.model, self.bucket_ms, now, all, |p| {
                 !restoring.contains(&p)
             });
@@ -508,15 +529,31 @@ impl Owner {
                 customers.totals(),
                 customers.len(),
                 customers.take_forgotten(),
+                resend,
             )
         };
-        let health = &self.metrics.health;
+        let metrics = self.metrics.clone();
+        let health = &metrics.health;
         health.customers_owned.set(held as i64);
         health.customers_forgotten.inc_by(forgotten);
         health.customers_by_health.reset();
         health.mrr_by_health.reset();
+        // Segments beyond the cap add up in `other`, as KPI series do.
+        let mut labelled: BTreeMap<(Band, String), BandTotal> = BTreeMap::new();
         for ((band, segment), total) in &totals {
-            let labels = [band.name(), segment.as_deref().unwrap_or("")];
+            let label = match segment {
+                None => String::new(),
+                Some(segment) => match self.segment_label(segment) {
+                    Some(label) => label,
+                    None => continue,
+                },
+            };
+            let sum = labelled.entry((*band, label)).or_default();
+            sum.customers += total.customers;
+            sum.mrr += total.mrr;
+        }
+        for ((band, segment), total) in &labelled {
+            let labels = [band.name(), segment.as_str()];
             health
                 .customers_by_health
                 .with_label_values(&labels)
@@ -526,52 +563,58 @@ impl Owner {
                 .with_label_values(&labels)
                 .set(total.mrr_major());
         }
-        let mut deliveries = Vec::new();
         for change in &changes {
             if let Some((from, to)) = change.transition {
                 let segment = change
                     .published
                     .as_ref()
-                    .and_then(|p| p.health.segment.as_deref());
-                for segment in std::iter::once("").chain(segment) {
+                    .and_then(|p| p.health.segment.as_deref())
+                    .and_then(|segment| self.segment_label(segment));
+                for segment in std::iter::once("").chain(segment.as_deref()) {
                     health
                         .transitions
                         .with_label_values(&[from.name(), to.name(), segment])
                         .inc();
                 }
             }
-            let health_payload = change.published.as_ref().and_then(|p| {
-                serde_json::to_vec(&HealthMessage::of(
-                    &p.health,
-                    &self.config.billing.base_currency,
-                ))
-                .ok()
-            });
-            let published_payload = change
-                .published
-                .as_ref()
-                .and_then(|p| serde_json::to_vec(p).ok());
-            let mut record = FutureRecord::<str, Vec<u8>>::to(&self.config.topics.customer_health)
-                .key(&change.customer_id);
-            if let Some(payload) = &health_payload {
-                record = record.payload(payload);
+            self.send_health(&change.customer_id, change.published.as_ref());
+        }
+        for (customer_id, published) in resend {
+            if !changes.iter().any(|c| c.customer_id == customer_id) {
+                self.send_health(&customer_id, published.as_ref());
             }
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => {
-                    health.health_failures.inc();
-                    warn!(error = %e, "could not queue a customer health message");
-                }
-            }
-            let key = customer_signals::published_key(&change.customer_id);
-            let partition = self
-                .view
-                .ownership
-                .lock()
-                .ok()
-                .and_then(|o| o.partitions)
-                .and_then(|n| partition_of(&change.customer_id, n));
-            if let Some(partition) = partition {
+        }
+        self.follow_up(&restoring);
+    }
+
+    /// Sends a customer's health to the health topic, and what was published back to the
+    /// signals topic (tombstones when it has no score any more). Either failing, both are
+    /// sent again at the next publish, as the customer's health is then.
+    fn send_health(&self, customer_id: &str, published: Option<&Published>) {
+        let health_payload = published.and_then(|p| {
+            serde_json::to_vec(&HealthMessage::of(
+                &p.health,
+                &self.config.billing.base_currency,
+            ))
+            .ok()
+        });
+        let published_payload = published.and_then(|p| serde_json::to_vec(p).ok());
+        let mut record =
+            FutureRecord::<str, Vec<u8>>::to(&self.config.topics.customer_health).key(customer_id);
+        if let Some(payload) = &health_payload {
+            record = record.payload(payload);
+        }
+        let to_health = self.producer.send_result(record).map_err(|(e, _)| e);
+        let key = customer_signals::published_key(customer_id);
+        let partition = self
+            .view
+            .ownership
+            .lock()
+            .ok()
+            .and_then(|o| o.partitions)
+            .and_then(|n| partition_of(customer_id, n));
+        let to_signals = match partition {
+            Some(partition) => {
                 let mut record =
                     FutureRecord::<String, Vec<u8>>::to(&self.config.topics.customer_signals)
                         .key(&key)
@@ -579,25 +622,59 @@ impl Owner {
                 if let Some(payload) = &published_payload {
                     record = record.payload(payload);
                 }
-                if let Err((e, _)) = self.producer.send_result(record) {
-                    health.signals_failures.inc();
-                    warn!(error = %e, "could not queue a customer health record");
-                }
+                self.producer.send_result(record).map_err(|(e, _)| e)
             }
-        }
-        self.follow_up(&restoring);
-        if deliveries.is_empty() {
-            return;
-        }
-        let metrics = self.metrics.clone();
+            None => Err(rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopic,
+            )),
+        };
+        let (metrics, again, customer_id) = (
+            self.metrics.clone(),
+            self.health_again.clone(),
+            customer_id.to_owned(),
+        );
         self.runtime.spawn(async move {
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => metrics.health.health_messages.inc(),
-                    _ => metrics.health.health_failures.inc(),
-                }
+            let health_sent = match to_health {
+                Ok(delivery) => matches!(delivery.await, Ok(Ok(_))),
+                Err(_) => false,
+            };
+            let record_sent = match to_signals {
+                Ok(delivery) => matches!(delivery.await, Ok(Ok(_))),
+                Err(_) => false,
+            };
+            if health_sent {
+                metrics.health.health_messages.inc();
+            } else {
+                metrics.health.health_failures.inc();
+            }
+            if record_sent {
+                metrics.health.signals_sent.inc();
+            } else {
+                metrics.health.signals_failures.inc();
+            }
+            if !(health_sent && record_sent)
+                && let Ok(mut again) = again.lock()
+            {
+                again.push(customer_id);
             }
         });
+    }
+
+    /// The `segment` label of a customer's segment on the health gauges: none when the
+    /// configuration has no `segment` dimension or the value is empty (those customers count
+    /// in the overall series only), `other` past `dimensions.max_values` segments.
+    fn segment_label(&mut self, segment: &str) -> Option<String> {
+        if segment.is_empty() || !self.config.dimensions.names.iter().any(|n| n == "segment") {
+            return None;
+        }
+        if self.segments.contains(segment) {
+            return Some(segment.to_owned());
+        }
+        if self.segments.len() < self.config.dimensions.max_values {
+            self.segments.insert(segment.to_owned());
+            return Some(segment.to_owned());
+        }
+        Some(OTHER.to_owned())
     }
 
     /// Writes each detractor's answer not followed up yet to the feedback topic, with its

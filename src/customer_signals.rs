@@ -177,6 +177,10 @@ pub struct SignalsWriter {
     failed: Arc<Mutex<Vec<(PartitionId, PartChange)>>>,
     /// Answers whose message the broker did not acknowledge: written again.
     failed_answers: Arc<Mutex<Vec<(PartitionId, DetractorAnswer)>>>,
+    /// Parts sent so far, numbering each.
+    sent: u64,
+    /// The number of the latest part sent of each key not acknowledged yet.
+    latest: Arc<Mutex<HashMap<(PartitionId, Arc<str>), u64>>>,
 }
 
 impl SignalsWriter {
@@ -189,6 +193,8 @@ impl SignalsWriter {
             warned: false,
             failed: Arc::new(Mutex::new(Vec::new())),
             failed_answers: Arc::new(Mutex::new(Vec::new())),
+            sent: 0,
+            latest: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -231,7 +237,12 @@ impl SignalsWriter {
             let Some(target) = partition_of(&answer.customer_id, partitions) else {
                 continue;
             };
-            let key = answer_key(&answer.customer_id, topic, partition.partition, answer.offset);
+            let key = answer_key(
+                &answer.customer_id,
+                topic,
+                partition.partition,
+                answer.offset,
+            );
             let payload = match serde_json::to_vec(&AnswerMessage::of(&answer)) {
                 Ok(payload) => payload,
                 Err(e) => {
@@ -339,8 +350,13 @@ impl SignalsWriter {
                 if let Some(payload) = &payload {
                     record = record.payload(payload);
                 }
+                self.sent += 1;
+                let sent = self.sent;
+                if let Ok(mut latest) = self.latest.lock() {
+                    latest.insert((partition, change.customer_id.clone()), sent);
+                }
                 match self.producer.send_result(record) {
-                    Ok(delivery) => deliveries.push((partition, change, delivery)),
+                    Ok(delivery) => deliveries.push((partition, change, sent, delivery)),
                     Err((e, _)) => {
                         self.metrics.health.signals_failures.inc();
                         warn!(error = %e, "could not queue a customer signal part");
@@ -353,15 +369,26 @@ impl SignalsWriter {
         }
         let metrics = self.metrics.clone();
         let failed = self.failed.clone();
+        let latest = self.latest.clone();
         tokio::spawn(async move {
-            for (partition, change, delivery) in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => metrics.health.signals_sent.inc(),
-                    _ => {
-                        metrics.health.signals_failures.inc();
-                        if let Ok(mut failed) = failed.lock() {
-                            failed.push((partition, change));
-                        }
+            for (partition, change, sent, delivery) in deliveries {
+                let delivered = matches!(delivery.await, Ok(Ok(_)));
+                let Ok(mut latest) = latest.lock() else {
+                    continue;
+                };
+                let key = (partition, change.customer_id.clone());
+                // Only the latest part of a key is written again: an older one that failed
+                // would overwrite a newer one written since.
+                let newest = latest.get(&key) == Some(&sent);
+                if delivered {
+                    metrics.health.signals_sent.inc();
+                    if newest {
+                        latest.remove(&key);
+                    }
+                } else {
+                    metrics.health.signals_failures.inc();
+                    if newest && let Ok(mut failed) = failed.lock() {
+                        failed.push((partition, change));
                     }
                 }
             }
@@ -437,6 +464,19 @@ pub fn read_parts(
             );
         }
         let Some(message) = reader.poll(POLL) else {
+            // The last offsets of a partition may hold no message (compaction, a
+            // transaction marker): its position tells it was read to the end.
+            if let Ok(positions) = reader.position() {
+                for element in positions.elements() {
+                    if let Offset::Offset(position) = element.offset()
+                        && ends
+                            .get(&element.partition())
+                            .is_some_and(|end| position >= *end)
+                    {
+                        ends.remove(&element.partition());
+                    }
+                }
+            }
             continue;
         };
         let message = message.context("reading the customer signals topic")?;
@@ -543,10 +583,7 @@ mod tests {
                 Some(SignalsKey::Published { customer_id })
             );
             let answer = answer_key(customer_id, "cs.surveys", 3, 99);
-            assert_eq!(
-                parse_key(&answer),
-                Some(SignalsKey::Answer { customer_id })
-            );
+            assert_eq!(parse_key(&answer), Some(SignalsKey::Answer { customer_id }));
         }
         assert_eq!(parse_key("no-separator"), None);
         assert_eq!(parse_key("c|topic:x"), None);

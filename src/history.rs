@@ -95,6 +95,8 @@ struct Tally {
 pub fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let instants = Instants::new(args.from_ms, args.to_ms, args.step_ms)?;
     let mut settings = config.state_settings()?;
+    // The KPIs read no customer signals; only the live service's owners score customers.
+    settings.signals.enabled = false;
     // Every rate of the rates topic, known before any event as the live service knows them.
     let (rates, rejected_rates) = crate::rates::read_whole(config)?;
     settings.rates = rates;

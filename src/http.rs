@@ -148,7 +148,7 @@ async fn serve_customer(State(shared): State<Shared>, Path(id): Path<String>) ->
         Lookup::Elsewhere { partition } => (
             StatusCode::NOT_FOUND,
             error_body(json!({
-                "error": format!("customer {id:?} is owned by another instance: the owner of partition {partition} of {topic} in group <group>.health"),
+                "error": format!("customer {id:?} is owned by another instance: the owner of partition {partition} of {topic} in group {}", customers.group()),
                 "topic": topic,
                 "partition": partition,
             })),

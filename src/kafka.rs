@@ -141,6 +141,10 @@ pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
         config.check_client(ClientKind::Consumer, &rates_consumer_config(config))?;
     }
     config.check_client(ClientKind::Consumer, &history_consumer_config(config))?;
+    if config.health.enabled {
+        config.check_client(ClientKind::Consumer, &health_consumer_config(config))?;
+        config.check_client(ClientKind::Consumer, &signals_consumer_config(config))?;
+    }
     config.check_client(ClientKind::Producer, &components_producer_config(config))
 }
 
@@ -245,6 +249,26 @@ fn whole_topic_reader_config(
 /// The settings of the consumer that reads every instance's period records.
 pub fn periods_consumer_config(config: &Config) -> ClientConfig {
     whole_topic_reader_config(config, "periods", &[])
+}
+
+/// The settings of the customer health owner's consumer: a group of its own on the
+/// customer signals topic, never committed, so that every assignment reads its partitions
+/// from the beginning (the compacted topic is the owner's state).
+pub fn health_consumer_config(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            ("group.id", format!("{}.health", config.kafka.group_id)),
+            (
+                "session.timeout.ms",
+                config.kafka.session_timeout_ms.to_string(),
+            ),
+            ("partition.assignment.strategy", "cooperative-sticky".into()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+        ],
+    )
 }
 
 /// The settings of the consumer that reads the customer signals topic whole to restore an

@@ -204,7 +204,7 @@ pub struct HealthMetrics {
     pub customers_forgotten: IntCounter,
     pub signals_sent: IntCounter,
     pub signals_failures: IntCounter,
-    /// Signals messages the owner or a restore could not decode.
+    /// Signals messages the owner could not decode.
     pub signals_invalid: IntCounter,
     /// Restores of input partitions' parts that did not read the signals topic to its end.
     pub signals_restore_failures: IntCounter,

@@ -303,14 +303,18 @@ impl ConsumerCallbacks {
     /// the partitions then replay without them, and their customers' signals count only the
     /// replayed events.
     fn restore_signals(&self, partitions: &[(String, i32)]) -> RestoredParts {
-        let Some((config, metrics)) = &self.signals else {
+        let Some((config, metrics)) = self.signals.as_ref().filter(|_| !partitions.is_empty())
+        else {
             return HashMap::new();
         };
         let wanted: HashSet<(String, i32)> = partitions.iter().cloned().collect();
         match customer_signals::read_parts(config, &wanted, SIGNALS_PATIENCE) {
             Ok(parts) => parts,
             Err(e) => {
-                metrics.health.signals_restore_failures.inc();
+                metrics
+                    .health
+                    .signals_restore_failures
+                    .inc_by(partitions.len() as u64);
                 error!(error = %e, "customer signal parts not restored; the partitions' customers count only the replayed events");
                 HashMap::new()
             }

@@ -25,7 +25,7 @@ use super::{Band, HealthModel, HealthScore, Signal, SignalValues};
 use crate::billing::major;
 
 /// The smallest move of a score that is published without a change of band: a tenth of a
-/// point, the precision the score is published with.
+/// point. The score is published at full precision; moves below this are not news.
 pub const SCORE_STEP: f64 = 0.1;
 
 /// A customer's health as published: on the customer health topic and `/customers/{id}`.
@@ -278,6 +278,11 @@ impl OwnedCustomers {
             .published
             .as_ref()
             .map(|p| &p.health)
+    }
+
+    /// What was last published of `customer_id`, with the values it was scored from.
+    pub fn published(&self, customer_id: &str) -> Option<&Published> {
+        self.customers.get(customer_id)?.published.as_ref()
     }
 
     /// Whether this instance holds any part of `customer_id`.

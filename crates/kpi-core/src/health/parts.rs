@@ -261,12 +261,15 @@ impl<P: Part> Customers<P> {
         if event.offset < customer.restored_through {
             return None;
         }
-        // The customer takes the segment of its latest event; allocated only when it moves.
-        if event.at_ms >= customer.last_event_ms && customer.segment.as_deref() != event.segment {
+        // The customer takes the segment of its latest event; allocated only when it moves,
+        // and a move is a change to write, whatever the signals do.
+        let moved =
+            event.at_ms >= customer.last_event_ms && customer.segment.as_deref() != event.segment;
+        if moved {
             customer.segment = event.segment.map(Arc::from);
         }
         customer.last_event_ms = customer.last_event_ms.max(event.at_ms);
-        let changed = update(&mut customer.part) || created;
+        let changed = update(&mut customer.part) || created || moved;
         Self::mark(&mut self.changed, key.0, customer, changed);
         Some(customer.id.clone())
     }
