@@ -7,10 +7,11 @@
 #   scripts/kafka.sh status    exit 0 and say so when the broker answers, 1 otherwise
 #   scripts/kafka.sh clean     stop, then delete the broker's data
 #   scripts/kafka.sh topics PREFIX N      create PREFIX{surveys,tickets,billing} with N partitions
-#                                         (kept 367 days), PREFIXdeadletter and the compacted
-#                                         PREFIXkpis, PREFIXkpi-components, PREFIXkpi-periods,
-#                                         PREFIXkpi-customer-signals and PREFIXcustomer-health,
-#                                         if missing
+#                                         (kept 367 days), PREFIXdeadletter, PREFIXfeedback,
+#                                         the compacted PREFIXkpis, PREFIXkpi-components and
+#                                         PREFIXkpi-periods, and the compacted
+#                                         PREFIXkpi-customer-signals and PREFIXcustomer-health
+#                                         with N partitions, if missing
 #   eval "$(scripts/kafka.sh env PREFIX)" point kpi-stream at those topics (KPI_STREAM_TOPICS__*)
 #   scripts/kafka.sh tool CLASS ARGS...   run a Kafka command-line class (TopicCommand, ConsumerPerformance, ...)
 #
@@ -219,6 +220,7 @@ topics)
         --config cleanup.policy=compact
     create --topic "${prefix}customer-health" --partitions "$partitions" \
         --config cleanup.policy=compact
+    create --topic "${prefix}feedback" --partitions "$partitions"
     ;;
 env)
     prefix=${2:?usage: $0 env PREFIX}
@@ -230,6 +232,7 @@ env)
     printf 'export KPI_STREAM_TOPICS__PERIODS=%q\n' "${prefix}kpi-periods"
     printf 'export KPI_STREAM_TOPICS__CUSTOMER_SIGNALS=%q\n' "${prefix}kpi-customer-signals"
     printf 'export KPI_STREAM_TOPICS__CUSTOMER_HEALTH=%q\n' "${prefix}customer-health"
+    printf 'export KPI_STREAM_TOPICS__FEEDBACK=%q\n' "${prefix}feedback"
     ;;
 tool)
     shift

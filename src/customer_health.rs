@@ -698,6 +698,7 @@ impl Owner {
         let Ok(customers) = self.view.customers.lock() else {
             return;
         };
+        let mut refused = None;
         for (key, (partition, answer)) in &self.answers {
             if restoring.contains(partition) || self.in_flight.contains(key) {
                 continue;
@@ -748,9 +749,13 @@ impl Owner {
                 }
                 Err((e, _)) => {
                     self.metrics.health.feedback_failures.inc();
-                    warn!(error = %e, "could not queue a feedback message");
+                    refused = Some(e);
                 }
             }
+        }
+        // One line per publish, however many answers wait.
+        if let Some(e) = refused {
+            warn!(error = %e, topic = self.config.topics.feedback, "could not queue feedback messages; they are written again at the next publish");
         }
     }
 

@@ -74,6 +74,7 @@ pub struct Topics {
     pub periods: String,
     pub customer_signals: String,
     pub customer_health: String,
+    pub feedback: String,
     pub group: String,
 }
 
@@ -113,6 +114,7 @@ impl Topics {
             periods: format!("periods-{id}"),
             customer_signals: format!("customer-signals-{id}"),
             customer_health: format!("customer-health-{id}"),
+            feedback: format!("feedback-{id}"),
             group: format!("group-{id}"),
         };
         let mut specs = vec![
@@ -124,6 +126,7 @@ impl Topics {
             (topics.periods.as_str(), 1),
             (topics.customer_signals.as_str(), 2),
             (topics.customer_health.as_str(), 2),
+            (topics.feedback.as_str(), 2),
         ];
         if with_deadletter {
             specs.push((topics.deadletter.as_str(), 1));
@@ -147,6 +150,7 @@ impl Topics {
             periods: format!("periods-{id}"),
             customer_signals: format!("customer-signals-{id}"),
             customer_health: format!("customer-health-{id}"),
+            feedback: format!("feedback-{id}"),
             group: format!("group-{id}"),
         };
         create_topics(
@@ -158,6 +162,7 @@ impl Topics {
                 (reference.periods.as_str(), 1),
                 (reference.customer_signals.as_str(), 2),
                 (reference.customer_health.as_str(), 2),
+                (reference.feedback.as_str(), 2),
             ],
         )
         .await;
@@ -185,6 +190,7 @@ impl Topics {
                 "KPI_STREAM_TOPICS__CUSTOMER_HEALTH",
                 self.customer_health.clone(),
             ),
+            ("KPI_STREAM_TOPICS__FEEDBACK", self.feedback.clone()),
             ("KPI_STREAM_PUBLISH__INTERVAL", "1s".into()),
             // Tests produce their messages before the first start of a new group, and
             // check that they are counted and dead-lettered.

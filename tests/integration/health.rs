@@ -419,3 +419,130 @@ fn end_offsets_of(topic: &str, partition: i32) -> i64 {
         .unwrap()
         .1
 }
+
+/// The feedback topic's messages by event id.
+fn feedback(topics: &Topics) -> Vec<Value> {
+    crate::harness::read_all(&topics.feedback)
+        .into_iter()
+        .map(|m| serde_json::from_slice(&m.payload.unwrap()).unwrap())
+        .collect()
+}
+
+/// Detractors' answers that the owner followed up: their tombstones on the signals topic.
+fn followed_up(topics: &Topics) -> usize {
+    crate::harness::read_all(&topics.customer_signals)
+        .into_iter()
+        .filter(|m| {
+            m.payload.is_none()
+                && m.key
+                    .as_deref()
+                    .is_some_and(|k| String::from_utf8_lossy(k).contains("|answer:"))
+        })
+        .count()
+}
+
+/// Every NPS answer of 0-6 and CSAT answer of 1-2 reaches the feedback topic once, with the
+/// customer's MRR, band and segment: not its duplicate, not again after a SIGKILL and the
+/// replay that follows, not a duplicate sent after the restart.
+#[tokio::test]
+async fn detractors_reach_the_feedback_topic_once_through_a_duplicate_and_a_restart() {
+    let topics = Topics::create("feedback").await;
+    let now = now_ms();
+    let producer = producer();
+    let commented = |mut answer: Value, comment: &str| {
+        answer["comment"] = json!(comment);
+        answer
+    };
+    let detractor = commented(
+        survey("f1", "f-ann", "smb", now - 20 * MINUTE, "nps", 3),
+        "Waited two days for an answer.",
+    );
+    let answers = [
+        detractor.clone(),
+        survey("f2", "f-ann", "smb", now - 19 * MINUTE, "csat", 2),
+        survey("f3", "f-ann", "smb", now - 18 * MINUTE, "nps", 7),
+        survey("f4", "f-ben", "ent", now - 17 * MINUTE, "csat", 3),
+        commented(
+            survey("f5", "f-ben", "ent", now - 16 * MINUTE, "nps", 0),
+            "   ",
+        ),
+        survey("f6", "f-ben", "ent", now - 15 * MINUTE, "ces", 1),
+        detractor.clone(),
+    ];
+    for answer in &answers {
+        let partition = i32::from(answer["customer_id"] == "f-ben");
+        produce_to(&producer, &topics.surveys, partition, answer).await;
+    }
+    let start = billing(
+        "fb1",
+        "subscription.started",
+        now - 400 * DAY,
+        "f-ann",
+        "smb",
+        terms("fs", 9_900, 1, "USD", "month"),
+    );
+    produce_to(&producer, &topics.billing, 0, &start).await;
+    let env = topics.env();
+    let mut first = Service::start(&env);
+    first.wait_ready().await;
+    let messages = eventually("three followed up", Duration::from_secs(60), async || {
+        let messages = feedback(&topics);
+        (messages.len() == 3 && followed_up(&topics) == 3).then_some(messages)
+    })
+    .await;
+    let by_event: BTreeMap<String, Value> = messages
+        .into_iter()
+        .map(|m| (m["event_id"].as_str().unwrap().to_owned(), m))
+        .collect();
+    assert_eq!(by_event.keys().collect::<Vec<_>>(), ["f1", "f2", "f5"]);
+    let ann = &by_event["f1"];
+    assert_eq!(ann["customer_id"], "f-ann");
+    assert_eq!((&ann["survey"], &ann["score"]), (&json!("nps"), &json!(3)));
+    assert_eq!(ann["comment"], "Waited two days for an answer.");
+    assert_eq!(
+        (&ann["mrr"], &ann["currency"]),
+        (&json!(99.0), &json!("USD"))
+    );
+    assert_eq!(ann["segment"], "smb");
+    assert_eq!(ann["answered_at"], rfc3339(now - 20 * MINUTE));
+    // NPS 7 is the latest (60, weight 3), CSAT 2 (0, weight 2), a flat MRR, no failed
+    // payment and 400 days (100, weights 2, 3 and 1): (180 + 0 + 200 + 300 + 100) / 11.
+    assert!(
+        (ann["health_score"].as_f64().unwrap() - 780.0 / 11.0).abs() < 1e-9,
+        "{ann}"
+    );
+    assert_eq!(ann["band"], "healthy");
+    // A blank comment is no comment; a customer without MRR has 0.
+    let ben = &by_event["f5"];
+    assert_eq!((&ben["comment"], &ben["score"]), (&Value::Null, &json!(0)));
+    assert_eq!((&ben["mrr"], &ben["segment"]), (&json!(0.0), &json!("ent")));
+
+    first.kill();
+    let restarted = Service::start(&env);
+    restarted.wait_ready().await;
+    let again = commented(
+        survey("f7", "f-ben", "ent", now_ms() - MINUTE, "csat", 1),
+        "Still broken.",
+    );
+    // The duplicate in the partition of its customer, as a producer keying by customer
+    // writes it.
+    produce_to(&producer, &topics.surveys, 0, &detractor).await;
+    produce_to(&producer, &topics.surveys, 1, &again).await;
+    let messages = eventually(
+        "the new answer followed up",
+        Duration::from_secs(60),
+        async || {
+            let messages = feedback(&topics);
+            (followed_up(&topics) >= 4 && messages.len() >= 4).then_some(messages)
+        },
+    )
+    .await;
+    let mut events: Vec<&str> = messages
+        .iter()
+        .map(|m| m["event_id"].as_str().unwrap())
+        .collect();
+    events.sort_unstable();
+    assert_eq!(events, ["f1", "f2", "f5", "f7"]);
+    let metrics = restarted.metrics().await;
+    assert_eq!(metrics.get("kpi_feedback_messages_total", &[]), Some(1.0));
+}
