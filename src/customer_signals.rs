@@ -164,6 +164,9 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Option<Incoming>, serde_json::Er
     payload.map(serde_json::from_slice).transpose()
 }
 
+/// The number of the latest part sent of each input partition and customer.
+type LatestSent = HashMap<(PartitionId, Arc<str>), u64>;
+
 /// Writes the parts the input partitions give; owned by the consume loop.
 pub struct SignalsWriter {
     config: Arc<Config>,
@@ -180,7 +183,7 @@ pub struct SignalsWriter {
     /// Parts sent so far, numbering each.
     sent: u64,
     /// The number of the latest part sent of each key not acknowledged yet.
-    latest: Arc<Mutex<HashMap<(PartitionId, Arc<str>), u64>>>,
+    latest: Arc<Mutex<LatestSent>>,
 }
 
 impl SignalsWriter {
