@@ -56,11 +56,14 @@ fn ticket(id: &str, customer: &str, kind: &str, ticket: &str, at: i64, extra: Va
     v
 }
 
+/// Which input topic of [`Topics`] a message is written to.
+type InputTopic = fn(&Topics) -> &str;
+
 /// Each input message with the partition it is written to.
-fn history(now: i64) -> Vec<(fn(&Topics) -> &str, i32, Value)> {
-    let surveys: fn(&Topics) -> &str = |t| &t.surveys;
-    let tickets: fn(&Topics) -> &str = |t| &t.tickets;
-    let bills: fn(&Topics) -> &str = |t| &t.billing;
+fn history(now: i64) -> Vec<(InputTopic, i32, Value)> {
+    let surveys: InputTopic = |t| &t.surveys;
+    let tickets: InputTopic = |t| &t.tickets;
+    let bills: InputTopic = |t| &t.billing;
     let opened = |id: &str, customer: &str, t: &str| {
         ticket(id, customer, "ticket.opened", t, now - 3 * HOUR, json!({}))
     };
