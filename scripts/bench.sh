@@ -27,7 +27,9 @@
 #   h. `kpi-stream history` reading the same topics, every KPI at each hour of the 30 days
 #      (721 instants), as jsonl and as openmetrics: events/s, peak RSS, output size, and
 #      the ratio to b (at least 0.5 is the aim).
-# The runs of b, d, e, f and g are interleaved, one of each per round, then those of h.
+#   i. the catch-up of b with customer health off (health.enabled = false): the same
+#      figures, and the slowdown of b (health on, the default) over i.
+# The runs of b, d, e, f, g and i are interleaved, one of each per round, then those of h.
 # The generator stamps each preloaded message with its event's time, as a producer that
 # writes events when they happen does, so every period the preload reaches (the previous
 # day and month included) is filled, and every run reads every preloaded message: they are
@@ -112,6 +114,7 @@ rate_one_core=() cpu_one_core=() rss_one_core=() ready_one_core=()
 rate_one_worker=() cpu_one_worker=() rss_one_worker=() ready_one_worker=()
 rate_no_periods=() cpu_no_periods=() rss_no_periods=() ready_no_periods=()
 rate_all_periods=() cpu_all_periods=() rss_all_periods=() ready_all_periods=()
+rate_no_health=() cpu_no_health=() rss_no_health=() ready_no_health=()
 catch_up() {
     local name=$1 round=$2
     shift 2
@@ -132,6 +135,7 @@ for round in $(seq "$rounds"); do
         env KPI_STREAM_CALENDAR__PERIODS='["day", "week", "month", "quarter", "year"]'
     catch_up one_core "$round" taskset -c 0
     catch_up one_worker "$round" env KPI_STREAM_PROCESSING__WORKERS=1
+    catch_up no_health "$round" env KPI_STREAM_HEALTH__ENABLED=false
 done
 # h. kpi-stream history reading the same topics, every KPI each hour of the 30 days:
 # `history_run FORMAT ROUND` appends its events/s, peak RSS and output size.
@@ -170,11 +174,13 @@ medians one_core _1c
 medians one_worker _1w
 medians no_periods _np
 medians all_periods _ap
+medians no_health _nh
 ratio=$(calc "$rate / $ceiling")
 speedup_cores=$(calc "$rate / $rate_1c")
 speedup_workers=$(calc "$rate / $rate_1w")
 slowdown_default=$(calc "$ready / $ready_np")
 slowdown_all=$(calc "$ready_ap / $ready_np")
+slowdown_health=$(calc "$ready / $ready_nh")
 history_ratio_jsonl=$(calc "$rate_hj / $rate")
 history_ratio_openmetrics=$(calc "$rate_ho / $rate")
 
@@ -218,6 +224,10 @@ cat >"$out/result.json" <<JSON
  "all_periods_peak_rss_kb": $rss_ap, "all_periods_seconds_to_ready": $ready_ap,
  "slowdown_default_periods_over_no_periods": $(printf '%.3f' "$slowdown_default"),
  "slowdown_all_periods_over_no_periods": $(printf '%.3f' "$slowdown_all"),
+ "no_health_events_per_second": $(printf '%.0f' "$rate_nh"),
+ "no_health_cpu_microseconds_per_event": $(printf '%.3f' "$cpu_nh"),
+ "no_health_peak_rss_kb": $rss_nh, "no_health_seconds_to_ready": $ready_nh,
+ "slowdown_health_over_no_health": $(printf '%.3f' "$slowdown_health"),
  "history_jsonl_events_per_second": $(printf '%.0f' "$rate_hj"), "history_jsonl_peak_rss_kb": $rss_hj,
  "history_jsonl_bytes": $size_hj, "history_jsonl_over_catch_up": $(printf '%.3f' "$history_ratio_jsonl"),
  "history_openmetrics_events_per_second": $(printf '%.0f' "$rate_ho"), "history_openmetrics_peak_rss_kb": $rss_ho,
@@ -249,6 +259,11 @@ printf '%-42s %15d\n' "   peak RSS, KB" "$rss_ap"
 printf '%-42s %15.2f\n' "   seconds until caught up" "$ready_ap"
 printf '%-42s %15.3f\n' "   slowdown b/f (default periods)" "$slowdown_default"
 printf '%-42s %15.3f\n' "   slowdown g/f (all five)" "$slowdown_all"
+printf '%-42s %15.0f\n' "i. customer health off, events/s" "$rate_nh"
+printf '%-42s %15.3f\n' "   CPU s per million events" "$cpu_nh"
+printf '%-42s %15d\n' "   peak RSS, KB" "$rss_nh"
+printf '%-42s %15.2f\n' "   seconds until caught up" "$ready_nh"
+printf '%-42s %15.3f\n' "   slowdown b/i (health on over off)" "$slowdown_health"
 printf '%-42s %15.0f\n' "h. history jsonl, 721 instants, events/s" "$rate_hj"
 printf '%-42s %15d\n' "   peak RSS, KB" "$rss_hj"
 printf '%-42s %15.3f\n' "   ratio h/b" "$history_ratio_jsonl"
