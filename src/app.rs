@@ -39,7 +39,7 @@ pub async fn run(
         )
         .context("registering metrics")?,
     );
-    let customers = Arc::new(HealthView::new(&config));
+    let customers = Arc::new(HealthView::new(&config, config.health.model()?));
     let status = Arc::new(ServedState::new(customers.clone()));
     let server = crate::http::Server::bind(&config.http, metrics.clone(), status.clone())?;
     let http_stop = CancellationToken::new();

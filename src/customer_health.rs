@@ -91,11 +91,15 @@ pub struct HealthView {
     currency: String,
     customers: Mutex<OwnedCustomers>,
     ownership: Mutex<Ownership>,
+    /// The model scores are explained with.
+    model: HealthModel,
 }
 
 impl HealthView {
-    pub fn new(config: &Config) -> Self {
+    /// The view of `config`'s owner; `model` is `health.model()`, checked at check-config.
+    pub fn new(config: &Config, model: HealthModel) -> Self {
         HealthView {
+            model,
             enabled: config.health.enabled,
             topic: config.topics.customer_signals.clone(),
             group: format!("{}.health", config.kafka.group_id),
@@ -145,11 +149,13 @@ impl HealthView {
         let Ok(customers) = self.customers.lock() else {
             return Lookup::NotYetKnown;
         };
-        match customers.get(customer_id) {
-            Some(health) => match serde_json::to_vec(&HealthMessage::of(health, &self.currency)) {
-                Ok(body) => Lookup::Found(body),
-                Err(_) => Lookup::NoScore { partition },
-            },
+        match customers.published(customer_id, &self.model) {
+            Some(published) => {
+                match serde_json::to_vec(&HealthMessage::of(&published.health, &self.currency)) {
+                    Ok(body) => Lookup::Found(body),
+                    Err(_) => Lookup::NoScore { partition },
+                }
+            }
             None => Lookup::NoScore { partition },
         }
     }
@@ -517,7 +523,7 @@ impl Owner {
             let resend: Vec<(String, Option<Published>)> = again
                 .into_iter()
                 .map(|id| {
-                    let published = customers.published(&id).cloned();
+                    let published = customers.published(&id, &self.model);
                     (id, published)
                 })
                 .collect();
@@ -703,7 +709,8 @@ impl Owner {
             if restoring.contains(partition) || self.in_flight.contains(key) {
                 continue;
             }
-            let health = customers.get(&answer.customer_id);
+            let published = customers.published(&answer.customer_id, &self.model);
+            let health = published.as_ref().map(|p| &p.health);
             let message = FeedbackMessage {
                 customer_id: &answer.customer_id,
                 event_id: &answer.event_id,

@@ -64,12 +64,11 @@ pub struct CustomerSignals {
     pub billing: Option<BillingPart>,
 }
 
-/// Adds `other` into `mine`, where either may be missing.
-fn merge_part<T: Clone>(mine: &mut Option<T>, other: &Option<T>, add: impl FnOnce(&mut T, &T)) {
-    match (mine.as_mut(), other) {
-        (Some(mine), Some(other)) => add(mine, other),
-        (None, Some(other)) => *mine = Some(other.clone()),
-        (_, None) => {}
+/// Adds `other` into `mine`, which may be missing.
+fn add_part<T: Clone>(mine: &mut Option<T>, other: &T, add: impl FnOnce(&mut T, &T)) {
+    match mine.as_mut() {
+        Some(mine) => add(mine, other),
+        None => *mine = Some(other.clone()),
     }
 }
 
@@ -77,17 +76,38 @@ impl CustomerSignals {
     /// Adds another part of the same customer's signals. Sums saturate, so that a part with
     /// an absurd amount cannot wrap another's into a small one.
     pub fn merge(&mut self, other: &CustomerSignals) {
-        merge_part(&mut self.surveys, &other.surveys, |a, b| {
+        if let Some(surveys) = &other.surveys {
+            self.add_surveys(surveys);
+        }
+        if let Some(tickets) = &other.tickets {
+            self.add_tickets(tickets);
+        }
+        if let Some(billing) = &other.billing {
+            self.add_billing(billing);
+        }
+    }
+
+    /// Adds a survey part, as [`CustomerSignals::merge`] does.
+    pub fn add_surveys(&mut self, other: &SurveyPart) {
+        add_part(&mut self.surveys, other, |a, b| {
             a.latest_nps = a.latest_nps.max(b.latest_nps);
             a.csat_points.merge(&b.csat_points);
             a.csat_answers.merge(&b.csat_answers);
         });
-        merge_part(&mut self.tickets, &other.tickets, |a, b| {
+    }
+
+    /// Adds a ticket part, as [`CustomerSignals::merge`] does.
+    pub fn add_tickets(&mut self, other: &TicketPart) {
+        add_part(&mut self.tickets, other, |a, b| {
             a.opened.merge(&b.opened);
             a.open = a.open.saturating_add(b.open);
             a.sla_breaches.merge(&b.sla_breaches);
         });
-        merge_part(&mut self.billing, &other.billing, |a, b| {
+    }
+
+    /// Adds a billing part, as [`CustomerSignals::merge`] does.
+    pub fn add_billing(&mut self, other: &BillingPart) {
+        add_part(&mut self.billing, other, |a, b| {
             a.mrr = a.mrr.saturating_add(b.mrr);
             a.mrr_change.merge(&b.mrr_change);
             a.payment_failures.merge(&b.payment_failures);

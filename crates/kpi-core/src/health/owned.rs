@@ -15,11 +15,12 @@
 //!
 //! Pure: every time is an argument.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::customer::CustomerSignals;
+use super::customer::{BillingPart, CustomerSignals, SurveyPart, TicketPart};
 use super::parts::CustomerPart;
 use super::{Band, HealthModel, HealthScore, Signal, SignalValues};
 use crate::billing::major;
@@ -81,44 +82,122 @@ impl BandTotal {
     }
 }
 
+/// One input partition's part of a customer: one family's, as the owner keeps it.
+#[derive(Debug, Clone)]
+enum FamilyPart {
+    Surveys(SurveyPart),
+    Tickets(TicketPart),
+    Billing(BillingPart),
+}
+
+impl FamilyPart {
+    /// The family part of a part as written (which has one).
+    fn of(signals: CustomerSignals) -> Option<Self> {
+        let CustomerSignals {
+            surveys,
+            tickets,
+            billing,
+        } = signals;
+        surveys
+            .map(FamilyPart::Surveys)
+            .or(tickets.map(FamilyPart::Tickets))
+            .or(billing.map(FamilyPart::Billing))
+    }
+
+    fn add_to(&self, signals: &mut CustomerSignals) {
+        match self {
+            FamilyPart::Surveys(part) => signals.add_surveys(part),
+            FamilyPart::Tickets(part) => signals.add_tickets(part),
+            FamilyPart::Billing(part) => signals.add_billing(part),
+        }
+    }
+
+    /// Which family's segment a customer takes first: billing's (what the customer pays
+    /// for is where finance counts it), then surveys', then tickets'.
+    fn segment_rank(&self) -> u8 {
+        match self {
+            FamilyPart::Billing(_) => 2,
+            FamilyPart::Surveys(_) => 1,
+            FamilyPart::Tickets(_) => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SourcePart {
+    /// The input partition, as an index into [`OwnedCustomers::sources`].
+    source: u32,
+    part: FamilyPart,
+    /// Shared among the customers of a segment.
+    segment: Option<Arc<str>>,
+    last_event_ms: i64,
+}
+
+/// What was last published of a customer, in the fewest bytes: the signals' scores and
+/// contributions are computed again from the values when asked for.
+#[derive(Debug, Clone)]
+struct Scored {
+    score: f64,
+    band: Band,
+    values: SignalValues,
+    mrr: i64,
+    segment: Option<Arc<str>>,
+    changed_at_ms: i64,
+    moved_by: Option<Signal>,
+}
+
+impl Scored {
+    fn published(&self, customer_id: &str, model: &HealthModel) -> Published {
+        let signals = model
+            .score(&self.values)
+            .map(|s| s.signals)
+            .unwrap_or_default();
+        Published {
+            health: CustomerHealth {
+                customer_id: customer_id.to_owned(),
+                score: HealthScore {
+                    score: self.score,
+                    band: self.band,
+                    signals,
+                },
+                mrr: self.mrr,
+                segment: self.segment.as_deref().map(str::to_owned),
+                changed_at_ms: self.changed_at_ms,
+                moved_by: self.moved_by,
+            },
+            values: self.values,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct OwnedCustomer {
     /// The signals partition the customer is read from.
     partition: i32,
-    /// Each input partition's part, by the input partition's name (`topic:partition`).
-    parts: Vec<(Box<str>, CustomerPart)>,
-    /// What was last published.
-    published: Option<Published>,
     /// A part arrived since the customer was last scored.
     dirty: bool,
+    /// Each input partition's part.
+    parts: Vec<SourcePart>,
+    /// What was last published.
+    published: Option<Scored>,
 }
 
 impl OwnedCustomer {
     fn signals(&self) -> CustomerSignals {
         let mut merged = CustomerSignals::default();
-        for (_, part) in &self.parts {
-            merged.merge(&part.signals);
+        for part in &self.parts {
+            part.part.add_to(&mut merged);
         }
         merged
     }
 
-    /// The segment of the latest event, billing's first: what the customer pays for is
-    /// where finance counts it.
-    fn segment(&self) -> Option<String> {
-        let family_rank = |part: &CustomerPart| {
-            if part.signals.billing.is_some() {
-                2
-            } else if part.signals.surveys.is_some() {
-                1
-            } else {
-                0
-            }
-        };
+    /// The segment of the latest event, billing's first.
+    fn segment(&self) -> Option<Arc<str>> {
         self.parts
             .iter()
-            .filter(|(_, part)| part.segment.is_some())
-            .max_by_key(|(_, part)| (family_rank(part), part.last_event_ms))
-            .and_then(|(_, part)| part.segment.clone())
+            .filter(|part| part.segment.is_some())
+            .max_by_key(|part| (part.part.segment_rank(), part.last_event_ms))
+            .and_then(|part| part.segment.clone())
     }
 }
 
@@ -126,6 +205,11 @@ impl OwnedCustomer {
 #[derive(Debug, Default)]
 pub struct OwnedCustomers {
     customers: HashMap<Box<str>, OwnedCustomer>,
+    /// The input partitions' names (`topic:partition`), each once.
+    sources: Vec<Box<str>>,
+    source_index: HashMap<Box<str>, u32>,
+    /// The segments, each once.
+    segments: HashSet<Arc<str>>,
     /// Customers forgotten since the last call of [`OwnedCustomers::take_forgotten`].
     forgotten: u64,
 }
@@ -140,23 +224,53 @@ impl OwnedCustomers {
         source: &str,
         part: Option<CustomerPart>,
     ) {
+        let source = self.source(source);
         match part {
             Some(part) => {
+                let Some(family) = FamilyPart::of(part.signals) else {
+                    return;
+                };
+                let segment = part.segment.map(|s| self.segment(&s));
+                let part = SourcePart {
+                    source,
+                    part: family,
+                    segment,
+                    last_event_ms: part.last_event_ms,
+                };
                 let customer = self.customers.entry(customer_id.into()).or_default();
                 customer.partition = partition;
                 customer.dirty = true;
-                match customer.parts.iter_mut().find(|(s, _)| &**s == source) {
-                    Some((_, mine)) => *mine = part,
-                    None => customer.parts.push((source.into(), part)),
+                match customer.parts.iter_mut().find(|p| p.source == source) {
+                    Some(mine) => *mine = part,
+                    None => customer.parts.push(part),
                 }
             }
             None => {
                 if let Some(customer) = self.customers.get_mut(customer_id) {
-                    customer.parts.retain(|(s, _)| &**s != source);
+                    customer.parts.retain(|p| p.source != source);
                     customer.dirty = true;
                 }
             }
         }
+    }
+
+    fn source(&mut self, name: &str) -> u32 {
+        if let Some(index) = self.source_index.get(name) {
+            return *index;
+        }
+        let index = self.sources.len() as u32;
+        self.sources.push(name.into());
+        self.source_index.insert(name.into(), index);
+        index
+    }
+
+    fn segment(&mut self, name: &str) -> Arc<str> {
+        if let Some(segment) = self.segments.get(name) {
+            return segment.clone();
+        }
+        let segment: Arc<str> = name.into();
+        self.segments.insert(segment.clone());
+        segment
     }
 
     /// What an earlier owner published of `customer_id` (read back from the customer
@@ -168,9 +282,18 @@ impl OwnedCustomers {
         customer_id: &str,
         published: Option<Published>,
     ) {
+        let scored = published.map(|p| Scored {
+            score: p.health.score.score,
+            band: p.health.score.band,
+            values: p.values,
+            mrr: p.health.mrr,
+            segment: p.health.segment.map(|s| self.segment(&s)),
+            changed_at_ms: p.health.changed_at_ms,
+            moved_by: p.health.moved_by,
+        });
         let customer = self.customers.entry(customer_id.into()).or_default();
         customer.partition = partition;
-        customer.published = published;
+        customer.published = scored;
         customer.dirty = true;
     }
 
@@ -197,14 +320,15 @@ impl OwnedCustomers {
                 continue;
             }
             customer.dirty = false;
+            let unpublished = |id: &str| HealthChange {
+                customer_id: id.to_owned(),
+                published: None,
+                transition: None,
+            };
             if customer.parts.is_empty() {
                 gone.push(id.clone());
                 if customer.published.is_some() {
-                    changes.push(HealthChange {
-                        customer_id: id.to_string(),
-                        published: None,
-                        transition: None,
-                    });
+                    changes.push(unpublished(id));
                 }
                 continue;
             }
@@ -212,52 +336,50 @@ impl OwnedCustomers {
             let values = signals.values(now_ms, bucket_ms);
             let Some(score) = model.score(&values) else {
                 if customer.published.take().is_some() {
-                    changes.push(HealthChange {
-                        customer_id: id.to_string(),
-                        published: None,
-                        transition: None,
-                    });
+                    changes.push(unpublished(id));
                 }
                 continue;
             };
             let mrr = signals.billing.as_ref().map_or(0, |b| b.mrr);
             let segment = customer.segment();
             let before = customer.published.as_ref();
-            let news = before.is_none_or(|Published { health, .. }| {
-                health.score.band != score.band
-                    || (health.score.score - score.score).abs() >= SCORE_STEP
-                    || health.segment != segment
-                    || health.mrr != mrr
+            let moved = before.is_none_or(|b| {
+                b.band != score.band || (b.score - score.score).abs() >= SCORE_STEP
             });
+            let news = moved || before.is_none_or(|b| b.segment != segment || b.mrr != mrr);
             if !news {
                 continue;
             }
-            let moved = before.is_none_or(|Published { health, .. }| {
-                health.score.band != score.band
-                    || (health.score.score - score.score).abs() >= SCORE_STEP
-            });
             let transition = before
-                .map(|p| p.health.score.band)
+                .map(|b| b.band)
                 .filter(|band| *band != score.band)
                 .map(|band| (band, score.band));
             let (changed_at_ms, moved_by) = match before {
-                Some(Published { health, .. }) if !moved => (health.changed_at_ms, health.moved_by),
-                Some(Published {
-                    values: before_values,
-                    ..
-                }) => (now_ms, model.moved_by(before_values, &values)),
+                Some(b) if !moved => (b.changed_at_ms, b.moved_by),
+                Some(b) => (now_ms, model.moved_by(&b.values, &values)),
                 None => (now_ms, None),
             };
-            let health = CustomerHealth {
-                customer_id: id.to_string(),
-                score,
+            let scored = Scored {
+                score: score.score,
+                band: score.band,
+                values,
                 mrr,
                 segment,
                 changed_at_ms,
                 moved_by,
             };
-            let published = Published { health, values };
-            customer.published = Some(published.clone());
+            let published = Published {
+                health: CustomerHealth {
+                    customer_id: id.to_string(),
+                    score,
+                    mrr,
+                    segment: scored.segment.as_deref().map(str::to_owned),
+                    changed_at_ms,
+                    moved_by,
+                },
+                values,
+            };
+            customer.published = Some(scored);
             changes.push(HealthChange {
                 customer_id: id.to_string(),
                 published: Some(published),
@@ -271,18 +393,11 @@ impl OwnedCustomers {
         changes
     }
 
-    /// The published health of `customer_id`, if this instance holds a score of it.
-    pub fn get(&self, customer_id: &str) -> Option<&CustomerHealth> {
-        self.customers
-            .get(customer_id)?
-            .published
-            .as_ref()
-            .map(|p| &p.health)
-    }
-
-    /// What was last published of `customer_id`, with the values it was scored from.
-    pub fn published(&self, customer_id: &str) -> Option<&Published> {
-        self.customers.get(customer_id)?.published.as_ref()
+    /// What was last published of `customer_id`, with the values it was scored from, if
+    /// this instance holds a score of it; the signals' scores computed by `model`.
+    pub fn published(&self, customer_id: &str, model: &HealthModel) -> Option<Published> {
+        let scored = self.customers.get(customer_id)?.published.as_ref()?;
+        Some(scored.published(customer_id, model))
     }
 
     /// Whether this instance holds any part of `customer_id`.
@@ -312,17 +427,15 @@ impl OwnedCustomers {
         for band in Band::ALL {
             totals.insert((band, None), BandTotal::default());
         }
-        for Published { health, .. } in self.customers.values().filter_map(|c| c.published.as_ref())
-        {
-            let band = health.score.band;
+        for scored in self.customers.values().filter_map(|c| c.published.as_ref()) {
             let mut add = |segment: Option<String>| {
-                let total = totals.entry((band, segment)).or_default();
+                let total = totals.entry((scored.band, segment)).or_default();
                 total.customers += 1;
-                total.mrr += i128::from(health.mrr);
+                total.mrr += i128::from(scored.mrr);
             };
             add(None);
-            if let Some(segment) = &health.segment {
-                add(Some(segment.clone()));
+            if let Some(segment) = &scored.segment {
+                add(Some(segment.to_string()));
             }
         }
         totals
