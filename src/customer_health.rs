@@ -265,6 +265,7 @@ pub fn own_customers(
         feed_again: Arc::new(Mutex::new(Vec::new())),
         health_again: Arc::new(Mutex::new(Vec::new())),
         segments: BTreeSet::new(),
+        labelled: BTreeSet::new(),
         tombstones_due: Arc::new(Mutex::new(Vec::new())),
     };
     owner.refresh_partitions(&consumer);
@@ -317,6 +318,8 @@ struct Owner {
     health_again: Arc<Mutex<Vec<String>>>,
     /// The segments with series of their own on the health gauges.
     segments: BTreeSet<String>,
+    /// The band and segment of each series the health gauges have.
+    labelled: BTreeSet<(Band, String)>,
     /// Answers followed up whose tombstone failed, with their signals partition: the
     /// tombstone is written again, the feedback message not.
     tombstones_due: Arc<Mutex<Vec<(String, i32)>>>,
@@ -542,8 +545,6 @@ impl Owner {
         let health = &metrics.health;
         health.customers_owned.set(held as i64);
         health.customers_forgotten.inc_by(forgotten);
-        health.customers_by_health.reset();
-        health.mrr_by_health.reset();
         // Segments beyond the cap add up in `other`, as KPI series do.
         let mut labelled: BTreeMap<(Band, String), BandTotal> = BTreeMap::new();
         for ((band, segment), total) in &totals {
@@ -558,6 +559,8 @@ impl Owner {
             sum.customers += total.customers;
             sum.mrr += total.mrr;
         }
+        // Set in place, and only the series gone removed: a scrape never sees a series
+        // missing for a moment.
         for ((band, segment), total) in &labelled {
             let labels = [band.name(), segment.as_str()];
             health
@@ -569,6 +572,14 @@ impl Owner {
                 .with_label_values(&labels)
                 .set(total.mrr_major());
         }
+        for (band, segment) in &self.labelled {
+            if !labelled.contains_key(&(*band, segment.clone())) {
+                let labels = [band.name(), segment.as_str()];
+                let _ = health.customers_by_health.remove_label_values(&labels);
+                let _ = health.mrr_by_health.remove_label_values(&labels);
+            }
+        }
+        self.labelled = labelled.into_keys().collect();
         for change in &changes {
             if let Some((from, to)) = change.transition {
                 let segment = change
@@ -699,16 +710,24 @@ impl Owner {
             .map(|mut due| std::mem::take(&mut *due))
             .unwrap_or_default();
         for (key, partition) in due {
-            spawn_tombstone(self.tombstone_writer(), key, partition);
+            self.runtime
+                .spawn(write_tombstone(self.tombstone_writer(), key, partition));
         }
         let Ok(customers) = self.view.customers.lock() else {
             return;
         };
         let mut refused = None;
-        for (key, (partition, answer)) in &self.answers {
-            if restoring.contains(partition) || self.in_flight.contains(key) {
-                continue;
-            }
+        let mut followed = Vec::new();
+        // In the order they were answered: keys order them by text, not by time.
+        let mut due: Vec<(&String, &(i32, AnswerMessage))> = self
+            .answers
+            .iter()
+            .filter(|(key, (partition, _))| {
+                !restoring.contains(partition) && !self.in_flight.contains(*key)
+            })
+            .collect();
+        due.sort_by_key(|(_, (_, answer))| answer.answered_at_ms);
+        for (key, (partition, answer)) in due {
             let published = customers.published(&answer.customer_id, &self.model);
             let health = published.as_ref().map(|p| &p.health);
             let message = FeedbackMessage {
@@ -732,7 +751,7 @@ impl Owner {
                 .payload(&payload);
             match self.producer.send_result(record) {
                 Ok(delivery) => {
-                    self.in_flight.insert(key.clone());
+                    followed.push(key.clone());
                     let (metrics, again, writer) = (
                         self.metrics.clone(),
                         self.feed_again.clone(),
@@ -760,6 +779,8 @@ impl Owner {
                 }
             }
         }
+        drop(customers);
+        self.in_flight.extend(followed);
         // One line per publish, however many answers wait.
         if let Some(e) = refused {
             warn!(error = %e, topic = self.config.topics.feedback, "could not queue feedback messages; they are written again at the next publish");
@@ -782,10 +803,6 @@ struct TombstoneWriter {
     topic: String,
     due: Arc<Mutex<Vec<(String, i32)>>>,
     metrics: Arc<Metrics>,
-}
-
-fn spawn_tombstone(writer: TombstoneWriter, key: String, partition: i32) {
-    tokio::spawn(write_tombstone(writer, key, partition));
 }
 
 /// Writes the tombstone of an answer followed up; one that fails is due again.

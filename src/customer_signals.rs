@@ -204,13 +204,31 @@ impl SignalsWriter {
     /// Writes each input partition's changed parts, and the parts that failed before; then
     /// the detractors' answers, after the parts that count them (in the same partition of
     /// the topic, so the owner reads them in that order).
+    ///
+    /// What failed earlier is written again only for the input partitions still
+    /// `assigned` here: a partition that moved is written by its new reader, whose parts
+    /// an older one must not overwrite.
     pub fn write(
         &mut self,
         changes: Vec<(PartitionId, Vec<PartChange>)>,
         answers: Vec<(PartitionId, Vec<DetractorAnswer>)>,
+        assigned: impl Fn(PartitionId) -> bool,
     ) {
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.retain(|(partition, _)| assigned(*partition));
+        }
+        if let Ok(mut failed) = self.failed_answers.lock() {
+            failed.retain(|(partition, _)| assigned(*partition));
+        }
         self.write_parts(changes);
         self.write_answers(answers);
+    }
+
+    /// Waits up to `timeout` for the parts and answers queued to be delivered (at a stop).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            warn!(error = %e, "customer signal parts still unacknowledged at shutdown");
+        }
     }
 
     fn write_answers(&mut self, answers: Vec<(PartitionId, Vec<DetractorAnswer>)>) {

@@ -733,6 +733,9 @@ impl Pipeline {
         if let Err(e) = self.producer.flush(Duration::from_secs(3)) {
             warn!(error = %e, "output messages still unacknowledged at shutdown");
         }
+        if let Some(writer) = &self.signals {
+            writer.flush(Duration::from_secs(3));
+        }
         self.store_offsets();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is not an error worth failing on.
@@ -1053,7 +1056,8 @@ impl Pipeline {
         if self.joined {
             self.period_writer.write(due);
             if let Some(writer) = &mut self.signals {
-                writer.write(signals, detractors);
+                let assigned = &self.assigned;
+                writer.write(signals, detractors, |p| assigned.contains_key(&p));
             }
         }
         Ok(local)

@@ -112,6 +112,20 @@ pub struct DetractorAnswer {
     pub offset: i64,
 }
 
+/// The longest comment a detractor's answer carries to the feedback topic, in bytes: a
+/// comment as long as an event may be would make a message the broker refuses. A longer
+/// one is cut at a character boundary.
+pub const MAX_COMMENT_BYTES: usize = 8192;
+
+/// `comment`, cut to at most [`MAX_COMMENT_BYTES`] at a character boundary.
+fn bounded_comment(comment: &str) -> String {
+    let mut end = comment.len().min(MAX_COMMENT_BYTES);
+    while !comment.is_char_boundary(end) {
+        end -= 1;
+    }
+    comment[..end].to_owned()
+}
+
 /// Whether an answer of `score` to `survey` is a detractor's.
 pub fn is_detractor(survey: Survey, score: u8) -> bool {
     match survey {
@@ -455,7 +469,7 @@ impl PartitionSignals {
                 event_id: event.event_id.to_owned(),
                 survey,
                 score,
-                comment: comment.map(str::to_owned),
+                comment: comment.map(bounded_comment),
                 answered_at_ms: at_ms,
                 offset: event.offset,
             });
@@ -603,6 +617,19 @@ impl PartitionSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_comment_is_cut_at_a_character_boundary() {
+        assert_eq!(bounded_comment("short"), "short");
+        let long = "é".repeat(MAX_COMMENT_BYTES);
+        let cut = bounded_comment(&long);
+        assert_eq!(cut.len(), MAX_COMMENT_BYTES);
+        assert!(long.starts_with(&cut));
+        let odd = format!("a{long}");
+        let cut = bounded_comment(&odd);
+        assert_eq!(cut.len(), MAX_COMMENT_BYTES - 1);
+        assert!(odd.starts_with(&cut));
+    }
 
     /// What a customer keeps per partition, as docs/health.md gives it: its entry in the
     /// table (the key and the customer), whatever it does.
