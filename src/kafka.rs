@@ -267,6 +267,10 @@ pub fn health_consumer_config(config: &Config) -> ClientConfig {
             ("enable.auto.commit", "false".into()),
             ("enable.auto.offset.store", "false".into()),
             ("auto.offset.reset", "earliest".into()),
+            // Prefetched messages per partition (librdkafka's default, 64 MB, held the
+            // restore of a few partitions in memory at once): the owner reads as fast as it
+            // fetches, so a few megabytes keep it busy.
+            ("queued.max.messages.kbytes", "4096".into()),
         ],
     )
 }
@@ -274,7 +278,11 @@ pub fn health_consumer_config(config: &Config) -> ClientConfig {
 /// The settings of the consumer that reads the customer signals topic whole to restore an
 /// input partition's parts.
 pub fn signals_consumer_config(config: &Config) -> ClientConfig {
-    whole_topic_reader_config(config, "signals", &[])
+    whole_topic_reader_config(
+        config,
+        "signals",
+        &[("queued.max.messages.kbytes", "4096".into())],
+    )
 }
 
 /// The settings of the consumer that reads the rates topic (`billing.rates_topic`).
