@@ -7,9 +7,10 @@
 # Generates HEALTH_EVENTS events (default 6,000,000: half surveys, 40% tickets, 10% billing)
 # of HEALTH_CUSTOMERS customers (default 1,000,000) over 30 days into topics of 6 partitions,
 # then runs one instance:
-#   1. with customer health on (the default), until it is ready and its owner holds every
-#      customer the input partitions wrote (kpi_health_customers_owned unchanged over three
-#      scrapes 2 s apart): its resident memory (VmRSS), customers owned and scored;
+#   1. with customer health on (the default) and a publish every second, until it is ready
+#      and its owner holds every customer the input partitions wrote
+#      (kpi_health_customers_owned unchanged over five scrapes 2 s apart): its resident
+#      memory (VmRSS), customers owned and scored;
 #   2. with customer health off, once ready: its resident memory.
 # Prints both and writes target/bench/health-memory.json.
 set -euo pipefail
@@ -52,7 +53,7 @@ run() {
     local name=$1
     shift
     env "$@" KPI_STREAM_KAFKA__GROUP_ID="$id-$name" KPI_STREAM_HTTP__LISTEN="127.0.0.1:$port" \
-        "$bin" run >"$out/health-memory-$name.log" 2>&1 &
+        KPI_STREAM_PUBLISH__INTERVAL=1s "$bin" run >"$out/health-memory-$name.log" 2>&1 &
     pid=$!
     until ready; do sleep 1; done
 }
@@ -63,7 +64,7 @@ stop() {
 
 run on
 owned=-1 steady=0
-while [ "$steady" -lt 3 ]; do
+while [ "$steady" -lt 5 ]; do
     sleep 2
     now=$(metric kpi_health_customers_owned)
     if [ "$now" = "$owned" ] && [ "${now:-0}" != 0 ]; then steady=$((steady + 1)); else steady=0; fi

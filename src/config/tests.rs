@@ -1,4 +1,5 @@
 use kpi_core::event::Priority;
+use kpi_core::health::{HealthModel, Signal};
 use kpi_core::sla::SlaTargets;
 
 use super::*;
@@ -677,4 +678,72 @@ fn a_property_value_that_does_not_parse_is_not_quoted() {
         assert!(err.contains("KAFKA.PROPERTIES"), "{err}");
         Ok(())
     });
+}
+
+/// Every way a health model can be wrong is refused naming its key, and the edges that are
+/// right are accepted.
+#[test]
+fn a_health_model_is_checked_naming_the_key() {
+    let refused = [
+        ("[health.signals.loyalty]\nweight = 1", "health.signals.loyalty"),
+        (
+            "[health.signals.nps]\nlinear = { zero = 0, full = 10 }\nthresholds = [[0, 0]]",
+            "health.signals.nps.linear",
+        ),
+        (
+            "[health.signals.nps]\nlinear = { zero = 5, full = 5 }",
+            "health.signals.nps.linear",
+        ),
+        ("[health.signals.nps]\nthresholds = []", "health.signals.nps.thresholds"),
+        (
+            "[health.signals.csat]\nthresholds = [[3, 50], [2, 60]]",
+            "health.signals.csat.thresholds",
+        ),
+        (
+            "[health.signals.csat]\nthresholds = [[1, 101]]",
+            "health.signals.csat.thresholds",
+        ),
+        ("[health.signals.tenure_days]\nweight = -1", "health.signals.tenure_days.weight"),
+        ("[health.signals.tenure_days]\nweight = 1000.5", "health.signals.tenure_days.weight"),
+        ("[health.signals.tenure_days]\nweight = nan", "health.signals.tenure_days.weight"),
+        ("[health.bands]\nhealthy = 40\nat_risk = 40", "health.bands"),
+        ("[health.bands]\nhealthy = 101", "health.bands"),
+    ];
+    for (toml, key) in refused {
+        assert_eq!(refused_key(toml), key, "{toml}");
+    }
+    let every_weight_zero: String = Signal::ALL
+        .iter()
+        .map(|s| format!("[health.signals.{}]\nweight = 0\n", s.name()))
+        .collect();
+    assert_eq!(refused_key(&every_weight_zero), "health.signals");
+    let thresholds: Vec<String> = (0..17).map(|i| format!("[{i}, 50]")).collect();
+    let too_many = format!(
+        "[health.signals.nps]\nthresholds = [{}]",
+        thresholds.join(", ")
+    );
+    assert_eq!(refused_key(&too_many), "health.signals.nps.thresholds");
+    let sixteen = format!(
+        "[health.signals.nps]\nthresholds = [{}]",
+        thresholds[..16].join(", ")
+    );
+    for accepted in [
+        sixteen.as_str(),
+        "[health.signals.nps]\nweight = 1000\nlinear = { zero = 10, full = 0 }",
+        "[health.signals.nps]\nweight = 0",
+        "[health.bands]\nhealthy = 100\nat_risk = 0",
+    ] {
+        let config = load_str(accepted).unwrap();
+        config.health.model().unwrap();
+    }
+    // A signal given a weight alone keeps its default mapping.
+    let config = load_str("[health.signals.nps]\nweight = 7").unwrap();
+    let model = config.health.model().unwrap();
+    let defaults = HealthModel::default();
+    assert_eq!(model.rule(Signal::Nps).weight, 7.0);
+    assert_eq!(
+        model.rule(Signal::Nps).mapping,
+        defaults.rule(Signal::Nps).mapping
+    );
+    assert_eq!(model.rule(Signal::Csat), defaults.rule(Signal::Csat));
 }
