@@ -685,7 +685,10 @@ fn a_property_value_that_does_not_parse_is_not_quoted() {
 #[test]
 fn a_health_model_is_checked_naming_the_key() {
     let refused = [
-        ("[health.signals.loyalty]\nweight = 1", "health.signals.loyalty"),
+        (
+            "[health.signals.loyalty]\nweight = 1",
+            "health.signals.loyalty",
+        ),
         (
             "[health.signals.nps]\nlinear = { zero = 0, full = 10 }\nthresholds = [[0, 0]]",
             "health.signals.nps.linear",
@@ -694,7 +697,10 @@ fn a_health_model_is_checked_naming_the_key() {
             "[health.signals.nps]\nlinear = { zero = 5, full = 5 }",
             "health.signals.nps.linear",
         ),
-        ("[health.signals.nps]\nthresholds = []", "health.signals.nps.thresholds"),
+        (
+            "[health.signals.nps]\nthresholds = []",
+            "health.signals.nps.thresholds",
+        ),
         (
             "[health.signals.csat]\nthresholds = [[3, 50], [2, 60]]",
             "health.signals.csat.thresholds",
@@ -703,9 +709,18 @@ fn a_health_model_is_checked_naming_the_key() {
             "[health.signals.csat]\nthresholds = [[1, 101]]",
             "health.signals.csat.thresholds",
         ),
-        ("[health.signals.tenure_days]\nweight = -1", "health.signals.tenure_days.weight"),
-        ("[health.signals.tenure_days]\nweight = 1000.5", "health.signals.tenure_days.weight"),
-        ("[health.signals.tenure_days]\nweight = nan", "health.signals.tenure_days.weight"),
+        (
+            "[health.signals.tenure_days]\nweight = -1",
+            "health.signals.tenure_days.weight",
+        ),
+        (
+            "[health.signals.tenure_days]\nweight = 1000.5",
+            "health.signals.tenure_days.weight",
+        ),
+        (
+            "[health.signals.tenure_days]\nweight = nan",
+            "health.signals.tenure_days.weight",
+        ),
         ("[health.bands]\nhealthy = 40\nat_risk = 40", "health.bands"),
         ("[health.bands]\nhealthy = 101", "health.bands"),
     ];
