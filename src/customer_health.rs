@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::customer_signals::{self, AnswerMessage, SignalsKey, partition_of};
-use crate::kafka::{Producer, health_consumer_config, partitions_of, producer};
+use crate::kafka::{ErrorLog, Producer, health_consumer_config, partitions_of, producer};
 use crate::metrics::Metrics;
 
 use kpi_core::billing::major;
@@ -198,13 +198,21 @@ enum OwnerRebalance {
     Revoked(Vec<i32>),
 }
 
-/// Records the owner's rebalances; the loop applies them after each poll.
+/// Records the owner's rebalances; the loop applies them after each poll. Errors go
+/// through an [`ErrorLog`], not one line each: a broker outage is one line, not one per
+/// attempt.
 #[derive(Default)]
 struct OwnerCallbacks {
     changes: Mutex<Vec<OwnerRebalance>>,
+    errors: ErrorLog,
 }
 
-impl ClientContext for OwnerCallbacks {}
+impl ClientContext for OwnerCallbacks {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.errors
+            .report("customer health consumer error", &error, reason);
+    }
+}
 
 impl ConsumerContext for OwnerCallbacks {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

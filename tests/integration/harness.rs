@@ -588,7 +588,12 @@ pub fn committed_to_end(group: &str, topics: &[&str]) -> bool {
 
 /// Every KPI value and component gauge (not counters, not the service's own health).
 pub fn kpi_values(metrics: &Metrics) -> std::collections::BTreeMap<String, f64> {
-    const HEALTH: [&str; 13] = [
+    // The service's health, and customer health: its owner's gauges follow the signals
+    // topic a publish or more after the KPIs, and tests of their own check them.
+    const HEALTH: [&str; 16] = [
+        "kpi_customers_by_health",
+        "kpi_mrr_by_health",
+        "kpi_health_",
         "kpi_global_",
         "kpi_http_",
         "kpi_assigned_partitions",
