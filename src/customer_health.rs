@@ -516,17 +516,34 @@ impl Owner {
             self.last_rescore_all = Some(Instant::now());
         }
         let now = (self.clock)();
-        let restoring: Vec<i32> = self
+        let (restoring, owned, partitions): (Vec<i32>, BTreeSet<i32>, Option<i32>) = self
             .view
             .ownership
             .lock()
-            .map(|o| o.restoring.keys().copied().collect())
+            .map(|o| {
+                (
+                    o.restoring.keys().copied().collect(),
+                    o.owned.clone(),
+                    o.partitions,
+                )
+            })
             .unwrap_or_default();
-        let again: Vec<String> = self
-            .health_again
-            .lock()
-            .map(|mut again| std::mem::take(&mut *again))
-            .unwrap_or_default();
+        // A customer is sent again by its owner only: one of a partition being restored
+        // waits for the restore, one of a partition gone is its new owner's to publish.
+        let mut again: Vec<String> = Vec::new();
+        if let Ok(mut waiting) = self.health_again.lock() {
+            waiting.retain(|id| {
+                let partition = partitions.and_then(|n| partition_of(id, n));
+                match partition {
+                    Some(p) if owned.contains(&p) && !restoring.contains(&p) => {
+                        again.push(id.clone());
+                        false
+                    }
+                    Some(p) => owned.contains(&p),
+                    None => true,
+                }
+            });
+        }
         let (changes, totals, held, forgotten, resend) = {
             let Ok(mut customers) = self.view.customers.lock() else {
                 return;
@@ -550,6 +567,7 @@ impl Owner {
             )
         };
         let metrics = self.metrics.clone();
+        metrics.health.last_rescore_time.set(now as f64 / 1000.0);
         let health = &metrics.health;
         health.customers_owned.set(held as i64);
         health.customers_forgotten.inc_by(forgotten);

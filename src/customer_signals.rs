@@ -25,7 +25,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::kafka::{LoggedErrors, Producer, Reader, partitions_of, signals_consumer_config};
@@ -216,6 +216,9 @@ impl SignalsWriter {
     ) {
         if let Ok(mut failed) = self.failed.lock() {
             failed.retain(|(partition, _)| assigned(*partition));
+        }
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.retain(|(partition, _), _| assigned(*partition));
         }
         if let Ok(mut failed) = self.failed_answers.lock() {
             failed.retain(|(partition, _)| assigned(*partition));
@@ -500,7 +503,15 @@ pub fn read_parts(
             }
             continue;
         };
-        let message = message.context("reading the customer signals topic")?;
+        // An error the client reports (a broker reconnecting, a leader moving) is no
+        // progress, not the end: the patience decides.
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                debug!(error = %e, "reading the customer signals topic");
+                continue;
+            }
+        };
         last_progress = Instant::now();
         read += 1;
         let partition = message.partition();
@@ -527,8 +538,14 @@ pub fn read_parts(
         }
         let parts = found.entry(source).or_default();
         match decode(message.payload()) {
+            // A part older than the one held (a former reader's late write) is not kept.
             Ok(Some(incoming)) => {
-                parts.insert(customer_id.to_owned(), incoming.part);
+                let newer = parts
+                    .get(customer_id)
+                    .is_none_or(|held| incoming.part.through_offset >= held.through_offset);
+                if newer {
+                    parts.insert(customer_id.to_owned(), incoming.part);
+                }
             }
             Ok(None) => {
                 parts.remove(customer_id);

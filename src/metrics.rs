@@ -212,6 +212,8 @@ pub struct HealthMetrics {
     pub health_failures: IntCounter,
     pub feedback_messages: IntCounter,
     pub feedback_failures: IntCounter,
+    /// When the owner last scored its customers.
+    pub last_rescore_time: prometheus::Gauge,
 }
 
 impl HealthMetrics {
@@ -291,6 +293,13 @@ impl HealthMetrics {
             feedback_failures: counter(
                 "kpi_feedback_failures_total",
                 "Feedback messages not queued or not acknowledged (each is written again)",
+            )?,
+            last_rescore_time: register(
+                registry,
+                prometheus::Gauge::new(
+                    "kpi_health_last_rescore_timestamp_seconds",
+                    "When the customer health owner last scored its customers, Unix seconds",
+                )?,
             )?,
         };
         // Every band's overall series and every transition exist from the start, at 0, so

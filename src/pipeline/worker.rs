@@ -301,10 +301,14 @@ impl Worker {
                 restored,
                 signals,
             } => {
+                let count_from = replay.count_from;
                 self.take(partition, replay, queue, generation).await;
                 let now = (self.owned.clock)();
                 self.owned.aggregates.restore(partition, &restored, now);
                 self.owned.aggregates.restore_signals(partition, signals);
+                self.owned
+                    .aggregates
+                    .keep_detractors_from(partition, count_from);
             }
             Command::Drop(partition) => {
                 self.owned.aggregates.drop_partition(partition);

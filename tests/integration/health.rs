@@ -324,18 +324,29 @@ async fn hand_built_customers_are_scored_restored_from_signals_and_owned_once() 
     let health_before = end_offsets(&brokers(), &[&topics.customer_health]);
     let restarted = Service::start(&env);
     restarted.wait_ready().await;
-    let after = eventually(
-        "the same scores after the restart",
+    // The restored publications are served before the owner scores again: wait for a
+    // scoring after every customer is served, which must publish nothing new.
+    eventually(
+        "the restored customers",
         Duration::from_secs(60),
+        async || owned_by_one(&[&restarted]).await.map(|_| ()),
+    )
+    .await;
+    let served = now_ms() as f64 / 1000.0;
+    eventually(
+        "a scoring after the restore",
+        Duration::from_secs(30),
         async || {
-            let owners = owned_by_one(&[&restarted]).await?;
-            owners
-                .iter()
-                .all(|(id, (_, health))| matches(&want, id, health))
-                .then_some(owners)
+            let metrics = restarted.try_metrics().await?;
+            let scored = metrics.get("kpi_health_last_rescore_timestamp_seconds", &[])?;
+            (scored > served).then_some(())
         },
     )
     .await;
+    let after = owned_by_one(&[&restarted]).await.unwrap();
+    for (id, (_, health)) in &after {
+        assert!(matches(&want, id, health), "{id}: {health}");
+    }
     for (id, (_, health)) in &after {
         // Restored with what was published: not changed since.
         assert_eq!(health["changed_at"], owners[id].1["changed_at"], "{id}");

@@ -1261,6 +1261,18 @@ impl Aggregates {
             .unwrap_or_default()
     }
 
+    /// Keeps the detractors' answers of `partition` from `offset` on only (where its replay
+    /// starts counting, as dead letters do).
+    pub fn keep_detractors_from(&mut self, partition: PartitionId, offset: i64) {
+        let settings = self.partition_settings;
+        let periods = self.periods.len();
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(&settings, periods, partition.family))
+            .signals
+            .keep_detractors_from(offset);
+    }
+
     /// Puts the customer signal parts `partition` wrote earlier in place, before its replay
     /// (which then skips, for each customer, the events its part counts).
     pub fn restore_signals(

@@ -1005,4 +1005,16 @@ fn a_detractor_answer_is_taken_once_through_duplicates_and_a_restored_replay() {
     let taken = restarted.take_detractors(p);
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].event_id.as_str(), taken[0].score), ("g", 1));
+    // A replay without restored parts keeps only the answers from where it counts.
+    let mut replayed = with_signals(signals);
+    replayed.keep_detractors_from(p, 2);
+    for (offset, e) in events.iter().enumerate() {
+        let _ = replayed.record_at(p, e, offset as i64, T0);
+    }
+    let kept: Vec<String> = replayed
+        .take_detractors(p)
+        .into_iter()
+        .map(|d| d.event_id)
+        .collect();
+    assert_eq!(kept, ["c"]);
 }

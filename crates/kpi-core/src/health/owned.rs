@@ -131,6 +131,8 @@ struct SourcePart {
     /// Shared among the customers of a segment.
     segment: Option<Arc<str>>,
     last_event_ms: i64,
+    /// The part counts its input partition's events below this offset.
+    through_offset: i64,
 }
 
 /// What was last published of a customer, in the fewest bytes: the signals' scores and
@@ -236,12 +238,16 @@ impl OwnedCustomers {
                     part: family,
                     segment,
                     last_event_ms: part.last_event_ms,
+                    through_offset: part.through_offset,
                 };
                 let customer = self.customers.entry(customer_id.into()).or_default();
                 customer.partition = partition;
                 customer.dirty = true;
                 match customer.parts.iter_mut().find(|p| p.source == source) {
-                    Some(mine) => *mine = part,
+                    // A part older than the one held (a former reader's late write, after
+                    // the partition's new reader wrote) is not kept.
+                    Some(mine) if part.through_offset >= mine.through_offset => *mine = part,
+                    Some(_) => {}
                     None => customer.parts.push(part),
                 }
             }
@@ -291,15 +297,29 @@ impl OwnedCustomers {
             changed_at_ms: p.health.changed_at_ms,
             moved_by: p.health.moved_by,
         });
-        let customer = self.customers.entry(customer_id.into()).or_default();
+        // A customer published as unscored is only cleared: no entry is made for it.
+        let customer = match scored {
+            Some(_) => self.customers.entry(customer_id.into()).or_default(),
+            None => match self.customers.get_mut(customer_id) {
+                Some(customer) => customer,
+                None => return,
+            },
+        };
         customer.partition = partition;
         customer.published = scored;
         customer.dirty = true;
     }
 
-    /// Drops the customers of a signals partition this instance no longer owns.
+    /// Drops the customers of a signals partition this instance no longer owns, and the
+    /// segments no customer has any more.
     pub fn drop_partition(&mut self, partition: i32) {
         self.customers.retain(|_, c| c.partition != partition);
+        self.prune_segments();
+    }
+
+    fn prune_segments(&mut self) {
+        self.segments
+            .retain(|segment| Arc::strong_count(segment) > 1);
     }
 
     /// Scores the customers a part of which arrived since, or every customer when `all`,
@@ -389,6 +409,9 @@ impl OwnedCustomers {
         self.forgotten += gone.len() as u64;
         for id in gone {
             self.customers.remove(&id);
+        }
+        if all {
+            self.prune_segments();
         }
         changes
     }

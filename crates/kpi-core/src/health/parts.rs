@@ -395,6 +395,8 @@ pub struct PartitionSignals {
     customers: FamilyCustomers,
     /// Detractors' answers applied since they were last taken.
     detractors: Vec<DetractorAnswer>,
+    /// Answers below this offset were followed up before (a replay's): not kept.
+    detractors_from: i64,
 }
 
 impl PartitionSignals {
@@ -413,6 +415,7 @@ impl PartitionSignals {
             next_sweep_ms: i64::MIN,
             customers,
             detractors: Vec::new(),
+            detractors_from: i64::MIN,
         }
     }
 
@@ -463,7 +466,9 @@ impl PartitionSignals {
                 Survey::Ces => false,
             },
         );
-        if let Some(customer_id) = applied.filter(|_| detractor) {
+        if let Some(customer_id) =
+            applied.filter(|_| detractor && event.offset >= self.detractors_from)
+        {
             self.detractors.push(DetractorAnswer {
                 customer_id,
                 event_id: event.event_id.to_owned(),
@@ -474,6 +479,12 @@ impl PartitionSignals {
                 offset: event.offset,
             });
         }
+    }
+
+    /// Keeps detractors' answers from `offset` on only: those below were counted before, by
+    /// the run whose replay this is, so a replay holds none of them in memory.
+    pub fn keep_detractors_from(&mut self, offset: i64) {
+        self.detractors_from = offset;
     }
 
     /// The detractors' answers applied since the last call, in the order applied.

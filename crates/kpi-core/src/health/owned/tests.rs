@@ -419,3 +419,27 @@ fn a_restored_publication_is_the_baseline_of_the_next_owner() {
     );
     assert_eq!(rescore(&mut fresh, T0 + DAY, false)[0].transition, None);
 }
+
+/// A part older than the one held (by its offset) is a former reader's late write, and is
+/// not kept; an unscored publication of an unknown customer makes no customer.
+#[test]
+fn an_older_part_does_not_replace_a_newer_one() {
+    let mut owned = OwnedCustomers::default();
+    let newer = CustomerPart {
+        through_offset: 10,
+        ..part(open_tickets(0), None, T0)
+    };
+    let older = CustomerPart {
+        through_offset: 5,
+        ..part(open_tickets(3), None, T0)
+    };
+    owned.receive(0, "c", "tickets:0", Some(newer));
+    owned.receive(0, "c", "tickets:0", Some(older));
+    let changes = rescore(&mut owned, T0, false);
+    let health = &changes[0].published.as_ref().unwrap().health;
+    assert_eq!(health.score.score, 100.0);
+    owned.restore_published(0, "ghost", None);
+    assert!(!owned.holds("ghost"));
+    assert!(rescore(&mut owned, T0, true).is_empty());
+    assert_eq!(owned.take_forgotten(), 0);
+}
