@@ -228,6 +228,19 @@ async fn owned_by_one(services: &[&Service]) -> Option<BTreeMap<String, (usize, 
     Some(found)
 }
 
+/// Every customer from its one owner among `services`, each scored as `want` says; `None`
+/// until then.
+async fn scored_by_one(
+    services: &[&Service],
+    want: &Expected,
+) -> Option<BTreeMap<String, (usize, Value)>> {
+    let owners = owned_by_one(services).await?;
+    owners
+        .iter()
+        .all(|(id, (_, health))| matches(want, id, health))
+        .then_some(owners)
+}
+
 #[tokio::test]
 async fn hand_built_customers_are_scored_restored_from_signals_and_owned_once() {
     let topics = Topics::create_with(&brokers(), "health", [2, 3, 2], true).await;
@@ -243,13 +256,7 @@ async fn hand_built_customers_are_scored_restored_from_signals_and_owned_once() 
     let owners = eventually(
         "every customer scored by hand",
         Duration::from_secs(60),
-        async || {
-            let owners = owned_by_one(&[&first]).await?;
-            owners
-                .iter()
-                .all(|(id, (_, health))| matches(&want, id, health))
-                .then_some(owners)
-        },
+        async || scored_by_one(&[&first], &want).await,
     )
     .await;
     let alice = &owners["h-alice"].1;
@@ -392,11 +399,7 @@ async fn hand_built_customers_are_scored_restored_from_signals_and_owned_once() 
         Duration::from_secs(90),
         async || {
             let refs: Vec<&Service> = services.iter().collect();
-            let owners = owned_by_one(&refs).await?;
-            owners
-                .iter()
-                .all(|(id, (_, health))| matches(&want, id, health))
-                .then_some(owners)
+            scored_by_one(&refs, &want).await
         },
     )
     .await;
@@ -409,12 +412,10 @@ async fn hand_built_customers_are_scored_restored_from_signals_and_owned_once() 
         Duration::from_secs(90),
         async || {
             let refs: Vec<&Service> = services.iter().collect();
-            let owners = owned_by_one(&refs).await?;
+            let owners = scored_by_one(&refs, &want).await?;
             owners
                 .iter()
-                .all(|(id, (_, health))| {
-                    matches(&want, id, health) && health["changed_at"] == spread[id].1["changed_at"]
-                })
+                .all(|(id, (_, health))| health["changed_at"] == spread[id].1["changed_at"])
                 .then_some(())
         },
     )

@@ -1264,13 +1264,7 @@ impl Aggregates {
     /// Keeps the detractors' answers of `partition` from `offset` on only (where its replay
     /// starts counting, as dead letters do).
     pub fn keep_detractors_from(&mut self, partition: PartitionId, offset: i64) {
-        let settings = self.partition_settings;
-        let periods = self.periods.len();
-        self.partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState::new(&settings, periods, partition.family))
-            .signals
-            .keep_detractors_from(offset);
+        self.signals_of(partition).keep_detractors_from(offset);
     }
 
     /// Puts the customer signal parts `partition` wrote earlier in place, before its replay
@@ -1280,13 +1274,18 @@ impl Aggregates {
         partition: PartitionId,
         parts: impl IntoIterator<Item = (Arc<str>, CustomerPart)>,
     ) {
+        self.signals_of(partition).restore(parts);
+    }
+
+    /// The customer signals of `partition`, made with its state if it has none yet.
+    fn signals_of(&mut self, partition: PartitionId) -> &mut PartitionSignals {
         let settings = self.partition_settings;
         let periods = self.periods.len();
-        self.partitions
+        &mut self
+            .partitions
             .entry(partition)
             .or_insert_with(|| PartitionState::new(&settings, periods, partition.family))
             .signals
-            .restore(parts);
     }
 
     /// The part of `customer_id`'s signals that `partition` holds.
