@@ -78,6 +78,12 @@ metric_sum() {
     curl -fs "http://127.0.0.1:$port/metrics" 2>/dev/null |
         awk -v m="$1" 'index($0, m) == 1 {split($0, a, " "); s += a[2]} END {printf "%d", s}'
 }
+# The overall series (segment="") of a health gauge's band, or 0.
+health_of() {
+    curl -fs "http://127.0.0.1:$port/metrics" 2>/dev/null |
+        awk -v m="$1{band=\"$2\"" 'index($0, m) == 1 && index($0, "segment=\"\"") {printf "%d", $2; found = 1}
+            END {if (!found) printf "0"}'
+}
 until curl -fs "http://127.0.0.1:$port/readyz" >/dev/null; do
     kill -0 "$service" 2>/dev/null || { cat "$run/service.log"; exit 1; }
     printf '\rdemo: replaying the topics: %s events read, %s messages behind   ' \
@@ -133,6 +139,11 @@ if "month_to_date" in bounds and "previous_month" in bounds:
     printf 'events processed %s, rejected %s, duplicates %s, late %s\n' \
         "$(metric_sum kpi_events_processed_total)" "$(metric_sum kpi_events_rejected_total)" \
         "$(metric_sum kpi_events_duplicate_total)" "$(metric_sum kpi_events_late_total)"
+    printf 'customers by health: %s healthy, %s neutral, %s at risk, holding %s of MRR (%s at risk)\n' \
+        "$(health_of kpi_customers_by_health healthy)" "$(health_of kpi_customers_by_health neutral)" \
+        "$(health_of kpi_customers_by_health at_risk)" \
+        "$(($(health_of kpi_mrr_by_health healthy) + $(health_of kpi_mrr_by_health neutral) + $(health_of kpi_mrr_by_health at_risk)))" \
+        "$(health_of kpi_mrr_by_health at_risk)"
     if [ -n "${DEMO_SECONDS:-}" ] && [ $(($(date +%s) - started)) -ge "$DEMO_SECONDS" ]; then
         break
     fi
