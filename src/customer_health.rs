@@ -245,7 +245,6 @@ pub fn own_customers(
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let model = config.health.model()?;
     let bucket_ms = config.health.signal_settings()?.bucket_ms();
     let consumer: OwnerConsumer = health_consumer_config(&config)
         .create_with_context(OwnerCallbacks::default())
@@ -261,7 +260,6 @@ pub fn own_customers(
         config,
         metrics,
         view,
-        model,
         bucket_ms,
         producer,
         runtime,
@@ -308,7 +306,6 @@ struct Owner {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     view: Arc<HealthView>,
-    model: HealthModel,
     bucket_ms: i64,
     producer: Producer,
     runtime: tokio::runtime::Handle,
@@ -551,11 +548,11 @@ impl Owner {
             let resend: Vec<(String, Option<Published>)> = again
                 .into_iter()
                 .map(|id| {
-                    let published = customers.published(&id, &self.model);
+                    let published = customers.published(&id, &self.view.model);
                     (id, published)
                 })
                 .collect();
-            let changes = customers.rescore(&self.model, self.bucket_ms, now, all, |p| {
+            let changes = customers.rescore(&self.view.model, self.bucket_ms, now, all, |p| {
                 !restoring.contains(&p)
             });
             (
@@ -754,7 +751,7 @@ impl Owner {
             .collect();
         due.sort_by_key(|(_, (_, answer))| answer.answered_at_ms);
         for (key, (partition, answer)) in due {
-            let published = customers.published(&answer.customer_id, &self.model);
+            let published = customers.published(&answer.customer_id, &self.view.model);
             let health = published.as_ref().map(|p| &p.health);
             let message = FeedbackMessage {
                 customer_id: &answer.customer_id,

@@ -150,18 +150,10 @@ pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
 
 /// The settings of the group consumer that reads the input topics.
 pub fn group_consumer_config(config: &Config) -> ClientConfig {
-    client_config(
+    group_member_config(
         config,
+        config.kafka.group_id.clone(),
         &[
-            ("group.id", config.kafka.group_id.clone()),
-            (
-                "session.timeout.ms",
-                config.kafka.session_timeout_ms.to_string(),
-            ),
-            ("partition.assignment.strategy", "cooperative-sticky".into()),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("auto.offset.reset", "earliest".into()),
             ("statistics.interval.ms", "1000".into()),
             // Each partition has a prefetch queue of its own, read by its worker, and these
             // bounds hold per partition: a partition is fetched again while less than 512 KB
@@ -255,24 +247,37 @@ pub fn periods_consumer_config(config: &Config) -> ClientConfig {
 /// customer signals topic, never committed, so that every assignment reads its partitions
 /// from the beginning (the compacted topic is the owner's state).
 pub fn health_consumer_config(config: &Config) -> ClientConfig {
-    client_config(
+    group_member_config(
         config,
-        &[
-            ("group.id", format!("{}.health", config.kafka.group_id)),
-            (
-                "session.timeout.ms",
-                config.kafka.session_timeout_ms.to_string(),
-            ),
-            ("partition.assignment.strategy", "cooperative-sticky".into()),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("auto.offset.reset", "earliest".into()),
-            // Prefetched messages per partition (librdkafka's default, 64 MB, held the
-            // restore of a few partitions in memory at once): the owner reads as fast as it
-            // fetches, so a few megabytes keep it busy.
-            ("queued.max.messages.kbytes", "4096".into()),
-        ],
+        format!("{}.health", config.kafka.group_id),
+        // Prefetched messages per partition (librdkafka's default, 64 MB, held the restore
+        // of a few partitions in memory at once): the owner reads as fast as it fetches, so
+        // a few megabytes keep it busy.
+        &[("queued.max.messages.kbytes", "4096".into())],
     )
+}
+
+/// The settings every member of one of the service's consumer groups has: cooperative
+/// rebalances, the configured session timeout, offsets committed by the service alone (or
+/// never), from the earliest offset without one; then `extra`.
+fn group_member_config(
+    config: &Config,
+    group_id: String,
+    extra: &[(&str, String)],
+) -> ClientConfig {
+    let mut settings = vec![
+        ("group.id", group_id),
+        (
+            "session.timeout.ms",
+            config.kafka.session_timeout_ms.to_string(),
+        ),
+        ("partition.assignment.strategy", "cooperative-sticky".into()),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("auto.offset.reset", "earliest".into()),
+    ];
+    settings.extend(extra.iter().cloned());
+    client_config(config, &settings)
 }
 
 /// The settings of the consumer that reads the customer signals topic whole to restore an
