@@ -106,8 +106,8 @@ pub(super) struct PartitionReport {
     /// below `position`; only for a partition that has caught up.
     pub signals: Vec<PartChange>,
     /// The detractors' answers applied since the last report, those counted live only
-    /// (at or past `count_from`, as dead letters are); only for a partition that has caught
-    /// up.
+    /// (at or past `count_from`, as dead letters are: the partition keeps no other, see
+    /// [`Aggregates::keep_detractors_from`]); only for a partition that has caught up.
     pub detractors: Vec<DetractorAnswer>,
 }
 
@@ -654,9 +654,7 @@ impl Owned {
                         Vec::new()
                     },
                     detractors: if caught_up {
-                        let mut answers = self.aggregates.take_detractors(*partition);
-                        answers.retain(|a| a.offset >= progress.replay.count_from);
-                        answers
+                        self.aggregates.take_detractors(*partition)
                     } else {
                         Vec::new()
                     },
